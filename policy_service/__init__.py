@@ -1,0 +1,1 @@
+"""The chat-policy gRPC policy service: group-creation decisions and group-full state."""

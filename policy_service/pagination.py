@@ -1,0 +1,74 @@
+"""AIP-158 page sizes and keyset page tokens for listing full groups."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+
+from policy_service.errors import InvalidArgument, InvalidPageToken
+from policy_service.group_state import GroupKey, GroupState
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+_TOKEN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FullGroupsCursor:
+    """Position after the last group of a page, in the list's order (full_since, key)."""
+
+    full_since_ms: int
+    key: GroupKey
+
+    @classmethod
+    def after(cls, state: GroupState) -> FullGroupsCursor:
+        """The cursor that continues after `state`, a full group."""
+        assert state.full_since_ms is not None, "only full groups are listed"
+        return cls(state.full_since_ms, state.key)
+
+
+def page_size_from_request(page_size: int) -> int:
+    """Apply AIP-158 defaults: 0 means the default, too large is capped, negative is refused."""
+    if page_size < 0:
+        raise InvalidArgument("page_size", "must not be negative")
+    return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def encode_page_token(sdk_app_id_filter: int, cursor: FullGroupsCursor) -> str:
+    """An opaque token for the page after `cursor`, bound to the request's filter."""
+    key = cursor.key
+    fields = [
+        _TOKEN_VERSION,
+        sdk_app_id_filter,
+        cursor.full_since_ms,
+        key.sdk_app_id,
+        key.group_id,
+        key.topic_id,
+    ]
+    raw = json.dumps(fields, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str, sdk_app_id_filter: int) -> FullGroupsCursor | None:
+    """The cursor in `token` (None for the first page); InvalidPageToken if it is not ours."""
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        version, token_filter, full_since_ms, app, group, topic = json.loads(raw)
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        raise InvalidPageToken("page_token is malformed") from None
+    if version != _TOKEN_VERSION or not _all_types(
+        (full_since_ms, int), (app, int), (group, str), (topic, str)
+    ):
+        raise InvalidPageToken("page_token is malformed")
+    if token_filter != sdk_app_id_filter:
+        raise InvalidPageToken("page_token was issued for a different sdk_app_id")
+    return FullGroupsCursor(full_since_ms, GroupKey(app, group, topic))
+
+
+def _all_types(*pairs: tuple[object, type]) -> bool:
+    """True when every value has exactly its type (bool is not accepted as int)."""
+    return all(type(value) is kind for value, kind in pairs)

@@ -1,0 +1,71 @@
+"""Settings of the policy service, read once from CHAT_POLICY_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+Number = TypeVar("Number", int, float)
+
+
+class SettingsError(ValueError):
+    """A setting has a value the service cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """How the policy service listens, where it keeps state and which policy it applies."""
+
+    grpc_bind: str = "127.0.0.1:50051"
+    """host:port the gRPC server listens on (CHAT_POLICY_GRPC_BIND); port 0 picks a free one."""
+
+    data_dir: Path = Path("var")
+    """Directory for the default SQLite file (CHAT_POLICY_DATA_DIR)."""
+
+    database_url: str = ""
+    """`sqlite:///PATH` (CHAT_POLICY_DATABASE_URL); empty means `chat-policy.db` in data_dir."""
+
+    policy_file: Path | None = None
+    """Group-creation policy TOML (CHAT_POLICY_POLICY_FILE); None means the shipped default."""
+
+    max_workers: int = 8
+    """Threads serving RPCs (CHAT_POLICY_GRPC_MAX_WORKERS)."""
+
+    grace_s: float = 5.0
+    """On SIGTERM/SIGINT, how long in-flight RPCs may finish (CHAT_POLICY_GRPC_GRACE_S)."""
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL in force: the configured one, or the SQLite file in data_dir."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'chat-policy.db'}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServiceSettings:
+        """Read the settings from the environment; unset or empty variables keep defaults."""
+        defaults = cls()
+        policy_file = environ.get("CHAT_POLICY_POLICY_FILE", "")
+        return cls(
+            grpc_bind=environ.get("CHAT_POLICY_GRPC_BIND", "") or defaults.grpc_bind,
+            data_dir=Path(environ.get("CHAT_POLICY_DATA_DIR", "") or defaults.data_dir),
+            database_url=environ.get("CHAT_POLICY_DATABASE_URL", ""),
+            policy_file=Path(policy_file) if policy_file else None,
+            max_workers=_positive(environ, "CHAT_POLICY_GRPC_MAX_WORKERS", defaults.max_workers),
+            grace_s=_positive(environ, "CHAT_POLICY_GRPC_GRACE_S", defaults.grace_s),
+        )
+
+
+def _positive(environ: Mapping[str, str], name: str, default: Number) -> Number:
+    """Parse a positive number of the default's type, or return the default when unset."""
+    raw = environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = type(default)(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise SettingsError(f"{name}={raw!r} must be positive")
+    return value

@@ -1,0 +1,82 @@
+"""The one table from domain errors to gRPC status codes with google.rpc.ErrorInfo details."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from chatpolicy.v1 import error_reason_pb2
+from policy_service.errors import (
+    GroupNotFound,
+    InvalidArgument,
+    InvalidPageToken,
+    PolicyServiceError,
+    StoreUnavailable,
+)
+
+ERROR_DOMAIN = "chatpolicy.v1"
+
+# Domain error -> (canonical code, ErrorReason). Anything else is INTERNAL, never UNKNOWN.
+STATUS_TABLE: dict[type[PolicyServiceError], tuple[int, int]] = {
+    InvalidArgument: (code_pb2.INVALID_ARGUMENT, error_reason_pb2.ERROR_REASON_INVALID_ARGUMENT),
+    InvalidPageToken: (
+        code_pb2.INVALID_ARGUMENT,
+        error_reason_pb2.ERROR_REASON_INVALID_PAGE_TOKEN,
+    ),
+    GroupNotFound: (code_pb2.NOT_FOUND, error_reason_pb2.ERROR_REASON_GROUP_NOT_FOUND),
+    StoreUnavailable: (code_pb2.UNAVAILABLE, error_reason_pb2.ERROR_REASON_STORE_UNAVAILABLE),
+}
+INTERNAL = (code_pb2.INTERNAL, error_reason_pb2.ERROR_REASON_INTERNAL)
+
+log = logging.getLogger(__name__)
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def status_for(error: Exception) -> status_pb2.Status:
+    """The google.rpc.Status a caller receives for `error`."""
+    code, reason = STATUS_TABLE.get(type(error), INTERNAL)  # type: ignore[call-overload]
+    message = str(error) if code != code_pb2.INTERNAL else "internal error"
+    info = error_details_pb2.ErrorInfo(
+        reason=error_reason_pb2.ErrorReason.Name(reason),
+        domain=ERROR_DOMAIN,
+        metadata=_metadata(error),
+    )
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    return status_pb2.Status(code=code, message=message, details=[detail])
+
+
+def maps_errors(method: Method) -> Method:
+    """Decorate a servicer method so every exception becomes a status from STATUS_TABLE."""
+
+    @functools.wraps(method)
+    def wrapper(self: object, request: object, context: grpc.ServicerContext) -> object:
+        try:
+            return method(self, request, context)
+        except PolicyServiceError as error:
+            context.abort_with_status(rpc_status.to_status(status_for(error)))
+        except Exception as error:
+            log.exception("unexpected error in %s", method.__qualname__)
+            context.abort_with_status(rpc_status.to_status(status_for(error)))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _metadata(error: Exception) -> dict[str, str]:
+    if isinstance(error, InvalidArgument):
+        return {"field": error.field}
+    if isinstance(error, GroupNotFound):
+        return {
+            "sdk_app_id": str(error.sdk_app_id),
+            "group_id": error.group_id,
+            "topic_id": error.topic_id,
+        }
+    return {}

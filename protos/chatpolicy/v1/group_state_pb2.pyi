@@ -1,0 +1,27 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GroupState(_message.Message):
+    __slots__ = ("sdk_app_id", "group_id", "topic_id", "full", "full_since", "last_event_time", "full_event_count")
+    SDK_APP_ID_FIELD_NUMBER: _ClassVar[int]
+    GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_ID_FIELD_NUMBER: _ClassVar[int]
+    FULL_FIELD_NUMBER: _ClassVar[int]
+    FULL_SINCE_FIELD_NUMBER: _ClassVar[int]
+    LAST_EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    FULL_EVENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    sdk_app_id: int
+    group_id: str
+    topic_id: str
+    full: bool
+    full_since: _timestamp_pb2.Timestamp
+    last_event_time: _timestamp_pb2.Timestamp
+    full_event_count: int
+    def __init__(self, sdk_app_id: _Optional[int] = ..., group_id: _Optional[str] = ..., topic_id: _Optional[str] = ..., full: _Optional[bool] = ..., full_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., full_event_count: _Optional[int] = ...) -> None: ...
