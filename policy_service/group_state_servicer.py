@@ -60,7 +60,9 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
         # One extra row tells whether a next page exists without a second query.
         states = self._store.list_full(request.sdk_app_id, limit + 1, after)
         page, more = states[:limit], len(states) > limit
-        token = encode_page_token(request.sdk_app_id, FullGroupsCursor.after(page[-1])) if more else ""
+        token = (
+            encode_page_token(request.sdk_app_id, FullGroupsCursor.after(page[-1])) if more else ""
+        )
         return pb.ListFullGroupsResponse(
             group_states=[_group_state_pb(state) for state in page], next_page_token=token
         )

@@ -183,7 +183,9 @@ def _outcome(table: Mapping[str, object], where: str) -> Outcome:
     try:
         effect = Effect(effect_name)
     except ValueError:
-        raise PolicyError(f"{where}.effect: must be 'allow' or 'deny', got {effect_name!r}") from None
+        raise PolicyError(
+            f"{where}.effect: must be 'allow' or 'deny', got {effect_name!r}"
+        ) from None
     code = table.get("error_code", REFUSAL_CODE if effect is Effect.DENY else 0)
     info = table.get("error_info", "")
     if not isinstance(info, str):

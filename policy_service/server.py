@@ -82,4 +82,3 @@ def main() -> int:
         log.error("policy service cannot start: %s", error)
         return 2
     return 0
-

@@ -82,7 +82,7 @@ class SQLiteGroupStateStore:
         self, sdk_app_id: int, limit: int, after: FullGroupsCursor | None
     ) -> list[GroupState]:
         """One keyset page of full groups: an index range scan, whatever the depth."""
-        where, params = ["full"], []
+        where, params = ["full"], list[object]()
         if sdk_app_id:
             where.append("sdk_app_id = ?")
             params.append(sdk_app_id)

@@ -24,7 +24,7 @@ from policy_service.errors import (
 ERROR_DOMAIN = "chatpolicy.v1"
 
 # Domain error -> (canonical code, ErrorReason). Anything else is INTERNAL, never UNKNOWN.
-STATUS_TABLE: dict[type[PolicyServiceError], tuple[int, int]] = {
+STATUS_TABLE: dict[type[Exception], tuple[int, int]] = {
     InvalidArgument: (code_pb2.INVALID_ARGUMENT, error_reason_pb2.ERROR_REASON_INVALID_ARGUMENT),
     InvalidPageToken: (
         code_pb2.INVALID_ARGUMENT,
@@ -42,7 +42,7 @@ Method = TypeVar("Method", bound=Callable[..., Any])
 
 def status_for(error: Exception) -> status_pb2.Status:
     """The google.rpc.Status a caller receives for `error`."""
-    code, reason = STATUS_TABLE.get(type(error), INTERNAL)  # type: ignore[call-overload]
+    code, reason = STATUS_TABLE.get(type(error), INTERNAL)
     message = str(error) if code != code_pb2.INTERNAL else "internal error"
     info = error_details_pb2.ErrorInfo(
         reason=error_reason_pb2.ErrorReason.Name(reason),
@@ -62,10 +62,12 @@ def maps_errors(method: Method) -> Method:
         try:
             return method(self, request, context)
         except PolicyServiceError as error:
-            context.abort_with_status(rpc_status.to_status(status_for(error)))
+            failure: Exception = error
         except Exception as error:
             log.exception("unexpected error in %s", method.__qualname__)
-            context.abort_with_status(rpc_status.to_status(status_for(error)))
+            failure = error
+        context.abort_with_status(rpc_status.to_status(status_for(failure)))
+        raise AssertionError("abort_with_status returns only by raising")
 
     return wrapper  # type: ignore[return-value]
 

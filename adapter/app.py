@@ -1,0 +1,64 @@
+"""The adapter's composition root: create_app(settings, client) builds the Falcon app."""
+
+from __future__ import annotations
+
+import logging
+
+import falcon
+import grpc
+
+from adapter import group_creation, group_state
+from adapter.answers import Failure, WebhookError, failure_answer
+from adapter.policy_client import GrpcPolicyClient, PolicyClient
+from adapter.request_log import RequestLog
+from adapter.settings import AdapterSettings
+from adapter.webhook import WebhookFamily, WebhookResource, write_answer
+
+log = logging.getLogger(__name__)
+
+_HTTP_FAILURES = {404: Failure.NOT_FOUND, 405: Failure.METHOD_NOT_ALLOWED}
+
+
+def create_app(
+    settings: AdapterSettings, client: PolicyClient
+) -> falcon.App[falcon.Request, falcon.Response]:
+    """The WSGI app: one webhook route, every answer in Chat's JSON shape."""
+    app = falcon.App(middleware=[RequestLog()])
+    creation = group_creation.GroupCreationFamily(client)
+    state = group_state.GroupStateFamily(client)
+    families: dict[str, WebhookFamily] = {
+        group_creation.COMMAND: creation,
+        group_state.GROUP_FULL: state,
+    }
+    app.add_route(settings.webhook_path, WebhookResource(settings, families))
+    app.add_error_handler(Exception, _answer_unexpected)
+    app.add_error_handler(falcon.HTTPError, _answer_http_error)
+    app.add_error_handler(WebhookError, _answer_webhook_error)
+    return app
+
+
+def create_app_from_env() -> falcon.App[falcon.Request, falcon.Response]:
+    """The app for this process, configured from the environment, with its own gRPC channel."""
+    settings = AdapterSettings.from_env()
+    channel = grpc.insecure_channel(settings.grpc_target)
+    return create_app(settings, GrpcPolicyClient(channel, settings.grpc_deadline_ms))
+
+
+def _answer_webhook_error(
+    req: falcon.Request, resp: falcon.Response, error: WebhookError, params: object
+) -> None:
+    write_answer(resp, failure_answer(error))
+
+
+def _answer_http_error(
+    req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError, params: object
+) -> None:
+    failure = _HTTP_FAILURES.get(error.status_code, Failure.MALFORMED_REQUEST)
+    write_answer(resp, failure_answer(WebhookError(failure)))
+
+
+def _answer_unexpected(
+    req: falcon.Request, resp: falcon.Response, error: Exception, params: object
+) -> None:
+    log.exception("request_id=%s unexpected error", req.context.get("request_id", "-"))
+    write_answer(resp, failure_answer(WebhookError(Failure.INTERNAL)))

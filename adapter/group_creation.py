@@ -1,0 +1,65 @@
+"""Group.CallbackBeforeCreateGroup -> CreationPolicyService.CheckGroupCreation."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from adapter import payload
+from adapter.answers import Answer, grpc_failure, ok, refusal
+from adapter.policy_client import PolicyClient, timestamp_from_ms
+from adapter.webhook import Webhook
+from chatpolicy.v1 import creation_policy_service_pb2 as pb
+
+COMMAND = "Group.CallbackBeforeCreateGroup"
+log = logging.getLogger(__name__)
+
+
+class GroupCreationFamily:
+    """Asks the policy whether a group may be created and answers Chat with its decision.
+
+    When the policy service cannot answer, the creation is allowed: that is what Chat itself
+    does when this webhook times out, and refusing every creation during an outage is worse.
+    """
+
+    def __init__(self, client: PolicyClient) -> None:
+        self._client = client
+
+    def handle(self, webhook: Webhook) -> Answer:
+        """Answer one creation request: allowed, refused with the policy's code, or fail-open."""
+        request = check_request(webhook)
+        try:
+            response = self._client.check_group_creation(request, webhook.request_id)
+        except grpc.RpcError as error:
+            log.warning(
+                "request_id=%s fail-open: allowing group creation because %s",
+                webhook.request_id,
+                grpc_failure(error),
+            )
+            return ok("fail-open")
+        if response.decision == pb.DECISION_DENY:
+            return refusal(response.error_code, response.error_info)
+        return ok("allowed")
+
+
+def check_request(webhook: Webhook) -> pb.CheckGroupCreationRequest:
+    """The CheckGroupCreation request for a before-create webhook."""
+    body = webhook.body
+    request = pb.CheckGroupCreationRequest(
+        sdk_app_id=webhook.sdk_app_id,
+        operator_account=payload.text(body, "Operator_Account"),
+        owner_account=payload.text(body, "Owner_Account"),
+        group_type=payload.text(body, "Type"),
+        name=payload.text(body, "Name"),
+        member_accounts=payload.member_accounts(body),
+        client_ip=webhook.client_ip,
+        opt_platform=webhook.opt_platform,
+    )
+    create_group_num = payload.integer(body, "CreateGroupNum")
+    if create_group_num is not None:
+        request.create_group_num = create_group_num
+    event_time_ms = payload.event_time_ms(body)
+    if event_time_ms is not None:
+        request.event_time.CopyFrom(timestamp_from_ms(event_time_ms))
+    return request

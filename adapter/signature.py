@@ -1,0 +1,42 @@
+"""Chat's webhook signature: Sign = hex SHA-256 of token + RequestTime, checked in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+
+
+class SignatureError(Exception):
+    """The request's Sign or RequestTime does not authenticate it; the message says why."""
+
+
+def compute_sign(token: str, request_time: str) -> str:
+    """The Sign Chat sends for `token` at `request_time` (Unix seconds, as sent)."""
+    return hashlib.sha256((token + request_time).encode()).hexdigest()
+
+
+def verify_sign(
+    tokens: Sequence[str],
+    sign: str | None,
+    request_time: str | None,
+    now_s: float,
+    tolerance_s: int,
+) -> None:
+    """Raise SignatureError unless `sign` matches one of `tokens` at a fresh `request_time`.
+
+    Hex digits are compared case-insensitively (the digest is the same); every token is tried,
+    so the time taken does not tell which one nearly matched.
+    """
+    if not sign or not request_time:
+        raise SignatureError("Sign and RequestTime are required")
+    if not (request_time.isascii() and request_time.isdigit()):
+        raise SignatureError("RequestTime must be Unix seconds")
+    if abs(int(request_time) - now_s) > tolerance_s:
+        raise SignatureError(f"RequestTime is more than {tolerance_s}s away from now")
+    given = sign.lower().encode()
+    matched = False
+    for token in tokens:
+        matched |= hmac.compare_digest(given, compute_sign(token, request_time).encode())
+    if not matched:
+        raise SignatureError("Sign does not match")

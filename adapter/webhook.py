@@ -1,0 +1,130 @@
+"""The webhook endpoint: authenticate, read the body, route on CallbackCommand to a family."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import falcon
+
+from adapter.answers import Answer, Failure, WebhookError, ok
+from adapter.payload import parse_body
+from adapter.settings import AdapterSettings
+from adapter.signature import SignatureError, verify_sign
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """An authenticated webhook: who sent it, which command, its body and when it arrived."""
+
+    sdk_app_id: int
+    command: str
+    body: Mapping[str, object]
+    client_ip: str
+    opt_platform: str
+    request_id: str
+    received_ms: int
+
+
+class WebhookFamily(Protocol):
+    """Handles the commands of one webhook family (group creation, group state, ...)."""
+
+    def handle(self, webhook: Webhook) -> Answer:
+        """Answer one webhook, raising WebhookError for a failure."""
+        ...
+
+
+class WebhookResource:
+    """POST endpoint for every Chat webhook; unknown commands are acknowledged and ignored."""
+
+    def __init__(
+        self,
+        settings: AdapterSettings,
+        families: Mapping[str, WebhookFamily],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._families = families
+        self._clock = clock
+        self._ignored_commands: set[str] = set()
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Answer one webhook with Chat's JSON."""
+        now_s = self._clock()
+        self._authenticate(req, now_s)
+        sdk_app_id = self._sdk_app_id(req)
+        command = req.get_param("CallbackCommand") or ""
+        req.context.command = command
+        if not command:
+            raise WebhookError(Failure.MALFORMED_REQUEST, "CallbackCommand is required")
+        body = parse_body(self._read_body(req))
+        if body.get("CallbackCommand", command) != command:
+            raise WebhookError(
+                Failure.MALFORMED_REQUEST, "body CallbackCommand differs from the query's"
+            )
+        family = self._families.get(command)
+        if family is None:
+            answer = self._ignore(command)
+        else:
+            answer = family.handle(
+                Webhook(
+                    sdk_app_id=sdk_app_id,
+                    command=command,
+                    body=body,
+                    client_ip=req.get_param("ClientIP") or "",
+                    opt_platform=req.get_param("OptPlatform") or "",
+                    request_id=req.context.request_id,
+                    received_ms=int(now_s * 1000),
+                )
+            )
+        write_answer(resp, answer)
+
+    def _authenticate(self, req: falcon.Request, now_s: float) -> None:
+        if not self._settings.auth_enabled:
+            return
+        try:
+            verify_sign(
+                self._settings.callback_tokens,
+                req.get_param("Sign"),
+                req.get_param("RequestTime"),
+                now_s,
+                self._settings.sign_tolerance_s,
+            )
+        except SignatureError as error:
+            raise WebhookError(Failure.UNAUTHENTICATED, str(error)) from None
+
+    def _sdk_app_id(self, req: falcon.Request) -> int:
+        raw = req.get_param("SdkAppid") or ""
+        if not (raw.isascii() and raw.isdigit()) or int(raw) not in self._settings.sdk_app_ids:
+            raise WebhookError(Failure.UNKNOWN_SDKAPPID, f"SdkAppid {raw!r}" if raw else "")
+        return int(raw)
+
+    def _read_body(self, req: falcon.Request) -> bytes:
+        limit = self._settings.max_body_bytes
+        too_large = WebhookError(Failure.BODY_TOO_LARGE, f"the limit is {limit} bytes")
+        if req.content_length is not None and req.content_length > limit:
+            raise too_large
+        raw: bytes = req.bounded_stream.read(limit + 1)
+        if len(raw) > limit:
+            raise too_large
+        return raw
+
+    def _ignore(self, command: str) -> Answer:
+        # Bounded: with auth off, anyone could invent command names.
+        if command not in self._ignored_commands and len(self._ignored_commands) < 1000:
+            self._ignored_commands.add(command)
+            log.info("acknowledging webhook command %r without acting on it", command)
+        return ok("ignored")
+
+
+def write_answer(resp: falcon.Response, answer: Answer) -> None:
+    """Put an answer on the response, and its outcome where the request log finds it."""
+    resp.status = answer.http_status
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = answer.body
+    resp.context.answer = answer

@@ -1,0 +1,102 @@
+"""`chat-policy run`: the policy service and the adapter as two supervised child processes."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+from types import FrameType
+
+import grpc
+
+from adapter.settings import AdapterSettings
+from policy_service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 12.0
+POLL_S = 0.2
+
+Child = tuple[str, "subprocess.Popen[bytes]"]
+
+
+def run_both() -> int:
+    """Start the service, then the adapter once the service answers; stop both together.
+
+    SIGINT/SIGTERM are forwarded as SIGTERM (graceful stop) and give exit status 0. If either
+    child exits on its own, the other is stopped and the exit status is 1; bad configuration
+    is status 2 before anything starts.
+    """
+    try:
+        ServiceSettings.from_env()
+        target = AdapterSettings.from_env().grpc_target
+    except ValueError as error:
+        log.error("chat-policy cannot start: %s", error)
+        return 2
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    children: list[Child] = []
+    try:
+        children.append(("policy service", _spawn("service")))
+        if not _wait_until_serving(target, children[0], stop):
+            return 0 if stop.is_set() else 1
+        log.info("policy service answers on %s; starting the adapter", target)
+        children.append(("adapter", _spawn("adapter")))
+        while not stop.wait(POLL_S):
+            for name, process in children:
+                if process.poll() is not None:
+                    log.error("%s exited with status %s; stopping", name, process.returncode)
+                    return 1
+        log.info("stop requested: stopping the adapter, then the policy service")
+        return 0
+    finally:
+        _stop_all(children[::-1])
+
+
+def _spawn(command: str) -> subprocess.Popen[bytes]:
+    # A session of its own: Ctrl-C reaches only us, and we stop the children gracefully.
+    return subprocess.Popen(
+        [sys.executable, "-m", "policy_service.cli", command], start_new_session=True
+    )
+
+
+def _wait_until_serving(target: str, service: Child, stop: threading.Event) -> bool:
+    """True once a gRPC channel to `target` is ready; False if the service died or we stop."""
+    name, process = service
+    with grpc.insecure_channel(target) as channel:
+        ready = grpc.channel_ready_future(channel)
+        for _ in range(int(READY_TIMEOUT_S / POLL_S)):
+            if stop.is_set():
+                return False
+            if process.poll() is not None:
+                log.error("%s exited with status %s", name, process.returncode)
+                return False
+            try:
+                ready.result(timeout=POLL_S)
+                return True
+            except grpc.FutureTimeoutError:
+                continue
+        log.error("%s did not answer on %s within %.0fs", name, target, READY_TIMEOUT_S)
+        return False
+
+
+def _stop_all(children: list[Child]) -> None:
+    """SIGTERM each running child in order, waiting for each; SIGKILL one that hangs."""
+    for name, process in children:
+        if process.poll() is not None:
+            continue
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            log.error("%s did not stop within %.0fs; killing it", name, STOP_TIMEOUT_S)
+            process.kill()
+            process.wait()
