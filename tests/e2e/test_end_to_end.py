@@ -1,0 +1,219 @@
+"""The whole path with real processes: Chat's sample webhooks through gunicorn into the service."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import grpc
+import pytest
+from grpc_status import rpc_status
+
+from adapter.signature import compute_sign
+from chatpolicy.v1 import group_state_service_pb2 as pb
+from chatpolicy.v1 import group_state_service_pb2_grpc
+from tests.e2e.conftest import Deployment
+
+SDKAPPID = 1400187352
+OK = b'{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}'
+
+# Chat's documented samples, comments removed; EventTime quoted as in the documentation.
+BEFORE_CREATE_SAMPLE = {
+    "CallbackCommand": "Group.CallbackBeforeCreateGroup",
+    "Operator_Account": "leckie",
+    "Owner_Account": "leckie",
+    "Type": "Public",
+    "Name": "MyFirstGroup",
+    "CreateGroupNum": 123,
+    "MemberList": [{"Member_Account": "bob"}, {"Member_Account": "peter"}],
+    "EventTime": "1670574414123",
+}
+GROUP_FULL_SAMPLE = {
+    "CallbackCommand": "Group.CallbackAfterGroupFull",
+    "GroupId": "@TGS#2J4SZEAEL",
+    "EventTime": "1670574414123",
+}
+
+pytestmark = pytest.mark.e2e
+
+
+def query(command: str, sdk_app_id: int = SDKAPPID, **extra: str) -> str:
+    """The query string Chat sends for `command`."""
+    params = {
+        "SdkAppid": str(sdk_app_id),
+        "CallbackCommand": command,
+        "contenttype": "json",
+        "ClientIP": "203.0.113.7",
+        "OptPlatform": "iOS",
+        **extra,
+    }
+    return "&".join(f"{key}={value}" for key, value in params.items())
+
+
+def body(document: dict[str, object], **changes: object) -> bytes:
+    """A webhook body: the document with `changes` applied, as Chat's JSON."""
+    return json.dumps({**document, **changes}).encode()
+
+
+def group_state(deployment: Deployment, group_id: str) -> pb.GetGroupStateResponse:
+    """GetGroupState over gRPC, as another service would ask."""
+    with grpc.insecure_channel(deployment.grpc_target) as channel:
+        stub = group_state_service_pb2_grpc.GroupStateServiceStub(channel)
+        request = pb.GetGroupStateRequest(sdk_app_id=SDKAPPID, group_id=group_id)
+        response: pb.GetGroupStateResponse = stub.GetGroupState(request, timeout=5)
+        return response
+
+
+def assert_not_found(deployment: Deployment, group_id: str) -> None:
+    """The service has no state for the group (NOT_FOUND with the documented reason)."""
+    with pytest.raises(grpc.RpcError) as raised:
+        group_state(deployment, group_id)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    status = rpc_status.from_call(raised.value)
+    assert status is not None
+    assert b"ERROR_REASON_GROUP_NOT_FOUND" in status.details[0].value
+
+
+@pytest.fixture
+def running(deployment: Deployment) -> Deployment:
+    """The service and the adapter started as separate commands, auth off."""
+    deployment.env["CHAT_POLICY_SDKAPPIDS"] = str(SDKAPPID)
+    deployment.start_service()
+    deployment.start_adapter()
+    return deployment
+
+
+@pytest.mark.parametrize("event_time", ["1670574414123", 1670574414123])
+def test_sample_webhooks_are_answered_as_chat_expects(
+    running: Deployment, event_time: object
+) -> None:
+    """Both documented samples get Chat's exact OK answer, and the group is then full."""
+    status, answer = running.post(
+        query("Group.CallbackBeforeCreateGroup"),
+        body(BEFORE_CREATE_SAMPLE, EventTime=event_time),
+    )
+    assert (status, answer) == (200, OK)
+
+    status, answer = running.post(
+        query("Group.CallbackAfterGroupFull"), body(GROUP_FULL_SAMPLE, EventTime=event_time)
+    )
+    assert (status, answer) == (200, OK)
+
+    state = group_state(running, "@TGS#2J4SZEAEL").group_state
+    assert state.full
+    assert state.sdk_app_id == SDKAPPID
+    assert state.full_since.ToMilliseconds() == 1670574414123
+    assert state.last_event_time.ToMilliseconds() == 1670574414123
+    assert state.full_event_count == 1
+
+
+def test_repeated_and_later_full_events_are_counted_once_each(running: Deployment) -> None:
+    """A redelivered event changes nothing; a later one counts another refused join."""
+    for event_time in ("1670574414123", "1670574414123", "1670574415000"):
+        status, answer = running.post(
+            query("Group.CallbackAfterGroupFull"),
+            body(GROUP_FULL_SAMPLE, EventTime=event_time, TopicId="@TGS#_topic"),
+        )
+        assert (status, answer) == (200, OK)
+    with grpc.insecure_channel(running.grpc_target) as channel:
+        state = (
+            group_state_service_pb2_grpc.GroupStateServiceStub(channel)
+            .GetGroupState(
+                pb.GetGroupStateRequest(
+                    sdk_app_id=SDKAPPID, group_id="@TGS#2J4SZEAEL", topic_id="@TGS#_topic"
+                ),
+                timeout=5,
+            )
+            .group_state
+        )
+    assert state.full_event_count == 2
+    assert state.full_since.ToMilliseconds() == 1670574414123
+    assert state.last_event_time.ToMilliseconds() == 1670574415000
+    assert_not_found(running, "@TGS#2J4SZEAEL")
+
+
+def test_policy_refusal_reaches_chat_with_the_rules_code(deployment: Deployment) -> None:
+    """A deny rule in the policy file becomes Chat's refusal answer, ActionStatus still OK."""
+    policy = deployment.tmp_path / "policy.toml"
+    policy.write_text(
+        'version = 1\n[[rules]]\nid = "no-public"\neffect = "deny"\n'
+        'error_code = 10123\nerror_info = "Public groups are closed"\ngroup_types = ["Public"]\n'
+    )
+    deployment.env.update(CHAT_POLICY_SDKAPPIDS=str(SDKAPPID), CHAT_POLICY_POLICY_FILE=str(policy))
+    deployment.start_service()
+    deployment.start_adapter()
+
+    status, answer = deployment.post(
+        query("Group.CallbackBeforeCreateGroup"), body(BEFORE_CREATE_SAMPLE)
+    )
+    assert status == 200
+    assert (
+        answer == b'{"ActionStatus":"OK","ErrorCode":10123,"ErrorInfo":"Public groups are closed"}'
+    )
+
+    status, answer = deployment.post(
+        query("Group.CallbackBeforeCreateGroup"), body(BEFORE_CREATE_SAMPLE, Type="Work")
+    )
+    assert (status, answer) == (200, OK)
+
+
+def test_refused_webhooks_get_4xx_and_record_nothing(deployment: Deployment) -> None:
+    """Wrong SdkAppid or a bad signature is answered 403/401 and never reaches the store."""
+    deployment.env.update(
+        CHAT_POLICY_SDKAPPIDS=str(SDKAPPID), CHAT_POLICY_CALLBACK_TOKENS="old-token,new-token"
+    )
+    deployment.start_service()
+    deployment.start_adapter()
+    now = str(int(time.time()))
+
+    status, answer = deployment.post(
+        query(
+            "Group.CallbackAfterGroupFull",
+            sdk_app_id=1400000001,
+            RequestTime=now,
+            Sign=compute_sign("new-token", now),
+        ),
+        body(GROUP_FULL_SAMPLE, GroupId="@TGS#wrong-app"),
+    )
+    assert status == 403
+    assert json.loads(answer)["ActionStatus"] == "FAIL"
+    assert_not_found(deployment, "@TGS#wrong-app")
+
+    status, answer = deployment.post(
+        query("Group.CallbackAfterGroupFull", RequestTime=now, Sign=compute_sign("other", now)),
+        body(GROUP_FULL_SAMPLE, GroupId="@TGS#bad-sign"),
+    )
+    assert status == 401
+    assert json.loads(answer) == {
+        "ActionStatus": "FAIL",
+        "ErrorCode": 401,
+        "ErrorInfo": "webhook signature rejected: Sign does not match",
+    }
+    assert_not_found(deployment, "@TGS#bad-sign")
+
+    status, answer = deployment.post(
+        query("Group.CallbackAfterGroupFull", RequestTime=now, Sign=compute_sign("old-token", now)),
+        body(GROUP_FULL_SAMPLE, GroupId="@TGS#signed"),
+    )
+    assert (status, answer) == (200, OK)
+    assert group_state(deployment, "@TGS#signed").group_state.full
+    assert "old-token" not in deployment.log("adapter")
+    assert compute_sign("old-token", now) not in deployment.log("adapter")
+
+
+def test_before_webhook_fails_open_and_after_webhook_fails_loudly_without_service(
+    deployment: Deployment,
+) -> None:
+    """With no policy service, creation is allowed (as Chat does) and a full event gets 503."""
+    deployment.env["CHAT_POLICY_SDKAPPIDS"] = str(SDKAPPID)
+    deployment.start_adapter()
+
+    started = time.monotonic()
+    status, answer = deployment.post(
+        query("Group.CallbackBeforeCreateGroup"), body(BEFORE_CREATE_SAMPLE)
+    )
+    assert (status, answer) == (200, OK)
+    status, answer = deployment.post(query("Group.CallbackAfterGroupFull"), body(GROUP_FULL_SAMPLE))
+    assert status == 503
+    assert json.loads(answer)["ActionStatus"] == "FAIL"
+    assert time.monotonic() - started < 2.0
