@@ -1,0 +1,239 @@
+"""Domain rules alone: group state, pagination tokens and the policy (no grpc, no Falcon)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from policy_service.errors import InvalidArgument, InvalidPageToken
+from policy_service.group_state import GroupKey, GroupState, apply_full_event
+from policy_service.pagination import (
+    FullGroupsCursor,
+    decode_page_token,
+    encode_page_token,
+    page_size_from_request,
+)
+from policy_service.policy import CreationRequest, Effect, PolicyError, load_policy, parse_policy
+
+KEY = GroupKey(1400000000, "@TGS#g")
+
+
+def test_first_full_event_makes_the_group_full() -> None:
+    """The first event sets full, full_since and last_event_time to its time, count 1."""
+    assert apply_full_event(None, KEY, 1000) == GroupState(KEY, True, 1000, 1000, 1)
+
+
+def test_later_full_event_counts_a_refused_join() -> None:
+    """A newer event while full adds one to the count and keeps full_since."""
+    state = apply_full_event(apply_full_event(None, KEY, 1000), KEY, 2000)
+    assert state == GroupState(KEY, True, 1000, 2000, 2)
+
+
+@pytest.mark.parametrize("event_time_ms", [2000, 1500])
+def test_repeated_or_older_event_changes_nothing(event_time_ms: int) -> None:
+    """An event not newer than the last applied returns the very same state."""
+    current = GroupState(KEY, True, 1000, 2000, 2)
+    assert apply_full_event(current, KEY, event_time_ms) is current
+
+
+def test_group_that_was_not_full_starts_a_new_full_period() -> None:
+    """A full event on a not-full group resets full_since and the count."""
+    current = GroupState(KEY, False, None, 2000, 0)
+    assert apply_full_event(current, KEY, 3000) == GroupState(KEY, True, 3000, 3000, 1)
+
+
+@pytest.mark.parametrize(
+    ("key", "field"),
+    [
+        (GroupKey(0, "g"), "sdk_app_id"),
+        (GroupKey(2**63, "g"), "sdk_app_id"),
+        (GroupKey(1, ""), "group_id"),
+    ],
+)
+def test_group_key_must_name_a_group(key: GroupKey, field: str) -> None:
+    """A key without an app or a group id is an invalid argument naming the field."""
+    with pytest.raises(InvalidArgument) as raised:
+        key.validate()
+    assert raised.value.field == field
+
+
+@pytest.mark.parametrize(("asked", "used"), [(0, 100), (1, 1), (1000, 1000), (5000, 1000)])
+def test_page_size_defaults_and_cap(asked: int, used: int) -> None:
+    """Page size 0 means 100 and anything above 1000 is capped (AIP-158)."""
+    assert page_size_from_request(asked) == used
+
+
+def test_negative_page_size_is_refused() -> None:
+    """A negative page size is an invalid argument."""
+    with pytest.raises(InvalidArgument) as raised:
+        page_size_from_request(-1)
+    assert raised.value.field == "page_size"
+
+
+def test_page_token_round_trips_and_is_bound_to_the_filter() -> None:
+    """A token decodes to its cursor for the same filter and is refused for another."""
+    cursor = FullGroupsCursor(1670574414123, GroupKey(7, "@TGS#é", "topic"))
+    token = encode_page_token(7, cursor)
+    assert decode_page_token(token, 7) == cursor
+    assert decode_page_token("", 7) is None
+    with pytest.raises(InvalidPageToken):
+        decode_page_token(token, 8)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "!!!",
+        "bm90IGpzb24",  # "not json"
+        encode_page_token(0, FullGroupsCursor(1, KEY)).replace("W", "X", 1),
+        "WzJd",  # [2]
+        "WzEsMCx0cnVlLDEsImciLCIiXQ",  # [1,0,true,1,"g",""]: a bool is not a time
+        "WzIsMCwxLDEsImciLCIiXQ",  # version 2
+    ],
+)
+def test_foreign_page_tokens_are_refused(token: str) -> None:
+    """Anything not issued by encode_page_token is InvalidPageToken, never a crash."""
+    with pytest.raises(InvalidPageToken):
+        decode_page_token(token, 0)
+
+
+def test_default_policy_allows_everything() -> None:
+    """The shipped policy allows any creation under rule 'default' with a content revision."""
+    decision = load_policy(None).decide(CreationRequest(1, group_type="AVChatRoom"))
+    assert (decision.outcome.effect, decision.rule_id) == (Effect.ALLOW, "default")
+    assert decision.policy_revision.startswith("sha256:")
+    assert len(decision.policy_revision) == len("sha256:") + 16
+
+
+POLICY = b"""
+version = 1
+[default]
+effect = "deny"
+error_code = 10150
+error_info = "closed"
+
+[[rules]]
+id = "admins"
+operator_accounts = ["root"]
+
+[[rules]]
+id = "no-web-public"
+effect = "deny"
+error_code = 10101
+error_info = "use the app"
+group_types = ["Public"]
+opt_platforms = ["web"]
+
+[[rules]]
+id = "work-groups"
+group_types = ["Private"]
+
+[[rules]]
+id = "meetings"
+effect = "deny"
+group_types = ["Meeting"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("request_", "rule_id", "effect", "code"),
+    [
+        (
+            CreationRequest(1, operator_account="root", group_type="Public", opt_platform="Web"),
+            "admins",
+            Effect.ALLOW,
+            0,
+        ),
+        (
+            CreationRequest(1, group_type="Public", opt_platform="WEB"),
+            "no-web-public",
+            Effect.DENY,
+            10101,
+        ),
+        (
+            CreationRequest(1, group_type="Public", opt_platform="iOS"),
+            "default",
+            Effect.DENY,
+            10150,
+        ),
+        (CreationRequest(1, group_type="Work"), "work-groups", Effect.ALLOW, 0),
+        (CreationRequest(1, group_type="Private"), "work-groups", Effect.ALLOW, 0),
+        (CreationRequest(1, group_type="ChatRoom"), "meetings", Effect.DENY, 1),
+    ],
+)
+def test_first_matching_rule_decides(
+    request_: CreationRequest, rule_id: str, effect: Effect, code: int
+) -> None:
+    """Rules apply in order, conditions AND together, type names old and new are one type."""
+    decision = parse_policy(POLICY).decide(request_)
+    assert (decision.rule_id, decision.outcome.effect, decision.outcome.error_code) == (
+        rule_id,
+        effect,
+        code,
+    )
+
+
+def test_decisions_have_unique_ids_and_revision_follows_content() -> None:
+    """Each decision gets its own id; a changed file gets another revision."""
+    policy = parse_policy(POLICY)
+    first, second = (policy.decide(CreationRequest(1)) for _ in range(2))
+    assert first.decision_id != second.decision_id
+    assert first.outcome.error_info == "closed"
+    assert parse_policy(POLICY + b"\n").revision != policy.revision
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("version = ", "not valid TOML"),
+        ("[default]", "version: must be 1, got None"),
+        ("version = 2", "version: must be 1, got 2"),
+        ("version = 1\nextra = 1", "top level: unknown key(s) extra"),
+        ("version = 1\nrules = 1", "rules: must be an array"),
+        ("version = 1\n[default]\neffect = 'maybe'", "default.effect: must be 'allow' or 'deny'"),
+        ("version = 1\n[default]\nerror_code = 1", "default: error_code and error_info only apply"),
+        ("version = 1\n[[rules]]\neffect = 'deny'", "rules[0].id: must be a non-empty string"),
+        ("version = 1\n[[rules]]\nid = 'default'", "rules[0].id: must be a non-empty string"),
+        ("version = 1\n[[rules]]\nid = 'a'\n[[rules]]\nid = 'a'", "rule 'a': id is used twice"),
+        ("version = 1\n[[rules]]\nid = 'a'\nwhen = 1", "rule 'a': unknown key(s) when"),
+        (
+            "version = 1\n[[rules]]\nid = 'a'\ngroup_types = 'Public'",
+            "rule 'a'.group_types: must be a list",
+        ),
+        (
+            "version = 1\n[[rules]]\nid = 'a'\noperator_accounts = ['']",
+            "rule 'a'.operator_accounts",
+        ),
+        (
+            "version = 1\n[[rules]]\nid = 'a'\neffect = 'deny'\nerror_info = 5",
+            "rule 'a'.error_info",
+        ),
+        *(
+            (
+                f"version = 1\n[[rules]]\nid = 'a'\neffect = 'deny'\nerror_code = {code}",
+                f"rule 'a'.error_code: must be 1 or in [10100, 10200], got {shown}",
+            )
+            for code, shown in [
+                ("0", "0"),
+                ("2", "2"),
+                ("10099", "10099"),
+                ("10201", "10201"),
+                ("'1'", "'1'"),
+                ("true", "True"),
+            ]
+        ),
+    ],
+)
+def test_invalid_policy_names_what_is_wrong(source: str, message: str) -> None:
+    """A policy that cannot be used raises PolicyError naming the rule and field."""
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(source.encode(), "p.toml")
+    assert str(raised.value).startswith("p.toml: ")
+    assert message in str(raised.value)
+
+
+def test_unreadable_policy_file_is_a_policy_error(tmp_path: Path) -> None:
+    """A missing file is reported with its path, not as a traceback."""
+    with pytest.raises(PolicyError, match=r"missing\.toml: cannot read"):
+        load_policy(tmp_path / "missing.toml")

@@ -1,0 +1,287 @@
+"""Both services through a real gRPC server on port 0 and the generated stubs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from chatpolicy.v1 import (
+    creation_policy_service_pb2,
+    creation_policy_service_pb2_grpc,
+    group_state_service_pb2,
+    group_state_service_pb2_grpc,
+)
+from policy_service.errors import StoreUnavailable
+from policy_service.group_state import GroupKey, GroupState
+from policy_service.pagination import FullGroupsCursor
+from policy_service.policy import Policy, load_policy, parse_policy
+from policy_service.server import BindError, create_server
+from policy_service.settings import ServiceSettings
+from policy_service.store import GroupStateStore, RecordOutcome, open_store
+
+pb = group_state_service_pb2
+APP = 1400000000
+
+
+class BrokenStore:
+    """A GroupStateStore whose every call fails with the given exception."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def record_full(self, key: GroupKey, event_time_ms: int) -> RecordOutcome:
+        raise self.error
+
+    def get(self, key: GroupKey) -> GroupState | None:
+        raise self.error
+
+    def list_full(
+        self, sdk_app_id: int, limit: int, after: FullGroupsCursor | None
+    ) -> list[GroupState]:
+        raise self.error
+
+    def close(self) -> None:
+        pass
+
+
+class Server:
+    """A running policy service on port 0 with a channel to it."""
+
+    def __init__(self, store: GroupStateStore, policy: Policy) -> None:
+        self.store = store
+        self.server, port = create_server(ServiceSettings(grpc_bind="127.0.0.1:0"), store, policy)
+        self.server.start()
+        self.target = f"127.0.0.1:{port}"
+        self.channel = grpc.insecure_channel(self.target)
+        self.groups = group_state_service_pb2_grpc.GroupStateServiceStub(self.channel)
+        self.creation = creation_policy_service_pb2_grpc.CreationPolicyServiceStub(self.channel)
+
+    def stop(self) -> None:
+        self.channel.close()
+        self.server.stop(None)
+        self.store.close()
+
+
+Serve = Callable[..., Server]
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Serve]:
+    """Start servers with a given store and policy (default: SQLite, allow-all); stop them."""
+    started: list[Server] = []
+
+    def start(store: GroupStateStore | None = None, policy: Policy | None = None) -> Server:
+        server = Server(
+            store or open_store(f"sqlite:///{tmp_path / 'db.sqlite'}"), policy or load_policy(None)
+        )
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def full_event(group_id: str, event_time_ms: int, app: int = APP) -> pb.RecordGroupFullRequest:
+    """A RecordGroupFull request."""
+    request = pb.RecordGroupFullRequest(sdk_app_id=app, group_id=group_id)
+    request.event_time.FromMilliseconds(event_time_ms)
+    return request
+
+
+def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo:
+    """The ErrorInfo detail of a failed call."""
+    status = rpc_status.from_call(error)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    return info
+
+
+def test_record_then_get_round_trips_milliseconds(serve: Serve) -> None:
+    """RecordGroupFull returns the new state; GetGroupState returns the same, to the ms."""
+    server = serve()
+    recorded = server.groups.RecordGroupFull(full_event("@TGS#a", 1670574414123))
+    assert recorded.applied
+    got = server.groups.GetGroupState(pb.GetGroupStateRequest(sdk_app_id=APP, group_id="@TGS#a"))
+    assert got.group_state == recorded.group_state
+    assert got.group_state.full_since.ToMilliseconds() == 1670574414123
+    assert got.group_state.full_event_count == 1
+    assert not server.groups.RecordGroupFull(full_event("@TGS#a", 1670574414123)).applied
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (pb.RecordGroupFullRequest(sdk_app_id=APP, group_id="g"), "event_time"),
+        (full_event("", 1), "group_id"),
+        (full_event("g", 1, app=0), "sdk_app_id"),
+    ],
+)
+def test_incomplete_event_is_invalid_argument_naming_the_field(
+    serve: Serve, request_: pb.RecordGroupFullRequest, field: str
+) -> None:
+    """A RecordGroupFull without a required field is INVALID_ARGUMENT with ErrorInfo."""
+    with pytest.raises(grpc.RpcError) as raised:
+        serve().groups.RecordGroupFull(request_)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info = error_info(raised.value)
+    assert (info.reason, info.domain, info.metadata["field"]) == (
+        "ERROR_REASON_INVALID_ARGUMENT",
+        "chatpolicy.v1",
+        field,
+    )
+
+
+def test_unknown_group_is_not_found_with_reason(serve: Serve) -> None:
+    """GetGroupState of a group never seen is NOT_FOUND naming the group."""
+    request = pb.GetGroupStateRequest(sdk_app_id=APP, group_id="@TGS#none", topic_id="t1")
+    with pytest.raises(grpc.RpcError) as raised:
+        serve().groups.GetGroupState(request)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    info = error_info(raised.value)
+    assert info.reason == "ERROR_REASON_GROUP_NOT_FOUND"
+    assert dict(info.metadata) == {
+        "sdk_app_id": str(APP),
+        "group_id": "@TGS#none",
+        "topic_id": "t1",
+    }
+
+
+def test_list_full_groups_pages_to_the_end(serve: Serve) -> None:
+    """Pages of 2 over 5 groups return all, oldest first; the last page has no token."""
+    server = serve()
+    for i in range(5):
+        server.groups.RecordGroupFull(full_event(f"g{i}", 5000 - i))
+    server.groups.RecordGroupFull(full_event("other-app", 1, app=APP + 1))
+    pages, token = [], ""
+    while True:
+        page = server.groups.ListFullGroups(
+            pb.ListFullGroupsRequest(sdk_app_id=APP, page_size=2, page_token=token)
+        )
+        pages.append([state.group_id for state in page.group_states])
+        token = page.next_page_token
+        if not token:
+            break
+    assert pages == [["g4", "g3"], ["g2", "g1"], ["g0"]]
+    everything = server.groups.ListFullGroups(pb.ListFullGroupsRequest())
+    assert len(everything.group_states) == 6
+    assert everything.next_page_token == ""
+
+
+@pytest.mark.parametrize(
+    ("request_", "reason"),
+    [
+        (pb.ListFullGroupsRequest(page_size=-1), "ERROR_REASON_INVALID_ARGUMENT"),
+        (pb.ListFullGroupsRequest(page_token="garbage"), "ERROR_REASON_INVALID_PAGE_TOKEN"),
+    ],
+)
+def test_bad_list_requests_are_invalid_argument(
+    serve: Serve, request_: pb.ListFullGroupsRequest, reason: str
+) -> None:
+    """A negative page size or a foreign page token is INVALID_ARGUMENT with its reason."""
+    with pytest.raises(grpc.RpcError) as raised:
+        serve().groups.ListFullGroups(request_)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(raised.value).reason == reason
+
+
+def test_token_from_another_app_filter_is_refused(serve: Serve) -> None:
+    """A page token only continues the listing it came from."""
+    server = serve()
+    for i in range(3):
+        server.groups.RecordGroupFull(full_event(f"g{i}", 1000 + i))
+    token = server.groups.ListFullGroups(
+        pb.ListFullGroupsRequest(sdk_app_id=APP, page_size=1)
+    ).next_page_token
+    with pytest.raises(grpc.RpcError) as raised:
+        server.groups.ListFullGroups(pb.ListFullGroupsRequest(sdk_app_id=0, page_token=token))
+    assert error_info(raised.value).reason == "ERROR_REASON_INVALID_PAGE_TOKEN"
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "reason", "message"),
+    [
+        (
+            StoreUnavailable("SQLite: disk I/O error"),
+            grpc.StatusCode.UNAVAILABLE,
+            "ERROR_REASON_STORE_UNAVAILABLE",
+            "SQLite: disk I/O error",
+        ),
+        (
+            RuntimeError("secret detail"),
+            grpc.StatusCode.INTERNAL,
+            "ERROR_REASON_INTERNAL",
+            "internal error",
+        ),
+    ],
+)
+def test_store_failures_map_to_canonical_codes(
+    serve: Serve, error: Exception, code: grpc.StatusCode, reason: str, message: str
+) -> None:
+    """A failing store gives UNAVAILABLE, an unexpected error INTERNAL; never UNKNOWN."""
+    server = serve(store=BrokenStore(error))
+    with pytest.raises(grpc.RpcError) as raised:
+        server.groups.GetGroupState(pb.GetGroupStateRequest(sdk_app_id=APP, group_id="g"))
+    assert (raised.value.code(), raised.value.details()) == (code, message)
+    assert error_info(raised.value).reason == reason
+
+
+DENY_PUBLIC = b"""version = 1
+[[rules]]
+id = "no-public"
+effect = "deny"
+error_code = 10150
+error_info = "no public groups"
+group_types = ["Public"]
+"""
+
+
+def test_check_group_creation_returns_the_whole_decision(serve: Serve) -> None:
+    """A denied creation returns decision, code, info, rule, revision and a decision id."""
+    policy = parse_policy(DENY_PUBLIC)
+    server = serve(policy=policy)
+    cpb = creation_policy_service_pb2
+    denied = server.creation.CheckGroupCreation(
+        cpb.CheckGroupCreationRequest(sdk_app_id=APP, group_type="Public", create_group_num=0)
+    )
+    assert (denied.decision, denied.error_code, denied.error_info, denied.rule_id) == (
+        cpb.DECISION_DENY,
+        10150,
+        "no public groups",
+        "no-public",
+    )
+    assert denied.policy_revision == policy.revision
+    assert len(denied.decision_id) == 32
+    allowed = server.creation.CheckGroupCreation(
+        cpb.CheckGroupCreationRequest(sdk_app_id=APP, group_type="Work")
+    )
+    assert (allowed.decision, allowed.error_code, allowed.rule_id) == (
+        cpb.DECISION_ALLOW,
+        0,
+        "default",
+    )
+    assert allowed.decision_id != denied.decision_id
+
+
+def test_check_group_creation_requires_the_app(serve: Serve) -> None:
+    """A creation check without sdk_app_id is INVALID_ARGUMENT."""
+    with pytest.raises(grpc.RpcError) as raised:
+        serve().creation.CheckGroupCreation(creation_policy_service_pb2.CheckGroupCreationRequest())
+    assert error_info(raised.value).metadata["field"] == "sdk_app_id"
+
+
+def test_binding_a_taken_port_is_a_bind_error(serve: Serve, tmp_path: Path) -> None:
+    """A second server on the same address fails with BindError naming the variable."""
+    server = serve()
+    store = open_store(f"sqlite:///{tmp_path / 'other.db'}")
+    try:
+        with pytest.raises(BindError, match="CHAT_POLICY_GRPC_BIND"):
+            create_server(ServiceSettings(grpc_bind=server.target), store, load_policy(None))
+    finally:
+        store.close()
