@@ -29,7 +29,12 @@ def create_server(
     settings: ServiceSettings, store: GroupStateStore, policy: Policy
 ) -> tuple[grpc.Server, int]:
     """Build the server with both services, bound to settings.grpc_bind; return it and its port."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.max_workers))
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.max_workers),
+        # grpc sets SO_REUSEPORT by default: a second service on the same port would silently
+        # share its traffic. Refuse to start instead.
+        options=[("grpc.so_reuseport", 0)],
+    )
     creation_policy_service_pb2_grpc.add_CreationPolicyServiceServicer_to_server(
         CreationPolicyServicer(policy), server
     )
