@@ -46,11 +46,9 @@ def integer(body: Mapping[str, object], field: str) -> int | None:
     value = body.get(field)
     if value is None:
         return None
-    if isinstance(value, bool):
-        raise _invalid(field, "must be a whole number")
     if isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)
-    if not isinstance(value, int) or not 0 <= value < 2**63:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
         raise _invalid(field, "must be a whole number from 0 to 2**63-1")
     return value
 
