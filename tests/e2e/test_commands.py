@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.chat_samples import OK
 from tests.e2e.conftest import Deployment, http_answers, wait_for
 
 pytestmark = pytest.mark.e2e
 
-OK = b'{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}'
 FULL = b'{"CallbackCommand":"Group.CallbackAfterGroupFull","GroupId":"@TGS#run","EventTime":1}'
 QUERY = "SdkAppid=1400000000&CallbackCommand=Group.CallbackAfterGroupFull&contenttype=json"
 

@@ -12,28 +12,10 @@ from grpc_status import rpc_status
 from adapter.signature import compute_sign
 from chatpolicy.v1 import group_state_service_pb2 as pb
 from chatpolicy.v1 import group_state_service_pb2_grpc
+from tests.chat_samples import BEFORE_CREATE_SAMPLE, GROUP_FULL_SAMPLE, OK
 from tests.e2e.conftest import Deployment
 
 SDKAPPID = 1400187352
-OK = b'{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}'
-
-# Chat's documented samples, comments removed; EventTime quoted as in the documentation.
-BEFORE_CREATE_SAMPLE = {
-    "CallbackCommand": "Group.CallbackBeforeCreateGroup",
-    "Operator_Account": "leckie",
-    "Owner_Account": "leckie",
-    "Type": "Public",
-    "Name": "MyFirstGroup",
-    "CreateGroupNum": 123,
-    "MemberList": [{"Member_Account": "bob"}, {"Member_Account": "peter"}],
-    "EventTime": "1670574414123",
-}
-GROUP_FULL_SAMPLE = {
-    "CallbackCommand": "Group.CallbackAfterGroupFull",
-    "GroupId": "@TGS#2J4SZEAEL",
-    "EventTime": "1670574414123",
-}
-
 pytestmark = pytest.mark.e2e
 
 

@@ -13,20 +13,12 @@ from adapter.answers import Failure
 from adapter.signature import compute_sign
 from chatpolicy.v1 import creation_policy_service_pb2 as cpb
 from chatpolicy.v1 import group_state_service_pb2 as spb
+from tests.chat_samples import BEFORE_CREATE_SAMPLE, OK
 from tests.webhook.conftest import APP, Chat, FakePolicyClient, FakeRpcError, MakeChat, answer
 
-OK = b'{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}'
 BEFORE = "Group.CallbackBeforeCreateGroup"
 FULL = "Group.CallbackAfterGroupFull"
-SAMPLE_CREATE = {
-    "Operator_Account": "leckie",
-    "Owner_Account": "leckie",
-    "Type": "Public",
-    "Name": "MyFirstGroup",
-    "CreateGroupNum": 123,
-    "MemberList": [{"Member_Account": "bob"}, {"Member_Account": "peter"}],
-    "EventTime": "1670574414123",
-}
+SAMPLE_CREATE = {k: v for k, v in BEFORE_CREATE_SAMPLE.items() if k != "CallbackCommand"}
 
 
 def test_creation_sample_is_translated_field_by_field(chat: Chat) -> None:
