@@ -17,7 +17,6 @@ from policy_service.errors import (
     GroupNotFound,
     InvalidArgument,
     InvalidPageToken,
-    PolicyServiceError,
     StoreUnavailable,
 )
 
@@ -61,13 +60,11 @@ def maps_errors(method: Method) -> Method:
     def wrapper(self: object, request: object, context: grpc.ServicerContext) -> object:
         try:
             return method(self, request, context)
-        except PolicyServiceError as error:
-            failure: Exception = error
         except Exception as error:
-            log.exception("unexpected error in %s", method.__qualname__)
-            failure = error
-        context.abort_with_status(rpc_status.to_status(status_for(failure)))
-        raise AssertionError("abort_with_status returns only by raising")
+            if type(error) not in STATUS_TABLE:
+                log.exception("unexpected error in %s", method.__qualname__)
+            context.abort_with_status(rpc_status.to_status(status_for(error)))
+            raise AssertionError("abort_with_status returns only by raising") from error
 
     return wrapper  # type: ignore[return-value]
 
