@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from policy_service.errors import InvalidArgument
@@ -22,6 +24,50 @@ class GroupKey:
         if not self.group_id:
             raise InvalidArgument("group_id", "is required")
 
+    @property
+    def group(self) -> GroupKey:
+        """The key of the whole group this key belongs to (itself when it has no topic)."""
+        return replace(self, topic_id="")
+
+
+class EventKind(enum.IntEnum):
+    """What happened to a group. At the same EventTime the larger value wins.
+
+    Values are stored: never renumber. A full event loses a tie because Chat sends one for
+    every refused join, so a new one always follows while the group is still full.
+    """
+
+    FULL = 1
+    MEMBER_EXIT = 2
+    DESTROYED = 3
+
+    @property
+    def whole_group(self) -> bool:
+        """True when the event applies to the group and every topic of it."""
+        return self is not EventKind.FULL
+
+
+@dataclass(frozen=True, order=True)
+class EventOrder:
+    """Where an event stands in a group's history: EventTime first, then the kind."""
+
+    event_time_ms: int
+    kind: EventKind
+
+
+@dataclass(frozen=True)
+class GroupEvent:
+    """One event for a group: a topic's key for a full topic, the group's key otherwise."""
+
+    key: GroupKey
+    kind: EventKind
+    event_time_ms: int
+
+    @property
+    def order(self) -> EventOrder:
+        """This event's place in the group's history."""
+        return EventOrder(self.event_time_ms, self.kind)
+
 
 @dataclass(frozen=True)
 class GroupState:
@@ -32,29 +78,74 @@ class GroupState:
     full_since_ms: int | None
     last_event_time_ms: int
     full_event_count: int
+    destroyed: bool = False
+    last_event_kind: EventKind = EventKind.FULL
+
+    @property
+    def last_event(self) -> EventOrder:
+        """The place of the newest event applied to this state."""
+        return EventOrder(self.last_event_time_ms, self.last_event_kind)
 
 
-def apply_full_event(current: GroupState | None, key: GroupKey, event_time_ms: int) -> GroupState:
-    """Return the state after a Group.CallbackAfterGroupFull event at event_time_ms.
+def apply_event(current: GroupState | None, key: GroupKey, event: GroupEvent) -> GroupState:
+    """Return the state of `key` after `event` (for a whole-group event, any topic of it).
 
-    The newest event decides: an event no newer than the last one applied (a repeated
+    The newest event decides: an event that is not after the last one applied (a repeated
     delivery, or an older event arriving late) returns `current` unchanged, so callers can
     tell "applied" by identity. A full event while already full counts one more refused join.
+    A member exit or destruction ends fullness; a destroyed group is kept, marked destroyed.
     """
-    if current is None:
-        return GroupState(key, True, event_time_ms, event_time_ms, 1)
-    if event_time_ms <= current.last_event_time_ms:
+    if current is not None and event.order <= current.last_event:
         return current
-    if current.full:
-        return replace(
-            current,
-            last_event_time_ms=event_time_ms,
-            full_event_count=current.full_event_count + 1,
-        )
-    return replace(
-        current,
-        full=True,
-        full_since_ms=event_time_ms,
-        last_event_time_ms=event_time_ms,
-        full_event_count=1,
-    )
+    time_ms, kind = event.event_time_ms, event.kind
+    if kind is EventKind.FULL:
+        if current is not None and current.full:
+            return replace(
+                current,
+                last_event_time_ms=time_ms,
+                last_event_kind=kind,
+                full_event_count=current.full_event_count + 1,
+            )
+        return GroupState(key, True, time_ms, time_ms, 1, False, kind)
+    return GroupState(key, False, None, time_ms, 0, kind is EventKind.DESTROYED, kind)
+
+
+def topic_baseline(group: GroupState | None, key: GroupKey) -> GroupState | None:
+    """The state a topic without one of its own starts from, given its group's state.
+
+    A member exit or destruction reaches every topic, including those not yet tracked, so a
+    late full event for a topic cannot override a newer whole-group event.
+    """
+    if not key.topic_id or group is None or not group.last_event_kind.whole_group:
+        return None
+    return replace(group, key=key)
+
+
+@dataclass(frozen=True)
+class RecordOutcome:
+    """What an event did: the state of its own key afterwards, and every state it changed."""
+
+    state: GroupState
+    changed: tuple[GroupState, ...]
+
+    @property
+    def applied(self) -> bool:
+        """False when the event changed nothing: a repeated delivery or a late, older event."""
+        return bool(self.changed)
+
+
+def apply_to_group(stored: Iterable[GroupState], event: GroupEvent) -> RecordOutcome:
+    """Apply `event` given the stored states of its group (the group and each topic of it).
+
+    A whole-group event (member exit, destruction) changes the group and every topic; a full
+    event changes only its own key, which starts from `topic_baseline` when it has no state.
+    """
+    by_key = {state.key: state for state in stored}
+    if event.kind.whole_group:
+        targets: dict[GroupKey, GroupState | None] = {event.key: None, **by_key}
+    else:
+        own = by_key.get(event.key) or topic_baseline(by_key.get(event.key.group), event.key)
+        targets = {event.key: own}
+    after = {key: apply_event(state, key, event) for key, state in targets.items()}
+    changed = tuple(new for key, new in after.items() if new is not targets[key])
+    return RecordOutcome(after[event.key], changed)

@@ -7,7 +7,7 @@ from google.protobuf import timestamp_pb2
 
 from chatpolicy.v1 import group_state_pb2, group_state_service_pb2, group_state_service_pb2_grpc
 from policy_service.errors import GroupNotFound, InvalidArgument
-from policy_service.group_state import GroupKey, GroupState
+from policy_service.group_state import EventKind, GroupEvent, GroupKey, GroupState, RecordOutcome
 from policy_service.pagination import (
     FullGroupsCursor,
     decode_page_token,
@@ -31,13 +31,36 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
         self, request: pb.RecordGroupFullRequest, context: grpc.ServicerContext
     ) -> pb.RecordGroupFullResponse:
         """Apply one group-full event."""
-        key = _key(request)
-        if not request.HasField("event_time"):
-            raise InvalidArgument("event_time", "is required")
-        outcome = self._store.record_full(key, request.event_time.ToMilliseconds())
+        outcome = self._record(request, EventKind.FULL)
         return pb.RecordGroupFullResponse(
             group_state=_group_state_pb(outcome.state), applied=outcome.applied
         )
+
+    @maps_errors
+    def RecordMemberExit(
+        self, request: pb.RecordMemberExitRequest, context: grpc.ServicerContext
+    ) -> pb.RecordMemberExitResponse:
+        """Apply one member-exit event to the group and its topics."""
+        outcome = self._record(request, EventKind.MEMBER_EXIT)
+        return pb.RecordMemberExitResponse(
+            group_state=_group_state_pb(outcome.state), applied=outcome.applied
+        )
+
+    @maps_errors
+    def RecordGroupDestroyed(
+        self, request: pb.RecordGroupDestroyedRequest, context: grpc.ServicerContext
+    ) -> pb.RecordGroupDestroyedResponse:
+        """Apply one group-destroyed event to the group and its topics."""
+        outcome = self._record(request, EventKind.DESTROYED)
+        return pb.RecordGroupDestroyedResponse(
+            group_state=_group_state_pb(outcome.state), applied=outcome.applied
+        )
+
+    def _record(self, request: _EventRequest, kind: EventKind) -> RecordOutcome:
+        key = _key(request)
+        if not request.HasField("event_time"):
+            raise InvalidArgument("event_time", "is required")
+        return self._store.record(GroupEvent(key, kind, request.event_time.ToMilliseconds()))
 
     @maps_errors
     def GetGroupState(
@@ -68,8 +91,14 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
         )
 
 
-def _key(request: pb.RecordGroupFullRequest | pb.GetGroupStateRequest) -> GroupKey:
-    key = GroupKey(request.sdk_app_id, request.group_id, request.topic_id)
+_EventRequest = (
+    pb.RecordGroupFullRequest | pb.RecordMemberExitRequest | pb.RecordGroupDestroyedRequest
+)
+
+
+def _key(request: _EventRequest | pb.GetGroupStateRequest) -> GroupKey:
+    topic_id = getattr(request, "topic_id", "")
+    key = GroupKey(request.sdk_app_id, request.group_id, topic_id)
     key.validate()
     return key
 
@@ -82,6 +111,7 @@ def _group_state_pb(state: GroupState) -> group_state_pb2.GroupState:
         full=state.full,
         last_event_time=_timestamp(state.last_event_time_ms),
         full_event_count=state.full_event_count,
+        destroyed=state.destroyed,
     )
     if state.full_since_ms is not None:
         message.full_since.CopyFrom(_timestamp(state.full_since_ms))

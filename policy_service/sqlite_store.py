@@ -9,9 +9,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from policy_service.errors import StoreUnavailable
-from policy_service.group_state import GroupKey, GroupState, apply_full_event
+from policy_service.group_state import (
+    EventKind,
+    GroupEvent,
+    GroupKey,
+    GroupState,
+    RecordOutcome,
+    apply_to_group,
+)
 from policy_service.pagination import FullGroupsCursor
-from policy_service.store import RecordOutcome
 
 # Schema versions, applied in order; PRAGMA user_version records how many have run.
 MIGRATIONS = (
@@ -31,11 +37,18 @@ MIGRATIONS = (
     CREATE INDEX group_state_app_full_since
         ON group_state (sdk_app_id, full_since_ms, group_id, topic_id) WHERE full;
     """,
+    """
+    ALTER TABLE group_state ADD COLUMN destroyed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE group_state ADD COLUMN last_event_kind INTEGER NOT NULL DEFAULT 1;
+    """,
 )
 
 _COLUMNS = (
-    "sdk_app_id, group_id, topic_id, full, full_since_ms, last_event_time_ms, full_event_count"
+    "sdk_app_id, group_id, topic_id, full, full_since_ms, last_event_time_ms, full_event_count,"
+    " destroyed, last_event_kind"
 )
+
+_UPSERT = f"INSERT OR REPLACE INTO group_state ({_COLUMNS}) VALUES ({', '.join('?' * 9)})"
 
 
 class SQLiteGroupStateStore:
@@ -52,26 +65,12 @@ class SQLiteGroupStateStore:
             self._db.execute("PRAGMA busy_timeout=5000")
             self._migrate()
 
-    def record_full(self, key: GroupKey, event_time_ms: int) -> RecordOutcome:
-        """Apply a group-full event in one immediate transaction."""
+    def record(self, event: GroupEvent) -> RecordOutcome:
+        """Apply an event in one immediate transaction (to every topic, for a whole group)."""
         with self._transaction():
-            current = self._select(key)
-            new = apply_full_event(current, key, event_time_ms)
-            if new is current:
-                return RecordOutcome(new, applied=False)
-            self._db.execute(
-                f"INSERT OR REPLACE INTO group_state ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    key.sdk_app_id,
-                    key.group_id,
-                    key.topic_id,
-                    new.full,
-                    new.full_since_ms,
-                    new.last_event_time_ms,
-                    new.full_event_count,
-                ),
-            )
-            return RecordOutcome(new, applied=True)
+            outcome = apply_to_group(self._select_group(event.key), event)
+            self._db.executemany(_UPSERT, [_row_from_state(state) for state in outcome.changed])
+            return outcome
 
     def get(self, key: GroupKey) -> GroupState | None:
         """The group's state, or None."""
@@ -108,6 +107,13 @@ class SQLiteGroupStateStore:
         ).fetchone()
         return None if row is None else _state_from_row(row)
 
+    def _select_group(self, key: GroupKey) -> list[GroupState]:
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM group_state WHERE sdk_app_id = ? AND group_id = ?",
+            (key.sdk_app_id, key.group_id),
+        ).fetchall()
+        return [_state_from_row(row) for row in rows]
+
     def _migrate(self) -> None:
         with self._transaction():
             (version,) = self._db.execute("PRAGMA user_version").fetchone()
@@ -140,8 +146,28 @@ def _key_tuple(key: GroupKey) -> tuple[int, str, str]:
     return (key.sdk_app_id, key.group_id, key.topic_id)
 
 
-def _state_from_row(row: tuple[int, str, str, int, int | None, int, int]) -> GroupState:
-    app, group, topic, full, full_since_ms, last_event_time_ms, count = row
+def _row_from_state(
+    state: GroupState,
+) -> tuple[int, str, str, bool, int | None, int, int, bool, int]:
+    return (
+        *_key_tuple(state.key),
+        state.full,
+        state.full_since_ms,
+        state.last_event_time_ms,
+        state.full_event_count,
+        state.destroyed,
+        state.last_event_kind,
+    )
+
+
+def _state_from_row(row: tuple[int, str, str, int, int | None, int, int, int, int]) -> GroupState:
+    app, group, topic, full, full_since_ms, last_event_time_ms, count, destroyed, kind = row
     return GroupState(
-        GroupKey(app, group, topic), bool(full), full_since_ms, last_event_time_ms, count
+        GroupKey(app, group, topic),
+        bool(full),
+        full_since_ms,
+        last_event_time_ms,
+        count,
+        bool(destroyed),
+        EventKind(kind),
     )

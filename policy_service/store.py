@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from policy_service.errors import PolicyServiceError
-from policy_service.group_state import GroupKey, GroupState
+from policy_service.group_state import GroupEvent, GroupKey, GroupState, RecordOutcome
 from policy_service.pagination import FullGroupsCursor
-
-
-@dataclass(frozen=True)
-class RecordOutcome:
-    """The state after an event, and whether the event changed it."""
-
-    state: GroupState
-    applied: bool
 
 
 class GroupStateStore(Protocol):
     """Durable group states. Every method raises StoreUnavailable when the store fails."""
 
-    def record_full(self, key: GroupKey, event_time_ms: int) -> RecordOutcome:
-        """Apply a group-full event atomically and durably before returning."""
+    def record(self, event: GroupEvent) -> RecordOutcome:
+        """Apply an event atomically and durably before returning.
+
+        A whole-group event (member exit, destruction) applies to the group and to every
+        topic of it; the outcome's state is the one of the event's own key.
+        """
         ...
 
     def get(self, key: GroupKey) -> GroupState | None:

@@ -17,12 +17,12 @@ from chatpolicy.v1 import (
     group_state_service_pb2_grpc,
 )
 from policy_service.errors import StoreUnavailable
-from policy_service.group_state import GroupKey, GroupState
+from policy_service.group_state import GroupEvent, GroupKey, GroupState, RecordOutcome
 from policy_service.pagination import FullGroupsCursor
 from policy_service.policy import Policy, load_policy, parse_policy
 from policy_service.server import BindError, create_server
 from policy_service.settings import ServiceSettings
-from policy_service.store import GroupStateStore, RecordOutcome, open_store
+from policy_service.store import GroupStateStore, open_store
 
 pb = group_state_service_pb2
 APP = 1400000000
@@ -34,7 +34,7 @@ class BrokenStore:
     def __init__(self, error: Exception) -> None:
         self.error = error
 
-    def record_full(self, key: GroupKey, event_time_ms: int) -> RecordOutcome:
+    def record(self, event: GroupEvent) -> RecordOutcome:
         raise self.error
 
     def get(self, key: GroupKey) -> GroupState | None:
@@ -136,6 +136,43 @@ def test_incomplete_event_is_invalid_argument_naming_the_field(
         "chatpolicy.v1",
         field,
     )
+
+
+def test_member_exit_and_destruction_end_fullness(serve: Serve) -> None:
+    """RecordMemberExit and RecordGroupDestroyed clear a full group; repeats are not applied."""
+    server = serve()
+    server.groups.RecordGroupFull(full_event("@TGS#a", 1000))
+    exit_request = pb.RecordMemberExitRequest(sdk_app_id=APP, group_id="@TGS#a")
+    exit_request.event_time.FromMilliseconds(2000)
+    exited = server.groups.RecordMemberExit(exit_request)
+    assert exited.applied
+    assert (exited.group_state.full, exited.group_state.HasField("full_since")) == (False, False)
+    assert not server.groups.RecordMemberExit(exit_request).applied
+    destroy_request = pb.RecordGroupDestroyedRequest(sdk_app_id=APP, group_id="@TGS#a")
+    destroy_request.event_time.FromMilliseconds(3000)
+    assert server.groups.RecordGroupDestroyed(destroy_request).group_state.destroyed
+    got = server.groups.GetGroupState(pb.GetGroupStateRequest(sdk_app_id=APP, group_id="@TGS#a"))
+    assert (got.group_state.full, got.group_state.destroyed) == (False, True)
+    assert not server.groups.RecordGroupFull(full_event("@TGS#a", 2500)).applied
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pb.RecordMemberExitRequest(sdk_app_id=APP, group_id="g"),
+        pb.RecordGroupDestroyedRequest(sdk_app_id=APP, group_id="g"),
+    ],
+)
+def test_whole_group_event_without_time_is_invalid_argument(
+    serve: Serve, request_: pb.RecordMemberExitRequest | pb.RecordGroupDestroyedRequest
+) -> None:
+    """Exit and destruction events need an event_time too."""
+    server = serve()
+    method = type(request_).__name__.removesuffix("Request")
+    with pytest.raises(grpc.RpcError) as raised:
+        getattr(server.groups, method)(request_)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(raised.value).metadata["field"] == "event_time"
 
 
 def test_unknown_group_is_not_found_with_reason(serve: Serve) -> None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63hatpolicy/v1/group_state.proto\x12\rchatpolicy.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x01\n\nGroupState\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12\x10\n\x08topic_id\x18\x03 \x01(\t\x12\x0c\n\x04\x66ull\x18\x04 \x01(\x08\x12.\n\nfull_since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_event_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x66ull_event_count\x18\x07 \x01(\x03\x42\x1cZ\x1a\x63hatpolicy/v1;chatpolicyv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63hatpolicy/v1/group_state.proto\x12\rchatpolicy.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe4\x01\n\nGroupState\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12\x10\n\x08topic_id\x18\x03 \x01(\t\x12\x0c\n\x04\x66ull\x18\x04 \x01(\x08\x12.\n\nfull_since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_event_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x66ull_event_count\x18\x07 \x01(\x03\x12\x11\n\tdestroyed\x18\x08 \x01(\x08\x42\x1cZ\x1a\x63hatpolicy/v1;chatpolicyv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,5 +34,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z\032chatpolicy/v1;chatpolicyv1'
   _globals['_GROUPSTATE']._serialized_start=84
-  _globals['_GROUPSTATE']._serialized_end=293
+  _globals['_GROUPSTATE']._serialized_end=312
 # @@protoc_insertion_point(module_scope)

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GroupState(_message.Message):
-    __slots__ = ("sdk_app_id", "group_id", "topic_id", "full", "full_since", "last_event_time", "full_event_count")
+    __slots__ = ("sdk_app_id", "group_id", "topic_id", "full", "full_since", "last_event_time", "full_event_count", "destroyed")
     SDK_APP_ID_FIELD_NUMBER: _ClassVar[int]
     GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     TOPIC_ID_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class GroupState(_message.Message):
     FULL_SINCE_FIELD_NUMBER: _ClassVar[int]
     LAST_EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
     FULL_EVENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DESTROYED_FIELD_NUMBER: _ClassVar[int]
     sdk_app_id: int
     group_id: str
     topic_id: str
@@ -24,4 +25,5 @@ class GroupState(_message.Message):
     full_since: _timestamp_pb2.Timestamp
     last_event_time: _timestamp_pb2.Timestamp
     full_event_count: int
-    def __init__(self, sdk_app_id: _Optional[int] = ..., group_id: _Optional[str] = ..., topic_id: _Optional[str] = ..., full: _Optional[bool] = ..., full_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., full_event_count: _Optional[int] = ...) -> None: ...
+    destroyed: bool
+    def __init__(self, sdk_app_id: _Optional[int] = ..., group_id: _Optional[str] = ..., topic_id: _Optional[str] = ..., full: _Optional[bool] = ..., full_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., full_event_count: _Optional[int] = ..., destroyed: _Optional[bool] = ...) -> None: ...

@@ -26,7 +26,7 @@ from chatpolicy.v1 import group_state_pb2 as chatpolicy_dot_v1_dot_group__state_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'chatpolicy/v1/group_state_service.proto\x12\rchatpolicy.v1\x1a\x1f\x63hatpolicy/v1/group_state.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n\x16RecordGroupFullRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12\x10\n\x08topic_id\x18\x03 \x01(\t\x12.\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Z\n\x17RecordGroupFullResponse\x12.\n\x0bgroup_state\x18\x01 \x01(\x0b\x32\x19.chatpolicy.v1.GroupState\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\"N\n\x14GetGroupStateRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12\x10\n\x08topic_id\x18\x03 \x01(\t\"G\n\x15GetGroupStateResponse\x12.\n\x0bgroup_state\x18\x01 \x01(\x0b\x32\x19.chatpolicy.v1.GroupState\"R\n\x15ListFullGroupsRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x16ListFullGroupsResponse\x12/\n\x0cgroup_states\x18\x01 \x03(\x0b\x32\x19.chatpolicy.v1.GroupState\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xb0\x02\n\x11GroupStateService\x12`\n\x0fRecordGroupFull\x12%.chatpolicy.v1.RecordGroupFullRequest\x1a&.chatpolicy.v1.RecordGroupFullResponse\x12Z\n\rGetGroupState\x12#.chatpolicy.v1.GetGroupStateRequest\x1a$.chatpolicy.v1.GetGroupStateResponse\x12]\n\x0eListFullGroups\x12$.chatpolicy.v1.ListFullGroupsRequest\x1a%.chatpolicy.v1.ListFullGroupsResponseB\x1cZ\x1a\x63hatpolicy/v1;chatpolicyv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'chatpolicy/v1/group_state_service.proto\x12\rchatpolicy.v1\x1a\x1f\x63hatpolicy/v1/group_state.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n\x16RecordGroupFullRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12\x10\n\x08topic_id\x18\x03 \x01(\t\x12.\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Z\n\x17RecordGroupFullResponse\x12.\n\x0bgroup_state\x18\x01 \x01(\x0b\x32\x19.chatpolicy.v1.GroupState\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\"o\n\x17RecordMemberExitRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12.\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\x18RecordMemberExitResponse\x12.\n\x0bgroup_state\x18\x01 \x01(\x0b\x32\x19.chatpolicy.v1.GroupState\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\"s\n\x1bRecordGroupDestroyedRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12.\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"_\n\x1cRecordGroupDestroyedResponse\x12.\n\x0bgroup_state\x18\x01 \x01(\x0b\x32\x19.chatpolicy.v1.GroupState\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\"N\n\x14GetGroupStateRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12\x10\n\x08topic_id\x18\x03 \x01(\t\"G\n\x15GetGroupStateResponse\x12.\n\x0bgroup_state\x18\x01 \x01(\x0b\x32\x19.chatpolicy.v1.GroupState\"R\n\x15ListFullGroupsRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x16ListFullGroupsResponse\x12/\n\x0cgroup_states\x18\x01 \x03(\x0b\x32\x19.chatpolicy.v1.GroupState\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x86\x04\n\x11GroupStateService\x12`\n\x0fRecordGroupFull\x12%.chatpolicy.v1.RecordGroupFullRequest\x1a&.chatpolicy.v1.RecordGroupFullResponse\x12\x63\n\x10RecordMemberExit\x12&.chatpolicy.v1.RecordMemberExitRequest\x1a\'.chatpolicy.v1.RecordMemberExitResponse\x12o\n\x14RecordGroupDestroyed\x12*.chatpolicy.v1.RecordGroupDestroyedRequest\x1a+.chatpolicy.v1.RecordGroupDestroyedResponse\x12Z\n\rGetGroupState\x12#.chatpolicy.v1.GetGroupStateRequest\x1a$.chatpolicy.v1.GetGroupStateResponse\x12]\n\x0eListFullGroups\x12$.chatpolicy.v1.ListFullGroupsRequest\x1a%.chatpolicy.v1.ListFullGroupsResponseB\x1cZ\x1a\x63hatpolicy/v1;chatpolicyv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,14 +38,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECORDGROUPFULLREQUEST']._serialized_end=253
   _globals['_RECORDGROUPFULLRESPONSE']._serialized_start=255
   _globals['_RECORDGROUPFULLRESPONSE']._serialized_end=345
-  _globals['_GETGROUPSTATEREQUEST']._serialized_start=347
-  _globals['_GETGROUPSTATEREQUEST']._serialized_end=425
-  _globals['_GETGROUPSTATERESPONSE']._serialized_start=427
-  _globals['_GETGROUPSTATERESPONSE']._serialized_end=498
-  _globals['_LISTFULLGROUPSREQUEST']._serialized_start=500
-  _globals['_LISTFULLGROUPSREQUEST']._serialized_end=582
-  _globals['_LISTFULLGROUPSRESPONSE']._serialized_start=584
-  _globals['_LISTFULLGROUPSRESPONSE']._serialized_end=682
-  _globals['_GROUPSTATESERVICE']._serialized_start=685
-  _globals['_GROUPSTATESERVICE']._serialized_end=989
+  _globals['_RECORDMEMBEREXITREQUEST']._serialized_start=347
+  _globals['_RECORDMEMBEREXITREQUEST']._serialized_end=458
+  _globals['_RECORDMEMBEREXITRESPONSE']._serialized_start=460
+  _globals['_RECORDMEMBEREXITRESPONSE']._serialized_end=551
+  _globals['_RECORDGROUPDESTROYEDREQUEST']._serialized_start=553
+  _globals['_RECORDGROUPDESTROYEDREQUEST']._serialized_end=668
+  _globals['_RECORDGROUPDESTROYEDRESPONSE']._serialized_start=670
+  _globals['_RECORDGROUPDESTROYEDRESPONSE']._serialized_end=765
+  _globals['_GETGROUPSTATEREQUEST']._serialized_start=767
+  _globals['_GETGROUPSTATEREQUEST']._serialized_end=845
+  _globals['_GETGROUPSTATERESPONSE']._serialized_start=847
+  _globals['_GETGROUPSTATERESPONSE']._serialized_end=918
+  _globals['_LISTFULLGROUPSREQUEST']._serialized_start=920
+  _globals['_LISTFULLGROUPSREQUEST']._serialized_end=1002
+  _globals['_LISTFULLGROUPSRESPONSE']._serialized_start=1004
+  _globals['_LISTFULLGROUPSRESPONSE']._serialized_end=1102
+  _globals['_GROUPSTATESERVICE']._serialized_start=1105
+  _globals['_GROUPSTATESERVICE']._serialized_end=1623
 # @@protoc_insertion_point(module_scope)

@@ -30,6 +30,42 @@ class RecordGroupFullResponse(_message.Message):
     applied: bool
     def __init__(self, group_state: _Optional[_Union[_group_state_pb2.GroupState, _Mapping]] = ..., applied: _Optional[bool] = ...) -> None: ...
 
+class RecordMemberExitRequest(_message.Message):
+    __slots__ = ("sdk_app_id", "group_id", "event_time")
+    SDK_APP_ID_FIELD_NUMBER: _ClassVar[int]
+    GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    sdk_app_id: int
+    group_id: str
+    event_time: _timestamp_pb2.Timestamp
+    def __init__(self, sdk_app_id: _Optional[int] = ..., group_id: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RecordMemberExitResponse(_message.Message):
+    __slots__ = ("group_state", "applied")
+    GROUP_STATE_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    group_state: _group_state_pb2.GroupState
+    applied: bool
+    def __init__(self, group_state: _Optional[_Union[_group_state_pb2.GroupState, _Mapping]] = ..., applied: _Optional[bool] = ...) -> None: ...
+
+class RecordGroupDestroyedRequest(_message.Message):
+    __slots__ = ("sdk_app_id", "group_id", "event_time")
+    SDK_APP_ID_FIELD_NUMBER: _ClassVar[int]
+    GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    sdk_app_id: int
+    group_id: str
+    event_time: _timestamp_pb2.Timestamp
+    def __init__(self, sdk_app_id: _Optional[int] = ..., group_id: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RecordGroupDestroyedResponse(_message.Message):
+    __slots__ = ("group_state", "applied")
+    GROUP_STATE_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    group_state: _group_state_pb2.GroupState
+    applied: bool
+    def __init__(self, group_state: _Optional[_Union[_group_state_pb2.GroupState, _Mapping]] = ..., applied: _Optional[bool] = ...) -> None: ...
+
 class GetGroupStateRequest(_message.Message):
     __slots__ = ("sdk_app_id", "group_id", "topic_id")
     SDK_APP_ID_FIELD_NUMBER: _ClassVar[int]

@@ -28,6 +28,12 @@ if _version_not_supported:
 class GroupStateServiceStub:
     """GroupStateService owns which groups are full. Chat's webhooks feed it through the adapter;
     the app's other services read it.
+
+    Every Record* call is idempotent, so a caller may retry or replay it freely. Events are
+    ordered by event_time, and at the same event_time a destruction comes after a member exit,
+    which comes after a full event. An event that is not after the newest one applied to a group
+    (a repeated delivery, or an older event arriving late) changes nothing and answers
+    applied = false.
     """
 
     def __init__(self, channel):
@@ -40,6 +46,16 @@ class GroupStateServiceStub:
                 '/chatpolicy.v1.GroupStateService/RecordGroupFull',
                 request_serializer=chatpolicy_dot_v1_dot_group__state__service__pb2.RecordGroupFullRequest.SerializeToString,
                 response_deserializer=chatpolicy_dot_v1_dot_group__state__service__pb2.RecordGroupFullResponse.FromString,
+                _registered_method=True)
+        self.RecordMemberExit = channel.unary_unary(
+                '/chatpolicy.v1.GroupStateService/RecordMemberExit',
+                request_serializer=chatpolicy_dot_v1_dot_group__state__service__pb2.RecordMemberExitRequest.SerializeToString,
+                response_deserializer=chatpolicy_dot_v1_dot_group__state__service__pb2.RecordMemberExitResponse.FromString,
+                _registered_method=True)
+        self.RecordGroupDestroyed = channel.unary_unary(
+                '/chatpolicy.v1.GroupStateService/RecordGroupDestroyed',
+                request_serializer=chatpolicy_dot_v1_dot_group__state__service__pb2.RecordGroupDestroyedRequest.SerializeToString,
+                response_deserializer=chatpolicy_dot_v1_dot_group__state__service__pb2.RecordGroupDestroyedResponse.FromString,
                 _registered_method=True)
         self.GetGroupState = channel.unary_unary(
                 '/chatpolicy.v1.GroupStateService/GetGroupState',
@@ -56,12 +72,34 @@ class GroupStateServiceStub:
 class GroupStateServiceServicer:
     """GroupStateService owns which groups are full. Chat's webhooks feed it through the adapter;
     the app's other services read it.
+
+    Every Record* call is idempotent, so a caller may retry or replay it freely. Events are
+    ordered by event_time, and at the same event_time a destruction comes after a member exit,
+    which comes after a full event. An event that is not after the newest one applied to a group
+    (a repeated delivery, or an older event arriving late) changes nothing and answers
+    applied = false.
     """
 
     def RecordGroupFull(self, request, context):
-        """RecordGroupFull records a Group.CallbackAfterGroupFull event. It is idempotent: the same
-        event delivered again changes nothing; an event older than the newest one applied to the
-        group is ignored.
+        """RecordGroupFull records a Group.CallbackAfterGroupFull event: the group (or topic) is
+        full from event_time on. Repeated while full, it counts one more refused join.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordMemberExit(self, request, context):
+        """RecordMemberExit records a Group.CallbackAfterMemberExit event: a member left, so the
+        group and every topic of it are no longer full. A group never seen before is tracked
+        from then on, so that an older full event arriving late cannot mark it full.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordGroupDestroyed(self, request, context):
+        """RecordGroupDestroyed records a Group.CallbackAfterGroupDestroyed event: the group and
+        every topic of it are no longer full and are marked destroyed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -92,6 +130,16 @@ def add_GroupStateServiceServicer_to_server(servicer, server):
                     request_deserializer=chatpolicy_dot_v1_dot_group__state__service__pb2.RecordGroupFullRequest.FromString,
                     response_serializer=chatpolicy_dot_v1_dot_group__state__service__pb2.RecordGroupFullResponse.SerializeToString,
             ),
+            'RecordMemberExit': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordMemberExit,
+                    request_deserializer=chatpolicy_dot_v1_dot_group__state__service__pb2.RecordMemberExitRequest.FromString,
+                    response_serializer=chatpolicy_dot_v1_dot_group__state__service__pb2.RecordMemberExitResponse.SerializeToString,
+            ),
+            'RecordGroupDestroyed': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordGroupDestroyed,
+                    request_deserializer=chatpolicy_dot_v1_dot_group__state__service__pb2.RecordGroupDestroyedRequest.FromString,
+                    response_serializer=chatpolicy_dot_v1_dot_group__state__service__pb2.RecordGroupDestroyedResponse.SerializeToString,
+            ),
             'GetGroupState': grpc.unary_unary_rpc_method_handler(
                     servicer.GetGroupState,
                     request_deserializer=chatpolicy_dot_v1_dot_group__state__service__pb2.GetGroupStateRequest.FromString,
@@ -113,6 +161,12 @@ def add_GroupStateServiceServicer_to_server(servicer, server):
 class GroupStateService:
     """GroupStateService owns which groups are full. Chat's webhooks feed it through the adapter;
     the app's other services read it.
+
+    Every Record* call is idempotent, so a caller may retry or replay it freely. Events are
+    ordered by event_time, and at the same event_time a destruction comes after a member exit,
+    which comes after a full event. An event that is not after the newest one applied to a group
+    (a repeated delivery, or an older event arriving late) changes nothing and answers
+    applied = false.
     """
 
     @staticmethod
@@ -132,6 +186,60 @@ class GroupStateService:
             '/chatpolicy.v1.GroupStateService/RecordGroupFull',
             chatpolicy_dot_v1_dot_group__state__service__pb2.RecordGroupFullRequest.SerializeToString,
             chatpolicy_dot_v1_dot_group__state__service__pb2.RecordGroupFullResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordMemberExit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpolicy.v1.GroupStateService/RecordMemberExit',
+            chatpolicy_dot_v1_dot_group__state__service__pb2.RecordMemberExitRequest.SerializeToString,
+            chatpolicy_dot_v1_dot_group__state__service__pb2.RecordMemberExitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordGroupDestroyed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpolicy.v1.GroupStateService/RecordGroupDestroyed',
+            chatpolicy_dot_v1_dot_group__state__service__pb2.RecordGroupDestroyedRequest.SerializeToString,
+            chatpolicy_dot_v1_dot_group__state__service__pb2.RecordGroupDestroyedResponse.FromString,
             options,
             channel_credentials,
             insecure,
