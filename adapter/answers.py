@@ -18,6 +18,7 @@ import grpc
 class Failure(enum.Enum):
     """Every way a webhook can fail, each with its HTTP status and what Chat is told."""
 
+    SOURCE_NOT_ALLOWED = (403, "webhooks are not accepted from this address")
     UNAUTHENTICATED = (401, "webhook signature rejected")
     UNKNOWN_SDKAPPID = (403, "SdkAppid is not accepted here")
     NOT_FOUND = (404, "no webhook endpoint at this path")
@@ -28,6 +29,8 @@ class Failure(enum.Enum):
     POLICY_REJECTED = (400, "the policy service rejected the webhook")
     POLICY_UNAVAILABLE = (503, "the policy service is unavailable; retry later")
     POLICY_FAILED = (502, "the policy service failed")
+    SPOOL_FULL = (503, "the policy service is unavailable and the event spool is full")
+    SPOOL_UNAVAILABLE = (503, "the policy service is unavailable and the event spool failed")
     INTERNAL = (500, "internal error in the adapter")
 
     @property
@@ -82,6 +85,11 @@ _OK_BODY = chat_json("OK", 0, "")
 def ok(outcome: str) -> Answer:
     """Success: HTTP 200, ActionStatus OK, ErrorCode 0; `outcome` says what happened."""
     return Answer(200, _OK_BODY, 0, outcome)
+
+
+def is_refusal_code(code: int) -> bool:
+    """True for the ErrorCodes Chat reads as a refused creation: 1, or 10100 to 10200."""
+    return code == 1 or 10100 <= code <= 10200
 
 
 def refusal(error_code: int, error_info: str) -> Answer:

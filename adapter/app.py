@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import falcon
-import grpc
 
 from adapter import group_creation, group_state
 from adapter.answers import Failure, WebhookError, failure_answer
 from adapter.policy_client import GrpcPolicyClient, PolicyClient
 from adapter.request_log import RequestLog
 from adapter.settings import AdapterSettings
+from adapter.spool import Replayer, Spool
 from adapter.webhook import WebhookFamily, WebhookResource, write_answer
 
 log = logging.getLogger(__name__)
@@ -20,16 +21,21 @@ _HTTP_FAILURES = {404: Failure.NOT_FOUND, 405: Failure.METHOD_NOT_ALLOWED}
 
 
 def create_app(
-    settings: AdapterSettings, client: PolicyClient
+    settings: AdapterSettings,
+    client: PolicyClient,
+    spool: Spool,
+    wake_replayer: Callable[[], None],
 ) -> falcon.App[falcon.Request, falcon.Response]:
-    """The WSGI app: one webhook route, every answer in Chat's JSON shape."""
+    """The WSGI app: one webhook route, every answer in Chat's JSON shape.
+
+    After-events the policy service cannot take go to `spool`; `wake_replayer` is called after
+    each, so that a replayer in this process looks at the spool soon.
+    """
     app = falcon.App(middleware=[RequestLog()])
-    creation = group_creation.GroupCreationFamily(client)
-    state = group_state.GroupStateFamily(client)
-    families: dict[str, WebhookFamily] = {
-        group_creation.COMMAND: creation,
-        group_state.GROUP_FULL: state,
-    }
+    creation = group_creation.GroupCreationFamily(client, settings)
+    state = group_state.GroupStateFamily(client, spool, wake_replayer)
+    families: dict[str, WebhookFamily] = {group_creation.COMMAND: creation}
+    families.update(dict.fromkeys(group_state.COMMANDS, state))
     app.add_route(settings.webhook_path, WebhookResource(settings, families))
     app.add_error_handler(Exception, _answer_unexpected)
     app.add_error_handler(falcon.HTTPError, _answer_http_error)
@@ -38,10 +44,19 @@ def create_app(
 
 
 def create_app_from_env() -> falcon.App[falcon.Request, falcon.Response]:
-    """The app for this process, configured from the environment, with its own gRPC channel."""
+    """The app for this process, configured from the environment.
+
+    Call it in each worker after fork: it makes the worker's own gRPC channel, opens the
+    shared spool and starts the worker's replayer, of which one at a time leads.
+    """
     settings = AdapterSettings.from_env()
-    channel = grpc.insecure_channel(settings.grpc_target)
-    return create_app(settings, GrpcPolicyClient(channel, settings.grpc_deadline_ms))
+    client = GrpcPolicyClient.connect(settings.grpc_target, settings.grpc_deadline_ms)
+    spool = Spool(settings.spool_path, settings.spool_max_events)
+    replayer = Replayer(
+        spool, group_state.replay_to(client), settings.spool_path.with_suffix(".lock")
+    )
+    replayer.start()
+    return create_app(settings, client, spool, replayer.wake)
 
 
 def _answer_webhook_error(

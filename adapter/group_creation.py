@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import grpc
 
 from adapter import payload
-from adapter.answers import Answer, grpc_failure, ok, refusal
+from adapter.answers import Answer, WebhookError, grpc_failure, ok, refusal
 from adapter.policy_client import PolicyClient, timestamp_from_ms
+from adapter.settings import AdapterSettings, OnPolicyError
 from adapter.webhook import Webhook
 from chatpolicy.v1 import creation_policy_service_pb2 as pb
 
@@ -19,28 +21,42 @@ log = logging.getLogger(__name__)
 class GroupCreationFamily:
     """Asks the policy whether a group may be created and answers Chat with its decision.
 
-    When the policy service cannot answer, the creation is allowed: that is what Chat itself
-    does when this webhook times out, and refusing every creation during an outage is worse.
+    When the policy service cannot answer, CHAT_POLICY_ON_POLICY_ERROR decides: allow (the
+    default, and what Chat itself does when this webhook times out) or deny with the
+    configured refusal code.
     """
 
-    def __init__(self, client: PolicyClient) -> None:
+    def __init__(self, client: PolicyClient, settings: AdapterSettings) -> None:
         self._client = client
+        self._settings = settings
 
     def handle(self, webhook: Webhook) -> Answer:
-        """Answer one creation request: allowed, refused with the policy's code, or fail-open."""
+        """Answer one creation request: allowed, refused, or the configured fail-open/closed."""
         request = check_request(webhook)
         try:
             response = self._client.check_group_creation(request, webhook.request_id)
         except grpc.RpcError as error:
-            log.warning(
-                "request_id=%s fail-open: allowing group creation because %s",
-                webhook.request_id,
-                grpc_failure(error),
-            )
-            return ok("fail-open")
+            return self._undecided(webhook, grpc_failure(error))
         if response.decision == pb.DECISION_DENY:
             return refusal(response.error_code, response.error_info)
         return ok("allowed")
+
+    def _undecided(self, webhook: Webhook, cause: WebhookError) -> Answer:
+        settings = self._settings
+        if settings.on_policy_error is OnPolicyError.DENY:
+            log.warning(
+                "request_id=%s fail-closed: refusing group creation because %s",
+                webhook.request_id,
+                cause,
+            )
+            answer = refusal(settings.deny_error_code, settings.deny_error_info)
+            return replace(answer, outcome="fail-closed")
+        log.warning(
+            "request_id=%s fail-open: allowing group creation because %s",
+            webhook.request_id,
+            cause,
+        )
+        return ok("fail-open")
 
 
 def check_request(webhook: Webhook) -> pb.CheckGroupCreationRequest:

@@ -1,44 +1,137 @@
-"""Group.CallbackAfterGroupFull -> GroupStateService.RecordGroupFull."""
+"""After-webhooks that move group state -> GroupStateService, spooled while it is away.
+
+Group.CallbackAfterGroupFull, Group.CallbackAfterMemberExit and
+Group.CallbackAfterGroupDestroyed each become one Record* call. Group.CallbackAfterNewMemberJoin
+is validated and acknowledged but not recorded: a join may itself fill the group, so it
+cannot say the group has room, and the full event it triggers carries the same EventTime.
+"""
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
 
 import grpc
 
 from adapter import payload
 from adapter.answers import Answer, Failure, WebhookError, grpc_failure, ok
-from adapter.policy_client import PolicyClient, timestamp_from_ms
+from adapter.policy_client import PolicyClient, RecordRequest, timestamp_from_ms
+from adapter.spool import Rejected, RetryLater, Spool, SpooledEvent, SpoolFull, SpoolUnavailable
 from adapter.webhook import Webhook
 from chatpolicy.v1 import group_state_service_pb2 as pb
 
 GROUP_FULL = "Group.CallbackAfterGroupFull"
+MEMBER_EXIT = "Group.CallbackAfterMemberExit"
+GROUP_DESTROYED = "Group.CallbackAfterGroupDestroyed"
+NEW_MEMBER_JOIN = "Group.CallbackAfterNewMemberJoin"
+COMMANDS = (GROUP_FULL, MEMBER_EXIT, GROUP_DESTROYED, NEW_MEMBER_JOIN)
+
+# The text fields and member lists each command documents: checked for type, else unused.
+_CHECKED_FIELDS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    GROUP_FULL: ((), ()),
+    MEMBER_EXIT: (("Type", "ExitType", "Operator_Account"), ("ExitMemberList",)),
+    GROUP_DESTROYED: (("Type", "Owner_Account", "Name"), ("MemberList",)),
+    NEW_MEMBER_JOIN: (("Type", "JoinType", "Operator_Account"), ("NewMemberList",)),
+}
+
+# The spool stores each request under its method name; replay rebuilds it from there.
+SPOOLED_REQUESTS: Mapping[str, type[RecordRequest]] = {
+    "RecordGroupFull": pb.RecordGroupFullRequest,
+    "RecordMemberExit": pb.RecordMemberExitRequest,
+    "RecordGroupDestroyed": pb.RecordGroupDestroyedRequest,
+}
+
+log = logging.getLogger(__name__)
 
 
 class GroupStateFamily:
-    """Records group-full events; a failed call is answered as a failure, never acknowledged.
+    """Records group-state events; when the service cannot take one, it is spooled.
 
-    An event without EventTime is recorded at the time the adapter received it.
+    An event is answered 200 only once the service applied it or the spool holds it on disk.
+    An event without EventTime is recorded at the time the adapter received it, so that a
+    replay of it is recognised as the same event.
     """
 
-    def __init__(self, client: PolicyClient) -> None:
+    def __init__(self, client: PolicyClient, spool: Spool, wake_replayer: Callable[[], None]):
         self._client = client
+        self._spool = spool
+        self._wake_replayer = wake_replayer
 
     def handle(self, webhook: Webhook) -> Answer:
-        """Record one group-full event."""
-        body = webhook.body
-        group_id = payload.text(body, "GroupId")
-        if not group_id:
-            raise WebhookError(Failure.INVALID_FIELD, "GroupId is required")
-        event_time_ms = payload.event_time_ms(body)
-        request = pb.RecordGroupFullRequest(
-            sdk_app_id=webhook.sdk_app_id,
-            group_id=group_id,
-            topic_id=payload.text(body, "TopicId"),
-            event_time=timestamp_from_ms(
-                webhook.received_ms if event_time_ms is None else event_time_ms
-            ),
-        )
+        """Record one event, or spool it while the policy service is away."""
+        request = record_request(webhook)
+        if request is None:
+            return ok("acknowledged")
         try:
-            response = self._client.record_group_full(request, webhook.request_id)
+            applied = self._client.record(request, webhook.request_id)
         except grpc.RpcError as error:
-            raise grpc_failure(error) from None
-        return ok("recorded" if response.applied else "duplicate")
+            failure = grpc_failure(error)
+            if failure.failure is Failure.POLICY_REJECTED:
+                raise failure from None
+            return self._spool_request(request, webhook, failure)
+        return ok("recorded" if applied else "duplicate")
+
+    def _spool_request(
+        self, request: RecordRequest, webhook: Webhook, cause: WebhookError
+    ) -> Answer:
+        method = type(request).DESCRIPTOR.name.removesuffix("Request")
+        try:
+            self._spool.append(
+                method, request.SerializeToString(), webhook.request_id, webhook.received_ms
+            )
+        except SpoolFull:
+            log.error("request_id=%s event lost to Chat's retry: spool full", webhook.request_id)
+            raise WebhookError(Failure.SPOOL_FULL) from None
+        except SpoolUnavailable as error:
+            log.error("request_id=%s cannot spool event: %s", webhook.request_id, error)
+            raise WebhookError(Failure.SPOOL_UNAVAILABLE) from None
+        log.warning("request_id=%s spooled %s because %s", webhook.request_id, method, cause)
+        self._wake_replayer()
+        return ok("spooled")
+
+
+def record_request(webhook: Webhook) -> RecordRequest | None:
+    """The Record* request for a group-state webhook; None for one that records nothing."""
+    body = webhook.body
+    group_id = payload.text(body, "GroupId")
+    if not group_id:
+        raise WebhookError(Failure.INVALID_FIELD, "GroupId is required")
+    event_time_ms = payload.event_time_ms(body)
+    event_time = timestamp_from_ms(webhook.received_ms if event_time_ms is None else event_time_ms)
+    texts, member_lists = _CHECKED_FIELDS[webhook.command]
+    for field in texts:
+        payload.text(body, field)
+    for field in member_lists:
+        payload.member_accounts(body, field)
+    request: RecordRequest
+    if webhook.command == GROUP_FULL:
+        request = pb.RecordGroupFullRequest(topic_id=payload.text(body, "TopicId"))
+    elif webhook.command == MEMBER_EXIT:
+        request = pb.RecordMemberExitRequest()
+    elif webhook.command == GROUP_DESTROYED:
+        request = pb.RecordGroupDestroyedRequest()
+    else:
+        return None
+    request.sdk_app_id = webhook.sdk_app_id
+    request.group_id = group_id
+    request.event_time.CopyFrom(event_time)
+    return request
+
+
+def replay_to(client: PolicyClient) -> Callable[[SpooledEvent], None]:
+    """The replayer's delivery: rebuild the spooled request and record it."""
+
+    def deliver(event: SpooledEvent) -> None:
+        request_type = SPOOLED_REQUESTS.get(event.method)
+        if request_type is None:
+            raise Rejected(f"unknown method {event.method!r}")
+        request = request_type.FromString(event.request)
+        try:
+            client.record(request, event.request_id)
+        except grpc.RpcError as error:
+            failure = grpc_failure(error)
+            if failure.failure is Failure.POLICY_REJECTED:
+                raise Rejected(str(failure)) from None
+            raise RetryLater(str(failure)) from None
+
+    return deliver

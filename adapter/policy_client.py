@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import grpc
@@ -16,6 +17,19 @@ from chatpolicy.v1 import (
 
 REQUEST_ID_METADATA = "x-request-id"
 
+RecordRequest = (
+    group_state_service_pb2.RecordGroupFullRequest
+    | group_state_service_pb2.RecordMemberExitRequest
+    | group_state_service_pb2.RecordGroupDestroyedRequest
+)
+
+# After a service restart the channel reconnects within this, not grpc's default of 120 s.
+CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+
 
 class PolicyClient(Protocol):
     """The calls the adapter makes; tests put a fake here. Failures raise grpc.RpcError."""
@@ -26,10 +40,8 @@ class PolicyClient(Protocol):
         """Ask CreationPolicyService.CheckGroupCreation."""
         ...
 
-    def record_group_full(
-        self, request: group_state_service_pb2.RecordGroupFullRequest, request_id: str
-    ) -> group_state_service_pb2.RecordGroupFullResponse:
-        """Call GroupStateService.RecordGroupFull."""
+    def record(self, request: RecordRequest, request_id: str) -> bool:
+        """Call the GroupStateService method named by the request's type; True if applied."""
         ...
 
 
@@ -38,8 +50,18 @@ class GrpcPolicyClient:
 
     def __init__(self, channel: grpc.Channel, deadline_ms: int) -> None:
         self._creation = creation_policy_service_pb2_grpc.CreationPolicyServiceStub(channel)
-        self._group_state = group_state_service_pb2_grpc.GroupStateServiceStub(channel)
+        group_state = group_state_service_pb2_grpc.GroupStateServiceStub(channel)
+        self._record_methods: dict[type[RecordRequest], Callable[..., object]] = {
+            group_state_service_pb2.RecordGroupFullRequest: group_state.RecordGroupFull,
+            group_state_service_pb2.RecordMemberExitRequest: group_state.RecordMemberExit,
+            group_state_service_pb2.RecordGroupDestroyedRequest: group_state.RecordGroupDestroyed,
+        }
         self._timeout_s = deadline_ms / 1000
+
+    @classmethod
+    def connect(cls, target: str, deadline_ms: int) -> GrpcPolicyClient:
+        """A client on a new insecure channel to `target`."""
+        return cls(grpc.insecure_channel(target, options=CHANNEL_OPTIONS), deadline_ms)
 
     def check_group_creation(
         self, request: creation_policy_service_pb2.CheckGroupCreationRequest, request_id: str
@@ -51,15 +73,12 @@ class GrpcPolicyClient:
         )
         return response
 
-    def record_group_full(
-        self, request: group_state_service_pb2.RecordGroupFullRequest, request_id: str
-    ) -> group_state_service_pb2.RecordGroupFullResponse:
-        """Call GroupStateService.RecordGroupFull."""
-        response: group_state_service_pb2.RecordGroupFullResponse
-        response = self._group_state.RecordGroupFull(
+    def record(self, request: RecordRequest, request_id: str) -> bool:
+        """Call the GroupStateService method named by the request's type; True if applied."""
+        response = self._record_methods[type(request)](
             request, timeout=self._timeout_s, metadata=((REQUEST_ID_METADATA, request_id),)
         )
-        return response
+        return bool(getattr(response, "applied"))  # noqa: B009 (untyped generated stub)
 
 
 def timestamp_from_ms(ms: int) -> timestamp_pb2.Timestamp:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+
+from adapter.answers import is_refusal_code
+from adapter.source import Network, parse_networks
 
 # The SdkAppid of example.env: accepted when CHAT_POLICY_SDKAPPIDS is unset, with a warning.
 DEMO_SDKAPPID = 1400000000
@@ -14,6 +19,13 @@ CHAT_TIMEOUT_MS = 2000
 
 class SettingsError(ValueError):
     """A setting has a value the adapter cannot use; the message names the variable."""
+
+
+class OnPolicyError(enum.Enum):
+    """What a before-webhook answers when the policy service cannot decide."""
+
+    ALLOW = "allow"
+    DENY = "deny"
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,27 @@ class AdapterSettings:
     http_threads: int = 4
     """Threads per gunicorn worker (CHAT_POLICY_HTTP_THREADS)."""
 
+    allowed_sources: tuple[Network, ...] = ()
+    """Networks webhooks may come from (CHAT_POLICY_ALLOWED_SOURCES); empty = anywhere."""
+
+    trusted_proxies: tuple[Network, ...] = ()
+    """Proxies whose X-Forwarded-For is believed (CHAT_POLICY_TRUSTED_PROXIES)."""
+
+    on_policy_error: OnPolicyError = OnPolicyError.ALLOW
+    """Answer when the policy service cannot decide a creation (CHAT_POLICY_ON_POLICY_ERROR)."""
+
+    deny_error_code: int = 10100
+    """ErrorCode of a fail-closed refusal (CHAT_POLICY_DENY_ERROR_CODE): 1 or 10100-10200."""
+
+    deny_error_info: str = "group creation is unavailable right now; please try again later"
+    """ErrorInfo of a fail-closed refusal, shown to the creator (CHAT_POLICY_DENY_ERROR_INFO)."""
+
+    data_dir: Path = Path("var")
+    """Directory of the after-event spool (CHAT_POLICY_DATA_DIR)."""
+
+    spool_max_events: int = 100_000
+    """Most after-events the spool holds before answering 503 (CHAT_POLICY_SPOOL_MAX_EVENTS)."""
+
     @property
     def auth_enabled(self) -> bool:
         """True when webhooks must carry a valid Sign and RequestTime."""
@@ -75,6 +108,13 @@ class AdapterSettings:
         if not path.startswith("/"):
             raise SettingsError(f"CHAT_POLICY_WEBHOOK_PATH={path!r} must start with '/'")
         grpc_bind = environ.get("CHAT_POLICY_GRPC_BIND", "") or defaults.grpc_target
+        deny_error_code = _positive_int(
+            environ, "CHAT_POLICY_DENY_ERROR_CODE", defaults.deny_error_code
+        )
+        if not is_refusal_code(deny_error_code):
+            raise SettingsError(
+                f"CHAT_POLICY_DENY_ERROR_CODE={deny_error_code} must be 1 or in [10100, 10200]"
+            )
         return cls(
             sdk_app_ids=_sdk_app_ids(raw_ids) if raw_ids else defaults.sdk_app_ids,
             sdk_app_ids_configured=bool(raw_ids),
@@ -91,7 +131,22 @@ class AdapterSettings:
             ),
             http_workers=_positive_int(environ, "CHAT_POLICY_HTTP_WORKERS", defaults.http_workers),
             http_threads=_positive_int(environ, "CHAT_POLICY_HTTP_THREADS", defaults.http_threads),
+            allowed_sources=_networks(environ, "CHAT_POLICY_ALLOWED_SOURCES"),
+            trusted_proxies=_networks(environ, "CHAT_POLICY_TRUSTED_PROXIES"),
+            on_policy_error=_on_policy_error(environ.get("CHAT_POLICY_ON_POLICY_ERROR", "")),
+            deny_error_code=deny_error_code,
+            deny_error_info=environ.get("CHAT_POLICY_DENY_ERROR_INFO", "")
+            or defaults.deny_error_info,
+            data_dir=Path(environ.get("CHAT_POLICY_DATA_DIR", "") or defaults.data_dir),
+            spool_max_events=_positive_int(
+                environ, "CHAT_POLICY_SPOOL_MAX_EVENTS", defaults.spool_max_events
+            ),
         )
+
+    @property
+    def spool_path(self) -> Path:
+        """The spool's SQLite file, shared by every worker of this adapter."""
+        return self.data_dir / "adapter-spool.db"
 
 
 def _items(raw: str) -> list[str]:
@@ -112,3 +167,17 @@ def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
     if not (raw.isdigit() and raw.isascii()) or int(raw) == 0:
         raise SettingsError(f"{name}={raw!r} must be a positive whole number")
     return int(raw)
+
+
+def _networks(environ: Mapping[str, str], name: str) -> tuple[Network, ...]:
+    try:
+        return parse_networks(_items(environ.get(name, "")))
+    except ValueError as error:
+        raise SettingsError(f"{name}: {error}") from None
+
+
+def _on_policy_error(raw: str) -> OnPolicyError:
+    try:
+        return OnPolicyError(raw.strip().lower() or OnPolicyError.ALLOW.value)
+    except ValueError:
+        raise SettingsError(f"CHAT_POLICY_ON_POLICY_ERROR={raw!r} must be allow or deny") from None

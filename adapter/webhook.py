@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -14,8 +16,12 @@ from adapter.answers import Answer, Failure, WebhookError, ok
 from adapter.payload import parse_body
 from adapter.settings import AdapterSettings
 from adapter.signature import SignatureError, verify_sign
+from adapter.source import client_address, contains
 
 log = logging.getLogger(__name__)
+
+# Distinct unhandled command names counted per worker (with auth off, anyone can invent them).
+MAX_COUNTED_COMMANDS = 1000
 
 
 @dataclass(frozen=True)
@@ -51,11 +57,13 @@ class WebhookResource:
         self._settings = settings
         self._families = families
         self._clock = clock
-        self._ignored_commands: set[str] = set()
+        self._ignored: Counter[str] = Counter()
+        self._ignored_lock = threading.Lock()
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Answer one webhook with Chat's JSON."""
         now_s = self._clock()
+        self._check_source(req)
         self._authenticate(req, now_s)
         sdk_app_id = self._sdk_app_id(req)
         command = req.get_param("CallbackCommand") or ""
@@ -83,6 +91,16 @@ class WebhookResource:
                 )
             )
         write_answer(resp, answer)
+
+    def _check_source(self, req: falcon.Request) -> None:
+        allowed = self._settings.allowed_sources
+        if not allowed:
+            return
+        address = client_address(
+            req.remote_addr, req.get_header("X-Forwarded-For"), self._settings.trusted_proxies
+        )
+        if address is None or not contains(allowed, address):
+            raise WebhookError(Failure.SOURCE_NOT_ALLOWED, f"source {address or 'unknown'}")
 
     def _authenticate(self, req: falcon.Request, now_s: float) -> None:
         if not self._settings.auth_enabled:
@@ -115,11 +133,25 @@ class WebhookResource:
         return raw
 
     def _ignore(self, command: str) -> Answer:
+        """Acknowledge a command no family handles; count it and log it at 1, 10, 100, ... times."""
         # Bounded: with auth off, anyone could invent command names.
-        if command not in self._ignored_commands and len(self._ignored_commands) < 1000:
-            self._ignored_commands.add(command)
-            log.info("acknowledging webhook command %r without acting on it", command)
+        if command in self._ignored or len(self._ignored) < MAX_COUNTED_COMMANDS:
+            with self._ignored_lock:
+                self._ignored[command] += 1
+                count = self._ignored[command]
+            if count == 10 ** (len(str(count)) - 1):
+                log.info(
+                    "acknowledged webhook command %r without acting on it (%d times in this"
+                    " worker)",
+                    command,
+                    count,
+                )
         return ok("ignored")
+
+    def ignored_counts(self) -> dict[str, int]:
+        """How often each unhandled command was acknowledged by this worker."""
+        with self._ignored_lock:
+            return dict(self._ignored)
 
 
 def write_answer(resp: falcon.Response, answer: Answer) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import falcon.testing
@@ -12,9 +13,10 @@ import grpc
 import pytest
 
 from adapter.app import create_app
+from adapter.policy_client import RecordRequest
 from adapter.settings import AdapterSettings
+from adapter.spool import Spool
 from chatpolicy.v1 import creation_policy_service_pb2 as cpb
-from chatpolicy.v1 import group_state_service_pb2 as spb
 
 APP = 1400000000
 
@@ -40,9 +42,7 @@ class FakePolicyClient:
     creation: cpb.CheckGroupCreationResponse = field(
         default_factory=lambda: cpb.CheckGroupCreationResponse(decision=cpb.DECISION_ALLOW)
     )
-    group_full: spb.RecordGroupFullResponse = field(
-        default_factory=lambda: spb.RecordGroupFullResponse(applied=True)
-    )
+    applied: bool = True
     error: Exception | None = None
     calls: list[tuple[Any, str]] = field(default_factory=list)
 
@@ -54,13 +54,11 @@ class FakePolicyClient:
             raise self.error
         return self.creation
 
-    def record_group_full(
-        self, request: spb.RecordGroupFullRequest, request_id: str
-    ) -> spb.RecordGroupFullResponse:
+    def record(self, request: RecordRequest, request_id: str) -> bool:
         self.calls.append((request, request_id))
         if self.error:
             raise self.error
-        return self.group_full
+        return self.applied
 
 
 @dataclass
@@ -69,6 +67,7 @@ class Chat:
 
     client: falcon.testing.TestClient
     fake: FakePolicyClient
+    spool: Spool
     path: str = "/"
 
     def post(
@@ -95,18 +94,31 @@ MakeChat = Callable[..., Chat]
 
 
 @pytest.fixture
-def make_chat() -> MakeChat:
-    """Build the app from settings overrides and a fake; return a Chat posting to it."""
+def make_chat(tmp_path: Path) -> Iterator[MakeChat]:
+    """Build the app from settings overrides and a fake; return a Chat posting to it.
+
+    The spool is a real one in tmp_path, left for the test to inspect (Chat.spool).
+    """
+    spools: list[Spool] = []
 
     def make(fake: FakePolicyClient | None = None, **overrides: Any) -> Chat:
         settings = AdapterSettings(
-            **{"sdk_app_ids": frozenset({APP}), "sdk_app_ids_configured": True, **overrides}
+            **{
+                "sdk_app_ids": frozenset({APP}),
+                "sdk_app_ids_configured": True,
+                "data_dir": tmp_path / f"adapter{len(spools)}",
+                **overrides,
+            }
         )
         fake = fake or FakePolicyClient()
-        client = falcon.testing.TestClient(create_app(settings, fake))
-        return Chat(client, fake, settings.webhook_path)
+        spool = Spool(settings.spool_path, settings.spool_max_events)
+        spools.append(spool)
+        client = falcon.testing.TestClient(create_app(settings, fake, spool, lambda: None))
+        return Chat(client, fake, spool, settings.webhook_path)
 
-    return make
+    yield make
+    for spool in spools:
+        spool.close()
 
 
 @pytest.fixture

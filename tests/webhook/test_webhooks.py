@@ -113,7 +113,7 @@ def test_group_full_without_event_time_is_recorded_at_arrival(chat: Chat) -> Non
 
 def test_redelivered_full_event_is_still_ok(make_chat: MakeChat) -> None:
     """An event the service already had (applied=False) is acknowledged all the same."""
-    chat = make_chat(FakePolicyClient(group_full=spb.RecordGroupFullResponse(applied=False)))
+    chat = make_chat(FakePolicyClient(applied=False))
     assert chat.post(FULL, {"GroupId": "g"}).content == OK
 
 
@@ -129,31 +129,21 @@ def test_group_full_without_group_id_is_refused_unsent(chat: Chat) -> None:
     assert chat.fake.calls == []
 
 
-@pytest.mark.parametrize(
-    ("code", "status", "shows_details"),
-    [
-        (grpc.StatusCode.UNAVAILABLE, 503, False),
-        (grpc.StatusCode.DEADLINE_EXCEEDED, 503, False),
-        (grpc.StatusCode.INVALID_ARGUMENT, 400, True),
-        (grpc.StatusCode.INTERNAL, 502, False),
-        (grpc.StatusCode.UNKNOWN, 502, False),
-    ],
-)
-def test_failed_full_event_is_answered_as_a_failure(
-    make_chat: MakeChat, code: grpc.StatusCode, status: int, shows_details: bool
-) -> None:
-    """A full event the service did not take is never acknowledged; internals stay hidden."""
-    details = "connect to ipv4:10.0.0.1:50051 failed"
-    chat = make_chat(FakePolicyClient(error=FakeRpcError(code, details)))
+def test_full_event_the_service_rejects_is_400_and_not_spooled(make_chat: MakeChat) -> None:
+    """INVALID_ARGUMENT cannot succeed later: the answer is 400 with the service's reason."""
+    details = "group_id: is required"
+    chat = make_chat(
+        FakePolicyClient(error=FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, details))
+    )
     result = chat.post(FULL, {"GroupId": "g"})
     document = answer(result)
     assert (result.status_code, document["ActionStatus"], document["ErrorCode"]) == (
-        status,
+        400,
         "FAIL",
-        status,
+        400,
     )
-    assert code.name in str(document["ErrorInfo"])
-    assert (details in str(document["ErrorInfo"])) == shows_details
+    assert details in str(document["ErrorInfo"])
+    assert chat.spool.depth() == 0
 
 
 def signed(token: str, offset_s: int = 0) -> dict[str, str]:
