@@ -134,7 +134,6 @@ class WebhookResource:
 
     def _ignore(self, command: str) -> Answer:
         """Acknowledge a command no family handles; count it and log it at 1, 10, 100, ... times."""
-        # Bounded: with auth off, anyone could invent command names.
         if command in self._ignored or len(self._ignored) < MAX_COUNTED_COMMANDS:
             with self._ignored_lock:
                 self._ignored[command] += 1
@@ -147,11 +146,6 @@ class WebhookResource:
                     count,
                 )
         return ok("ignored")
-
-    def ignored_counts(self) -> dict[str, int]:
-        """How often each unhandled command was acknowledged by this worker."""
-        with self._ignored_lock:
-            return dict(self._ignored)
 
 
 def write_answer(resp: falcon.Response, answer: Answer) -> None:

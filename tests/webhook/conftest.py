@@ -75,6 +75,7 @@ class Chat:
         command: str,
         body: dict[str, object] | bytes | None = None,
         headers: dict[str, str] | None = None,
+        remote_addr: str | None = None,
         **params: str | None,
     ) -> falcon.testing.Result:
         """POST `body` (a dict becomes JSON with CallbackCommand added) for `command`."""
@@ -87,6 +88,7 @@ class Chat:
             params={key: value for key, value in query.items() if value is not None},
             body=body if body is not None else b"{}",
             headers=headers,
+            remote_addr=remote_addr,
         )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapter.settings import DEMO_SDKAPPID, AdapterSettings, SettingsError
+from adapter.settings import DEMO_SDKAPPID, AdapterSettings, OnPolicyError, SettingsError
 
 
 def test_defaults_accept_the_demo_app_without_auth() -> None:
@@ -47,9 +47,46 @@ def test_lists_and_targets_are_parsed() -> None:
         ("CHAT_POLICY_MAX_BODY_BYTES", "-1"),
         ("CHAT_POLICY_SIGN_TOLERANCE_S", "1.5"),
         ("CHAT_POLICY_HTTP_WORKERS", "0"),
+        ("CHAT_POLICY_ALLOWED_SOURCES", "10.0.0.0/8, example.com"),
+        ("CHAT_POLICY_TRUSTED_PROXIES", "10.0.0.300"),
+        ("CHAT_POLICY_ON_POLICY_ERROR", "maybe"),
+        ("CHAT_POLICY_DENY_ERROR_CODE", "10016"),
+        ("CHAT_POLICY_DENY_ERROR_CODE", "10201"),
+        ("CHAT_POLICY_SPOOL_MAX_EVENTS", "0"),
     ],
 )
 def test_unusable_values_are_refused_naming_the_variable(variable: str, value: str) -> None:
     """A value the adapter cannot use raises SettingsError that names the variable."""
     with pytest.raises(SettingsError, match=variable):
         AdapterSettings.from_env({variable: value})
+
+
+def test_edge_settings_are_parsed() -> None:
+    """Networks, the fail-closed answer and the spool's place and size come from the environment."""
+    settings = AdapterSettings.from_env(
+        {
+            "CHAT_POLICY_ALLOWED_SOURCES": "198.51.100.0/24, 2001:db8::1",
+            "CHAT_POLICY_TRUSTED_PROXIES": "10.0.0.0/8",
+            "CHAT_POLICY_ON_POLICY_ERROR": "Deny",
+            "CHAT_POLICY_DENY_ERROR_CODE": "1",
+            "CHAT_POLICY_DENY_ERROR_INFO": "稍后再试",
+            "CHAT_POLICY_DATA_DIR": "/srv/chat",
+            "CHAT_POLICY_SPOOL_MAX_EVENTS": "5",
+        }
+    )
+    assert [str(n) for n in settings.allowed_sources] == ["198.51.100.0/24", "2001:db8::1/128"]
+    assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.0/8"]
+    assert settings.on_policy_error is OnPolicyError.DENY
+    assert (settings.deny_error_code, settings.deny_error_info) == (1, "稍后再试")
+    assert (str(settings.spool_path), settings.spool_max_events) == (
+        "/srv/chat/adapter-spool.db",
+        5,
+    )
+
+
+def test_edge_defaults_fail_open_from_anywhere() -> None:
+    """Unset: any source, no proxy, fail open, refusal code 10100, spool of 100000 in ./var."""
+    settings = AdapterSettings.from_env({})
+    assert (settings.allowed_sources, settings.trusted_proxies) == ((), ())
+    assert (settings.on_policy_error, settings.deny_error_code) == (OnPolicyError.ALLOW, 10100)
+    assert (str(settings.spool_path), settings.spool_max_events) == ("var/adapter-spool.db", 100000)
