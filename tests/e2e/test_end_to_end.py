@@ -181,21 +181,3 @@ def test_refused_webhooks_get_4xx_and_record_nothing(deployment: Deployment) -> 
     assert group_state(deployment, "@TGS#signed").group_state.full
     assert "old-token" not in deployment.log("adapter")
     assert compute_sign("old-token", now) not in deployment.log("adapter")
-
-
-def test_before_webhook_fails_open_and_after_webhook_fails_loudly_without_service(
-    deployment: Deployment,
-) -> None:
-    """With no policy service, creation is allowed (as Chat does) and a full event gets 503."""
-    deployment.env["CHAT_POLICY_SDKAPPIDS"] = str(SDKAPPID)
-    deployment.start_adapter()
-
-    started = time.monotonic()
-    status, answer = deployment.post(
-        query("Group.CallbackBeforeCreateGroup"), body(BEFORE_CREATE_SAMPLE)
-    )
-    assert (status, answer) == (200, OK)
-    status, answer = deployment.post(query("Group.CallbackAfterGroupFull"), body(GROUP_FULL_SAMPLE))
-    assert status == 503
-    assert json.loads(answer)["ActionStatus"] == "FAIL"
-    assert time.monotonic() - started < 2.0
