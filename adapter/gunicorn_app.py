@@ -9,6 +9,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.util import import_app
 
 from adapter.settings import AdapterSettings
+from adapter.spool import Spool, SpoolUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,10 @@ def main() -> int:
     """Entry point of `chat-policy adapter`: exit 2 on bad configuration."""
     try:
         settings = AdapterSettings.from_env()
-    except ValueError as error:
+        # Open (create, migrate) the spool once before forking, so a data dir the adapter
+        # cannot write is one clear line here rather than workers failing to boot.
+        Spool(settings.spool_path, settings.spool_max_events).close()
+    except (ValueError, SpoolUnavailable) as error:
         log.error("adapter cannot start: %s", error)
         return 2
     if not settings.sdk_app_ids_configured:
