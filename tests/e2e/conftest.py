@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -54,9 +55,16 @@ class Deployment:
     http_port: int
     grpc_port: int
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    group_leaders: set[int] = field(default_factory=set)  # pids started with new_session
 
-    def start(self, command: str, extra_env: Mapping[str, str] = {}) -> subprocess.Popen[bytes]:
-        """Start `chat-policy COMMAND` in the deployment's directory, output to a log file."""
+    def start(
+        self, command: str, extra_env: Mapping[str, str] = {}, *, new_session: bool = False
+    ) -> subprocess.Popen[bytes]:
+        """Start `chat-policy COMMAND` in the deployment's directory, output to a log file.
+
+        With new_session the process leads its own session and process group, so that
+        kill_group can kill it together with its children (gunicorn's workers).
+        """
         with (self.tmp_path / f"{command}.log").open("ab") as log:
             process = subprocess.Popen(
                 [str(CHAT_POLICY), command],
@@ -64,8 +72,11 @@ class Deployment:
                 env={**self.env, **extra_env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=new_session,
             )
         self.processes.append(process)
+        if new_session:
+            self.group_leaders.add(process.pid)
         return process
 
     def start_service(self) -> subprocess.Popen[bytes]:
@@ -74,9 +85,11 @@ class Deployment:
         self.wait_for_grpc(process)
         return process
 
-    def start_adapter(self) -> subprocess.Popen[bytes]:
+    def start_adapter(
+        self, extra_env: Mapping[str, str] = {}, *, new_session: bool = False
+    ) -> subprocess.Popen[bytes]:
         """Start the adapter (gunicorn) and wait until it accepts connections."""
-        process = self.start("adapter")
+        process = self.start("adapter", extra_env, new_session=new_session)
         wait_for(
             lambda: self._alive(process, "adapter") and http_answers(self.http_port),
             START_TIMEOUT_S,
@@ -114,22 +127,56 @@ class Deployment:
         path = self.tmp_path / f"{command}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def kill_group(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the whole process group of a process started with new_session; reap it."""
+        assert process.pid in self.group_leaders, "kill_group needs start(new_session=True)"
+        assert process.returncode is None, "the leader must be unreaped, so its group is ours"
+        _kill_group(process.pid)
+        process.wait()
+
     def stop_all(self) -> None:
-        """SIGTERM every process still running, then SIGKILL what does not stop in 15 s."""
+        """SIGTERM every process still running, then SIGKILL what does not stop in 15 s.
+
+        What is left of a group started with new_session is killed before its leader is
+        reaped: until then the leader's pid, and so the group id, cannot be reused.
+        """
         for process in reversed(self.processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+            if process.returncode is None and not _exited(process.pid, 0):
+                os.kill(process.pid, signal.SIGTERM)
         for process in self.processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            if process.returncode is not None:
+                continue
+            if not _exited(process.pid, 15):
+                os.kill(process.pid, signal.SIGKILL)
+                _exited(process.pid, None)
+            if process.pid in self.group_leaders:
+                _kill_group(process.pid)
+            process.wait()
 
     def _alive(self, process: subprocess.Popen[bytes], command: str) -> bool:
         if process.poll() is not None:
             pytest.fail(f"{command} exited with {process.returncode}:\n{self.log(command)}")
         return True
+
+
+def _exited(pid: int, timeout_s: float | None) -> bool:
+    """Wait up to timeout_s (None: forever) for a child to exit, without reaping it."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+        except ChildProcessError:  # already reaped
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL every process of the group; nothing left of it is fine."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _ready(future: grpc.Future) -> bool:

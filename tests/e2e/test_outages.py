@@ -1,0 +1,220 @@
+"""Outages with real processes: the policy service or the adapter killed, the spool full.
+
+Chat must get its answer inside 2 s whatever is down, and every after-event answered 200 must
+reach the policy service's store once it is back, through the adapter's on-disk spool, even
+when the adapter itself was killed in between.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from chatpolicy.v1 import group_state_service_pb2, group_state_service_pb2_grpc
+from tests.chat_samples import BEFORE_CREATE_SAMPLE, OK
+from tests.e2e.conftest import Deployment, http_answers, wait_for
+
+pytestmark = pytest.mark.e2e
+
+SDKAPPID = 1400000000
+CHAT_TIMEOUT_S = 2.0
+# Replay backs off up to 30 s between attempts; outages here last seconds, so this is ample.
+REPLAY_TIMEOUT_S = 60.0
+BASE_MS = 1_700_000_000_000
+
+BEFORE_CREATE = "Group.CallbackBeforeCreateGroup"
+GROUP_FULL = "Group.CallbackAfterGroupFull"
+MEMBER_EXIT = "Group.CallbackAfterMemberExit"
+GROUP_DESTROYED = "Group.CallbackAfterGroupDestroyed"
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What GetGroupState must say about a group once its events are applied."""
+
+    full: bool
+    full_since_ms: int = 0
+    full_event_count: int = 0
+    last_event_ms: int = 0
+    destroyed: bool = False
+
+
+def query(command: str) -> str:
+    """The query string Chat sends for `command`."""
+    return f"SdkAppid={SDKAPPID}&CallbackCommand={command}&contenttype=json"
+
+
+def post_timed(
+    deployment: Deployment, command: str, document: dict[str, object]
+) -> tuple[int, bytes]:
+    """POST one webhook; fail if the answer takes Chat's 2 s timeout or longer."""
+    started = time.monotonic()
+    status, answer = deployment.post(
+        query(command), json.dumps({**document, "CallbackCommand": command}).encode()
+    )
+    elapsed = time.monotonic() - started
+    assert elapsed < CHAT_TIMEOUT_S, f"{command} answered after {elapsed:.2f} s"
+    return status, answer
+
+
+def after_event(group_id: str, event_ms: int) -> dict[str, object]:
+    """The body of a group-state after-webhook."""
+    return {"GroupId": group_id, "EventTime": str(event_ms)}
+
+
+def read_spool(deployment: Deployment, sql: str) -> int:
+    """One number from the adapter's spool file, read without changing it."""
+    path = Path(deployment.env["CHAT_POLICY_DATA_DIR"]) / "adapter-spool.db"
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        (value,) = connection.execute(sql).fetchone()
+    finally:
+        connection.close()
+    return int(value or 0)
+
+
+def spool_depth(deployment: Deployment) -> int:
+    """How many events wait in the adapter's spool."""
+    return read_spool(deployment, "SELECT count(*) FROM spooled_event")
+
+
+def state_matches(deployment: Deployment, expected: dict[str, Expected]) -> bool:
+    """True once GetGroupState reports every group as expected; False while any differs."""
+    with grpc.insecure_channel(deployment.grpc_target) as channel:
+        stub = group_state_service_pb2_grpc.GroupStateServiceStub(channel)
+        for group_id, want in expected.items():
+            request = group_state_service_pb2.GetGroupStateRequest(
+                sdk_app_id=SDKAPPID, group_id=group_id
+            )
+            try:
+                state = stub.GetGroupState(request, timeout=2).group_state
+            except grpc.RpcError as error:
+                if error.code() == grpc.StatusCode.NOT_FOUND:
+                    return False  # not replayed yet
+                raise
+            got = Expected(
+                full=state.full,
+                full_since_ms=state.full_since.ToMilliseconds() if state.full else 0,
+                full_event_count=state.full_event_count,
+                last_event_ms=state.last_event_time.ToMilliseconds(),
+                destroyed=state.destroyed,
+            )
+            if got != want:
+                return False
+    return True
+
+
+def wait_for_state(deployment: Deployment, expected: dict[str, Expected]) -> None:
+    """Poll the service until every group is as expected (replay may be backing off)."""
+    wait_for(
+        lambda: state_matches(deployment, expected),
+        REPLAY_TIMEOUT_S,
+        f"the spooled events of {len(expected)} groups to reach the store",
+    )
+
+
+def wait_until_port_free(port: int) -> None:
+    """Wait until nothing accepts connections on the HTTP port any more."""
+    wait_for(lambda: not http_answers(port), 10, f"port {port} to be free")
+
+
+def test_events_during_a_service_crash_are_answered_in_time_and_replayed(
+    deployment: Deployment,
+) -> None:
+    """With the service SIGKILLed Chat gets 200 OK in < 2 s, and every event lands after restart."""
+    service = deployment.start_service()
+    deployment.start_adapter()
+    warmup = after_event("warmup", BASE_MS)
+    assert post_timed(deployment, GROUP_FULL, warmup) == (200, OK)
+    service.kill()
+    service.wait()
+
+    assert post_timed(deployment, BEFORE_CREATE, BEFORE_CREATE_SAMPLE) == (200, OK)
+    events: list[tuple[str, str, int]] = [(GROUP_FULL, f"g{i}", BASE_MS + i) for i in range(10)]
+    events += [(GROUP_FULL, f"g{i}", BASE_MS + 100 + i) for i in range(8)]
+    events += [(MEMBER_EXIT, "g3", BASE_MS + 200), (GROUP_DESTROYED, "g7", BASE_MS + 300)]
+    for command, group_id, event_ms in events:
+        assert post_timed(deployment, command, after_event(group_id, event_ms)) == (
+            200,
+            OK,
+        ), f"{command} {group_id}"
+    assert spool_depth(deployment) == len(events)
+    assert "spooled" in deployment.log("adapter")
+    # Keep the service down until replay has failed a few times and is backing off.
+    wait_for(
+        lambda: read_spool(deployment, "SELECT max(attempts) FROM spooled_event") >= 3,
+        15,
+        "the replayer to retry while the service is down",
+    )
+
+    expected = {
+        f"g{i}": Expected(True, BASE_MS + i, 2, BASE_MS + 100 + i) for i in (0, 1, 2, 4, 5, 6)
+    }
+    expected |= {f"g{i}": Expected(True, BASE_MS + i, 1, BASE_MS + i) for i in (8, 9)}
+    expected["g3"] = Expected(False, last_event_ms=BASE_MS + 200)
+    expected["g7"] = Expected(False, last_event_ms=BASE_MS + 300, destroyed=True)
+    deployment.start_service()
+    wait_for_state(deployment, expected)
+    wait_for(lambda: spool_depth(deployment) == 0, REPLAY_TIMEOUT_S, "the spool to drain")
+
+
+def test_spool_survives_a_crash_of_the_whole_adapter(deployment: Deployment) -> None:
+    """Events spooled by an adapter killed with its workers are replayed by the next one."""
+    adapter = deployment.start_adapter(new_session=True)
+    groups = [f"crash{i}" for i in range(10)]
+    for i, group_id in enumerate(groups):
+        event = after_event(group_id, BASE_MS + i)
+        assert post_timed(deployment, GROUP_FULL, event) == (200, OK)
+
+    deployment.kill_group(adapter)
+    wait_until_port_free(deployment.http_port)
+    assert spool_depth(deployment) == len(groups)
+
+    deployment.start_service()
+    deployment.start_adapter(new_session=True)
+    wait_for_state(
+        deployment,
+        {
+            group_id: Expected(True, BASE_MS + i, 1, BASE_MS + i)
+            for i, group_id in enumerate(groups)
+        },
+    )
+    wait_for(lambda: spool_depth(deployment) == 0, REPLAY_TIMEOUT_S, "the spool to drain")
+
+
+def test_a_full_spool_answers_503_and_creation_still_fails_open(deployment: Deployment) -> None:
+    """With the service down and 3 events spooled, the 4th gets 503; creation is still allowed."""
+    deployment.start_adapter({"CHAT_POLICY_SPOOL_MAX_EVENTS": "3"})
+    for i in range(3):
+        event = after_event(f"bounded{i}", BASE_MS + i)
+        assert post_timed(deployment, GROUP_FULL, event) == (200, OK)
+
+    status, answer = post_timed(deployment, GROUP_FULL, after_event("bounded3", 1))
+    assert status == 503
+    document = json.loads(answer)
+    assert document["ActionStatus"] == "FAIL"
+    assert document["ErrorCode"] == 503
+    assert "spool is full" in document["ErrorInfo"]
+    assert spool_depth(deployment) == 3
+
+    assert post_timed(deployment, BEFORE_CREATE, BEFORE_CREATE_SAMPLE) == (200, OK)
+
+
+def test_creation_fails_closed_with_the_configured_code(deployment: Deployment) -> None:
+    """With ON_POLICY_ERROR=deny and the service down, creation is refused with the set code."""
+    deployment.start_adapter(
+        {"CHAT_POLICY_ON_POLICY_ERROR": "deny", "CHAT_POLICY_DENY_ERROR_CODE": "10123"}
+    )
+    status, answer = post_timed(deployment, BEFORE_CREATE, BEFORE_CREATE_SAMPLE)
+    assert status == 200
+    document = json.loads(answer)
+    assert document["ActionStatus"] == "OK"
+    assert document["ErrorCode"] == 10123
+    assert document["ErrorInfo"]
+    assert "fail-closed" in deployment.log("adapter")
