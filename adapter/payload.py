@@ -21,7 +21,8 @@ def parse_body(raw: bytes) -> Mapping[str, object]:
         document = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise WebhookError(Failure.MALFORMED_REQUEST, "body is not UTF-8") from None
-    except json.JSONDecodeError as error:
+    except (ValueError, RecursionError) as error:
+        # JSONDecodeError, and also a number of over 4300 digits or nesting too deep to parse.
         raise WebhookError(Failure.MALFORMED_REQUEST, f"body is not JSON: {error}") from None
     if not isinstance(document, dict):
         raise WebhookError(Failure.MALFORMED_REQUEST, "body is not a JSON object")
@@ -35,7 +36,7 @@ def text(body: Mapping[str, object], field: str) -> str:
         return ""
     if not isinstance(value, str):
         raise _invalid(field, "must be a string")
-    return value
+    return _utf8(value, field)
 
 
 def integer(body: Mapping[str, object], field: str) -> int | None:
@@ -46,7 +47,7 @@ def integer(body: Mapping[str, object], field: str) -> int | None:
     value = body.get(field)
     if value is None:
         return None
-    if isinstance(value, str) and value.isascii() and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
         raise _invalid(field, "must be a whole number from 0 to 2**63-1")
@@ -76,8 +77,17 @@ def member_accounts(body: Mapping[str, object], field: str = "MemberList") -> li
         if account is not None and not isinstance(account, str):
             raise _invalid(f"{field}[{index}].Member_Account", "must be a string")
         if account:
-            accounts.append(account)
+            accounts.append(_utf8(account, f"{field}[{index}].Member_Account"))
     return accounts
+
+
+def _utf8(value: str, field: str) -> str:
+    """`value`, unless it holds a lone surrogate (JSON allows "\ud800"; UTF-8 does not)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise _invalid(field, "must be valid Unicode text") from None
+    return value
 
 
 def _invalid(field: str, message: str) -> WebhookError:

@@ -30,7 +30,8 @@ def verify_sign(
     """
     if not sign or not request_time:
         raise SignatureError("Sign and RequestTime are required")
-    if not (request_time.isascii() and request_time.isdigit()):
+    # Twelve digits reach the year 33658; longer is no Unix time (and would not fit a float).
+    if not (request_time.isascii() and request_time.isdigit() and len(request_time) <= 12):
         raise SignatureError("RequestTime must be Unix seconds")
     if abs(int(request_time) - now_s) > tolerance_s:
         raise SignatureError(f"RequestTime is more than {tolerance_s}s away from now")

@@ -118,8 +118,11 @@ class WebhookResource:
 
     def _sdk_app_id(self, req: falcon.Request) -> int:
         raw = req.get_param("SdkAppid") or ""
-        if not (raw.isascii() and raw.isdigit()) or int(raw) not in self._settings.sdk_app_ids:
-            raise WebhookError(Failure.UNKNOWN_SDKAPPID, f"SdkAppid {raw!r}" if raw else "")
+        if (
+            not (raw.isascii() and raw.isdigit() and len(raw) <= 20)
+            or int(raw) not in self._settings.sdk_app_ids
+        ):
+            raise WebhookError(Failure.UNKNOWN_SDKAPPID, f"SdkAppid {raw[:32]!r}" if raw else "")
         return int(raw)
 
     def _read_body(self, req: falcon.Request) -> bytes:

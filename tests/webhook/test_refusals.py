@@ -130,3 +130,33 @@ def test_every_grpc_status_maps_to_a_failure(code: grpc.StatusCode) -> None:
     error = grpc_failure(FakeRpcError(code, "internal detail"))
     assert error.failure is GRPC_FAILURES.get(code, Failure.POLICY_FAILED)
     assert ("internal detail" in str(error)) == (error.failure is Failure.POLICY_REJECTED)
+
+
+@pytest.mark.parametrize(
+    ("body", "params", "status", "message"),
+    [
+        (b'{"EventTime": ' + b"9" * 5000 + b"}", {}, 400, "body is not JSON"),
+        (b"[" * 5000 + b"]" * 5000, {}, 400, "body is not JSON"),
+        (b'{"GroupId": "g", "EventTime": "' + b"9" * 5000 + b'"}', {}, 400, "EventTime"),
+        (b'{"GroupId": "\\ud800"}', {}, 400, "GroupId must be valid Unicode"),
+        (b'{"Name": "\\udfff"}', {"CallbackCommand": BEFORE}, 400, "Name must be valid"),
+        (b"{}", {"SdkAppid": "9" * 5000}, 403, "SdkAppid '999"),
+    ],
+)
+def test_hostile_inputs_found_by_hypothesis_are_4xx(
+    chat: Chat, body: bytes, params: dict[str, str], status: int, message: str
+) -> None:
+    """Huge numbers, deep nesting, lone surrogates and endless ids are refused, never a 500."""
+    command = params.pop("CallbackCommand", FULL)
+    result = chat.post(command, body, **params)
+    assert (result.status_code, answer(result)["ErrorCode"]) == (status, status)
+    assert message in str(answer(result)["ErrorInfo"])
+    assert chat.fake.calls == []
+
+
+def test_endless_request_time_is_401(make_chat: MakeChat) -> None:
+    """A RequestTime of hundreds of digits is refused as not Unix seconds, not a crash."""
+    chat = make_chat(callback_tokens=("token",))
+    result = chat.post(FULL, {"GroupId": "g"}, Sign="0" * 64, RequestTime="9" * 400)
+    assert (result.status_code, answer(result)["ErrorCode"]) == (401, 401)
+    assert "RequestTime must be Unix seconds" in str(answer(result)["ErrorInfo"])
