@@ -23,6 +23,10 @@ class GroupKey:
             raise InvalidArgument("sdk_app_id", "is required and must be below 2**63")
         if not self.group_id:
             raise InvalidArgument("group_id", "is required")
+        # PostgreSQL text cannot hold NUL; no store accepts what another would refuse.
+        for field, value in (("group_id", self.group_id), ("topic_id", self.topic_id)):
+            if "\x00" in value:
+                raise InvalidArgument(field, "must not contain NUL characters")
 
     @property
     def group(self) -> GroupKey:

@@ -16,7 +16,7 @@ from policy_service.errors import PolicyServiceError
 from policy_service.group_state_servicer import GroupStateServicer
 from policy_service.policy import Policy, PolicyError, load_policy
 from policy_service.settings import ServiceSettings, SettingsError
-from policy_service.store import GroupStateStore, open_store
+from policy_service.store import GroupStateStore, open_store, redacted_url
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def serve(settings: ServiceSettings) -> None:
             "policy service listening on %s (port %d), store %s, policy %s",
             settings.grpc_bind,
             port,
-            settings.resolved_database_url,
+            redacted_url(settings.resolved_database_url),
             policy.revision,
         )
         stop.wait()

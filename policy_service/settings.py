@@ -26,7 +26,7 @@ class ServiceSettings:
     """Directory for the default SQLite file (CHAT_POLICY_DATA_DIR)."""
 
     database_url: str = ""
-    """`sqlite:///PATH` (CHAT_POLICY_DATABASE_URL); empty means `chat-policy.db` in data_dir."""
+    """`sqlite:///PATH` or `postgresql://...` (CHAT_POLICY_DATABASE_URL); empty: SQLite file."""
 
     policy_file: Path | None = None
     """Group-creation policy TOML (CHAT_POLICY_POLICY_FILE); None means the shipped default."""

@@ -44,12 +44,32 @@ class UnsupportedDatabaseUrl(PolicyServiceError):
 
 
 def open_store(database_url: str) -> GroupStateStore:
-    """Open (creating and migrating as needed) the store a database URL names."""
+    """Open (creating and migrating as needed) the store a database URL names.
+
+    `sqlite:///PATH` is the embedded SQLite file (one service process); `postgresql://...` or
+    `postgres://...` (any libpq URL) is PostgreSQL, which several replicas may share.
+    """
     prefix = "sqlite:///"
     if database_url.startswith(prefix):
         from policy_service.sqlite_store import SQLiteGroupStateStore
 
         return SQLiteGroupStateStore(Path(database_url.removeprefix(prefix)))
+    if database_url.startswith(("postgresql://", "postgres://")):
+        from policy_service.postgres_store import PostgresGroupStateStore
+
+        return PostgresGroupStateStore(database_url)
     raise UnsupportedDatabaseUrl(
-        f"unsupported database URL {database_url!r}: expected sqlite:///PATH"
+        f"unsupported database URL {redacted_url(database_url)!r}:"
+        " expected sqlite:///PATH or postgresql://[USER@]HOST[:PORT]/DATABASE"
     )
+
+
+def redacted_url(url: str) -> str:
+    """The URL with the password of its user info, if any, replaced by ***."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    user_info, at, host = authority.rpartition("@")
+    if not sep or not at or ":" not in user_info:
+        return url
+    user = user_info.partition(":")[0]
+    return f"{scheme}://{user}:***@{host}{slash}{path}"

@@ -139,6 +139,8 @@ def test_repeated_whole_group_event_changes_nothing() -> None:
         (GroupKey(0, "g"), "sdk_app_id"),
         (GroupKey(2**63, "g"), "sdk_app_id"),
         (GroupKey(1, ""), "group_id"),
+        (GroupKey(1, "g\x00"), "group_id"),
+        (GroupKey(1, "g", "t\x00"), "topic_id"),
     ],
 )
 def test_group_key_must_name_a_group(key: GroupKey, field: str) -> None:

@@ -1,0 +1,91 @@
+"""Fixtures shared by the test packages: a PostgreSQL server, and a fresh schema per test.
+
+CHAT_POLICY_TEST_DATABASE_URL names the server (default: the local one, user postgres,
+database test). When it does not answer, PostgreSQL tests are skipped, loudly; with CI set
+to any non-empty value they fail instead, so a pipeline never passes without running them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+
+DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@dataclass(frozen=True)
+class PostgresSchema:
+    """A schema of its own for one test: its name and a URL whose search_path is it."""
+
+    name: str
+    url: str
+    server_url: str
+
+    def connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """An autocommit connection to the server, in this schema (close it: use `with`)."""
+        return psycopg.connect(self.url, autocommit=True)
+
+    @property
+    def application_name(self) -> str:
+        """The application_name every connection made through `url` reports."""
+        return self.name
+
+
+def without_password(url: str) -> str:
+    """The URL for messages: its password, if any, replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def with_params(url: str, **params: str) -> str:
+    """The URL with query parameters added (an existing `options` is kept, then ours).
+
+    Percent-encoded with %20 for spaces: libpq does not read `+` as a space.
+    """
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    if "options" in params and query.get("options"):
+        params["options"] = f"{query['options']} {params['options']}"
+    query.update(params)
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    """The test server's URL, once it answered; skip (fail when CI is set) if it does not."""
+    url = os.environ.get("CHAT_POLICY_TEST_DATABASE_URL", "") or DEFAULT_TEST_DATABASE_URL
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as error:
+        detail = " ".join(str(error).split())  # libpq messages span lines
+        reason = f"PostgreSQL not reachable at {without_password(url)}: {detail}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)")
+        pytest.skip(f"{reason}; set CI=1 to make this a failure")
+    return url
+
+
+@pytest.fixture
+def postgres_schema(postgres_server_url: str) -> Iterator[PostgresSchema]:
+    """A new, empty schema, dropped with everything in it after the test."""
+    name = f"t_{uuid.uuid4().hex}"
+    ident = sql.Identifier(name)
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(ident))
+    # search_path selects the schema; application_name lets a test find its own sessions.
+    url = with_params(postgres_server_url, options=f"-csearch_path={name}", application_name=name)
+    yield PostgresSchema(name, url, postgres_server_url)
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(ident))
