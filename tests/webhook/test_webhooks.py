@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -160,22 +161,23 @@ def test_webhook_signed_with_any_token_is_accepted(make_chat: MakeChat, token: s
     assert len(chat.fake.calls) == 1
 
 
+# Signed when the test runs, not when it is collected: a long suite would make them stale.
 @pytest.mark.parametrize(
-    ("params", "reason"),
+    ("make_params", "reason"),
     [
-        ({}, "Sign and RequestTime are required"),
-        (signed("wrong"), "Sign does not match"),
-        (signed("tok1", offset_s=-3600), "RequestTime is more than 60s away from now"),
-        (signed("tok1", offset_s=3600), "RequestTime is more than 60s away from now"),
-        ({**signed("tok1"), "SdkAppid": "1"}, None),
+        (dict, "Sign and RequestTime are required"),
+        (lambda: signed("wrong"), "Sign does not match"),
+        (lambda: signed("tok1", -3600), "RequestTime is more than 60s away from now"),
+        (lambda: signed("tok1", 3600), "RequestTime is more than 60s away from now"),
+        (lambda: {**signed("tok1"), "SdkAppid": "1"}, None),
     ],
 )
 def test_unauthenticated_webhooks_get_401_or_403_and_reach_nothing(
-    make_chat: MakeChat, params: dict[str, str], reason: str | None
+    make_chat: MakeChat, make_params: Callable[[], dict[str, str]], reason: str | None
 ) -> None:
     """Missing, wrong or stale signatures are 401; a signed webhook of another app is 403."""
     chat = make_chat(callback_tokens=("tok1", "tok2"))
-    result = chat.post(FULL, {"GroupId": "g"}, **params)
+    result = chat.post(FULL, {"GroupId": "g"}, **make_params())
     document = answer(result)
     if reason is None:
         assert (result.status_code, document["ErrorCode"]) == (403, 403)
