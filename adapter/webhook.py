@@ -143,8 +143,8 @@ class WebhookResource:
                 count = self._ignored[command]
             if count == 10 ** (len(str(count)) - 1):
                 log.info(
-                    "acknowledged webhook command %r without acting on it (%d times in this"
-                    " worker)",
+                    "acknowledged webhook command %r without acting on it (count in this"
+                    " worker: %d)",
                     command,
                     count,
                 )

@@ -105,7 +105,7 @@ def test_unhandled_commands_are_counted_and_logged_at_powers_of_ten(
             assert chat.post("Group.CallbackAfterSendMsg", {}).content == OK
         chat.post("C2C.CallbackAfterSendMsg", {})
     lines = [r.getMessage() for r in caplog.records if "without acting" in r.getMessage()]
-    assert [(line.split("'")[1], line.split("(")[1].split()[0]) for line in lines] == [
+    assert [(line.split("'")[1], line.rsplit(" ", 1)[1].rstrip(")")) for line in lines] == [
         ("Group.CallbackAfterSendMsg", "1"),
         ("Group.CallbackAfterSendMsg", "10"),
         ("C2C.CallbackAfterSendMsg", "1"),
