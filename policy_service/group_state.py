@@ -6,7 +6,10 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from policy_service.errors import InvalidArgument
+from policy_service.errors import GroupNotFound, InvalidArgument
+
+# ClearGroupFull's reason is for people: a sentence, not a document.
+MAX_CLEAR_REASON_CHARS = 256
 
 
 @dataclass(frozen=True, order=True)
@@ -44,11 +47,12 @@ class EventKind(enum.IntEnum):
     FULL = 1
     MEMBER_EXIT = 2
     DESTROYED = 3
+    CLEARED = 4
 
     @property
     def whole_group(self) -> bool:
         """True when the event applies to the group and every topic of it."""
-        return self is not EventKind.FULL
+        return self in (EventKind.MEMBER_EXIT, EventKind.DESTROYED)
 
 
 @dataclass(frozen=True, order=True)
@@ -61,11 +65,24 @@ class EventOrder:
 
 @dataclass(frozen=True)
 class GroupEvent:
-    """One event for a group: a topic's key for a full topic, the group's key otherwise."""
+    """One event for a group: a topic's key for a full topic, the group's key otherwise.
+
+    `reason` is ClearGroupFull's, and empty for every other kind.
+    """
 
     key: GroupKey
     kind: EventKind
     event_time_ms: int
+    reason: str = ""
+
+    @classmethod
+    def cleared(cls, key: GroupKey, event_time_ms: int, reason: str) -> GroupEvent:
+        """A ClearGroupFull event; InvalidArgument unless the reason is given and short."""
+        if not reason.strip():
+            raise InvalidArgument("reason", "is required")
+        if len(reason) > MAX_CLEAR_REASON_CHARS:
+            raise InvalidArgument("reason", f"must be at most {MAX_CLEAR_REASON_CHARS} characters")
+        return cls(key, EventKind.CLEARED, event_time_ms, reason)
 
     @property
     def order(self) -> EventOrder:
@@ -84,6 +101,7 @@ class GroupState:
     full_event_count: int
     destroyed: bool = False
     last_event_kind: EventKind = EventKind.FULL
+    clear_reason: str = ""
 
     @property
     def last_event(self) -> EventOrder:
@@ -91,17 +109,32 @@ class GroupState:
         return EventOrder(self.last_event_time_ms, self.last_event_kind)
 
 
-def apply_event(current: GroupState | None, key: GroupKey, event: GroupEvent) -> GroupState:
+def apply_event(
+    current: GroupState | None, key: GroupKey, event: GroupEvent
+) -> GroupState | None:
     """Return the state of `key` after `event` (for a whole-group event, any topic of it).
 
     The newest event decides: an event that is not after the last one applied (a repeated
     delivery, or an older event arriving late) returns `current` unchanged, so callers can
     tell "applied" by identity. A full event while already full counts one more refused join.
     A member exit or destruction ends fullness; a destroyed group is kept, marked destroyed.
+    A clear ends fullness too, and changes nothing when the group is not full.
     """
     if current is not None and event.order <= current.last_event:
         return current
     time_ms, kind = event.event_time_ms, event.kind
+    if kind is EventKind.CLEARED:
+        if current is None or not current.full:
+            return current
+        return replace(
+            current,
+            full=False,
+            full_since_ms=None,
+            last_event_time_ms=time_ms,
+            last_event_kind=kind,
+            full_event_count=0,
+            clear_reason=event.reason,
+        )
     if kind is EventKind.FULL:
         if current is not None and current.full:
             return replace(
@@ -143,13 +176,28 @@ def apply_to_group(stored: Iterable[GroupState], event: GroupEvent) -> RecordOut
 
     A whole-group event (member exit, destruction) changes the group and every topic; a full
     event changes only its own key, which starts from `topic_baseline` when it has no state.
+    A clear changes only its own key, which must have a state: GroupNotFound otherwise.
     """
     by_key = {state.key: state for state in stored}
+    if event.kind is EventKind.CLEARED and event.key not in by_key:
+        key = event.key
+        raise GroupNotFound(key.sdk_app_id, key.group_id, key.topic_id)
     if event.kind.whole_group:
         targets: dict[GroupKey, GroupState | None] = {event.key: None, **by_key}
     else:
         own = by_key.get(event.key) or topic_baseline(by_key.get(event.key.group), event.key)
         targets = {event.key: own}
     after = {key: apply_event(state, key, event) for key, state in targets.items()}
-    changed = tuple(new for key, new in after.items() if new is not targets[key])
-    return RecordOutcome(after[event.key], changed)
+    changed = tuple(new for key, new in after.items() if new is not targets[key] and new)
+    own = after[event.key]
+    assert own is not None, "every event but a clear creates a state; a clear needs one"
+    return RecordOutcome(own, changed)
+
+
+@dataclass(frozen=True)
+class GroupCounts:
+    """How many group states there are, and how many of them are full or destroyed."""
+
+    tracked: int
+    full: int
+    destroyed: int

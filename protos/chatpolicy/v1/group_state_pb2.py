@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63hatpolicy/v1/group_state.proto\x12\rchatpolicy.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe4\x01\n\nGroupState\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12\x10\n\x08topic_id\x18\x03 \x01(\t\x12\x0c\n\x04\x66ull\x18\x04 \x01(\x08\x12.\n\nfull_since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_event_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x66ull_event_count\x18\x07 \x01(\x03\x12\x11\n\tdestroyed\x18\x08 \x01(\x08\x42\x1cZ\x1a\x63hatpolicy/v1;chatpolicyv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63hatpolicy/v1/group_state.proto\x12\rchatpolicy.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x02\n\nGroupState\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12\x10\n\x08topic_id\x18\x03 \x01(\t\x12\x0c\n\x04\x66ull\x18\x04 \x01(\x08\x12.\n\nfull_since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_event_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x66ull_event_count\x18\x07 \x01(\x03\x12\x11\n\tdestroyed\x18\x08 \x01(\x08\x12\x36\n\x0flast_event_kind\x18\t \x01(\x0e\x32\x1d.chatpolicy.v1.GroupEventKind\x12\x14\n\x0c\x63lear_reason\x18\n \x01(\t\"B\n\x08GroupRef\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12\x10\n\x08topic_id\x18\x03 \x01(\t*\xad\x01\n\x0eGroupEventKind\x12 \n\x1cGROUP_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15GROUP_EVENT_KIND_FULL\x10\x01\x12 \n\x1cGROUP_EVENT_KIND_MEMBER_EXIT\x10\x02\x12\x1e\n\x1aGROUP_EVENT_KIND_DESTROYED\x10\x03\x12\x1c\n\x18GROUP_EVENT_KIND_CLEARED\x10\x04\x42\x1cZ\x1a\x63hatpolicy/v1;chatpolicyv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chatpolicy.v1.group_state_p
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z\032chatpolicy/v1;chatpolicyv1'
+  _globals['_GROUPEVENTKIND']._serialized_start=461
+  _globals['_GROUPEVENTKIND']._serialized_end=634
   _globals['_GROUPSTATE']._serialized_start=84
-  _globals['_GROUPSTATE']._serialized_end=312
+  _globals['_GROUPSTATE']._serialized_end=390
+  _globals['_GROUPREF']._serialized_start=392
+  _globals['_GROUPREF']._serialized_end=458
 # @@protoc_insertion_point(module_scope)

@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from chatpolicy.v1 import group_state_pb2 as chatpolicy_dot_v1_dot_group__state__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'chatpolicy/v1/group_state_service.proto\x12\rchatpolicy.v1\x1a\x1f\x63hatpolicy/v1/group_state.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n\x16RecordGroupFullRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12\x10\n\x08topic_id\x18\x03 \x01(\t\x12.\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Z\n\x17RecordGroupFullResponse\x12.\n\x0bgroup_state\x18\x01 \x01(\x0b\x32\x19.chatpolicy.v1.GroupState\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\"o\n\x17RecordMemberExitRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12.\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\x18RecordMemberExitResponse\x12.\n\x0bgroup_state\x18\x01 \x01(\x0b\x32\x19.chatpolicy.v1.GroupState\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\"s\n\x1bRecordGroupDestroyedRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12.\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"_\n\x1cRecordGroupDestroyedResponse\x12.\n\x0bgroup_state\x18\x01 \x01(\x0b\x32\x19.chatpolicy.v1.GroupState\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\"N\n\x14GetGroupStateRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12\x10\n\x08topic_id\x18\x03 \x01(\t\"G\n\x15GetGroupStateResponse\x12.\n\x0bgroup_state\x18\x01 \x01(\x0b\x32\x19.chatpolicy.v1.GroupState\"R\n\x15ListFullGroupsRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x16ListFullGroupsResponse\x12/\n\x0cgroup_states\x18\x01 \x03(\x0b\x32\x19.chatpolicy.v1.GroupState\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x86\x04\n\x11GroupStateService\x12`\n\x0fRecordGroupFull\x12%.chatpolicy.v1.RecordGroupFullRequest\x1a&.chatpolicy.v1.RecordGroupFullResponse\x12\x63\n\x10RecordMemberExit\x12&.chatpolicy.v1.RecordMemberExitRequest\x1a\'.chatpolicy.v1.RecordMemberExitResponse\x12o\n\x14RecordGroupDestroyed\x12*.chatpolicy.v1.RecordGroupDestroyedRequest\x1a+.chatpolicy.v1.RecordGroupDestroyedResponse\x12Z\n\rGetGroupState\x12#.chatpolicy.v1.GetGroupStateRequest\x1a$.chatpolicy.v1.GetGroupStateResponse\x12]\n\x0eListFullGroups\x12$.chatpolicy.v1.ListFullGroupsRequest\x1a%.chatpolicy.v1.ListFullGroupsResponseB\x1cZ\x1a\x63hatpolicy/v1;chatpolicyv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'chatpolicy/v1/group_state_service.proto\x12\rchatpolicy.v1\x1a\x1f\x63hatpolicy/v1/group_state.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n\x16RecordGroupFullRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12\x10\n\x08topic_id\x18\x03 \x01(\t\x12.\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Z\n\x17RecordGroupFullResponse\x12.\n\x0bgroup_state\x18\x01 \x01(\x0b\x32\x19.chatpolicy.v1.GroupState\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\"o\n\x17RecordMemberExitRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12.\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\x18RecordMemberExitResponse\x12.\n\x0bgroup_state\x18\x01 \x01(\x0b\x32\x19.chatpolicy.v1.GroupState\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\"s\n\x1bRecordGroupDestroyedRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12.\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"_\n\x1cRecordGroupDestroyedResponse\x12.\n\x0bgroup_state\x18\x01 \x01(\x0b\x32\x19.chatpolicy.v1.GroupState\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\"\x8f\x01\n\x15\x43learGroupFullRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12\x10\n\x08topic_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\nclear_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Y\n\x16\x43learGroupFullResponse\x12.\n\x0bgroup_state\x18\x01 \x01(\x0b\x32\x19.chatpolicy.v1.GroupState\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\"N\n\x14GetGroupStateRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12\x10\n\x08topic_id\x18\x03 \x01(\t\"G\n\x15GetGroupStateResponse\x12.\n\x0bgroup_state\x18\x01 \x01(\x0b\x32\x19.chatpolicy.v1.GroupState\"E\n\x1a\x42\x61tchGetGroupStatesRequest\x12\'\n\x06groups\x18\x01 \x03(\x0b\x32\x17.chatpolicy.v1.GroupRef\"x\n\x1b\x42\x61tchGetGroupStatesResponse\x12/\n\x0cgroup_states\x18\x01 \x03(\x0b\x32\x19.chatpolicy.v1.GroupState\x12(\n\x07missing\x18\x02 \x03(\x0b\x32\x17.chatpolicy.v1.GroupRef\"-\n\x17\x43ountGroupStatesRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\"^\n\x18\x43ountGroupStatesResponse\x12\x15\n\rtracked_count\x18\x01 \x01(\x03\x12\x12\n\nfull_count\x18\x02 \x01(\x03\x12\x17\n\x0f\x64\x65stroyed_count\x18\x03 \x01(\x03\"\x88\x01\n\x15ListFullGroupsRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x34\n\x11min_full_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"b\n\x16ListFullGroupsResponse\x12/\n\x0cgroup_states\x18\x01 \x03(\x0b\x32\x19.chatpolicy.v1.GroupState\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"E\n\x17WatchGroupStatesRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\"^\n\x18WatchGroupStatesResponse\x12\x30\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x1f.chatpolicy.v1.GroupStateChange\x12\x10\n\x08sequence\x18\x02 \x01(\x04\"\x98\x01\n\x10GroupStateChange\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12.\n\x0bgroup_state\x18\x02 \x01(\x0b\x32\x19.chatpolicy.v1.GroupState\x12/\n\x0b\x63hange_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tforgotten\x18\x04 \x01(\x08\x32\x9f\x07\n\x11GroupStateService\x12`\n\x0fRecordGroupFull\x12%.chatpolicy.v1.RecordGroupFullRequest\x1a&.chatpolicy.v1.RecordGroupFullResponse\x12\x63\n\x10RecordMemberExit\x12&.chatpolicy.v1.RecordMemberExitRequest\x1a\'.chatpolicy.v1.RecordMemberExitResponse\x12o\n\x14RecordGroupDestroyed\x12*.chatpolicy.v1.RecordGroupDestroyedRequest\x1a+.chatpolicy.v1.RecordGroupDestroyedResponse\x12]\n\x0e\x43learGroupFull\x12$.chatpolicy.v1.ClearGroupFullRequest\x1a%.chatpolicy.v1.ClearGroupFullResponse\x12Z\n\rGetGroupState\x12#.chatpolicy.v1.GetGroupStateRequest\x1a$.chatpolicy.v1.GetGroupStateResponse\x12l\n\x13\x42\x61tchGetGroupStates\x12).chatpolicy.v1.BatchGetGroupStatesRequest\x1a*.chatpolicy.v1.BatchGetGroupStatesResponse\x12\x63\n\x10\x43ountGroupStates\x12&.chatpolicy.v1.CountGroupStatesRequest\x1a\'.chatpolicy.v1.CountGroupStatesResponse\x12]\n\x0eListFullGroups\x12$.chatpolicy.v1.ListFullGroupsRequest\x1a%.chatpolicy.v1.ListFullGroupsResponse\x12\x65\n\x10WatchGroupStates\x12&.chatpolicy.v1.WatchGroupStatesRequest\x1a\'.chatpolicy.v1.WatchGroupStatesResponse0\x01\x42\x1cZ\x1a\x63hatpolicy/v1;chatpolicyv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,26 +35,44 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chatpolicy.v1.group_state_s
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z\032chatpolicy/v1;chatpolicyv1'
-  _globals['_RECORDGROUPFULLREQUEST']._serialized_start=125
-  _globals['_RECORDGROUPFULLREQUEST']._serialized_end=253
-  _globals['_RECORDGROUPFULLRESPONSE']._serialized_start=255
-  _globals['_RECORDGROUPFULLRESPONSE']._serialized_end=345
-  _globals['_RECORDMEMBEREXITREQUEST']._serialized_start=347
-  _globals['_RECORDMEMBEREXITREQUEST']._serialized_end=458
-  _globals['_RECORDMEMBEREXITRESPONSE']._serialized_start=460
-  _globals['_RECORDMEMBEREXITRESPONSE']._serialized_end=551
-  _globals['_RECORDGROUPDESTROYEDREQUEST']._serialized_start=553
-  _globals['_RECORDGROUPDESTROYEDREQUEST']._serialized_end=668
-  _globals['_RECORDGROUPDESTROYEDRESPONSE']._serialized_start=670
-  _globals['_RECORDGROUPDESTROYEDRESPONSE']._serialized_end=765
-  _globals['_GETGROUPSTATEREQUEST']._serialized_start=767
-  _globals['_GETGROUPSTATEREQUEST']._serialized_end=845
-  _globals['_GETGROUPSTATERESPONSE']._serialized_start=847
-  _globals['_GETGROUPSTATERESPONSE']._serialized_end=918
-  _globals['_LISTFULLGROUPSREQUEST']._serialized_start=920
-  _globals['_LISTFULLGROUPSREQUEST']._serialized_end=1002
-  _globals['_LISTFULLGROUPSRESPONSE']._serialized_start=1004
-  _globals['_LISTFULLGROUPSRESPONSE']._serialized_end=1102
-  _globals['_GROUPSTATESERVICE']._serialized_start=1105
-  _globals['_GROUPSTATESERVICE']._serialized_end=1623
+  _globals['_RECORDGROUPFULLREQUEST']._serialized_start=157
+  _globals['_RECORDGROUPFULLREQUEST']._serialized_end=285
+  _globals['_RECORDGROUPFULLRESPONSE']._serialized_start=287
+  _globals['_RECORDGROUPFULLRESPONSE']._serialized_end=377
+  _globals['_RECORDMEMBEREXITREQUEST']._serialized_start=379
+  _globals['_RECORDMEMBEREXITREQUEST']._serialized_end=490
+  _globals['_RECORDMEMBEREXITRESPONSE']._serialized_start=492
+  _globals['_RECORDMEMBEREXITRESPONSE']._serialized_end=583
+  _globals['_RECORDGROUPDESTROYEDREQUEST']._serialized_start=585
+  _globals['_RECORDGROUPDESTROYEDREQUEST']._serialized_end=700
+  _globals['_RECORDGROUPDESTROYEDRESPONSE']._serialized_start=702
+  _globals['_RECORDGROUPDESTROYEDRESPONSE']._serialized_end=797
+  _globals['_CLEARGROUPFULLREQUEST']._serialized_start=800
+  _globals['_CLEARGROUPFULLREQUEST']._serialized_end=943
+  _globals['_CLEARGROUPFULLRESPONSE']._serialized_start=945
+  _globals['_CLEARGROUPFULLRESPONSE']._serialized_end=1034
+  _globals['_GETGROUPSTATEREQUEST']._serialized_start=1036
+  _globals['_GETGROUPSTATEREQUEST']._serialized_end=1114
+  _globals['_GETGROUPSTATERESPONSE']._serialized_start=1116
+  _globals['_GETGROUPSTATERESPONSE']._serialized_end=1187
+  _globals['_BATCHGETGROUPSTATESREQUEST']._serialized_start=1189
+  _globals['_BATCHGETGROUPSTATESREQUEST']._serialized_end=1258
+  _globals['_BATCHGETGROUPSTATESRESPONSE']._serialized_start=1260
+  _globals['_BATCHGETGROUPSTATESRESPONSE']._serialized_end=1380
+  _globals['_COUNTGROUPSTATESREQUEST']._serialized_start=1382
+  _globals['_COUNTGROUPSTATESREQUEST']._serialized_end=1427
+  _globals['_COUNTGROUPSTATESRESPONSE']._serialized_start=1429
+  _globals['_COUNTGROUPSTATESRESPONSE']._serialized_end=1523
+  _globals['_LISTFULLGROUPSREQUEST']._serialized_start=1526
+  _globals['_LISTFULLGROUPSREQUEST']._serialized_end=1662
+  _globals['_LISTFULLGROUPSRESPONSE']._serialized_start=1664
+  _globals['_LISTFULLGROUPSRESPONSE']._serialized_end=1762
+  _globals['_WATCHGROUPSTATESREQUEST']._serialized_start=1764
+  _globals['_WATCHGROUPSTATESREQUEST']._serialized_end=1833
+  _globals['_WATCHGROUPSTATESRESPONSE']._serialized_start=1835
+  _globals['_WATCHGROUPSTATESRESPONSE']._serialized_end=1929
+  _globals['_GROUPSTATECHANGE']._serialized_start=1932
+  _globals['_GROUPSTATECHANGE']._serialized_end=2084
+  _globals['_GROUPSTATESERVICE']._serialized_start=2087
+  _globals['_GROUPSTATESERVICE']._serialized_end=3014
 # @@protoc_insertion_point(module_scope)

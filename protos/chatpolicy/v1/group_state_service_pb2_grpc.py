@@ -57,15 +57,35 @@ class GroupStateServiceStub:
                 request_serializer=chatpolicy_dot_v1_dot_group__state__service__pb2.RecordGroupDestroyedRequest.SerializeToString,
                 response_deserializer=chatpolicy_dot_v1_dot_group__state__service__pb2.RecordGroupDestroyedResponse.FromString,
                 _registered_method=True)
+        self.ClearGroupFull = channel.unary_unary(
+                '/chatpolicy.v1.GroupStateService/ClearGroupFull',
+                request_serializer=chatpolicy_dot_v1_dot_group__state__service__pb2.ClearGroupFullRequest.SerializeToString,
+                response_deserializer=chatpolicy_dot_v1_dot_group__state__service__pb2.ClearGroupFullResponse.FromString,
+                _registered_method=True)
         self.GetGroupState = channel.unary_unary(
                 '/chatpolicy.v1.GroupStateService/GetGroupState',
                 request_serializer=chatpolicy_dot_v1_dot_group__state__service__pb2.GetGroupStateRequest.SerializeToString,
                 response_deserializer=chatpolicy_dot_v1_dot_group__state__service__pb2.GetGroupStateResponse.FromString,
                 _registered_method=True)
+        self.BatchGetGroupStates = channel.unary_unary(
+                '/chatpolicy.v1.GroupStateService/BatchGetGroupStates',
+                request_serializer=chatpolicy_dot_v1_dot_group__state__service__pb2.BatchGetGroupStatesRequest.SerializeToString,
+                response_deserializer=chatpolicy_dot_v1_dot_group__state__service__pb2.BatchGetGroupStatesResponse.FromString,
+                _registered_method=True)
+        self.CountGroupStates = channel.unary_unary(
+                '/chatpolicy.v1.GroupStateService/CountGroupStates',
+                request_serializer=chatpolicy_dot_v1_dot_group__state__service__pb2.CountGroupStatesRequest.SerializeToString,
+                response_deserializer=chatpolicy_dot_v1_dot_group__state__service__pb2.CountGroupStatesResponse.FromString,
+                _registered_method=True)
         self.ListFullGroups = channel.unary_unary(
                 '/chatpolicy.v1.GroupStateService/ListFullGroups',
                 request_serializer=chatpolicy_dot_v1_dot_group__state__service__pb2.ListFullGroupsRequest.SerializeToString,
                 response_deserializer=chatpolicy_dot_v1_dot_group__state__service__pb2.ListFullGroupsResponse.FromString,
+                _registered_method=True)
+        self.WatchGroupStates = channel.unary_stream(
+                '/chatpolicy.v1.GroupStateService/WatchGroupStates',
+                request_serializer=chatpolicy_dot_v1_dot_group__state__service__pb2.WatchGroupStatesRequest.SerializeToString,
+                response_deserializer=chatpolicy_dot_v1_dot_group__state__service__pb2.WatchGroupStatesResponse.FromString,
                 _registered_method=True)
 
 
@@ -105,9 +125,37 @@ class GroupStateServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClearGroupFull(self, request, context):
+        """ClearGroupFull says a full group (or topic) has free places again although Chat sent no
+        webhook, e.g. after its member limit was raised through Chat's REST API. It is an event
+        like the others, at clear_time (default: the service's clock): a newer full event makes
+        the group full again, and a clear not newer than the last event changes nothing.
+        Clearing a group that is not full changes nothing (applied = false); a group the service
+        never saw is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetGroupState(self, request, context):
         """GetGroupState returns one group's state, or NOT_FOUND (reason
         ERROR_REASON_GROUP_NOT_FOUND) for a group the service never saw.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchGetGroupStates(self, request, context):
+        """BatchGetGroupStates returns the states of up to 1000 groups in one call, for a caller
+        that checks many groups at once (AIP-231). Unknown groups are listed in `missing`
+        instead of failing the call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CountGroupStates(self, request, context):
+        """CountGroupStates counts the tracked, full and destroyed groups (topics count as groups).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,6 +165,19 @@ class GroupStateServiceServicer:
         """ListFullGroups pages through the groups that are full now, oldest full_since first
         (AIP-158 pagination; page tokens are keyset cursors, so deep pages cost what the first
         one does).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchGroupStates(self, request, context):
+        """WatchGroupStates streams every change of a group state, in sequence order. Every change
+        has a sequence number, increasing across the whole service (all replicas of one
+        database). A client that reconnects with the last sequence it saw receives every change
+        after it, as long as the change log still holds them (CHAT_POLICY_CHANGE_LOG_RETENTION_S);
+        otherwise the call fails with OUT_OF_RANGE, reason ERROR_REASON_CHANGE_LOG_EXPIRED, and the
+        client resynchronises: it watches from now and lists the state again. The stream ends
+        with UNAVAILABLE when the service stops; reconnect to any replica.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -140,15 +201,35 @@ def add_GroupStateServiceServicer_to_server(servicer, server):
                     request_deserializer=chatpolicy_dot_v1_dot_group__state__service__pb2.RecordGroupDestroyedRequest.FromString,
                     response_serializer=chatpolicy_dot_v1_dot_group__state__service__pb2.RecordGroupDestroyedResponse.SerializeToString,
             ),
+            'ClearGroupFull': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearGroupFull,
+                    request_deserializer=chatpolicy_dot_v1_dot_group__state__service__pb2.ClearGroupFullRequest.FromString,
+                    response_serializer=chatpolicy_dot_v1_dot_group__state__service__pb2.ClearGroupFullResponse.SerializeToString,
+            ),
             'GetGroupState': grpc.unary_unary_rpc_method_handler(
                     servicer.GetGroupState,
                     request_deserializer=chatpolicy_dot_v1_dot_group__state__service__pb2.GetGroupStateRequest.FromString,
                     response_serializer=chatpolicy_dot_v1_dot_group__state__service__pb2.GetGroupStateResponse.SerializeToString,
             ),
+            'BatchGetGroupStates': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetGroupStates,
+                    request_deserializer=chatpolicy_dot_v1_dot_group__state__service__pb2.BatchGetGroupStatesRequest.FromString,
+                    response_serializer=chatpolicy_dot_v1_dot_group__state__service__pb2.BatchGetGroupStatesResponse.SerializeToString,
+            ),
+            'CountGroupStates': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountGroupStates,
+                    request_deserializer=chatpolicy_dot_v1_dot_group__state__service__pb2.CountGroupStatesRequest.FromString,
+                    response_serializer=chatpolicy_dot_v1_dot_group__state__service__pb2.CountGroupStatesResponse.SerializeToString,
+            ),
             'ListFullGroups': grpc.unary_unary_rpc_method_handler(
                     servicer.ListFullGroups,
                     request_deserializer=chatpolicy_dot_v1_dot_group__state__service__pb2.ListFullGroupsRequest.FromString,
                     response_serializer=chatpolicy_dot_v1_dot_group__state__service__pb2.ListFullGroupsResponse.SerializeToString,
+            ),
+            'WatchGroupStates': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchGroupStates,
+                    request_deserializer=chatpolicy_dot_v1_dot_group__state__service__pb2.WatchGroupStatesRequest.FromString,
+                    response_serializer=chatpolicy_dot_v1_dot_group__state__service__pb2.WatchGroupStatesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -251,6 +332,33 @@ class GroupStateService:
             _registered_method=True)
 
     @staticmethod
+    def ClearGroupFull(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpolicy.v1.GroupStateService/ClearGroupFull',
+            chatpolicy_dot_v1_dot_group__state__service__pb2.ClearGroupFullRequest.SerializeToString,
+            chatpolicy_dot_v1_dot_group__state__service__pb2.ClearGroupFullResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetGroupState(request,
             target,
             options=(),
@@ -278,6 +386,60 @@ class GroupStateService:
             _registered_method=True)
 
     @staticmethod
+    def BatchGetGroupStates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpolicy.v1.GroupStateService/BatchGetGroupStates',
+            chatpolicy_dot_v1_dot_group__state__service__pb2.BatchGetGroupStatesRequest.SerializeToString,
+            chatpolicy_dot_v1_dot_group__state__service__pb2.BatchGetGroupStatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountGroupStates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpolicy.v1.GroupStateService/CountGroupStates',
+            chatpolicy_dot_v1_dot_group__state__service__pb2.CountGroupStatesRequest.SerializeToString,
+            chatpolicy_dot_v1_dot_group__state__service__pb2.CountGroupStatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListFullGroups(request,
             target,
             options=(),
@@ -294,6 +456,33 @@ class GroupStateService:
             '/chatpolicy.v1.GroupStateService/ListFullGroups',
             chatpolicy_dot_v1_dot_group__state__service__pb2.ListFullGroupsRequest.SerializeToString,
             chatpolicy_dot_v1_dot_group__state__service__pb2.ListFullGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchGroupStates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/chatpolicy.v1.GroupStateService/WatchGroupStates',
+            chatpolicy_dot_v1_dot_group__state__service__pb2.WatchGroupStatesRequest.SerializeToString,
+            chatpolicy_dot_v1_dot_group__state__service__pb2.WatchGroupStatesResponse.FromString,
             options,
             channel_credentials,
             insecure,
