@@ -32,3 +32,35 @@ class GroupNotFound(PolicyServiceError):
 
 class StoreUnavailable(PolicyServiceError):
     """The state store could not be reached or failed; the caller may retry."""
+
+
+class ChangeLogExpired(PolicyServiceError):
+    """A watch asked to resume after a sequence whose following changes were pruned."""
+
+    def __init__(self, after_sequence: int, pruned_through: int) -> None:
+        super().__init__(
+            f"the change log no longer holds the changes after sequence {after_sequence}"
+            f" (it starts after {pruned_through}): list the state again, then watch from now"
+        )
+        self.after_sequence = after_sequence
+        self.oldest_sequence = pruned_through + 1
+
+
+class SequenceAhead(PolicyServiceError):
+    """A watch asked to resume after a sequence the change log has not reached."""
+
+    def __init__(self, after_sequence: int, head: int) -> None:
+        super().__init__(
+            f"sequence {after_sequence} is ahead of the change log (newest {head}): this is"
+            " another database, or it was reset; list the state again, then watch from now"
+        )
+        self.after_sequence = after_sequence
+        self.head_sequence = head
+
+
+class TooManyWatchers(PolicyServiceError):
+    """The replica already serves as many watch streams as it is configured to."""
+
+
+class ShuttingDown(PolicyServiceError):
+    """The service is stopping; the caller should reconnect to it or another replica."""

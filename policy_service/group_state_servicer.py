@@ -2,29 +2,57 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Iterator
+
 import grpc
 from google.protobuf import timestamp_pb2
 
 from chatpolicy.v1 import group_state_pb2, group_state_service_pb2, group_state_service_pb2_grpc
-from policy_service.errors import GroupNotFound, InvalidArgument
+from policy_service.change_feed import ChangeFeed
+from policy_service.change_log import StateChange
+from policy_service.errors import GroupNotFound, InvalidArgument, TooManyWatchers
 from policy_service.group_state import EventKind, GroupEvent, GroupKey, GroupState, RecordOutcome
 from policy_service.pagination import (
     FullGroupsCursor,
+    FullGroupsFilter,
     decode_page_token,
     encode_page_token,
     page_size_from_request,
 )
-from policy_service.status import maps_errors
-from policy_service.store import GroupStateStore
+from policy_service.status import maps_errors, maps_stream_errors
+from policy_service.store import GroupStateStore, now_ms
 
 pb = group_state_service_pb2
+log = logging.getLogger(__name__)
+
+# The most groups one BatchGetGroupStates may name.
+MAX_BATCH_GET = 1000
+
+_EVENT_KINDS = {
+    EventKind.FULL: group_state_pb2.GROUP_EVENT_KIND_FULL,
+    EventKind.MEMBER_EXIT: group_state_pb2.GROUP_EVENT_KIND_MEMBER_EXIT,
+    EventKind.DESTROYED: group_state_pb2.GROUP_EVENT_KIND_DESTROYED,
+    EventKind.CLEARED: group_state_pb2.GROUP_EVENT_KIND_CLEARED,
+}
 
 
 class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer):
-    """Serves group-full state from a GroupStateStore."""
+    """Serves group-full state from a GroupStateStore, and its changes from a ChangeFeed."""
 
-    def __init__(self, store: GroupStateStore) -> None:
+    def __init__(
+        self,
+        store: GroupStateStore,
+        feed: ChangeFeed,
+        *,
+        watch_heartbeat_s: float,
+        watch_max_streams: int,
+    ) -> None:
         self._store = store
+        self._feed = feed
+        self._heartbeat_s = watch_heartbeat_s
+        self._watch_slots = threading.BoundedSemaphore(watch_max_streams)
 
     @maps_errors
     def RecordGroupFull(
@@ -56,6 +84,28 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
             group_state=_group_state_pb(outcome.state), applied=outcome.applied
         )
 
+    @maps_errors
+    def ClearGroupFull(
+        self, request: pb.ClearGroupFullRequest, context: grpc.ServicerContext
+    ) -> pb.ClearGroupFullResponse:
+        """Apply one clear, stamped now unless the request says when."""
+        key = _key(request)
+        clear_ms = (
+            request.clear_time.ToMilliseconds() if request.HasField("clear_time") else now_ms()
+        )
+        outcome = self._store.record(GroupEvent.cleared(key, clear_ms, request.reason))
+        if outcome.applied:
+            log.info(
+                "cleared full group %s of SdkAppid %d%s: %s",
+                key.group_id,
+                key.sdk_app_id,
+                f" topic {key.topic_id}" if key.topic_id else "",
+                request.reason,
+            )
+        return pb.ClearGroupFullResponse(
+            group_state=_group_state_pb(outcome.state), applied=outcome.applied
+        )
+
     def _record(self, request: _EventRequest, kind: EventKind) -> RecordOutcome:
         key = _key(request)
         if not request.HasField("event_time"):
@@ -74,29 +124,84 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
         return pb.GetGroupStateResponse(group_state=_group_state_pb(state))
 
     @maps_errors
+    def BatchGetGroupStates(
+        self, request: pb.BatchGetGroupStatesRequest, context: grpc.ServicerContext
+    ) -> pb.BatchGetGroupStatesResponse:
+        """Return the known states of many groups, and which are unknown."""
+        if not 0 < len(request.groups) <= MAX_BATCH_GET:
+            raise InvalidArgument("groups", f"must name 1 to {MAX_BATCH_GET} groups")
+        keys = list(dict.fromkeys(_key(ref) for ref in request.groups))
+        found = self._store.get_many(keys)
+        return pb.BatchGetGroupStatesResponse(
+            group_states=[_group_state_pb(found[key]) for key in keys if key in found],
+            missing=[_group_ref_pb(key) for key in keys if key not in found],
+        )
+
+    @maps_errors
+    def CountGroupStates(
+        self, request: pb.CountGroupStatesRequest, context: grpc.ServicerContext
+    ) -> pb.CountGroupStatesResponse:
+        """Count tracked, full and destroyed groups."""
+        counts = self._store.count(request.sdk_app_id)
+        return pb.CountGroupStatesResponse(
+            tracked_count=counts.tracked,
+            full_count=counts.full,
+            destroyed_count=counts.destroyed,
+        )
+
+    @maps_errors
     def ListFullGroups(
         self, request: pb.ListFullGroupsRequest, context: grpc.ServicerContext
     ) -> pb.ListFullGroupsResponse:
         """Return one keyset page of full groups."""
         limit = page_size_from_request(request.page_size)
-        after = decode_page_token(request.page_token, request.sdk_app_id)
+        min_full_ms = request.min_full_duration.ToMilliseconds()
+        if min_full_ms < 0:
+            raise InvalidArgument("min_full_duration", "must not be negative")
+        list_filter = FullGroupsFilter(request.sdk_app_id, min_full_ms)
+        after = decode_page_token(request.page_token, list_filter)
+        full_since_at_most = now_ms() - min_full_ms if min_full_ms else None
         # One extra row tells whether a next page exists without a second query.
-        states = self._store.list_full(request.sdk_app_id, limit + 1, after)
+        states = self._store.list_full(request.sdk_app_id, limit + 1, after, full_since_at_most)
         page, more = states[:limit], len(states) > limit
-        token = (
-            encode_page_token(request.sdk_app_id, FullGroupsCursor.after(page[-1])) if more else ""
-        )
+        token = encode_page_token(list_filter, FullGroupsCursor.after(page[-1])) if more else ""
         return pb.ListFullGroupsResponse(
             group_states=[_group_state_pb(state) for state in page], next_page_token=token
         )
+
+    @maps_stream_errors
+    def WatchGroupStates(
+        self, request: pb.WatchGroupStatesRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchGroupStatesResponse]:
+        """Stream changes after request.after_sequence (0: from now) until cancelled."""
+        if not self._watch_slots.acquire(blocking=False):
+            raise TooManyWatchers(
+                "this replica serves as many watch streams as CHAT_POLICY_WATCH_MAX_STREAMS allows"
+            )
+        try:
+            # Wake the stream's thread when the client goes away, not at the next heartbeat.
+            context.add_callback(self._feed.wake)
+            batches = self._feed.watch(
+                request.after_sequence, request.sdk_app_id, self._heartbeat_s, context.is_active
+            )
+            for batch in batches:
+                yield pb.WatchGroupStatesResponse(
+                    changes=[_change_pb(change) for change in batch.changes],
+                    sequence=batch.sequence,
+                )
+        finally:
+            self._watch_slots.release()
 
 
 _EventRequest = (
     pb.RecordGroupFullRequest | pb.RecordMemberExitRequest | pb.RecordGroupDestroyedRequest
 )
+_KeyedRequest = (
+    _EventRequest | pb.ClearGroupFullRequest | pb.GetGroupStateRequest | group_state_pb2.GroupRef
+)
 
 
-def _key(request: _EventRequest | pb.GetGroupStateRequest) -> GroupKey:
+def _key(request: _KeyedRequest) -> GroupKey:
     topic_id = getattr(request, "topic_id", "")
     key = GroupKey(request.sdk_app_id, request.group_id, topic_id)
     key.validate()
@@ -112,10 +217,27 @@ def _group_state_pb(state: GroupState) -> group_state_pb2.GroupState:
         last_event_time=_timestamp(state.last_event_time_ms),
         full_event_count=state.full_event_count,
         destroyed=state.destroyed,
+        last_event_kind=_EVENT_KINDS[state.last_event_kind],
+        clear_reason=state.clear_reason,
     )
     if state.full_since_ms is not None:
         message.full_since.CopyFrom(_timestamp(state.full_since_ms))
     return message
+
+
+def _group_ref_pb(key: GroupKey) -> group_state_pb2.GroupRef:
+    return group_state_pb2.GroupRef(
+        sdk_app_id=key.sdk_app_id, group_id=key.group_id, topic_id=key.topic_id
+    )
+
+
+def _change_pb(change: StateChange) -> group_state_service_pb2.GroupStateChange:
+    return group_state_service_pb2.GroupStateChange(
+        sequence=change.sequence,
+        group_state=_group_state_pb(change.state),
+        change_time=_timestamp(change.change_time_ms),
+        forgotten=change.forgotten,
+    )
 
 
 def _timestamp(ms: int) -> timestamp_pb2.Timestamp:

@@ -12,7 +12,7 @@ from policy_service.group_state import GroupKey, GroupState
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-_TOKEN_VERSION = 1
+_TOKEN_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,21 @@ def page_size_from_request(page_size: int) -> int:
     return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
-def encode_page_token(sdk_app_id_filter: int, cursor: FullGroupsCursor) -> str:
+@dataclass(frozen=True)
+class FullGroupsFilter:
+    """Which full groups a list request asks for; a page token is valid for one filter."""
+
+    sdk_app_id: int = 0
+    min_full_duration_ms: int = 0
+
+
+def encode_page_token(list_filter: FullGroupsFilter, cursor: FullGroupsCursor) -> str:
     """An opaque token for the page after `cursor`, bound to the request's filter."""
     key = cursor.key
     fields = [
         _TOKEN_VERSION,
-        sdk_app_id_filter,
+        list_filter.sdk_app_id,
+        list_filter.min_full_duration_ms,
         cursor.full_since_ms,
         key.sdk_app_id,
         key.group_id,
@@ -51,21 +60,23 @@ def encode_page_token(sdk_app_id_filter: int, cursor: FullGroupsCursor) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_page_token(token: str, sdk_app_id_filter: int) -> FullGroupsCursor | None:
+def decode_page_token(token: str, list_filter: FullGroupsFilter) -> FullGroupsCursor | None:
     """The cursor in `token` (None for the first page); InvalidPageToken if it is not ours."""
     if not token:
         return None
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        version, token_filter, full_since_ms, app, group, topic = json.loads(raw)
+        version, app_filter, duration_filter, full_since_ms, app, group, topic = json.loads(raw)
     except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
         raise InvalidPageToken("page_token is malformed") from None
     if version != _TOKEN_VERSION or not _all_types(
         (full_since_ms, int), (app, int), (group, str), (topic, str)
     ):
         raise InvalidPageToken("page_token is malformed")
-    if token_filter != sdk_app_id_filter:
+    if app_filter != list_filter.sdk_app_id:
         raise InvalidPageToken("page_token was issued for a different sdk_app_id")
+    if duration_filter != list_filter.min_full_duration_ms:
+        raise InvalidPageToken("page_token was issued for a different min_full_duration")
     return FullGroupsCursor(full_since_ms, GroupKey(app, group, topic))
 
 

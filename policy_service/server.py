@@ -11,10 +11,13 @@ from types import FrameType
 import grpc
 
 from chatpolicy.v1 import creation_policy_service_pb2_grpc, group_state_service_pb2_grpc
+from policy_service.change_feed import ChangeFeed
 from policy_service.creation_policy_servicer import CreationPolicyServicer
 from policy_service.errors import PolicyServiceError
 from policy_service.group_state_servicer import GroupStateServicer
+from policy_service.health import StoreHealth
 from policy_service.policy import Policy, PolicyError, load_policy
+from policy_service.retention import RetentionPruner
 from policy_service.settings import ServiceSettings, SettingsError
 from policy_service.store import GroupStateStore, open_store, redacted_url
 
@@ -25,29 +28,63 @@ class BindError(RuntimeError):
     """The gRPC server could not listen on the configured address."""
 
 
-def create_server(
-    settings: ServiceSettings, store: GroupStateStore, policy: Policy
-) -> tuple[grpc.Server, int]:
-    """Build the server with both services, bound to settings.grpc_bind; return it and its port."""
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.max_workers),
-        # grpc sets SO_REUSEPORT by default: a second service on the same port would silently
-        # share its traffic. Refuse to start instead.
-        options=[("grpc.so_reuseport", 0)],
-    )
-    creation_policy_service_pb2_grpc.add_CreationPolicyServiceServicer_to_server(
-        CreationPolicyServicer(policy), server
-    )
-    group_state_service_pb2_grpc.add_GroupStateServiceServicer_to_server(
-        GroupStateServicer(store), server
-    )
-    try:
-        port = server.add_insecure_port(settings.grpc_bind)
-    except RuntimeError:
-        port = 0
-    if port == 0:
-        raise BindError(f"cannot listen on CHAT_POLICY_GRPC_BIND={settings.grpc_bind!r}")
-    return server, port
+class PolicyService:
+    """The gRPC server and its background work: the change feed, retention and health."""
+
+    def __init__(self, settings: ServiceSettings, store: GroupStateStore, policy: Policy) -> None:
+        """Build both services and bind settings.grpc_bind (BindError if it is taken)."""
+        self._store = store
+        self.feed = ChangeFeed(store)
+        self.health = StoreHealth(store)
+        self.pruner = RetentionPruner(
+            store,
+            destroyed_retention_s=settings.destroyed_retention_s,
+            change_log_retention_s=settings.change_log_retention_s,
+            interval_s=settings.prune_interval_s,
+        )
+        self.server = grpc.server(
+            # A watch stream holds its thread: the streams get threads of their own, so that
+            # unary calls never wait behind them.
+            futures.ThreadPoolExecutor(
+                max_workers=settings.max_workers + settings.watch_max_streams
+            ),
+            # grpc sets SO_REUSEPORT by default: a second service on the same port would
+            # silently share its traffic. Refuse to start instead.
+            options=[("grpc.so_reuseport", 0)],
+        )
+        creation_policy_service_pb2_grpc.add_CreationPolicyServiceServicer_to_server(
+            CreationPolicyServicer(policy), self.server
+        )
+        group_state_service_pb2_grpc.add_GroupStateServiceServicer_to_server(
+            GroupStateServicer(
+                store,
+                self.feed,
+                watch_heartbeat_s=settings.watch_heartbeat_s,
+                watch_max_streams=settings.watch_max_streams,
+            ),
+            self.server,
+        )
+        self.health.add_to_server(self.server)
+        try:
+            self.port = self.server.add_insecure_port(settings.grpc_bind)
+        except RuntimeError:
+            self.port = 0
+        if self.port == 0:
+            raise BindError(f"cannot listen on CHAT_POLICY_GRPC_BIND={settings.grpc_bind!r}")
+
+    def start(self) -> None:
+        """Start serving, following the change log, pruning and health checks."""
+        self.feed.start()
+        self.server.start()
+        self.pruner.start()
+        self.health.start()
+
+    def stop(self, grace_s: float | None) -> None:
+        """Report NOT_SERVING, end watch streams, drain RPCs for up to grace_s; not the store."""
+        self.health.shut_down()
+        self.feed.close()
+        self.pruner.stop()
+        self.server.stop(grace_s).wait()
 
 
 def serve(settings: ServiceSettings) -> None:
@@ -55,7 +92,7 @@ def serve(settings: ServiceSettings) -> None:
     policy = load_policy(settings.policy_file)
     store = open_store(settings.resolved_database_url)
     try:
-        server, port = create_server(settings, store, policy)
+        service = PolicyService(settings, store, policy)
         stop = threading.Event()
 
         def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -63,17 +100,17 @@ def serve(settings: ServiceSettings) -> None:
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
-        server.start()
+        service.start()
         log.info(
             "policy service listening on %s (port %d), store %s, policy %s",
             settings.grpc_bind,
-            port,
+            service.port,
             redacted_url(settings.resolved_database_url),
             policy.revision,
         )
         stop.wait()
         log.info("stopping: draining in-flight RPCs for up to %.1fs", settings.grace_s)
-        server.stop(settings.grace_s).wait()
+        service.stop(settings.grace_s)
     finally:
         store.close()
     log.info("policy service stopped")

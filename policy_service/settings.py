@@ -37,6 +37,26 @@ class ServiceSettings:
     grace_s: float = 5.0
     """On SIGTERM/SIGINT, how long in-flight RPCs may finish (CHAT_POLICY_GRPC_GRACE_S)."""
 
+    destroyed_retention_s: float = 7 * 86400.0
+    """How long a destroyed group stays visible, from its last event
+    (CHAT_POLICY_DESTROYED_RETENTION_S)."""
+
+    change_log_retention_s: float = 86400.0
+    """How long the change log keeps a change for watchers that resume
+    (CHAT_POLICY_CHANGE_LOG_RETENTION_S)."""
+
+    watch_heartbeat_s: float = 10.0
+    """An idle watch stream gets a progress message this often (CHAT_POLICY_WATCH_HEARTBEAT_S)."""
+
+    watch_max_streams: int = 100
+    """Watch streams one replica serves at once, each on a thread of its own
+    (CHAT_POLICY_WATCH_MAX_STREAMS)."""
+
+    @property
+    def prune_interval_s(self) -> float:
+        """How often retention runs: a quarter of the shorter retention, at most a minute."""
+        return min(60.0, self.destroyed_retention_s / 4, self.change_log_retention_s / 4)
+
     @property
     def resolved_database_url(self) -> str:
         """The database URL in force: the configured one, or the SQLite file in data_dir."""
@@ -54,6 +74,18 @@ class ServiceSettings:
             policy_file=Path(policy_file) if policy_file else None,
             max_workers=_positive(environ, "CHAT_POLICY_GRPC_MAX_WORKERS", defaults.max_workers),
             grace_s=_positive(environ, "CHAT_POLICY_GRPC_GRACE_S", defaults.grace_s),
+            destroyed_retention_s=_positive(
+                environ, "CHAT_POLICY_DESTROYED_RETENTION_S", defaults.destroyed_retention_s
+            ),
+            change_log_retention_s=_positive(
+                environ, "CHAT_POLICY_CHANGE_LOG_RETENTION_S", defaults.change_log_retention_s
+            ),
+            watch_heartbeat_s=_positive(
+                environ, "CHAT_POLICY_WATCH_HEARTBEAT_S", defaults.watch_heartbeat_s
+            ),
+            watch_max_streams=_positive(
+                environ, "CHAT_POLICY_WATCH_MAX_STREAMS", defaults.watch_max_streams
+            ),
         )
 
 

@@ -1,16 +1,24 @@
-"""The embedded SQLite group-state store (WAL, synchronous=FULL: acknowledged means on disk)."""
+"""The embedded SQLite group-state store (WAL, synchronous=FULL: acknowledged means on disk).
+
+One process owns the file. Its threads share one connection through a lock, so writes are
+serialised and change-log sequences (AUTOINCREMENT: never reused) commit in order; a
+condition variable wakes wait_for_changes when a change commits.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from policy_service.change_log import ChangeLogBounds, PruneOutcome, StateChange
 from policy_service.errors import StoreUnavailable
 from policy_service.group_state import (
     EventKind,
+    GroupCounts,
     GroupEvent,
     GroupKey,
     GroupState,
@@ -18,6 +26,7 @@ from policy_service.group_state import (
     apply_to_group,
 )
 from policy_service.pagination import FullGroupsCursor
+from policy_service.store import now_ms
 
 # Schema versions, applied in order; PRAGMA user_version records how many have run.
 MIGRATIONS = (
@@ -41,14 +50,43 @@ MIGRATIONS = (
     ALTER TABLE group_state ADD COLUMN destroyed INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE group_state ADD COLUMN last_event_kind INTEGER NOT NULL DEFAULT 1;
     """,
+    """
+    ALTER TABLE group_state ADD COLUMN clear_reason TEXT NOT NULL DEFAULT '';
+    CREATE TABLE group_state_change (
+        sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+        change_time_ms INTEGER NOT NULL,
+        sdk_app_id INTEGER NOT NULL,
+        group_id TEXT NOT NULL,
+        topic_id TEXT NOT NULL,
+        full INTEGER NOT NULL,
+        full_since_ms INTEGER,
+        last_event_time_ms INTEGER NOT NULL,
+        full_event_count INTEGER NOT NULL,
+        destroyed INTEGER NOT NULL,
+        last_event_kind INTEGER NOT NULL,
+        clear_reason TEXT NOT NULL,
+        forgotten INTEGER NOT NULL
+    );
+    CREATE INDEX group_state_change_time ON group_state_change (change_time_ms);
+    CREATE INDEX group_state_destroyed
+        ON group_state (last_event_time_ms) WHERE destroyed;
+    CREATE TABLE change_log_state (pruned_through INTEGER NOT NULL);
+    INSERT INTO change_log_state VALUES (0);
+    """,
 )
 
 _COLUMNS = (
     "sdk_app_id, group_id, topic_id, full, full_since_ms, last_event_time_ms, full_event_count,"
-    " destroyed, last_event_kind"
+    " destroyed, last_event_kind, clear_reason"
 )
 
-_UPSERT = f"INSERT OR REPLACE INTO group_state ({_COLUMNS}) VALUES ({', '.join('?' * 9)})"
+_UPSERT = f"INSERT OR REPLACE INTO group_state ({_COLUMNS}) VALUES ({', '.join('?' * 10)})"
+_LOG = (
+    f"INSERT INTO group_state_change (change_time_ms, {_COLUMNS}, forgotten)"
+    f" VALUES ({', '.join('?' * 12)})"
+)
+# Rows per statement or transaction in bulk reads and pruning: bounded work under the lock.
+_BATCH = 1000
 
 
 class SQLiteGroupStateStore:
@@ -57,6 +95,8 @@ class SQLiteGroupStateStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._generation = self._waited = 0  # commits made; commits wait_for_changes saw
         with self._translated_errors():
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -70,15 +110,32 @@ class SQLiteGroupStateStore:
         with self._transaction():
             outcome = apply_to_group(self._select_group(event.key), event)
             self._db.executemany(_UPSERT, [_row_from_state(state) for state in outcome.changed])
-            return outcome
+            self._log(outcome.changed, forgotten=False)
+        if outcome.changed:
+            self._notify()
+        return outcome
 
     def get(self, key: GroupKey) -> GroupState | None:
         """The group's state, or None."""
         with self._lock, self._translated_errors():
             return self._select(key)
 
+    def get_many(self, keys: Sequence[GroupKey]) -> dict[GroupKey, GroupState]:
+        """The states of those keys that have one: one lookup per key, under one lock."""
+        found: dict[GroupKey, GroupState] = {}
+        with self._lock, self._translated_errors():
+            for key in dict.fromkeys(keys):
+                state = self._select(key)
+                if state is not None:
+                    found[key] = state
+        return found
+
     def list_full(
-        self, sdk_app_id: int, limit: int, after: FullGroupsCursor | None
+        self,
+        sdk_app_id: int,
+        limit: int,
+        after: FullGroupsCursor | None,
+        full_since_at_most_ms: int | None = None,
     ) -> list[GroupState]:
         """One keyset page of full groups: an index range scan, whatever the depth."""
         where, params = ["full"], list[object]()
@@ -88,16 +145,113 @@ class SQLiteGroupStateStore:
         if after is not None:
             where.append("(full_since_ms, sdk_app_id, group_id, topic_id) > (?, ?, ?, ?)")
             params += [after.full_since_ms, *_key_tuple(after.key)]
+        if full_since_at_most_ms is not None:
+            where.append("full_since_ms <= ?")
+            params.append(full_since_at_most_ms)
         order = "full_since_ms, sdk_app_id, group_id, topic_id"
         sql = f"SELECT {_COLUMNS} FROM group_state WHERE {' AND '.join(where)} ORDER BY {order}"
         with self._lock, self._translated_errors():
             rows = self._db.execute(f"{sql} LIMIT ?", (*params, limit)).fetchall()
         return [_state_from_row(row) for row in rows]
 
+    def count(self, sdk_app_id: int) -> GroupCounts:
+        """Count states (full ones from the partial index; the rest scan the app's rows)."""
+        where, params = ("WHERE sdk_app_id = ?", (sdk_app_id,)) if sdk_app_id else ("", ())
+        with self._lock, self._translated_errors():
+            tracked, full, destroyed = self._db.execute(
+                "SELECT count(*), coalesce(sum(full), 0), coalesce(sum(destroyed), 0)"
+                f" FROM group_state {where}",
+                params,
+            ).fetchone()
+        return GroupCounts(tracked, full, destroyed)
+
+    def changes_after(self, sequence: int, limit: int) -> list[StateChange]:
+        """Logged changes after `sequence`, oldest first."""
+        with self._lock, self._translated_errors():
+            rows = self._db.execute(
+                f"SELECT sequence, change_time_ms, {_COLUMNS}, forgotten FROM group_state_change"
+                " WHERE sequence > ? ORDER BY sequence LIMIT ?",
+                (sequence, limit),
+            ).fetchall()
+        return [
+            StateChange(row[0], _state_from_row(row[2:12]), row[1], bool(row[12])) for row in rows
+        ]
+
+    def change_log_bounds(self) -> ChangeLogBounds:
+        """The pruning watermark and the newest sequence, read together."""
+        with self._lock, self._translated_errors():
+            pruned_through, head = self._db.execute(
+                "SELECT pruned_through, max(pruned_through, coalesce("
+                "(SELECT max(sequence) FROM group_state_change), 0)) FROM change_log_state"
+            ).fetchone()
+        return ChangeLogBounds(pruned_through, head)
+
+    def prune(self, destroyed_before_ms: int, changes_before_ms: int) -> PruneOutcome:
+        """Forget old destroyed groups, then drop old changes, a batch per transaction."""
+        forgotten = deleted = 0
+        while True:
+            with self._transaction():
+                rows = self._db.execute(
+                    "DELETE FROM group_state WHERE (sdk_app_id, group_id, topic_id) IN"
+                    " (SELECT sdk_app_id, group_id, topic_id FROM group_state"
+                    " WHERE destroyed AND last_event_time_ms < ? LIMIT ?)"
+                    f" RETURNING {_COLUMNS}",
+                    (destroyed_before_ms, _BATCH),
+                ).fetchall()
+                self._log([_state_from_row(row) for row in rows], forgotten=True)
+            if rows:
+                self._notify()
+            forgotten += len(rows)
+            if len(rows) < _BATCH:
+                break
+        while True:
+            with self._transaction():
+                (newest,) = self._db.execute(
+                    "SELECT max(sequence) FROM (SELECT sequence FROM group_state_change"
+                    " WHERE change_time_ms < ? ORDER BY sequence LIMIT ?)",
+                    (changes_before_ms, _BATCH),
+                ).fetchone()
+                if newest is None:
+                    break
+                count = self._db.execute(
+                    "DELETE FROM group_state_change WHERE sequence <= ? AND change_time_ms < ?",
+                    (newest, changes_before_ms),
+                ).rowcount
+                self._db.execute(
+                    "UPDATE change_log_state SET pruned_through = max(pruned_through, ?)",
+                    (newest,),
+                )
+            deleted += count
+        return PruneOutcome(forgotten, deleted)
+
+    def wait_for_changes(self, timeout_s: float) -> None:
+        """Wait for a commit after the previous call returned (only this process writes)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._generation != self._waited, timeout_s)
+            self._waited = self._generation
+
+    def ping(self) -> None:
+        """Read from the file: fails when it became unreadable."""
+        with self._lock, self._translated_errors():
+            self._db.execute("SELECT 1 FROM change_log_state").fetchone()
+
     def close(self) -> None:
-        """Close the database file."""
+        """Close the database file and wake a waiting wait_for_changes."""
         with self._lock:
             self._db.close()
+        self._notify()
+
+    def _log(self, states: Sequence[GroupState], *, forgotten: bool) -> None:
+        """Append a change per state to the log, in the caller's transaction."""
+        stamp = now_ms()
+        self._db.executemany(
+            _LOG, [(stamp, *_row_from_state(state), forgotten) for state in states]
+        )
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
 
     def _select(self, key: GroupKey) -> GroupState | None:
         row = self._db.execute(
@@ -146,9 +300,10 @@ def _key_tuple(key: GroupKey) -> tuple[int, str, str]:
     return (key.sdk_app_id, key.group_id, key.topic_id)
 
 
-def _row_from_state(
-    state: GroupState,
-) -> tuple[int, str, str, bool, int | None, int, int, bool, int]:
+_Row = tuple[int, str, str, bool, int | None, int, int, bool, int, str]
+
+
+def _row_from_state(state: GroupState) -> _Row:
     return (
         *_key_tuple(state.key),
         state.full,
@@ -157,11 +312,12 @@ def _row_from_state(
         state.full_event_count,
         state.destroyed,
         state.last_event_kind,
+        state.clear_reason,
     )
 
 
-def _state_from_row(row: tuple[int, str, str, int, int | None, int, int, int, int]) -> GroupState:
-    app, group, topic, full, full_since_ms, last_event_time_ms, count, destroyed, kind = row
+def _state_from_row(row: Sequence[Any]) -> GroupState:
+    app, group, topic, full, full_since_ms, last_event_time_ms, count, destroyed, kind, reason = row
     return GroupState(
         GroupKey(app, group, topic),
         bool(full),
@@ -170,4 +326,5 @@ def _state_from_row(row: tuple[int, str, str, int, int | None, int, int, int, in
         count,
         bool(destroyed),
         EventKind(kind),
+        reason,
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -14,10 +14,14 @@ from grpc_status import rpc_status
 
 from chatpolicy.v1 import error_reason_pb2
 from policy_service.errors import (
+    ChangeLogExpired,
     GroupNotFound,
     InvalidArgument,
     InvalidPageToken,
+    SequenceAhead,
+    ShuttingDown,
     StoreUnavailable,
+    TooManyWatchers,
 )
 
 ERROR_DOMAIN = "chatpolicy.v1"
@@ -31,6 +35,13 @@ STATUS_TABLE: dict[type[Exception], tuple[int, int]] = {
     ),
     GroupNotFound: (code_pb2.NOT_FOUND, error_reason_pb2.ERROR_REASON_GROUP_NOT_FOUND),
     StoreUnavailable: (code_pb2.UNAVAILABLE, error_reason_pb2.ERROR_REASON_STORE_UNAVAILABLE),
+    ChangeLogExpired: (code_pb2.OUT_OF_RANGE, error_reason_pb2.ERROR_REASON_CHANGE_LOG_EXPIRED),
+    SequenceAhead: (code_pb2.OUT_OF_RANGE, error_reason_pb2.ERROR_REASON_SEQUENCE_AHEAD),
+    TooManyWatchers: (
+        code_pb2.RESOURCE_EXHAUSTED,
+        error_reason_pb2.ERROR_REASON_TOO_MANY_WATCHERS,
+    ),
+    ShuttingDown: (code_pb2.UNAVAILABLE, error_reason_pb2.ERROR_REASON_SHUTTING_DOWN),
 }
 INTERNAL = (code_pb2.INTERNAL, error_reason_pb2.ERROR_REASON_INTERNAL)
 
@@ -61,17 +72,46 @@ def maps_errors(method: Method) -> Method:
         try:
             return method(self, request, context)
         except Exception as error:
-            if type(error) not in STATUS_TABLE:
-                log.exception("unexpected error in %s", method.__qualname__)
-            context.abort_with_status(rpc_status.to_status(status_for(error)))
-            raise AssertionError("abort_with_status returns only by raising") from error
+            _abort(context, error, method)
 
     return wrapper  # type: ignore[return-value]
+
+
+def maps_stream_errors(method: Method) -> Method:
+    """Like maps_errors, for a server-streaming method: errors raised while streaming, too."""
+
+    @functools.wraps(method)
+    def wrapper(self: object, request: object, context: grpc.ServicerContext) -> Iterator[object]:
+        try:
+            yield from method(self, request, context)
+        except Exception as error:
+            _abort(context, error, method)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _abort(
+    context: grpc.ServicerContext, error: Exception, method: Callable[..., Any]
+) -> NoReturn:
+    if type(error) not in STATUS_TABLE:
+        log.exception("unexpected error in %s", method.__qualname__)
+    context.abort_with_status(rpc_status.to_status(status_for(error)))
+    raise AssertionError("abort_with_status returns only by raising") from error
 
 
 def _metadata(error: Exception) -> dict[str, str]:
     if isinstance(error, InvalidArgument):
         return {"field": error.field}
+    if isinstance(error, ChangeLogExpired):
+        return {
+            "after_sequence": str(error.after_sequence),
+            "oldest_sequence": str(error.oldest_sequence),
+        }
+    if isinstance(error, SequenceAhead):
+        return {
+            "after_sequence": str(error.after_sequence),
+            "head_sequence": str(error.head_sequence),
+        }
     if isinstance(error, GroupNotFound):
         return {
             "sdk_app_id": str(error.sdk_app_id),

@@ -82,8 +82,12 @@ class GroupStateStore(Protocol):
         ...
 
     def wait_for_changes(self, timeout_s: float) -> None:
-        """Block until a change may have been committed, by this process or another replica
-        sharing the database, or until timeout_s passes. Spurious wake-ups are allowed."""
+        """Block until a change may have been committed since the previous call returned, by
+        this process or another replica sharing the database, or until timeout_s passes.
+
+        The first call starts listening and returns at once when timeout_s is 0; a commit
+        made after it is never missed. Spurious wake-ups are allowed.
+        """
         ...
 
     def ping(self) -> None:

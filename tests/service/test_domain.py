@@ -17,6 +17,7 @@ from policy_service.group_state import (
 )
 from policy_service.pagination import (
     FullGroupsCursor,
+    FullGroupsFilter,
     decode_page_token,
     encode_page_token,
     page_size_from_request,
@@ -166,11 +167,13 @@ def test_negative_page_size_is_refused() -> None:
 def test_page_token_round_trips_and_is_bound_to_the_filter() -> None:
     """A token decodes to its cursor for the same filter and is refused for another."""
     cursor = FullGroupsCursor(1670574414123, GroupKey(7, "@TGS#é", "topic"))
-    token = encode_page_token(7, cursor)
-    assert decode_page_token(token, 7) == cursor
-    assert decode_page_token("", 7) is None
-    with pytest.raises(InvalidPageToken):
-        decode_page_token(token, 8)
+    list_filter = FullGroupsFilter(7, 60_000)
+    token = encode_page_token(list_filter, cursor)
+    assert decode_page_token(token, list_filter) == cursor
+    assert decode_page_token("", list_filter) is None
+    for other in (FullGroupsFilter(8, 60_000), FullGroupsFilter(7, 0)):
+        with pytest.raises(InvalidPageToken):
+            decode_page_token(token, other)
 
 
 @pytest.mark.parametrize(
@@ -178,16 +181,17 @@ def test_page_token_round_trips_and_is_bound_to_the_filter() -> None:
     [
         "!!!",
         "bm90IGpzb24",  # "not json"
-        encode_page_token(0, FullGroupsCursor(1, KEY)).replace("W", "X", 1),
+        encode_page_token(FullGroupsFilter(), FullGroupsCursor(1, KEY)).replace("W", "X", 1),
         "WzJd",  # [2]
-        "WzEsMCx0cnVlLDEsImciLCIiXQ",  # [1,0,true,1,"g",""]: a bool is not a time
-        "WzIsMCwxLDEsImciLCIiXQ",  # version 2
+        "WzIsMCwwLHRydWUsMSwiZyIsIiJd",  # [2,0,0,true,1,"g",""]: a bool is not a time
+        "WzEsMCwxLDEsImciLCIiXQ",  # version 1, without the duration filter
+        "WzMsMCwwLDEsMSwiZyIsIiJd",  # version 3
     ],
 )
 def test_foreign_page_tokens_are_refused(token: str) -> None:
     """Anything not issued by encode_page_token is InvalidPageToken, never a crash."""
     with pytest.raises(InvalidPageToken):
-        decode_page_token(token, 0)
+        decode_page_token(token, FullGroupsFilter())
 
 
 def test_default_policy_allows_everything() -> None:

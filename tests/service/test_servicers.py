@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -17,10 +18,8 @@ from chatpolicy.v1 import (
     group_state_service_pb2_grpc,
 )
 from policy_service.errors import StoreUnavailable
-from policy_service.group_state import GroupEvent, GroupKey, GroupState, RecordOutcome
-from policy_service.pagination import FullGroupsCursor
 from policy_service.policy import Policy, load_policy, parse_policy
-from policy_service.server import BindError, create_server
+from policy_service.server import BindError, PolicyService
 from policy_service.settings import ServiceSettings
 from policy_service.store import GroupStateStore, open_store
 
@@ -29,21 +28,16 @@ APP = 1400000000
 
 
 class BrokenStore:
-    """A GroupStateStore whose every call fails with the given exception."""
+    """A GroupStateStore whose every call but close fails with the given exception."""
 
     def __init__(self, error: Exception) -> None:
         self.error = error
 
-    def record(self, event: GroupEvent) -> RecordOutcome:
-        raise self.error
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        def fail(*args: object, **kwargs: object) -> Any:
+            raise self.error
 
-    def get(self, key: GroupKey) -> GroupState | None:
-        raise self.error
-
-    def list_full(
-        self, sdk_app_id: int, limit: int, after: FullGroupsCursor | None
-    ) -> list[GroupState]:
-        raise self.error
+        return fail
 
     def close(self) -> None:
         pass
@@ -52,18 +46,18 @@ class BrokenStore:
 class Server:
     """A running policy service on port 0 with a channel to it."""
 
-    def __init__(self, store: GroupStateStore, policy: Policy) -> None:
+    def __init__(self, store: GroupStateStore, policy: Policy, settings: ServiceSettings) -> None:
         self.store = store
-        self.server, port = create_server(ServiceSettings(grpc_bind="127.0.0.1:0"), store, policy)
-        self.server.start()
-        self.target = f"127.0.0.1:{port}"
+        self.service = PolicyService(settings, store, policy)
+        self.service.start()
+        self.target = f"127.0.0.1:{self.service.port}"
         self.channel = grpc.insecure_channel(self.target)
         self.groups = group_state_service_pb2_grpc.GroupStateServiceStub(self.channel)
         self.creation = creation_policy_service_pb2_grpc.CreationPolicyServiceStub(self.channel)
 
     def stop(self) -> None:
         self.channel.close()
-        self.server.stop(None)
+        self.service.stop(None)
         self.store.close()
 
 
@@ -75,9 +69,13 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
     """Start servers with a given store and policy (default: SQLite, allow-all); stop them."""
     started: list[Server] = []
 
-    def start(store: GroupStateStore | None = None, policy: Policy | None = None) -> Server:
+    def start(
+        store: GroupStateStore | None = None, policy: Policy | None = None, **settings: Any
+    ) -> Server:
         server = Server(
-            store or open_store(f"sqlite:///{tmp_path / 'db.sqlite'}"), policy or load_policy(None)
+            store or open_store(f"sqlite:///{tmp_path / 'db.sqlite'}"),
+            policy or load_policy(None),
+            ServiceSettings(grpc_bind="127.0.0.1:0", **settings),
         )
         started.append(server)
         return server
@@ -319,6 +317,6 @@ def test_binding_a_taken_port_is_a_bind_error(serve: Serve, tmp_path: Path) -> N
     store = open_store(f"sqlite:///{tmp_path / 'other.db'}")
     try:
         with pytest.raises(BindError, match="CHAT_POLICY_GRPC_BIND"):
-            create_server(ServiceSettings(grpc_bind=server.target), store, load_policy(None))
+            PolicyService(ServiceSettings(grpc_bind=server.target), store, load_policy(None))
     finally:
         store.close()

@@ -1,0 +1,61 @@
+"""Retention: forget destroyed groups and old change-log entries, in a background thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from policy_service.errors import StoreUnavailable
+from policy_service.store import GroupStateStore, now_ms
+
+log = logging.getLogger(__name__)
+
+
+class RetentionPruner:
+    """Prunes the store every interval_s until stopped (a failed pass is retried next time)."""
+
+    def __init__(
+        self,
+        store: GroupStateStore,
+        *,
+        destroyed_retention_s: float,
+        change_log_retention_s: float,
+        interval_s: float,
+    ) -> None:
+        self._store = store
+        self._destroyed_ms = int(destroyed_retention_s * 1000)
+        self._changes_ms = int(change_log_retention_s * 1000)
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
+
+    def start(self) -> None:
+        """Start pruning: the first pass runs at once."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop, waiting for a pass in progress."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def prune_once(self) -> None:
+        """One pass with cutoffs from the service's clock now; logs what it removed."""
+        now = now_ms()
+        outcome = self._store.prune(now - self._destroyed_ms, now - self._changes_ms)
+        if outcome.forgotten or outcome.changes_deleted:
+            log.info(
+                "retention forgot %d destroyed group states and deleted %d changes",
+                outcome.forgotten,
+                outcome.changes_deleted,
+            )
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.prune_once()
+            except StoreUnavailable as error:
+                log.warning("retention pass failed, retrying in %.0fs: %s", self._interval_s, error)
+            except Exception:
+                log.exception("retention pass failed unexpectedly, retrying")
+            self._stop.wait(self._interval_s)
