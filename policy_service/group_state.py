@@ -109,9 +109,7 @@ class GroupState:
         return EventOrder(self.last_event_time_ms, self.last_event_kind)
 
 
-def apply_event(
-    current: GroupState | None, key: GroupKey, event: GroupEvent
-) -> GroupState | None:
+def apply_event(current: GroupState | None, key: GroupKey, event: GroupEvent) -> GroupState | None:
     """Return the state of `key` after `event` (for a whole-group event, any topic of it).
 
     The newest event decides: an event that is not after the last one applied (a repeated
