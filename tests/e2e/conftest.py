@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +18,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+
+from tests.e2e.postgres_cluster import (
+    PostgresBinaries,
+    PostgresCluster,
+    PostgresUnavailable,
+    initdb,
+)
 
 CHAT_POLICY = Path(sys.executable).with_name("chat-policy")
 START_TIMEOUT_S = 20.0
@@ -201,3 +210,37 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
     deployment = Deployment(tmp_path, env, http_port, grpc_port)
     yield deployment
     deployment.stop_all()
+
+
+@pytest.fixture(scope="session")
+def postgres_binaries() -> PostgresBinaries:
+    """PostgreSQL's initdb and pg_ctl; skip (fail when CI is set) if they are not installed."""
+    try:
+        return PostgresBinaries.find()
+    except PostgresUnavailable as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"{error} (CI is set, so this is a failure, not a skip)")
+        pytest.skip(f"{error}; set CI=1 to make this a failure")
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_binaries: PostgresBinaries) -> Iterator[Path]:
+    """A data directory made by initdb once per session, which clusters start as a copy of."""
+    directory = Path(tempfile.mkdtemp(prefix="chat-policy-pg-template-"))
+    try:
+        initdb(postgres_binaries, directory / "data")
+        yield directory / "data"
+    finally:
+        shutil.rmtree(directory)
+
+
+@pytest.fixture
+def postgres_cluster(
+    postgres_binaries: PostgresBinaries, postgres_template: Path
+) -> Iterator[PostgresCluster]:
+    """A private, durable PostgreSQL server on a free port, started; stopped and removed after.
+
+    One per test, so a test may stop, crash and start it at will and leave it either way.
+    """
+    with PostgresCluster(postgres_binaries, free_port(), template=postgres_template) as cluster:
+        yield cluster
