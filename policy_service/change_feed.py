@@ -97,28 +97,33 @@ class ChangeFeed:
         if after_sequence and after_sequence < bounds.pruned_through:
             raise ChangeLogExpired(after_sequence, bounds.pruned_through)
         cursor = after_sequence or bounds.head
+        # The stream has caught up once it reaches the head the log had when it started.
+        caught_up_at = bounds.head
         caught_up = False
         last_sent = time.monotonic()
         while is_active():
-            changes = self._read(cursor)
+            changes = self._read(cursor, caught_up_at)
             if changes:
                 cursor = changes[-1].sequence
                 matching = [c for c in changes if sdk_app_id in (0, c.state.key.sdk_app_id)]
                 if matching:
                     yield WatchBatch(matching, cursor)
                     last_sent = time.monotonic()
-                continue
-            if not caught_up:
+                    continue
+            elif not caught_up:
                 caught_up = True
                 yield WatchBatch([], cursor)
                 last_sent = time.monotonic()
                 continue
+            if not caught_up:
+                continue
+            # Caught up: a progress message when idle (or only skipping other apps' changes).
             remaining = last_sent + heartbeat_s - time.monotonic()
             if remaining <= 0:
                 yield WatchBatch([], cursor)
                 last_sent = time.monotonic()
-                continue
-            self._wait_beyond(cursor, is_active, remaining)
+            elif not changes:
+                self._wait_beyond(cursor, is_active, remaining)
 
     def _wait_beyond(self, cursor: int, is_active: Callable[[], bool], timeout_s: float) -> None:
         """Wait until the feed has a change after `cursor`, closes, or the watcher is gone."""
@@ -127,14 +132,21 @@ class ChangeFeed:
                 lambda: self._closed or self._head > cursor or not is_active(), timeout_s
             )
 
-    def _read(self, cursor: int) -> list[StateChange]:
-        """The next changes after `cursor`: from memory when it covers them, else the store."""
+    def _read(self, cursor: int, known_head: int) -> list[StateChange]:
+        """The next changes after `cursor`: from memory when it covers them, else the store.
+
+        Memory covers them when it starts at or before `cursor` and, if it has nothing after
+        it, has read at least up to `known_head`, a head the caller saw in the store (the
+        reader thread may lag the store by a wake-up).
+        """
         with self._cond:
             if self._closed:
                 raise ShuttingDown("the policy service is stopping")
             if cursor >= self._memory_from:
                 start = bisect.bisect_right(self._memory, cursor, key=lambda c: c.sequence)
-                return self._memory[start : start + BATCH]
+                changes = self._memory[start : start + BATCH]
+                if changes or self._head >= known_head:
+                    return changes
         changes = self._store.changes_after(cursor, BATCH)
         # Read after the changes: a prune that raced the read shows here.
         pruned_through = self._store.change_log_bounds().pruned_through

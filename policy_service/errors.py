@@ -13,6 +13,7 @@ class InvalidArgument(PolicyServiceError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.detail = message
 
 
 class InvalidPageToken(PolicyServiceError):

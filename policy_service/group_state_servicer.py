@@ -130,7 +130,9 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
         """Return the known states of many groups, and which are unknown."""
         if not 0 < len(request.groups) <= MAX_BATCH_GET:
             raise InvalidArgument("groups", f"must name 1 to {MAX_BATCH_GET} groups")
-        keys = list(dict.fromkeys(_key(ref) for ref in request.groups))
+        keys = list(
+            dict.fromkeys(_batch_key(index, ref) for index, ref in enumerate(request.groups))
+        )
         found = self._store.get_many(keys)
         return pb.BatchGetGroupStatesResponse(
             group_states=[_group_state_pb(found[key]) for key in keys if key in found],
@@ -155,9 +157,9 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
     ) -> pb.ListFullGroupsResponse:
         """Return one keyset page of full groups."""
         limit = page_size_from_request(request.page_size)
-        min_full_ms = request.min_full_duration.ToMilliseconds()
-        if min_full_ms < 0:
+        if request.min_full_duration.ToNanoseconds() < 0:
             raise InvalidArgument("min_full_duration", "must not be negative")
+        min_full_ms = request.min_full_duration.ToMilliseconds()
         list_filter = FullGroupsFilter(request.sdk_app_id, min_full_ms)
         after = decode_page_token(request.page_token, list_filter)
         full_since_at_most = now_ms() - min_full_ms if min_full_ms else None
@@ -206,6 +208,14 @@ def _key(request: _KeyedRequest) -> GroupKey:
     key = GroupKey(request.sdk_app_id, request.group_id, topic_id)
     key.validate()
     return key
+
+
+def _batch_key(index: int, ref: group_state_pb2.GroupRef) -> GroupKey:
+    """The key of request.groups[index]; an invalid one names its place in the request."""
+    try:
+        return _key(ref)
+    except InvalidArgument as error:
+        raise InvalidArgument(f"groups[{index}].{error.field}", error.detail) from None
 
 
 def _group_state_pb(state: GroupState) -> group_state_pb2.GroupState:

@@ -128,10 +128,10 @@ class GroupStateServiceServicer:
     def ClearGroupFull(self, request, context):
         """ClearGroupFull says a full group (or topic) has free places again although Chat sent no
         webhook, e.g. after its member limit was raised through Chat's REST API. It is an event
-        like the others, at clear_time (default: the service's clock): a newer full event makes
-        the group full again, and a clear not newer than the last event changes nothing.
-        Clearing a group that is not full changes nothing (applied = false); a group the service
-        never saw is NOT_FOUND.
+        like the others, at clear_time (default: the service's clock), and at the same time it
+        comes after every other kind: a newer full event makes the group full again, and a clear
+        older than the last event changes nothing. Clearing a group that is not full changes
+        nothing (applied = false); a group the service never saw is NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
