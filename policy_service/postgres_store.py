@@ -3,13 +3,39 @@
 Every replica opens its own connection pool on the same database (and schema: the tables go
 in the first schema of the URL's search_path, e.g. `?options=-csearch_path%3Dchat_policy`).
 A commit is durable when `record` returns, with PostgreSQL's default `synchronous_commit=on`.
+
+The change log. Each transaction that changes states appends a row per state to
+group_state_change, whose identity column numbers them. An identity alone does not commit in
+order (one transaction takes 5, another 6, and 6 commits first: a reader that saw 6 would
+skip 5), so appending takes the schema's change-log lock, a transaction-scoped advisory lock,
+just before the insert; it is held through the commit, so sequences become visible strictly
+in increasing order. The price: the changing transactions of every replica append and
+commit one at a time (reads, group locks and upserts still run side by side), so writes
+are bounded by the commit latency; record sends everything after its read, COMMIT included,
+in one round trip to keep the lock short. Locks are always taken in one order, so none
+deadlock: a group's lock, then its rows, then the change-log lock last (pruning: the rows it
+deletes, then the change-log lock); whoever holds the change-log lock waits for nothing.
+
+Wake-ups. A changing transaction also NOTIFYs channel chat_policy_changes with the schema's
+name as payload, delivered on commit. wait_for_changes LISTENs on a connection of its own,
+outside the pool, and ignores other schemas' notifications; a listener it (re)opens may
+have missed commits made before its LISTEN, so that call returns at once.
+
+Pruning. Each batch (forgetting destroyed states, or deleting old changes) is a transaction
+that first tries the schema's prune lock (pg_try_advisory_xact_lock): a replica that finds
+another pruning stops its pass. Batches re-check what they delete, so racing passes never
+forget a state twice; a transaction lock, unlike a session lock held across batches, cannot
+outlive a failed pass on a pooled connection and works through a transaction-pooling proxy.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from typing import Any
 
 import psycopg
@@ -17,9 +43,10 @@ from psycopg import IsolationLevel
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
+from policy_service.change_log import ChangeLogBounds, PruneOutcome, StateChange
 from policy_service.errors import StoreUnavailable
 from policy_service.group_state import (
-    EventKind,
+    GroupCounts,
     GroupEvent,
     GroupKey,
     GroupState,
@@ -27,58 +54,50 @@ from policy_service.group_state import (
     apply_to_group,
 )
 from policy_service.pagination import FullGroupsCursor
-
-# Schema versions, applied in order; schema_migrations records each one applied. The key
-# columns use the "C" collation: bytewise UTF-8 order, which is code-point order, so pages
-# come in the same order as from SQLite (BINARY) and as Python sorts str, whatever the
-# database's default collation is. "full" is a reserved word in PostgreSQL: always quoted.
-MIGRATIONS = (
-    """
-    CREATE TABLE group_state (
-        sdk_app_id BIGINT NOT NULL,
-        group_id TEXT COLLATE "C" NOT NULL,
-        topic_id TEXT COLLATE "C" NOT NULL,
-        "full" BOOLEAN NOT NULL,
-        full_since_ms BIGINT,
-        last_event_time_ms BIGINT NOT NULL,
-        full_event_count BIGINT NOT NULL,
-        destroyed BOOLEAN NOT NULL DEFAULT FALSE,
-        last_event_kind SMALLINT NOT NULL DEFAULT 1,
-        PRIMARY KEY (sdk_app_id, group_id, topic_id)
-    );
-    CREATE INDEX group_state_full_since
-        ON group_state (full_since_ms, sdk_app_id, group_id, topic_id) WHERE "full";
-    CREATE INDEX group_state_app_full_since
-        ON group_state (sdk_app_id, full_since_ms, group_id, topic_id) WHERE "full";
-    """,
+from policy_service.postgres_schema import (
+    CHANGE_LOG_BOUNDS,
+    CHANGES_AFTER,
+    CHANGES_CHANNEL,
+    COUNT,
+    DELETE_CHANGES,
+    FORGET_DESTROYED,
+    LOG_CHANGE,
+    MIGRATIONS,
+    SELECT_GROUP,
+    SELECT_MANY,
+    SELECT_ONE,
+    UPSERT,
+    change_from_row,
+    key_tuple,
+    list_full_query,
+    row_from_state,
+    state_from_row,
 )
+from policy_service.store import now_ms
 
-# Taken by every replica before migrating: the two-int form of the advisory lock, so it never
-# collides with the one-bigint group locks below; the second key is the schema's name.
-_MIGRATION_LOCK_CLASS = 0x43504D47  # "CPMG"
+log = logging.getLogger(__name__)
+
+# Schema-wide advisory locks use the two-int form, so they never collide with the one-bigint
+# group locks; the class is the first key, the schema name's hash the second, so stores in
+# different schemas of one database never contend.
+_MIGRATION_LOCK_CLASS = 0x43504D47  # "CPMG": taken by every replica before migrating
+_CHANGE_LOG_LOCK_CLASS = 0x43504C47  # "CPLG": held from appending changes through commit
+_PRUNE_LOCK_CLASS = 0x43505052  # "CPPR": tried by each pruning batch
+_LOCK = "SELECT pg_advisory_xact_lock(%s, hashtext(coalesce(current_schema(), '')))"
+_TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%s, hashtext(coalesce(current_schema(), '')))"
 
 # libpq waits forever for an unanswered connection unless told; a URL may set its own.
 _CONNECT_TIMEOUT_S = 5
 # How long a call waits for a pooled connection before it is StoreUnavailable.
 _POOL_TIMEOUT_S = 5.0
-
-_COLUMNS = (
-    'sdk_app_id, group_id, topic_id, "full", full_since_ms, last_event_time_ms,'
-    " full_event_count, destroyed, last_event_kind"
-)
-
-_UPSERT = f"""
-    INSERT INTO group_state ({_COLUMNS}) VALUES ({", ".join(["%s"] * 9)})
-    ON CONFLICT (sdk_app_id, group_id, topic_id) DO UPDATE SET
-        "full" = EXCLUDED."full",
-        full_since_ms = EXCLUDED.full_since_ms,
-        last_event_time_ms = EXCLUDED.last_event_time_ms,
-        full_event_count = EXCLUDED.full_event_count,
-        destroyed = EXCLUDED.destroyed,
-        last_event_kind = EXCLUDED.last_event_kind
-"""
-
-Row = Sequence[Any]
+# Rows per pruning transaction: bounded locks and WAL per commit.
+_PRUNE_BATCH = 1000
+# wait_for_changes waits in slices this long, so that close() is noticed within one.
+_WAIT_SLICE_S = 0.2
+# How long close() waits for wait_for_changes to let go of the listener connection.
+_CLOSE_WAIT_S = 1.0
+# The pause after the listener connection failed, so a dead server is not hammered.
+_LISTEN_RETRY_S = 1.0
 
 
 class PostgresGroupStateStore:
@@ -92,18 +111,24 @@ class PostgresGroupStateStore:
             raise StoreUnavailable("PostgreSQL: the database URL cannot be parsed") from None
         password = params.get("password")
         self._secret = str(password) if password else None
-        timeout: dict[str, Any] = {}
+        self._url = url
+        self._timeout: dict[str, Any] = {}
         if "connect_timeout" not in params:
-            timeout["connect_timeout"] = _CONNECT_TIMEOUT_S
+            self._timeout["connect_timeout"] = _CONNECT_TIMEOUT_S
+        # wait_for_changes' connection, opened by its first call; the lock is its owner's.
+        self._listener: psycopg.Connection[Any] | None = None
+        self._listener_lock = threading.Lock()
+        self._listener_down = False
+        self._closing = threading.Event()
         with self._translated_errors():
             # Migrate on a connection of its own: a wrong host or password fails at once with
             # libpq's own reason, rather than as a pool timeout.
-            with psycopg.connect(url, autocommit=True, **timeout) as conn:
+            with psycopg.connect(url, autocommit=True, **self._timeout) as conn:
                 _configure(conn)
-                _migrate(conn)
+                self._schema = _migrate(conn)
             self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
                 url,
-                kwargs={"autocommit": True, **timeout},
+                kwargs={"autocommit": True, **self._timeout},
                 min_size=min_size,
                 max_size=max_size,
                 open=False,
@@ -128,49 +153,166 @@ class PostgresGroupStateStore:
         the group, existing rows or not, is released by COMMIT or ROLLBACK (also when the
         connection dies), and works through a transaction-pooling proxy. Read committed is
         required: each statement after the lock sees what the previous holder committed.
-        A hash collision between two groups only makes them wait for each other.
+        A hash collision between two groups only makes them wait for each other. The writes,
+        the change log's lock and rows, the NOTIFY and the COMMIT go in one round trip.
         """
         key = event.key
         with (
             self._translated_errors(),
             self._pool.connection() as conn,
+            conn.pipeline(),
             conn.transaction(),
         ):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_group_lock_key(key),))
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM group_state WHERE sdk_app_id = %s AND group_id = %s",
-                (key.sdk_app_id, key.group_id),
-            ).fetchall()
-            outcome = apply_to_group([_state_from_row(row) for row in rows], event)
+            rows = conn.execute(SELECT_GROUP, (key.sdk_app_id, key.group_id)).fetchall()
+            outcome = apply_to_group([state_from_row(row) for row in rows], event)
             if outcome.changed:
                 with conn.cursor() as cursor:
-                    cursor.executemany(
-                        _UPSERT, [_row_from_state(state) for state in outcome.changed]
-                    )
+                    cursor.executemany(UPSERT, [row_from_state(s) for s in outcome.changed])
+                _log_changes(conn, outcome.changed, forgotten=False)
         return outcome
 
     def get(self, key: GroupKey) -> GroupState | None:
         """The group's state, or None."""
         with self._translated_errors(), self._pool.connection() as conn:
-            row = conn.execute(
-                f"SELECT {_COLUMNS} FROM group_state"
-                " WHERE sdk_app_id = %s AND group_id = %s AND topic_id = %s",
-                _key_tuple(key),
-            ).fetchone()
-        return None if row is None else _state_from_row(row)
+            row = conn.execute(SELECT_ONE, key_tuple(key)).fetchone()
+        return None if row is None else state_from_row(row)
+
+    def get_many(self, keys: Sequence[GroupKey]) -> dict[GroupKey, GroupState]:
+        """The states of those keys that have one: one query, the keys passed as arrays."""
+        if not keys:
+            return {}
+        columns = list(zip(*map(key_tuple, dict.fromkeys(keys)), strict=True))
+        with self._translated_errors(), self._pool.connection() as conn:
+            rows = conn.execute(SELECT_MANY, [list(column) for column in columns]).fetchall()
+        states = map(state_from_row, rows)
+        return {state.key: state for state in states}
 
     def list_full(
-        self, sdk_app_id: int, limit: int, after: FullGroupsCursor | None
+        self,
+        sdk_app_id: int,
+        limit: int,
+        after: FullGroupsCursor | None,
+        full_since_at_most_ms: int | None = None,
     ) -> list[GroupState]:
         """One keyset page of full groups: an index range scan, whatever the depth."""
-        query, params = list_full_query(sdk_app_id, limit, after)
+        query, params = list_full_query(sdk_app_id, limit, after, full_since_at_most_ms)
         with self._translated_errors(), self._pool.connection() as conn:
             rows = conn.execute(query, params).fetchall()
-        return [_state_from_row(row) for row in rows]
+        return [state_from_row(row) for row in rows]
+
+    def count(self, sdk_app_id: int) -> GroupCounts:
+        """Count states, full ones and destroyed ones in one pass over the app's rows."""
+        where, params = (" WHERE sdk_app_id = %s", (sdk_app_id,)) if sdk_app_id else ("", ())
+        with self._translated_errors(), self._pool.connection() as conn:
+            row = conn.execute(COUNT + where, params).fetchone()
+        assert row is not None, "an aggregate always returns a row"
+        return GroupCounts(*row)
+
+    def changes_after(self, sequence: int, limit: int) -> list[StateChange]:
+        """Logged changes after `sequence`, oldest first."""
+        with self._translated_errors(), self._pool.connection() as conn:
+            rows = conn.execute(CHANGES_AFTER, (sequence, limit)).fetchall()
+        return [change_from_row(row) for row in rows]
+
+    def change_log_bounds(self) -> ChangeLogBounds:
+        """The pruning watermark and the newest sequence, read in one statement."""
+        with self._translated_errors(), self._pool.connection() as conn:
+            row = conn.execute(CHANGE_LOG_BOUNDS).fetchone()
+        if row is None:
+            raise StoreUnavailable("PostgreSQL: change_log_state has no row")
+        return ChangeLogBounds(*row)
+
+    def prune(self, destroyed_before_ms: int, changes_before_ms: int) -> PruneOutcome:
+        """Forget old destroyed states, then delete old changes, a batch per transaction.
+
+        Forgetting logs each state, stamped now, so a pass never deletes what it just logged
+        (unless changes_before_ms is in the future). The pass stops, keeping what it did,
+        at the first batch that finds another replica pruning.
+        """
+        deleted = 0
+        with self._translated_errors(), self._pool.connection() as conn:
+            # A batch short of full may have skipped states that events changed meanwhile,
+            # with more to forget after them: forgetting ends with a batch that forgot none.
+            forgotten, finished = _repeat(
+                lambda: _forget_batch(conn, destroyed_before_ms), until_below=1
+            )
+            if finished:
+                deleted, _ = _repeat(
+                    lambda: _delete_changes_batch(conn, changes_before_ms),
+                    until_below=_PRUNE_BATCH,
+                )
+        return PruneOutcome(forgotten, deleted)
+
+    def wait_for_changes(self, timeout_s: float) -> None:
+        """Wait for a NOTIFY of this schema (others are ignored), at most timeout_s.
+
+        A call that opens the listener (the first, or the first after a failure) returns at
+        once: commits before its LISTEN sent it nothing, so the caller reads the log again.
+        A failed listener is closed, and the call returns after a pause of up to a second.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._listener_lock:
+            try:
+                if self._listener is None:
+                    if not self._closing.is_set():
+                        self._listener = self._listen()
+                    return
+                while not self._closing.is_set():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    slice_s = min(remaining, _WAIT_SLICE_S)
+                    with closing(self._listener.notifies(timeout=slice_s, stop_after=1)) as got:
+                        if any(notify.payload == self._schema for notify in got):
+                            return
+            except psycopg.Error as error:
+                self._close_listener()
+                if not self._listener_down:
+                    self._listener_down = True
+                    log.warning(
+                        "PostgreSQL change notifications lost, reconnecting: %s",
+                        self._message(error),
+                    )
+                self._closing.wait(min(max(deadline - time.monotonic(), 0), _LISTEN_RETRY_S))
+            finally:
+                if self._closing.is_set():
+                    self._close_listener()
+
+    def ping(self) -> None:
+        """Run SELECT 1 on a pooled connection (waiting at most the pool's timeout)."""
+        with self._translated_errors(), self._pool.connection() as conn:
+            conn.execute("SELECT 1")
 
     def close(self) -> None:
-        """Close the pool and its connections."""
+        """Close the listener, waking wait_for_changes within a slice, and the pool."""
+        self._closing.set()
+        # A waiter busy connecting keeps the lock longer; it closes the listener itself.
+        if self._listener_lock.acquire(timeout=_CLOSE_WAIT_S):
+            try:
+                self._close_listener()
+            finally:
+                self._listener_lock.release()
         self._pool.close()
+
+    def _listen(self) -> psycopg.Connection[Any]:
+        """A new autocommit connection, outside the pool, listening for changes."""
+        conn = psycopg.connect(self._url, autocommit=True, **self._timeout)
+        try:
+            conn.execute(f"LISTEN {CHANGES_CHANNEL}")
+        except BaseException:
+            conn.close()
+            raise
+        if self._listener_down:
+            self._listener_down = False
+            log.info("PostgreSQL change notifications received again")
+        return conn
+
+    def _close_listener(self) -> None:
+        """Close the listener connection, if open (the caller holds the listener lock)."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
     def _check_connection(self, conn: psycopg.Connection[Any]) -> None:
         """Check a connection as it leaves the pool (ConnectionPool.check_connection).
@@ -186,6 +328,11 @@ class PostgresGroupStateStore:
             self._pool.check()
             raise
 
+    def _message(self, error: psycopg.Error) -> str:
+        """The error's message, never quoting the URL's password."""
+        message = str(error).strip() or type(error).__name__
+        return message.replace(self._secret, "***") if self._secret else message
+
     @contextmanager
     def _translated_errors(self) -> Iterator[None]:
         """Turn every psycopg error (the pool's PoolTimeout and PoolClosed are psycopg
@@ -193,10 +340,7 @@ class PostgresGroupStateStore:
         try:
             yield
         except psycopg.Error as error:
-            message = str(error).strip() or type(error).__name__
-            if self._secret:
-                message = message.replace(self._secret, "***")
-            raise StoreUnavailable(f"PostgreSQL: {message}") from error
+            raise StoreUnavailable(f"PostgreSQL: {self._message(error)}") from error
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -204,119 +348,89 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.isolation_level = IsolationLevel.READ_COMMITTED
 
 
-def _migrate(conn: psycopg.Connection[Any]) -> None:
+def _migrate(conn: psycopg.Connection[Any]) -> str:
     """Apply the missing migrations in one transaction, under the schema's migration lock.
 
     Replicas starting together queue on the lock; each one then reads the versions the
     previous one committed (read committed), so every migration runs exactly once. Any
-    failure rolls back all of it, the versions table included.
+    failure rolls back all of it, the versions table included. Returns the schema's name.
     """
     with conn.transaction():
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(%s, hashtext(coalesce(current_schema(), '')))",
-            (_MIGRATION_LOCK_CLASS,),
-        )
+        conn.execute(_LOCK, (_MIGRATION_LOCK_CLASS,))
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version INT PRIMARY KEY,"
             " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
         )
-        row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
-        version = row[0] if row is not None else 0
+        row = conn.execute(
+            "SELECT coalesce(max(version), 0), current_schema() FROM schema_migrations"
+        ).fetchone()
+        assert row is not None, "an aggregate always returns a row"
+        version, schema = row
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             conn.execute(script)
             conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
+    return str(schema)
 
 
-def list_full_query(
-    sdk_app_id: int, limit: int, after: FullGroupsCursor | None
-) -> tuple[str, list[object]]:
-    """The SQL and parameters of one page of `list_full` (tests EXPLAIN it).
+def _log_changes(
+    conn: psycopg.Connection[Any], states: Sequence[GroupState], *, forgotten: bool
+) -> None:
+    """Append the states to the change log under its lock, and NOTIFY, in conn's transaction.
 
-    Without a filter the order (full_since_ms, sdk_app_id, group_id, topic_id) is the index
-    group_state_full_since. With one, sdk_app_id is a constant, so the same order is
-    (sdk_app_id, full_since_ms, group_id, topic_id), the index group_state_app_full_since;
-    the row comparison is written in that index's column order so that it bounds the scan
-    (in the other order it would only filter, and a deep page would read every row before it).
+    The caller holds every other lock it needs: the change-log lock is the last one taken.
     """
-    where: list[str] = ['"full"']
-    params: list[object] = []
-    if sdk_app_id:
-        order = "sdk_app_id, full_since_ms, group_id, topic_id"
-        if after is None:
-            where.append("sdk_app_id = %s")
-            params.append(sdk_app_id)
-        else:
-            bound, bound_params = _app_bound(sdk_app_id, after)
-            where.append(bound)
-            params += bound_params
-    else:
-        order = "full_since_ms, sdk_app_id, group_id, topic_id"
-        if after is not None:
-            where.append("(full_since_ms, sdk_app_id, group_id, topic_id) > (%s, %s, %s, %s)")
-            params += [after.full_since_ms, *_key_tuple(after.key)]
-    query = (
-        f"SELECT {_COLUMNS} FROM group_state WHERE {' AND '.join(where)} ORDER BY {order} LIMIT %s"
-    )
-    return query, [*params, limit]
+    stamp = now_ms()
+    conn.execute(_LOCK, (_CHANGE_LOG_LOCK_CLASS,))
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            LOG_CHANGE, [(stamp, *row_from_state(state), forgotten) for state in states]
+        )
+    conn.execute("SELECT pg_notify(%s, current_schema())", (CHANGES_CHANNEL,))
+
+
+def _repeat(batch: Callable[[], int | None], *, until_below: int) -> tuple[int, bool]:
+    """Run pruning batches until one does fewer than until_below rows: the rows done, and
+    False if a batch found another replica pruning."""
+    total = 0
+    while (count := batch()) is not None:
+        total += count
+        if count < until_below:
+            return total, True
+    return total, False
+
+
+def _forget_batch(conn: psycopg.Connection[Any], before_ms: int) -> int | None:
+    """Forget up to a batch of old destroyed states, logging each; None if another prunes."""
+    with conn.transaction():
+        if not _try_prune_lock(conn):
+            return None
+        rows = conn.execute(
+            FORGET_DESTROYED, {"before": before_ms, "batch": _PRUNE_BATCH}
+        ).fetchall()
+        if rows:
+            _log_changes(conn, [state_from_row(row) for row in rows], forgotten=True)
+    return len(rows)
+
+
+def _delete_changes_batch(conn: psycopg.Connection[Any], before_ms: int) -> int | None:
+    """Delete up to a batch of old changes, raising the watermark; None if another prunes."""
+    with conn.transaction():
+        if not _try_prune_lock(conn):
+            return None
+        row = conn.execute(DELETE_CHANGES, {"before": before_ms, "batch": _PRUNE_BATCH}).fetchone()
+    if row is None:
+        raise StoreUnavailable("PostgreSQL: change_log_state has no row")
+    return int(row[0])
+
+
+def _try_prune_lock(conn: psycopg.Connection[Any]) -> bool:
+    """Take the schema's prune lock for this transaction, unless another holds it."""
+    row = conn.execute(_TRY_LOCK, (_PRUNE_LOCK_CLASS,)).fetchone()
+    return row is not None and bool(row[0])
 
 
 def _group_lock_key(key: GroupKey) -> int:
     """The advisory-lock key of a group: a stable signed 64-bit hash of (app, group)."""
     name = f"chat-policy/group_state/{key.sdk_app_id}/{key.group_id}".encode()
     return int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big", signed=True)
-
-
-def _app_bound(sdk_app_id: int, after: FullGroupsCursor) -> tuple[str, list[object]]:
-    """The rows of app `sdk_app_id` after the cursor, as bounds of group_state_app_full_since.
-
-    Not `sdk_app_id = %s AND (sdk_app_id, ...) > (...)`: with an equality on the same column
-    PostgreSQL (15) starts the scan at the app's first entry and merely filters by the row
-    comparison, reading every earlier row of the app. A lower bound (the row comparison,
-    which implies sdk_app_id >= the app) and an upper bound on the app start the scan at
-    the cursor instead. A cursor of another app (page tokens bind the filter, so only by
-    hand) keeps the meaning (full_since_ms, sdk_app_id, group_id, topic_id) > cursor.
-    """
-    cursor_app = after.key.sdk_app_id
-    if cursor_app == sdk_app_id:
-        params: list[object] = [
-            sdk_app_id,
-            after.full_since_ms,
-            *_key_tuple(after.key)[1:],
-            sdk_app_id,
-        ]
-        bound = "(sdk_app_id, full_since_ms, group_id, topic_id) > (%s, %s, %s, %s)"
-        return f"{bound} AND sdk_app_id <= %s", params
-    operator = ">=" if sdk_app_id > cursor_app else ">"
-    return f"sdk_app_id = %s AND full_since_ms {operator} %s", [sdk_app_id, after.full_since_ms]
-
-
-def _key_tuple(key: GroupKey) -> tuple[int, str, str]:
-    return (key.sdk_app_id, key.group_id, key.topic_id)
-
-
-def _row_from_state(
-    state: GroupState,
-) -> tuple[int, str, str, bool, int | None, int, int, bool, int]:
-    return (
-        *_key_tuple(state.key),
-        state.full,
-        state.full_since_ms,
-        state.last_event_time_ms,
-        state.full_event_count,
-        state.destroyed,
-        int(state.last_event_kind),
-    )
-
-
-def _state_from_row(row: Row) -> GroupState:
-    app, group, topic, full, full_since_ms, last_event_time_ms, count, destroyed, kind = row
-    return GroupState(
-        GroupKey(app, group, topic),
-        full,
-        full_since_ms,
-        last_event_time_ms,
-        count,
-        destroyed,
-        EventKind(kind),
-    )

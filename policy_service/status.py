@@ -90,9 +90,7 @@ def maps_stream_errors(method: Method) -> Method:
     return wrapper  # type: ignore[return-value]
 
 
-def _abort(
-    context: grpc.ServicerContext, error: Exception, method: Callable[..., Any]
-) -> NoReturn:
+def _abort(context: grpc.ServicerContext, error: Exception, method: Callable[..., Any]) -> NoReturn:
     if type(error) not in STATUS_TABLE:
         log.exception("unexpected error in %s", method.__qualname__)
     context.abort_with_status(rpc_status.to_status(status_for(error)))

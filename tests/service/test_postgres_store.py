@@ -1,4 +1,5 @@
-"""The PostgreSQL group-state store's own concerns: migrations, schemas, pool, failures.
+"""The PostgreSQL store's own concerns: migrations, pool, change-log order across replicas,
+LISTEN/NOTIFY, pruning by several replicas, plans and outages.
 
 What every store does (events, pagination, concurrency) is in test_store_contract.py.
 """
@@ -6,20 +7,29 @@ What every store does (events, pagination, concurrency) is in test_store_contrac
 from __future__ import annotations
 
 import json
+import logging
+import os
 import socket
 import threading
 import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
+from policy_service.change_log import ChangeLogBounds, PruneOutcome, StateChange
 from policy_service.errors import StoreUnavailable
-from policy_service.group_state import EventKind, GroupEvent, GroupKey
+from policy_service.group_state import EventKind, GroupCounts, GroupEvent, GroupKey, GroupState
 from policy_service.pagination import FullGroupsCursor
-from policy_service.postgres_store import MIGRATIONS, PostgresGroupStateStore, list_full_query
+from policy_service.postgres_schema import MIGRATIONS, list_full_query
+from policy_service.postgres_store import PostgresGroupStateStore, _log_changes
 from policy_service.store import open_store
-from tests.conftest import PostgresSchema
+from tests.conftest import PostgresSchema, with_params
+from tests.e2e.postgres_cluster import PostgresBinaries, PostgresCluster, PostgresUnavailable
 
 KEY = GroupKey(1400000000, "@TGS#2J4SZEAEL")
 FULL = GroupEvent(KEY, EventKind.FULL, 1000)
@@ -74,10 +84,13 @@ def test_concurrent_replicas_apply_each_migration_once(postgres_schema: Postgres
             (postgres_schema.name,),
         ).fetchall()
     assert [version for (version,) in versions] == list(range(1, len(MIGRATIONS) + 1))
-    assert tables == [
-        (postgres_schema.name, "group_state"),
-        (postgres_schema.name, "schema_migrations"),
+    assert [table for (_, table) in tables] == [
+        "change_log_state",
+        "group_state",
+        "group_state_change",
+        "schema_migrations",
     ]
+    assert {schema for (schema, _) in tables} == {postgres_schema.name}
 
 
 def test_state_survives_a_new_store_on_the_same_schema(postgres_schema: PostgresSchema) -> None:
@@ -158,9 +171,14 @@ def test_pool_recovers_after_server_connections_are_terminated(
         store.close()
 
 
-def explain(conn: psycopg.Connection[Any], sdk_app_id: int, after: FullGroupsCursor) -> Any:
+def explain(
+    conn: psycopg.Connection[Any],
+    sdk_app_id: int,
+    after: FullGroupsCursor,
+    full_since_at_most_ms: int | None = None,
+) -> Any:
     """The executed plan (JSON) of a 50-row page of list_full after `after`."""
-    query, params = list_full_query(sdk_app_id, 50, after)
+    query, params = list_full_query(sdk_app_id, 50, after, full_since_at_most_ms)
     row = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {query}", params).fetchone()
     assert row is not None
     return row[0][0]["Plan"]
@@ -195,3 +213,504 @@ def test_deep_page_is_an_index_range_scan(postgres_schema: PostgresSchema, sdk_a
 
     # A page's rows span a leaf or heap page more or fewer; a scan from the start reads 60+.
     assert blocks(deep) <= blocks(shallow) + 6, plans
+
+
+# --- "full for longer than" -------------------------------------------------------------------
+
+LISTED = range(20_000)
+
+
+def listed_row(i: int) -> tuple[int, str, bool, int]:
+    """Row i of the 20,000 EXPLAIN groups, as the SQL below makes it: app, id, full, since."""
+    return 1 + i % 3, f"g{i:05}", i % 10 != 0, 1000 + i // 7
+
+
+def insert_listed_groups(conn: psycopg.Connection[Any]) -> None:
+    """Insert the 20,000 EXPLAIN groups (every tenth not full) and analyze the table."""
+    conn.execute(
+        "INSERT INTO group_state SELECT 1 + i % 3, 'g' || lpad(i::text, 5, '0'), '',"
+        " i % 10 <> 0, CASE WHEN i % 10 <> 0 THEN 1000 + i / 7 END, 5000, 1, false, 1"
+        " FROM generate_series(0, 19999) AS i"
+    )
+    conn.execute("ANALYZE group_state")
+
+
+@pytest.mark.parametrize("sdk_app_id", [0, 2])
+@pytest.mark.parametrize("cursor_at", [1, 19_003])  # full groups of app 2
+def test_bounded_page_stops_its_index_scan_at_the_bound(
+    postgres_schema: PostgresSchema, sdk_app_id: int, cursor_at: int
+) -> None:
+    """A page under full_since_at_most_ms ends its index range there: no row past it is read."""
+    PostgresGroupStateStore(postgres_schema.url).close()
+    app, group_id, full, since = listed_row(cursor_at)
+    assert (app, full) == (2, True)
+    after = FullGroupsCursor(since, GroupKey(app, group_id))
+    at_most = since + 5
+    expected = [
+        (row_since, row_app, row_id)
+        for row_app, row_id, full, row_since in map(listed_row, LISTED)
+        if full
+        and sdk_app_id in (0, row_app)
+        and (row_since, row_app, row_id) > (since, app, group_id)
+        and row_since <= at_most
+    ]
+    assert 0 < len(expected) < 50  # the bound, not the limit, ends the page
+    with postgres_schema.connect() as conn:
+        insert_listed_groups(conn)
+        plan = explain(conn, sdk_app_id, after, at_most)
+    text = json.dumps(plan)
+    (scan,) = plan["Plans"]
+    # Filtered by app, either index bounds the range: the planner picks by the app's share.
+    indexes = {"group_state_full_since", "group_state_app_full_since"}
+    assert scan["Node Type"] == "Index Scan", text
+    assert scan["Index Name"] in (indexes if sdk_app_id else {"group_state_full_since"}), text
+    assert "Filter" not in scan, text
+    assert f"full_since_ms <= '{at_most}'" in scan["Index Cond"], text
+    assert plan["Actual Rows"] == len(expected), text
+    # A scan that went on past the bound would read the rest of the index: 20+ blocks.
+    assert int(scan["Shared Hit Blocks"]) + int(scan["Shared Read Blocks"]) <= 8, text
+
+
+# --- migration --------------------------------------------------------------------------------
+
+
+def test_version_1_schema_is_migrated_keeping_its_rows(postgres_schema: PostgresSchema) -> None:
+    """A schema left at version 1 keeps its states (clear_reason empty) and gains the log."""
+    with postgres_schema.connect() as conn, conn.transaction():
+        conn.execute(
+            "CREATE TABLE schema_migrations ("
+            " version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        conn.execute(MIGRATIONS[0])
+        conn.execute("INSERT INTO schema_migrations (version) VALUES (1)")
+        conn.execute(
+            "INSERT INTO group_state VALUES (%s, %s, %s, true, 1000, 1500, 2, false, 1)",
+            (KEY.sdk_app_id, KEY.group_id, KEY.topic_id),
+        )
+    store = PostgresGroupStateStore(postgres_schema.url)
+    try:
+        old = GroupState(KEY, True, 1000, 1500, 2, False, EventKind.FULL, "")
+        assert store.get(KEY) == old
+        assert store.change_log_bounds() == ChangeLogBounds(0, 0)
+        assert store.count(0) == GroupCounts(1, 1, 0)
+        outcome = store.record(GroupEvent.cleared(KEY, 2000, "cap raised"))
+        assert [change.state for change in store.changes_after(0, 10)] == [outcome.state]
+        assert outcome.state.clear_reason == "cap raised"
+    finally:
+        store.close()
+    with postgres_schema.connect() as conn:
+        versions = conn.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()
+    assert versions == [(1,), (2,)]
+
+
+# --- change-log order -------------------------------------------------------------------------
+
+
+def run_threads(*targets: Callable[[], None]) -> list[BaseException]:
+    """Run each target in a thread of its own; the exceptions they raised."""
+    raised: list[BaseException] = []
+
+    def run(target: Callable[[], None]) -> None:
+        try:
+            target()
+        except BaseException as error:
+            raised.append(error)
+
+    threads = [threading.Thread(target=run, args=(target,)) for target in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return raised
+
+
+def group_of(n: int) -> GroupKey:
+    """The n-th of many distinct groups."""
+    return GroupKey(KEY.sdk_app_id, f"@TGS#2A{n:07d}")
+
+
+def await_condition(condition: Callable[[], bool], what: str, timeout_s: float = 10) -> None:
+    """Poll `condition` until it holds; fail naming `what` after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.01)
+
+
+def test_sequences_become_visible_in_order_across_replicas(
+    postgres_schema: PostgresSchema,
+) -> None:
+    """Eight writers on two replicas: a reader never gets a sequence at or below one it saw."""
+    replicas = [PostgresGroupStateStore(postgres_schema.url, max_size=5) for _ in range(2)]
+    try:
+        writers_done = threading.Event()
+        seen: list[StateChange] = []
+        went_back: list[tuple[int, int]] = []
+
+        def write(thread: int) -> Callable[[], None]:
+            def run() -> None:
+                replica = replicas[thread % 2]
+                for i in range(50):
+                    replica.record(GroupEvent(group_of(thread * 100 + i), EventKind.FULL, 1000))
+
+            return run
+
+        def write_all() -> None:
+            try:
+                assert run_threads(*[write(thread) for thread in range(8)]) == []
+            finally:
+                writers_done.set()
+
+        def read() -> None:
+            last = 0
+            while True:
+                done = writers_done.is_set()
+                batch = replicas[0].changes_after(last, 50)
+                for change in batch:
+                    if change.sequence <= last:
+                        went_back.append((last, change.sequence))
+                    last = max(last, change.sequence)
+                    seen.append(change)
+                if done and not batch:
+                    return
+
+        assert run_threads(write_all, read) == []
+    finally:
+        for replica in replicas:
+            replica.close()
+    assert went_back == []
+    assert len({change.sequence for change in seen}) == len(seen) == 400
+    keys = {group_of(thread * 100 + i) for thread in range(8) for i in range(50)}
+    assert {change.state.key for change in seen} == keys
+
+
+def test_later_change_waits_for_an_earlier_sequence_to_commit(
+    postgres_schema: PostgresSchema,
+) -> None:
+    """While a transaction holds sequence 1 uncommitted, a record taking 2 waits for it."""
+    store = PostgresGroupStateStore(postgres_schema.url)
+    slow = GroupState(group_of(1), False, None, 500, 0, True, EventKind.DESTROYED)
+    raised: list[BaseException] = []
+
+    def record() -> None:
+        try:
+            store.record(FULL)
+        except BaseException as error:
+            raised.append(error)
+
+    recorder = threading.Thread(target=record)
+    try:
+        # pg_stat_activity is read once per transaction: the observer polls in autocommit.
+        with postgres_schema.connect() as holder, postgres_schema.connect() as observer:
+            with holder.transaction():
+                _log_changes(holder, [slow], forgotten=False)
+                recorder.start()
+                await_condition(
+                    lambda: waiting_for_lock(observer, postgres_schema, "advisory") == 1,
+                    "the record waits for the change-log lock",
+                )
+                assert store.changes_after(0, 10) == []
+                assert recorder.is_alive()
+            recorder.join()
+        assert raised == []
+        changes = store.changes_after(0, 10)
+        assert [(c.sequence, c.state) for c in changes] == [(1, slow), (2, store.get(KEY))]
+    finally:
+        if recorder.ident is not None:
+            recorder.join()
+        store.close()
+
+
+def waiting_for_lock(conn: psycopg.Connection[Any], schema: PostgresSchema, kind: str) -> int:
+    """How many of the schema's sessions wait for a lock of that kind (advisory, ...)."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE application_name = %s AND wait_event_type = 'Lock' AND wait_event = %s",
+        (schema.application_name, kind),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+# --- LISTEN/NOTIFY ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def other_schema(postgres_server_url: str) -> Iterator[PostgresSchema]:
+    """A second new schema on the same server (another deployment), dropped after the test."""
+    name = f"t_{uuid.uuid4().hex}"
+    ident = sql.Identifier(name)
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(ident))
+    url = with_params(postgres_server_url, options=f"-csearch_path={name}", application_name=name)
+    yield PostgresSchema(name, url, postgres_server_url)
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(ident))
+
+
+def timed_wait(store: PostgresGroupStateStore, timeout_s: float) -> float:
+    """Call wait_for_changes(timeout_s); the seconds it took."""
+    started = time.monotonic()
+    store.wait_for_changes(timeout_s)
+    return time.monotonic() - started
+
+
+def test_change_through_one_replica_wakes_another(postgres_schema: PostgresSchema) -> None:
+    """A record through replica A wakes B's 10 s wait early, and B's log read returns it."""
+    a = PostgresGroupStateStore(postgres_schema.url)
+    b = PostgresGroupStateStore(postgres_schema.url)
+    stop = threading.Event()
+    outcomes = []
+
+    def record_later() -> None:
+        if not stop.wait(0.3):
+            outcomes.append(a.record(FULL))
+
+    writer = threading.Thread(target=record_later)
+    try:
+        b.wait_for_changes(0)
+        writer.start()
+        assert timed_wait(b, 10) < 5
+        writer.join()
+        assert [change.state for change in b.changes_after(0, 10)] == [outcomes[0].state]
+    finally:
+        stop.set()
+        if writer.ident is not None:
+            writer.join()
+        a.close()
+        b.close()
+
+
+def test_notifications_of_another_schema_are_ignored(
+    postgres_schema: PostgresSchema, other_schema: PostgresSchema
+) -> None:
+    """A change in another schema on the same server neither wakes the wait nor shows in the log."""
+    mine = PostgresGroupStateStore(postgres_schema.url)
+    theirs = PostgresGroupStateStore(other_schema.url)
+    try:
+        mine.wait_for_changes(0)
+        theirs.record(FULL)
+        with postgres_schema.connect() as conn:
+            conn.execute("SELECT pg_notify('chat_policy_changes', 'no_such_schema')")
+        assert timed_wait(mine, 0.5) >= 0.45
+        assert mine.changes_after(0, 10) == []
+        assert mine.get(KEY) is None
+        assert [change.state.key for change in theirs.changes_after(0, 10)] == [KEY]
+    finally:
+        mine.close()
+        theirs.close()
+
+
+def listener_pids(schema: PostgresSchema) -> list[int]:
+    """The backends of the schema's stores that listen for changes."""
+    with schema.connect() as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE application_name = %s AND query = 'LISTEN chat_policy_changes'",
+            (schema.application_name,),
+        ).fetchall()
+    return [pid for (pid,) in rows]
+
+
+def test_wait_survives_its_listener_being_terminated(
+    postgres_schema: PostgresSchema, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With its listener killed, a wait returns within a second, logs once, then listens anew."""
+    store = PostgresGroupStateStore(postgres_schema.url)
+    try:
+        store.wait_for_changes(0)
+        (killed,) = listener_pids(postgres_schema)
+        with postgres_schema.connect() as conn:
+            conn.execute("SELECT pg_terminate_backend(%s)", (killed,))
+        with caplog.at_level(logging.WARNING, logger="policy_service.postgres_store"):
+            assert timed_wait(store, 10) < 5  # the failure, and a pause of at most 1 s
+            assert timed_wait(store, 10) < 5  # a new listener: returns at once to re-read
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1, caplog.text
+        assert "notifications lost" in warnings[0].getMessage()
+        (listening,) = listener_pids(postgres_schema)
+        assert listening != killed
+        assert timed_wait(store, 0.2) >= 0.15  # nothing pending
+        store.record(FULL)
+        assert timed_wait(store, 10) < 5
+    finally:
+        store.close()
+
+
+def test_close_wakes_a_blocked_wait_and_ends_every_session(
+    postgres_schema: PostgresSchema,
+) -> None:
+    """close() makes a 30 s wait in another thread return promptly and ends the listener."""
+    store = PostgresGroupStateStore(postgres_schema.url)
+    store.wait_for_changes(0)
+    took: list[float] = []
+    waiter = threading.Thread(target=lambda: took.append(timed_wait(store, 30)))
+    waiter.start()
+    time.sleep(0.3)  # let the waiter block: nothing observable says it has
+    store.close()
+    waiter.join(10)
+    assert not waiter.is_alive()
+    assert took[0] < 5
+    store.wait_for_changes(10)  # returns at once after close
+    with postgres_schema.connect() as conn:
+
+        def sessions_left() -> int:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = %s AND pid <> pg_backend_pid()",
+                (postgres_schema.application_name,),
+            ).fetchone()
+            assert row is not None
+            return int(row[0])
+
+        await_condition(lambda: sessions_left() == 0, "the store's sessions end")
+
+
+# --- pruning ----------------------------------------------------------------------------------
+
+
+def insert_destroyed_groups(schema: PostgresSchema, count: int, last_event_ms: int) -> None:
+    """Insert `count` destroyed groups (group_of(0..count-1)) directly, bypassing the log."""
+    with schema.connect() as conn:
+        conn.execute(
+            "INSERT INTO group_state SELECT %s, '@TGS#2A' || lpad(i::text, 7, '0'), '',"
+            " false, NULL, %s, 0, true, 3, '' FROM generate_series(0, %s) AS i",
+            (KEY.sdk_app_id, last_event_ms, count - 1),
+        )
+
+
+def test_two_replicas_pruning_at_once_forget_each_group_once(
+    postgres_schema: PostgresSchema,
+) -> None:
+    """Two replicas pruning 2,500 destroyed groups (three batches) log one forgetting per group."""
+    replicas = [PostgresGroupStateStore(postgres_schema.url) for _ in range(2)]
+    try:
+        insert_destroyed_groups(postgres_schema, 2500, 1000)
+        kept = replicas[0].record(GroupEvent(GroupKey(7, "recent"), EventKind.DESTROYED, 9000))
+        barrier = threading.Barrier(2)
+        outcomes: list[PruneOutcome] = []
+
+        def prune(replica: PostgresGroupStateStore) -> Callable[[], None]:
+            def run() -> None:
+                barrier.wait()
+                outcomes.append(replica.prune(5000, 0))
+
+            return run
+
+        assert run_threads(*map(prune, replicas)) == []
+        assert sum(outcome.forgotten for outcome in outcomes) == 2500
+        assert sum(outcome.changes_deleted for outcome in outcomes) == 0
+        logged = replicas[1].changes_after(1, 10_000)
+        assert all(change.forgotten and change.state.destroyed for change in logged)
+        forgotten = Counter(change.state.key for change in logged)
+        assert forgotten == Counter(group_of(i) for i in range(2500))
+        assert replicas[1].count(0) == GroupCounts(1, 0, 1)
+        assert replicas[1].get(kept.state.key) == kept.state
+    finally:
+        for replica in replicas:
+            replica.close()
+
+
+def test_batch_cut_short_by_a_concurrent_event_does_not_end_the_pass(
+    postgres_schema: PostgresSchema,
+) -> None:
+    """A state revived while the first batch waits for it is skipped, and the rest still go."""
+    store = PostgresGroupStateStore(postgres_schema.url)
+    insert_destroyed_groups(postgres_schema, 1500, 1000)
+    outcomes: list[PruneOutcome] = []
+    pruner = threading.Thread(target=lambda: outcomes.append(store.prune(5000, 0)))
+    revive = "UPDATE group_state SET destroyed = %s, last_event_time_ms = %s WHERE group_id = %s"
+    try:
+        with postgres_schema.connect() as reviver, postgres_schema.connect() as observer:
+            # The oldest destroyed state, so the first batch's first; then revived, uncommitted.
+            reviver.execute(revive, (True, 900, group_of(0).group_id))
+            with reviver.transaction():
+                reviver.execute(revive, (False, 2000, group_of(0).group_id))
+                pruner.start()
+                await_condition(
+                    lambda: waiting_for_lock(observer, postgres_schema, "transactionid") == 1,
+                    "the prune waits for the revived row",
+                )
+            pruner.join()
+        assert outcomes == [PruneOutcome(1499, 0)]
+        assert store.count(0) == GroupCounts(1, 0, 0)
+    finally:
+        if pruner.ident is not None:
+            pruner.join()
+        store.close()
+
+
+def test_log_replays_to_the_states_while_pruning_races_writers(
+    postgres_schema: PostgresSchema,
+) -> None:
+    """Pruning 3,000 groups while 4 threads revive some: no deadlock, none left, log true."""
+    pruner = PostgresGroupStateStore(postgres_schema.url)
+    writer = PostgresGroupStateStore(postgres_schema.url, max_size=4)
+    revived = {thread: range(thread, 3000, 12) for thread in range(4)}
+    try:
+        insert_destroyed_groups(postgres_schema, 3000, 1000)
+
+        def write(thread: int) -> Callable[[], None]:
+            def run() -> None:
+                for i in revived[thread]:
+                    writer.record(GroupEvent(group_of(i), EventKind.FULL, 2000 + i))
+
+            return run
+
+        def prune() -> None:
+            assert pruner.prune(5000, 0).forgotten > 0
+
+        assert run_threads(prune, *[write(thread) for thread in range(4)]) == []
+        # Batches cut short by revived groups did not end the pass: no old destroyed state left.
+        assert writer.count(0).destroyed == 0
+        replayed: dict[GroupKey, GroupState | None] = {}
+        for change in writer.changes_after(0, 100_000):
+            replayed[change.state.key] = None if change.forgotten else change.state
+        stored = writer.get_many(list(replayed))
+        assert {key: stored.get(key) for key in replayed} == replayed
+        assert set(stored) == {group_of(i) for numbers in revived.values() for i in numbers}
+    finally:
+        pruner.close()
+        writer.close()
+
+
+# --- outage ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def private_cluster() -> Iterator[PostgresCluster]:
+    """A PostgreSQL server of the test's own, to stop and start; skipped without initdb."""
+    try:
+        binaries = PostgresBinaries.find()
+    except PostgresUnavailable as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"{error} (CI is set, so this is a failure, not a skip)")
+        pytest.skip(f"{error}; set CI=1 to make this a failure")
+    with PostgresCluster(binaries, closed_port(), durable=False) as cluster:
+        yield cluster
+
+
+@pytest.mark.e2e
+def test_server_down_fails_ping_in_the_pool_timeout_and_never_fails_a_wait(
+    private_cluster: PostgresCluster,
+) -> None:
+    """With the server stopped, ping fails in about 5 s and waits return; waits recover after."""
+    store = PostgresGroupStateStore(private_cluster.url, min_size=2, max_size=2)
+    try:
+        store.wait_for_changes(0)
+        private_cluster.stop("fast")
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="PostgreSQL"):
+            store.ping()
+        assert time.monotonic() - started < 10  # the pool's 5 s timeout, and some slack
+        for _ in range(2):
+            assert timed_wait(store, 10) < 5  # the listener failed: a pause of at most 1 s
+        private_cluster.start()
+        store.wait_for_changes(10)  # a new listener: returns at once, to re-read the log
+        assert timed_wait(store, 0.2) >= 0.15
+        # The pool reconnects with a backoff of its own: notify without it.
+        with psycopg.connect(private_cluster.url, autocommit=True) as conn:
+            conn.execute("SELECT pg_notify('chat_policy_changes', current_schema())")
+        assert timed_wait(store, 10) < 5
+    finally:
+        store.close()

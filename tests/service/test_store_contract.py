@@ -3,22 +3,100 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from policy_service.group_state import EventKind, GroupEvent, GroupKey, RecordOutcome
+from policy_service.change_log import ChangeLogBounds, PruneOutcome, StateChange
+from policy_service.errors import GroupNotFound
+from policy_service.group_state import (
+    EventKind,
+    GroupCounts,
+    GroupEvent,
+    GroupKey,
+    GroupState,
+    RecordOutcome,
+)
 from policy_service.pagination import FullGroupsCursor
-from policy_service.store import GroupStateStore, UnsupportedDatabaseUrl, open_store
+from policy_service.store import GroupStateStore, UnsupportedDatabaseUrl, now_ms, open_store
 from tests.conftest import PostgresSchema
 
-KEY = GroupKey(1400000000, "@TGS#2J4SZEAEL")
+APP = 1400000000
+OTHER_APP = 1400000123
+KEY = GroupKey(APP, "@TGS#2J4SZEAEL")
+COMMUNITY = GroupKey(APP, "@TGS#_@TGS#cQVLVHIM62CJ")
+REASON = "Capacity raised to 6000 members (ticket OPS-4711, 扩容)"
 
 
 def record_full(store: GroupStateStore, key: GroupKey, event_time_ms: int) -> RecordOutcome:
     """Record a group-full event."""
     return store.record(GroupEvent(key, EventKind.FULL, event_time_ms))
+
+
+def record_kind(
+    store: GroupStateStore, key: GroupKey, kind: EventKind, event_time_ms: int
+) -> RecordOutcome:
+    """Record an event of any kind but a clear."""
+    return store.record(GroupEvent(key, kind, event_time_ms))
+
+
+def clear(store: GroupStateStore, key: GroupKey, event_time_ms: int) -> RecordOutcome:
+    """Record a ClearGroupFull event with REASON."""
+    return store.record(GroupEvent.cleared(key, event_time_ms, REASON))
+
+
+def topic_of(group: GroupKey, name: str) -> GroupKey:
+    """The key of a topic of a Community group, with an ID shaped like Chat's."""
+    return GroupKey(group.sdk_app_id, group.group_id, f"{group.group_id}@TOPIC#_@TOPIC#{name}")
+
+
+def group_of(sdk_app_id: int, n: int) -> GroupKey:
+    """The n-th of many distinct groups of an application."""
+    return GroupKey(sdk_app_id, f"@TGS#2A{n:07d}")
+
+
+def full_state(key: GroupKey, full_since_ms: int) -> GroupState:
+    """The state of a group after its first full event."""
+    return GroupState(key, True, full_since_ms, full_since_ms, 1)
+
+
+def walk_full(
+    store: GroupStateStore, sdk_app_id: int, limit: int, at_most_ms: int | None
+) -> list[GroupState]:
+    """Every page of list_full, following the cursor until an empty page."""
+    walked: list[GroupState] = []
+    after = None
+    while page := store.list_full(sdk_app_id, limit, after, at_most_ms):
+        assert len(page) <= limit
+        walked += page
+        after = FullGroupsCursor.after(page[-1])
+    return walked
+
+
+def wait_until_clock_passes(time_ms: int) -> None:
+    """Return once now_ms() is above time_ms (a few milliseconds at most)."""
+    while now_ms() <= time_ms:
+        time.sleep(0.001)
+
+
+def run_threads(*targets: Callable[[], None]) -> list[BaseException]:
+    """Run each target in a thread of its own; the exceptions they raised."""
+    raised: list[BaseException] = []
+
+    def run(target: Callable[[], None]) -> None:
+        try:
+            target()
+        except BaseException as error:
+            raised.append(error)
+
+    threads = [threading.Thread(target=run, args=(target,)) for target in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return raised
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -199,3 +277,632 @@ def test_unknown_database_url_is_refused_without_its_password() -> None:
         open_store("mysql://user:s3cret@db/state")
     assert "s3cret" not in str(refused.value)
     assert "mysql://user:***@db/state" in str(refused.value)
+
+
+# --- ClearGroupFull -------------------------------------------------------------------------
+
+
+def test_clear_ends_fullness_and_keeps_its_reason(store: GroupStateStore) -> None:
+    """A clear of a full group leaves it not full, without full_since or count, with the reason."""
+    record_full(store, KEY, 1000)
+    record_full(store, KEY, 1500)
+    outcome = clear(store, KEY, 2000)
+    assert outcome.applied
+    assert outcome.state == GroupState(KEY, False, None, 2000, 0, False, EventKind.CLEARED, REASON)
+    assert outcome.changed == (outcome.state,)
+    assert store.get(KEY) == outcome.state
+    assert store.list_full(0, 10, None) == []
+
+
+def test_full_event_after_a_clear_makes_the_group_full_again(store: GroupStateStore) -> None:
+    """A full event newer than a clear starts a new full period and empties clear_reason."""
+    record_full(store, KEY, 1000)
+    clear(store, KEY, 2000)
+    outcome = record_full(store, KEY, 3000)
+    assert outcome.applied
+    assert store.get(KEY) == GroupState(KEY, True, 3000, 3000, 1, False, EventKind.FULL, "")
+    assert store.list_full(0, 10, None) == [outcome.state]
+
+
+def test_clear_wins_a_tie_with_a_full_event(store: GroupStateStore) -> None:
+    """At the same EventTime a clear beats a full event, arriving before or after it."""
+    record_full(store, KEY, 1000)
+    assert clear(store, KEY, 1000).applied
+    assert not record_full(store, KEY, 1000).applied
+    state = store.get(KEY)
+    assert state is not None
+    assert (state.full, state.last_event_kind, state.clear_reason) == (
+        False,
+        EventKind.CLEARED,
+        REASON,
+    )
+
+
+def test_clear_not_newer_than_the_last_event_is_not_applied(store: GroupStateStore) -> None:
+    """A clear older than the last event, or a repeated clear, changes and logs nothing."""
+    record_full(store, KEY, 1000)
+    record_full(store, KEY, 3000)
+    still_full = store.get(KEY)
+    head = store.change_log_bounds().head
+    late = clear(store, KEY, 2000)
+    assert not late.applied
+    assert late.state == still_full
+    assert store.get(KEY) == still_full
+    assert store.change_log_bounds().head == head
+    cleared = clear(store, KEY, 4000).state
+    head = store.change_log_bounds().head
+    repeated = store.record(GroupEvent.cleared(KEY, 4000, "Cleared again by another operator"))
+    assert not repeated.applied
+    assert store.get(KEY) == cleared
+    assert store.changes_after(head, 10) == []
+
+
+def test_clear_of_a_group_that_is_not_full_is_not_applied(store: GroupStateStore) -> None:
+    """A clear of a group whose last event was an exit or a destruction changes and logs nothing."""
+    exited, destroyed = group_of(APP, 1), group_of(APP, 2)
+    record_full(store, exited, 1000)
+    record_kind(store, exited, EventKind.MEMBER_EXIT, 1500)
+    record_kind(store, destroyed, EventKind.DESTROYED, 1500)
+    head = store.change_log_bounds().head
+    for key in (exited, destroyed):
+        before = store.get(key)
+        outcome = clear(store, key, 2000)
+        assert not outcome.applied
+        assert outcome.state == before
+        assert store.get(key) == before
+    assert store.changes_after(head, 10) == []
+    assert store.change_log_bounds().head == head
+
+
+def test_clear_of_an_unknown_key_raises_group_not_found_and_writes_nothing(
+    store: GroupStateStore,
+) -> None:
+    """A clear of a group or topic without a state raises GroupNotFound and writes nothing."""
+    with pytest.raises(GroupNotFound) as raised:
+        clear(store, KEY, 2000)
+    assert (raised.value.sdk_app_id, raised.value.group_id, raised.value.topic_id) == (
+        KEY.sdk_app_id,
+        KEY.group_id,
+        "",
+    )
+    assert store.get(KEY) is None
+    assert store.count(0) == GroupCounts(0, 0, 0)
+    assert store.change_log_bounds() == ChangeLogBounds(0, 0)
+    assert store.changes_after(0, 10) == []
+
+    record_full(store, COMMUNITY, 1000)
+    group_before = store.get(COMMUNITY)
+    bounds = store.change_log_bounds()
+    topic = topic_of(COMMUNITY, "cUUOEA6XBUDS")
+    with pytest.raises(GroupNotFound) as raised:
+        clear(store, topic, 2000)
+    assert raised.value.topic_id == topic.topic_id
+    assert store.get(topic) is None
+    assert store.get(COMMUNITY) == group_before
+    assert store.count(0) == GroupCounts(1, 1, 0)
+    assert store.change_log_bounds() == bounds
+
+
+def test_clearing_a_group_does_not_clear_its_topics(store: GroupStateStore) -> None:
+    """A clear changes only its own key: the group's full topic stays full, and the reverse."""
+    topic = topic_of(COMMUNITY, "cUUOEA6XBUDS")
+    record_full(store, COMMUNITY, 1000)
+    record_full(store, topic, 1100)
+    topic_before = store.get(topic)
+    outcome = clear(store, COMMUNITY, 2000)
+    assert [state.key for state in outcome.changed] == [COMMUNITY]
+    assert store.get(topic) == topic_before
+    assert [state.key for state in store.list_full(0, 10, None)] == [topic]
+
+    record_full(store, COMMUNITY, 3000)
+    group_before = store.get(COMMUNITY)
+    assert clear(store, topic, 3100).changed == (store.get(topic),)
+    assert store.get(COMMUNITY) == group_before
+    assert [state.key for state in store.list_full(0, 10, None)] == [COMMUNITY]
+
+
+# --- get_many -------------------------------------------------------------------------------
+
+
+def test_get_many_returns_the_known_states_of_mixed_keys(store: GroupStateStore) -> None:
+    """Known groups and topics of several apps come back as get gives them; unknown keys do not."""
+    topic = topic_of(COMMUNITY, "cUUOEA6XBUDS")
+    same_id_other_app = GroupKey(OTHER_APP, KEY.group_id)
+    exited = group_of(APP, 1)
+    record_full(store, KEY, 1000)
+    record_full(store, COMMUNITY, 1050)
+    record_full(store, topic, 1100)
+    record_full(store, same_id_other_app, 1200)
+    record_kind(store, exited, EventKind.MEMBER_EXIT, 1300)
+    known = [KEY, topic, same_id_other_app, exited, COMMUNITY]
+    unknown = [
+        group_of(APP, 2),
+        GroupKey(OTHER_APP + 1, KEY.group_id),
+        topic_of(COMMUNITY, "cNOTTRACKED1"),
+        GroupKey(OTHER_APP, topic.group_id, topic.topic_id),
+        GroupKey(APP, KEY.group_id.lower()),
+    ]
+    mixed = [key for pair in zip(unknown, known, strict=True) for key in pair]
+    found = store.get_many(mixed)
+    assert found == {key: store.get(key) for key in known}
+    assert None not in found.values()
+
+
+def test_get_many_of_no_keys_is_empty(store: GroupStateStore) -> None:
+    """An empty key sequence gives an empty dict, on an empty store and on a populated one."""
+    assert store.get_many([]) == {}
+    record_full(store, KEY, 1000)
+    assert store.get_many([]) == {}
+    assert store.get_many(()) == {}
+
+
+def test_get_many_takes_a_thousand_keys_in_one_call(store: GroupStateStore) -> None:
+    """1000 keys (600 known groups and topics of two apps, 400 unknown) give the 600 states."""
+    keys = [
+        GroupKey(APP + i % 2, f"@TGS#_@TGS#c{i:07d}", f"@TOPIC#_@TOPIC#c{i}" if i % 5 == 0 else "")
+        for i in range(1000)
+    ]
+    recorded = {}
+    for i, key in enumerate(keys):
+        if i % 5 < 3:
+            recorded[key] = record_full(store, key, 1000 + i).state
+    assert len(recorded) == 600
+    assert store.get_many(keys) == recorded
+
+
+# --- list_full with full_since_at_most_ms ----------------------------------------------------
+
+
+def test_list_full_keeps_groups_full_since_at_most_the_bound(store: GroupStateStore) -> None:
+    """Only full groups with full_since_ms <= the bound are listed, the bound itself included."""
+    first, since_1500, topic = group_of(APP, 1), group_of(APP, 2), topic_of(COMMUNITY, "cT1")
+    other_app, too_new, other_too_new = (
+        group_of(OTHER_APP, 1),
+        group_of(APP, 3),
+        group_of(OTHER_APP, 2),
+    )
+    exited, cleared = group_of(APP, 4), group_of(APP, 5)
+    record_full(store, first, 1000)
+    record_full(store, since_1500, 1500)
+    record_full(store, since_1500, 9000)  # still full since 1500: its last event is later
+    record_full(store, topic, 2000)
+    record_full(store, other_app, 2000)
+    record_full(store, too_new, 2001)
+    record_full(store, other_too_new, 5000)
+    record_full(store, exited, 500)
+    record_kind(store, exited, EventKind.MEMBER_EXIT, 600)
+    record_full(store, cleared, 700)
+    clear(store, cleared, 800)
+
+    def listed(sdk_app_id: int, at_most_ms: int | None) -> list[GroupKey]:
+        return [state.key for state in store.list_full(sdk_app_id, 100, None, at_most_ms)]
+
+    assert listed(0, 2000) == [first, since_1500, topic, other_app]
+    assert store.list_full(0, 100, None, 2000) == [
+        store.get(key) for key in (first, since_1500, topic, other_app)
+    ]
+    assert listed(0, 1999) == [first, since_1500]
+    assert listed(0, 999) == []
+    assert listed(APP, 2000) == [first, since_1500, topic]
+    assert listed(OTHER_APP, 2000) == [other_app]
+    assert listed(OTHER_APP, 1999) == []
+    everything = [first, since_1500, topic, other_app, too_new, other_too_new]
+    assert listed(0, None) == everything
+    assert listed(0, 5000) == everything
+
+
+def test_bounded_pages_walk_exactly_the_groups_full_since_at_most_the_bound(
+    store: GroupStateStore,
+) -> None:
+    """Pages of 4 under a bound, for all apps and one, give exactly the bounded groups in order."""
+    full_since: dict[GroupKey, int] = {}
+    for i in range(90):
+        group = group_of(APP + i % 3, i)
+        key = topic_of(group, f"c{i:03d}") if i % 4 == 0 else group
+        full_since[key] = 1000 + (i * 7) % 30 * 10
+        record_full(store, key, full_since[key])
+    bound = 1150
+    for sdk_app_id in (0, APP):
+        expected = sorted(
+            (since, key)
+            for key, since in full_since.items()
+            if since <= bound and sdk_app_id in (0, key.sdk_app_id)
+        )
+        assert any(since == bound for since, _ in expected)
+        assert len(expected) < sum(sdk_app_id in (0, key.sdk_app_id) for key in full_since)
+        walked = walk_full(store, sdk_app_id, 4, bound)
+        assert [(state.full_since_ms, state.key) for state in walked] == expected
+
+
+# --- count ----------------------------------------------------------------------------------
+
+
+def test_count_of_an_empty_store_is_zero(store: GroupStateStore) -> None:
+    """A new store counts no tracked, full or destroyed state, for every app and for one."""
+    assert store.count(0) == GroupCounts(0, 0, 0)
+    assert store.count(APP) == GroupCounts(0, 0, 0)
+
+
+def test_count_tallies_tracked_full_and_destroyed_states(store: GroupStateStore) -> None:
+    """count(app) tallies that app's groups and topics, count(0) every app's, others count 0."""
+    full_topic, cleared_topic = topic_of(COMMUNITY, "cA"), topic_of(COMMUNITY, "cB")
+    record_full(store, COMMUNITY, 1000)
+    record_full(store, full_topic, 1000)
+    record_full(store, cleared_topic, 1000)
+    clear(store, cleared_topic, 1100)
+    exited = group_of(APP, 1)
+    record_full(store, exited, 1000)
+    record_kind(store, exited, EventKind.MEMBER_EXIT, 1100)
+    destroyed = GroupKey(APP, "@TGS#_@TGS#cDESTROYED1")
+    record_full(store, topic_of(destroyed, "cC"), 1000)
+    record_kind(store, destroyed, EventKind.DESTROYED, 2000)
+    record_full(store, group_of(OTHER_APP, 1), 1000)
+    record_kind(store, group_of(OTHER_APP, 2), EventKind.DESTROYED, 1000)
+    assert store.count(APP) == GroupCounts(6, 2, 2)
+    assert store.count(OTHER_APP) == GroupCounts(2, 1, 1)
+    assert store.count(0) == GroupCounts(8, 3, 3)
+    assert store.count(OTHER_APP + 1) == GroupCounts(0, 0, 0)
+
+
+# --- change log -----------------------------------------------------------------------------
+
+
+def test_change_log_bounds_of_a_new_store_are_zero(store: GroupStateStore) -> None:
+    """A new store's log is empty: bounds (0, 0) and no change after 0."""
+    assert store.change_log_bounds() == ChangeLogBounds(0, 0)
+    assert store.changes_after(0, 10) == []
+
+
+def test_whole_group_event_logs_one_change_per_changed_state(store: GroupStateStore) -> None:
+    """An exit of a group with two topics logs three changes, each the state stored after it."""
+    topics = topic_of(COMMUNITY, "cA"), topic_of(COMMUNITY, "cB")
+    record_full(store, COMMUNITY, 1000)
+    for topic in topics:
+        record_full(store, topic, 1100)
+    head = store.change_log_bounds().head
+    before = now_ms()
+    outcome = record_kind(store, COMMUNITY, EventKind.MEMBER_EXIT, 2000)
+    after = now_ms()
+    logged = store.changes_after(head, 100)
+    assert len(logged) == 3
+    assert {change.state for change in logged} == set(outcome.changed)
+    assert {change.state.key for change in logged} == {COMMUNITY, *topics}
+    for change in logged:
+        assert change.state == store.get(change.state.key)
+        assert before <= change.change_time_ms <= after
+        assert not change.forgotten
+    sequences = [change.sequence for change in logged]
+    assert head < sequences[0] < sequences[1] < sequences[2]
+    assert store.change_log_bounds() == ChangeLogBounds(0, sequences[-1])
+
+
+def test_every_applied_record_appends_its_changes_in_order(store: GroupStateStore) -> None:
+    """Each applied record appends exactly its changed states, stamped during the call, in order."""
+    topic = topic_of(COMMUNITY, "cA")
+    events = [
+        GroupEvent(KEY, EventKind.FULL, 1000),
+        GroupEvent(KEY, EventKind.FULL, 1100),
+        GroupEvent(topic, EventKind.FULL, 1200),
+        GroupEvent(GroupKey(OTHER_APP, KEY.group_id), EventKind.DESTROYED, 1300),
+        GroupEvent.cleared(KEY, 1400, REASON),
+        GroupEvent(COMMUNITY, EventKind.DESTROYED, 1500),
+    ]
+    last = 0
+    for event in events:
+        before = now_ms()
+        outcome = store.record(event)
+        after = now_ms()
+        assert outcome.applied
+        logged = store.changes_after(last, 100)
+        assert sorted(change.state.key for change in logged) == sorted(
+            state.key for state in outcome.changed
+        )
+        for change in logged:
+            assert change.sequence > last
+            assert change.state == store.get(change.state.key)
+            assert before <= change.change_time_ms <= after
+            assert not change.forgotten
+            last = change.sequence
+        assert store.change_log_bounds() == ChangeLogBounds(0, last)
+    assert len(store.changes_after(0, 100)) == 7
+
+
+def test_record_that_is_not_applied_logs_nothing(store: GroupStateStore) -> None:
+    """A repeated event, a late one and a clear of a not-full group leave the log as it was."""
+    record_full(store, KEY, 2000)
+    record_full(store, group_of(APP, 1), 1000)
+    record_kind(store, group_of(APP, 1), EventKind.MEMBER_EXIT, 1500)
+    bounds, logged = store.change_log_bounds(), store.changes_after(0, 100)
+    for event in (
+        GroupEvent(KEY, EventKind.FULL, 2000),
+        GroupEvent(KEY, EventKind.FULL, 1000),
+        GroupEvent(KEY, EventKind.MEMBER_EXIT, 1500),
+        GroupEvent.cleared(KEY, 1999, REASON),
+        GroupEvent.cleared(group_of(APP, 1), 3000, REASON),
+        GroupEvent(group_of(APP, 1), EventKind.MEMBER_EXIT, 1500),
+    ):
+        assert not store.record(event).applied
+    assert store.change_log_bounds() == bounds
+    assert store.changes_after(0, 100) == logged
+
+
+def test_changes_after_respects_limit_and_order(store: GroupStateStore) -> None:
+    """changes_after gives at most `limit` changes above the sequence, oldest first."""
+    keys = [group_of(APP, i) for i in range(7)]
+    for i, key in enumerate(keys):
+        record_full(store, key, 1000 + i)
+    everything = store.changes_after(0, 100)
+    assert [change.state.key for change in everything] == keys
+    assert [change.sequence for change in everything] == sorted(
+        {change.sequence for change in everything}
+    )
+    assert store.changes_after(0, 3) == everything[:3]
+    assert store.changes_after(everything[2].sequence, 3) == everything[3:6]
+    assert store.changes_after(everything[5].sequence, 3) == everything[6:]
+    assert store.changes_after(everything[-1].sequence, 3) == []
+    assert store.changes_after(0, 1) == everything[:1]
+    assert store.change_log_bounds() == ChangeLogBounds(0, everything[-1].sequence)
+
+
+# --- prune ----------------------------------------------------------------------------------
+
+
+def test_prune_forgets_destroyed_states_older_than_the_cutoff(store: GroupStateStore) -> None:
+    """Destroyed states last changed before the cutoff are forgotten and logged so; others stay."""
+    old = GroupKey(APP, "@TGS#_@TGS#cDESTROYED1")
+    old_topics = topic_of(old, "cA"), topic_of(old, "cB")
+    for topic in old_topics:
+        record_full(store, topic, 1000)
+    record_kind(store, old, EventKind.DESTROYED, 1500)
+    other_app_old = group_of(OTHER_APP, 1)
+    record_kind(store, other_app_old, EventKind.DESTROYED, 1200)
+    at_cutoff, newer = group_of(APP, 1), group_of(APP, 2)
+    record_kind(store, at_cutoff, EventKind.DESTROYED, 2000)
+    record_kind(store, newer, EventKind.DESTROYED, 3000)
+    full_old, exited_old, cleared_old = group_of(APP, 3), group_of(APP, 4), group_of(APP, 5)
+    record_full(store, full_old, 100)
+    record_full(store, exited_old, 100)
+    record_kind(store, exited_old, EventKind.MEMBER_EXIT, 200)
+    record_full(store, cleared_old, 100)
+    clear(store, cleared_old, 200)
+    forgotten = [old, *old_topics, other_app_old]
+    kept = [at_cutoff, newer, full_old, exited_old, cleared_old]
+    last_states = store.get_many(forgotten)
+    kept_states = store.get_many(kept)
+    assert store.count(0) == GroupCounts(9, 1, 6)
+    head = store.change_log_bounds().head
+
+    before = now_ms()
+    assert store.prune(2000, 0) == PruneOutcome(forgotten=4, changes_deleted=0)
+    after = now_ms()
+
+    for key in forgotten:
+        assert store.get(key) is None
+    assert store.get_many(forgotten) == {}
+    assert store.get_many(kept) == kept_states
+    assert store.count(0) == GroupCounts(5, 1, 2)
+    assert store.count(OTHER_APP) == GroupCounts(0, 0, 0)
+    logged = store.changes_after(head, 100)
+    assert {change.state.key: change.state for change in logged} == last_states
+    assert len(logged) == 4
+    for change in logged:
+        assert change.forgotten
+        assert before <= change.change_time_ms <= after
+    sequences = [change.sequence for change in logged]
+    assert head < sequences[0] and sequences == sorted(set(sequences))
+    assert store.change_log_bounds() == ChangeLogBounds(0, sequences[-1])
+
+    assert store.prune(2000, 0) == PruneOutcome(0, 0)
+    assert store.change_log_bounds() == ChangeLogBounds(0, sequences[-1])
+    assert store.count(0) == GroupCounts(5, 1, 2)
+
+
+def test_prune_deletes_changes_stamped_before_the_cutoff(store: GroupStateStore) -> None:
+    """Older changes go, pruned_through becomes the newest of them, and head and states stay."""
+    for i in range(3):
+        record_full(store, group_of(APP, i), 1000 + i)
+    old = store.changes_after(0, 100)
+    wait_until_clock_passes(max(change.change_time_ms for change in old))
+    for i in range(3, 6):
+        record_full(store, group_of(APP, i), 1000 + i)
+    new = store.changes_after(old[-1].sequence, 100)
+    assert len(new) == 3
+    cutoff = min(change.change_time_ms for change in new)  # stamped at the cutoff: kept
+    head = store.change_log_bounds().head
+
+    assert store.prune(0, cutoff) == PruneOutcome(forgotten=0, changes_deleted=3)
+    assert store.change_log_bounds() == ChangeLogBounds(old[-1].sequence, head)
+    assert store.changes_after(0, 100) == new
+    assert store.changes_after(0, 1)[0].sequence > old[-1].sequence
+    assert store.count(0) == GroupCounts(6, 6, 0)
+
+    assert store.prune(0, cutoff) == PruneOutcome(0, 0)
+    assert store.change_log_bounds() == ChangeLogBounds(old[-1].sequence, head)
+    assert store.changes_after(0, 100) == new
+
+
+def test_pruning_the_whole_log_keeps_head_and_never_reuses_a_sequence(
+    store: GroupStateStore,
+) -> None:
+    """With every change deleted, bounds are (head, head), and the next change is above head."""
+    for i in range(3):
+        record_full(store, group_of(APP, i), 1000 + i)
+    logged = store.changes_after(0, 100)
+    head = store.change_log_bounds().head
+    wait_until_clock_passes(max(change.change_time_ms for change in logged))
+    assert store.prune(0, now_ms()) == PruneOutcome(0, 3)
+    assert store.change_log_bounds() == ChangeLogBounds(head, head)
+    assert store.changes_after(0, 100) == []
+    record_full(store, group_of(APP, 3), 1003)
+    (change,) = store.changes_after(0, 100)
+    assert change.sequence > head
+    assert store.change_log_bounds() == ChangeLogBounds(head, change.sequence)
+
+
+def test_prune_forgets_and_deletes_in_one_pass(store: GroupStateStore) -> None:
+    """One pass both forgets old destroyed states and deletes old changes, counting each."""
+    destroyed = GroupKey(APP, "@TGS#_@TGS#cDESTROYED1")
+    record_full(store, topic_of(destroyed, "cA"), 1000)
+    record_kind(store, destroyed, EventKind.DESTROYED, 1500)
+    record_full(store, KEY, 1000)
+    old = store.changes_after(0, 100)
+    assert len(old) == 4
+    wait_until_clock_passes(max(change.change_time_ms for change in old))
+    cutoff = now_ms()
+    outcome = store.prune(2000, cutoff)
+    assert outcome == PruneOutcome(forgotten=2, changes_deleted=4)
+    logged = store.changes_after(0, 100)
+    assert [change.forgotten for change in logged] == [True, True]
+    bounds = store.change_log_bounds()
+    assert bounds == ChangeLogBounds(old[-1].sequence, logged[-1].sequence)
+    assert store.count(0) == GroupCounts(1, 1, 0)
+    assert store.prune(2000, cutoff) == PruneOutcome(0, 0)
+    assert store.change_log_bounds() == bounds
+
+
+def test_concurrent_prunes_forget_each_state_once(store: GroupStateStore) -> None:
+    """Four prunes at once forget 40 destroyed states and delete old changes once in total."""
+    for i in range(40):
+        record_kind(store, group_of(APP, i), EventKind.DESTROYED, 1000 + i)
+    old = store.changes_after(0, 100)
+    wait_until_clock_passes(max(change.change_time_ms for change in old))
+    cutoff = now_ms()
+    outcomes: list[PruneOutcome] = []
+
+    def prune() -> None:
+        outcomes.append(store.prune(5000, cutoff))
+
+    assert run_threads(*[prune] * 4) == []
+    assert sum(outcome.forgotten for outcome in outcomes) == 40
+    assert sum(outcome.changes_deleted for outcome in outcomes) == 40
+    logged = store.changes_after(0, 1000)
+    assert len(logged) == 40
+    assert sorted(change.state.key for change in logged) == [group_of(APP, i) for i in range(40)]
+    assert all(change.forgotten for change in logged)
+    assert store.count(0) == GroupCounts(0, 0, 0)
+
+
+def test_group_reused_after_being_forgotten_is_tracked_afresh(store: GroupStateStore) -> None:
+    """A forgotten group and topic start anew, even from events older than their destruction."""
+    topic = topic_of(COMMUNITY, "cA")
+    record_full(store, topic, 1000)
+    record_kind(store, COMMUNITY, EventKind.DESTROYED, 2000)
+    assert store.prune(3000, 0) == PruneOutcome(2, 0)
+    head = store.change_log_bounds().head
+    group_outcome = record_full(store, COMMUNITY, 1500)
+    topic_outcome = record_full(store, topic, 1600)
+    assert group_outcome.applied and topic_outcome.applied
+    assert store.get(COMMUNITY) == group_outcome.state == full_state(COMMUNITY, 1500)
+    assert store.get(topic) == topic_outcome.state == full_state(topic, 1600)
+    assert store.count(0) == GroupCounts(2, 2, 0)
+    assert [state.key for state in store.list_full(0, 10, None)] == [COMMUNITY, topic]
+    logged = store.changes_after(head, 100)
+    assert [(change.state, change.forgotten) for change in logged] == [
+        (full_state(COMMUNITY, 1500), False),
+        (full_state(topic, 1600), False),
+    ]
+
+
+# --- wait_for_changes and ping --------------------------------------------------------------
+
+
+def test_first_wait_with_zero_timeout_returns_at_once(store: GroupStateStore) -> None:
+    """The first call, with timeout 0, starts listening and returns at once."""
+    started = time.monotonic()
+    store.wait_for_changes(0)
+    assert time.monotonic() - started < 1
+
+
+def test_wait_returns_when_another_thread_records(store: GroupStateStore) -> None:
+    """A 10 s wait returns well before its timeout when another thread records meanwhile."""
+    store.wait_for_changes(0)
+    stop = threading.Event()
+
+    def write_later() -> None:
+        if not stop.wait(0.3):
+            record_full(store, KEY, 1000)
+
+    writer = threading.Thread(target=write_later)
+    writer.start()
+    try:
+        started = time.monotonic()
+        store.wait_for_changes(10)
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        writer.join()
+    assert elapsed < 5
+
+
+def test_commit_between_waits_is_not_missed(store: GroupStateStore) -> None:
+    """A change committed after one wait returned wakes the next wait at once."""
+    store.wait_for_changes(0)
+    record_full(store, KEY, 1000)
+    started = time.monotonic()
+    store.wait_for_changes(10)
+    assert time.monotonic() - started < 5
+
+
+def test_wait_without_a_change_lasts_about_its_timeout(store: GroupStateStore) -> None:
+    """With nothing committed, wait_for_changes(0.2) returns after about 0.2 s."""
+    store.wait_for_changes(0)
+    started = time.monotonic()
+    store.wait_for_changes(0.2)
+    elapsed = time.monotonic() - started
+    assert 0.15 <= elapsed < 3
+
+
+def test_ping_answers_on_a_working_store(store: GroupStateStore) -> None:
+    """ping returns None when the store answers."""
+    assert store.ping() is None  # type: ignore[func-returns-value]
+
+
+# --- concurrency ----------------------------------------------------------------------------
+
+
+def test_reader_sees_every_change_once_in_order_under_concurrent_writers(
+    store: GroupStateStore,
+) -> None:
+    """Following changes_after while 8 threads record 400 events sees each change once, in order."""
+    writers_done = threading.Event()
+    seen: list[StateChange] = []
+    went_back: list[tuple[int, int]] = []
+
+    def write(thread: int) -> Callable[[], None]:
+        def run() -> None:
+            for i in range(50):
+                record_full(store, group_of(APP + thread % 2, thread * 100 + i), 1000 + i)
+
+        return run
+
+    def write_all() -> None:
+        try:
+            assert run_threads(*[write(thread) for thread in range(8)]) == []
+        finally:
+            writers_done.set()
+
+    def read() -> None:
+        last = 0
+        while True:
+            done = writers_done.is_set()
+            batch = store.changes_after(last, 50)
+            for change in batch:
+                if change.sequence <= last:
+                    went_back.append((last, change.sequence))
+                last = max(last, change.sequence)
+                seen.append(change)
+            if done and not batch:
+                return
+
+    assert run_threads(write_all, read) == []
+    assert went_back == []
+    assert len(seen) == 400
+    assert len({change.sequence for change in seen}) == 400
+    expected = {
+        group_of(APP + thread % 2, thread * 100 + i): full_state(
+            group_of(APP + thread % 2, thread * 100 + i), 1000 + i
+        )
+        for thread in range(8)
+        for i in range(50)
+    }
+    assert {change.state.key: change.state for change in seen} == expected
