@@ -81,22 +81,24 @@ class ChangeFeed:
 
     def watch(
         self,
-        after_sequence: int,
+        after_sequence: int | None,
         sdk_app_id: int,
         heartbeat_s: float,
         is_active: Callable[[], bool],
     ) -> Iterator[WatchBatch]:
         """The batches of one watch stream, until is_active() is false or the feed closes.
 
-        after_sequence 0 starts from now. Raises ChangeLogExpired or SequenceAhead when the
-        log cannot resume from after_sequence, ShuttingDown when the feed closes.
+        after_sequence None starts from now. Raises ChangeLogExpired or SequenceAhead when
+        the log cannot resume after after_sequence, ShuttingDown when the feed closes.
         """
         bounds = self._store.change_log_bounds()
+        if after_sequence is None:
+            after_sequence = bounds.head
         if after_sequence > bounds.head:
             raise SequenceAhead(after_sequence, bounds.head)
-        if after_sequence and after_sequence < bounds.pruned_through:
+        if after_sequence < bounds.pruned_through:
             raise ChangeLogExpired(after_sequence, bounds.pruned_through)
-        cursor = after_sequence or bounds.head
+        cursor = after_sequence
         # The stream has caught up once it reaches the head the log had when it started.
         caught_up_at = bounds.head
         caught_up = False

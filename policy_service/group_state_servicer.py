@@ -175,7 +175,7 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
     def WatchGroupStates(
         self, request: pb.WatchGroupStatesRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.WatchGroupStatesResponse]:
-        """Stream changes after request.after_sequence (0: from now) until cancelled."""
+        """Stream changes after request.after_sequence (unset: from now) until cancelled."""
         if not self._watch_slots.acquire(blocking=False):
             raise TooManyWatchers(
                 "this replica serves as many watch streams as CHAT_POLICY_WATCH_MAX_STREAMS allows"
@@ -184,7 +184,10 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
             # Wake the stream's thread when the client goes away, not at the next heartbeat.
             context.add_callback(self._feed.wake)
             batches = self._feed.watch(
-                request.after_sequence, request.sdk_app_id, self._heartbeat_s, context.is_active
+                request.after_sequence if request.HasField("after_sequence") else None,
+                request.sdk_app_id,
+                self._heartbeat_s,
+                context.is_active,
             )
             for batch in batches:
                 yield pb.WatchGroupStatesResponse(

@@ -31,7 +31,9 @@ STREAM_TIMEOUT_S = 20.0
 
 
 @contextmanager
-def watching(server: Server, after_sequence: int = 0, sdk_app_id: int = 0) -> Iterator[Any]:
+def watching(
+    server: Server, after_sequence: int | None = None, sdk_app_id: int = 0
+) -> Iterator[Any]:
     """Open a WatchGroupStates stream, and cancel it on the way out."""
     request = pb.WatchGroupStatesRequest(sdk_app_id=sdk_app_id, after_sequence=after_sequence)
     call = server.groups.WatchGroupStates(request, timeout=STREAM_TIMEOUT_S)
@@ -119,7 +121,8 @@ def open_when_a_slot_frees(server: Server, deadline_s: float = 5.0) -> Any:
 
 
 def test_watch_from_now_starts_with_progress_then_new_changes(serve: Serve) -> None:
-    """after_sequence 0 skips older changes, says where it starts, then streams new ones."""
+    """Without after_sequence a stream skips older changes, says where it starts, then
+    streams new ones."""
     server = serve(watch_heartbeat_s=0.2)
     record(server, "before", T0)
     start = head(server)
@@ -146,6 +149,17 @@ def test_resume_sends_the_changes_after_the_sequence_then_progress(serve: Serve)
     assert [change.sequence for change in changes] == sequences[2:]
     assert [change.group_state.group_id for change in changes] == ["g2", "g3", "g4"]
     assert progress == sequences[4]
+
+
+def test_resume_after_zero_replays_a_new_database_from_its_start(serve: Serve) -> None:
+    """after_sequence 0, the position of a new database, resumes before its first change."""
+    server = serve(watch_heartbeat_s=0.2)
+    with watching(server) as call:
+        assert next(call).sequence == 0
+    sequences = [record(server, f"g{i}", T0 + i) for i in range(3)]
+    with watching(server, after_sequence=0) as call:
+        changes, progress = changes_until_progress(call)
+    assert ([c.sequence for c in changes], progress) == (sequences, sequences[-1])
 
 
 def test_sequences_increase_across_groups(serve: Serve) -> None:

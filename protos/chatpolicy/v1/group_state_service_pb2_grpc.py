@@ -176,7 +176,8 @@ class GroupStateServiceServicer:
         database). A client that reconnects with the last sequence it saw receives every change
         after it, as long as the change log still holds them (CHAT_POLICY_CHANGE_LOG_RETENTION_S);
         otherwise the call fails with OUT_OF_RANGE, reason ERROR_REASON_CHANGE_LOG_EXPIRED, and the
-        client resynchronises: it watches from now and lists the state again. The stream ends
+        client resynchronises: it watches from now (after_sequence unset) and lists the state
+        again. The stream ends
         with UNAVAILABLE when the service stops; reconnect to any replica.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
