@@ -41,9 +41,10 @@ from typing import Any
 import psycopg
 from psycopg import IsolationLevel
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from policy_service.change_log import ChangeLogBounds, PruneOutcome, StateChange
+from policy_service.deadline import capped
 from policy_service.errors import StoreUnavailable
 from policy_service.group_state import (
     GroupCounts,
@@ -88,8 +89,17 @@ _TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%s, hashtext(coalesce(current_sche
 
 # libpq waits forever for an unanswered connection unless told; a URL may set its own.
 _CONNECT_TIMEOUT_S = 5
-# How long a call waits for a pooled connection before it is StoreUnavailable.
+# How long a call waits for a pooled connection before it is StoreUnavailable; while the
+# server is known to be unreachable, and for the health check's ping, much less.
 _POOL_TIMEOUT_S = 5.0
+_UNREACHABLE_TIMEOUT_S = 0.25
+_PING_TIMEOUT_S = 1.0
+# A failed connection attempt of the pool is retried with backoff (1 s, doubling) for this
+# long, then given up; the next call that waits starts a fresh attempt. This bounds the
+# delay between the server's return and the pool's reconnection to a few seconds, whatever
+# the outage's length (psycopg_pool's default gives up after 5 minutes, by then retrying
+# only every minute or two).
+_RECONNECT_TIMEOUT_S = 10.0
 # Rows per pruning transaction: bounded locks and WAL per commit.
 _PRUNE_BATCH = 1000
 # wait_for_changes waits in slices this long, so that close() is noticed within one.
@@ -120,6 +130,7 @@ class PostgresGroupStateStore:
         self._listener_lock = threading.Lock()
         self._listener_down = False
         self._closing = threading.Event()
+        self._unreachable = False  # the last wait for a pooled connection timed out
         with self._translated_errors():
             # Migrate on a connection of its own: a wrong host or password fails at once with
             # libpq's own reason, rather than as a pool timeout.
@@ -135,6 +146,7 @@ class PostgresGroupStateStore:
                 configure=_configure,
                 check=self._check_connection,
                 timeout=_POOL_TIMEOUT_S,
+                reconnect_timeout=_RECONNECT_TIMEOUT_S,
                 name="chat-policy-store",
             )
             try:
@@ -159,7 +171,7 @@ class PostgresGroupStateStore:
         key = event.key
         with (
             self._translated_errors(),
-            self._pool.connection() as conn,
+            self._connection() as conn,
             conn.pipeline(),
             conn.transaction(),
         ):
@@ -174,7 +186,7 @@ class PostgresGroupStateStore:
 
     def get(self, key: GroupKey) -> GroupState | None:
         """The group's state, or None."""
-        with self._translated_errors(), self._pool.connection() as conn:
+        with self._translated_errors(), self._connection() as conn:
             row = conn.execute(SELECT_ONE, key_tuple(key)).fetchone()
         return None if row is None else state_from_row(row)
 
@@ -183,7 +195,7 @@ class PostgresGroupStateStore:
         if not keys:
             return {}
         columns = list(zip(*map(key_tuple, dict.fromkeys(keys)), strict=True))
-        with self._translated_errors(), self._pool.connection() as conn:
+        with self._translated_errors(), self._connection() as conn:
             rows = conn.execute(SELECT_MANY, [list(column) for column in columns]).fetchall()
         states = map(state_from_row, rows)
         return {state.key: state for state in states}
@@ -197,27 +209,27 @@ class PostgresGroupStateStore:
     ) -> list[GroupState]:
         """One keyset page of full groups: an index range scan, whatever the depth."""
         query, params = list_full_query(sdk_app_id, limit, after, full_since_at_most_ms)
-        with self._translated_errors(), self._pool.connection() as conn:
+        with self._translated_errors(), self._connection() as conn:
             rows = conn.execute(query, params).fetchall()
         return [state_from_row(row) for row in rows]
 
     def count(self, sdk_app_id: int) -> GroupCounts:
         """Count states, full ones and destroyed ones in one pass over the app's rows."""
         where, params = (" WHERE sdk_app_id = %s", (sdk_app_id,)) if sdk_app_id else ("", ())
-        with self._translated_errors(), self._pool.connection() as conn:
+        with self._translated_errors(), self._connection() as conn:
             row = conn.execute(COUNT + where, params).fetchone()
         assert row is not None, "an aggregate always returns a row"
         return GroupCounts(*row)
 
     def changes_after(self, sequence: int, limit: int) -> list[StateChange]:
         """Logged changes after `sequence`, oldest first."""
-        with self._translated_errors(), self._pool.connection() as conn:
+        with self._translated_errors(), self._connection() as conn:
             rows = conn.execute(CHANGES_AFTER, (sequence, limit)).fetchall()
         return [change_from_row(row) for row in rows]
 
     def change_log_bounds(self) -> ChangeLogBounds:
         """The pruning watermark and the newest sequence, read in one statement."""
-        with self._translated_errors(), self._pool.connection() as conn:
+        with self._translated_errors(), self._connection() as conn:
             row = conn.execute(CHANGE_LOG_BOUNDS).fetchone()
         if row is None:
             raise StoreUnavailable("PostgreSQL: change_log_state has no row")
@@ -231,7 +243,7 @@ class PostgresGroupStateStore:
         at the first batch that finds another replica pruning.
         """
         deleted = 0
-        with self._translated_errors(), self._pool.connection() as conn:
+        with self._translated_errors(), self._connection() as conn:
             # A batch short of full may have skipped states that events changed meanwhile,
             # with more to forget after them: forgetting ends with a batch that forgot none.
             forgotten, finished = _repeat(
@@ -280,8 +292,8 @@ class PostgresGroupStateStore:
                     self._close_listener()
 
     def ping(self) -> None:
-        """Run SELECT 1 on a pooled connection (waiting at most the pool's timeout)."""
-        with self._translated_errors(), self._pool.connection() as conn:
+        """Run SELECT 1 on a pooled connection, waiting at most _PING_TIMEOUT_S for one."""
+        with self._translated_errors(), self._connection(_PING_TIMEOUT_S) as conn:
             conn.execute("SELECT 1")
 
     def close(self) -> None:
@@ -313,6 +325,29 @@ class PostgresGroupStateStore:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+
+    @contextmanager
+    def _connection(self, timeout_s: float | None = None) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection, waiting for one at most timeout_s (default: the pool's
+        timeout, or much less while the server is known to be unreachable) and never past
+        the current call's deadline.
+
+        Once a full pool timeout has passed without a connection, later calls wait only
+        _UNREACHABLE_TIMEOUT_S until one gets a connection: during an outage calls fail in
+        a fraction of a second instead of each holding a server thread for the whole pool
+        timeout, which would starve calls that need no database (creation decisions).
+        """
+        if timeout_s is None:
+            timeout_s = _UNREACHABLE_TIMEOUT_S if self._unreachable else _POOL_TIMEOUT_S
+        wait_s = capped(timeout_s)
+        try:
+            with self._pool.connection(timeout=wait_s) as conn:
+                self._unreachable = False
+                yield conn
+        except PoolTimeout:
+            if wait_s >= _POOL_TIMEOUT_S:
+                self._unreachable = True
+            raise
 
     def _check_connection(self, conn: psycopg.Connection[Any]) -> None:
         """Check a connection as it leaves the pool (ConnectionPool.check_connection).

@@ -13,6 +13,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from chatpolicy.v1 import error_reason_pb2
+from policy_service.deadline import call_deadline
 from policy_service.errors import (
     ChangeLogExpired,
     GroupNotFound,
@@ -65,12 +66,14 @@ def status_for(error: Exception) -> status_pb2.Status:
 
 
 def maps_errors(method: Method) -> Method:
-    """Decorate a servicer method so every exception becomes a status from STATUS_TABLE."""
+    """Decorate a unary servicer method: it runs within the call's deadline (see
+    policy_service.deadline), and every exception becomes a status from STATUS_TABLE."""
 
     @functools.wraps(method)
     def wrapper(self: object, request: object, context: grpc.ServicerContext) -> object:
         try:
-            return method(self, request, context)
+            with call_deadline(context.time_remaining()):
+                return method(self, request, context)
         except Exception as error:
             _abort(context, error, method)
 

@@ -75,7 +75,7 @@ class PostgresBinaries:
 
     def run(self, program: str, *args: str, cwd: Path) -> str:
         """Run bindir/program as the user; its output, or PostgresError with it."""
-        command = [str(self.bindir / program), *args]
+        command = [*self._as_user(), str(self.bindir / program), *args]
         try:
             done = subprocess.run(
                 command,
@@ -87,7 +87,6 @@ class PostgresBinaries:
                 errors="replace",
                 timeout=PG_CTL_TIMEOUT_S + 15,
                 check=False,
-                **self._as_user(),
             )
         except subprocess.TimeoutExpired as error:
             raise PostgresError(f"{' '.join(command)} timed out:\n{error.output}") from None
@@ -107,18 +106,15 @@ class PostgresBinaries:
             for name in dirs + files:
                 os.chown(os.path.join(parent, name), uid, gid, follow_symlinks=False)
 
-    def _as_user(self) -> dict[str, object]:
+    def _as_user(self) -> list[str]:
+        """The command prefix that runs a program as the user (none when not root).
+
+        runuser, not subprocess's user=/group=: those make Python fork() instead of spawn,
+        which runs gRPC's fork handlers in a test process with open channels (seen crash).
+        """
         if self.user is None:
-            return {}
-        # As `runuser -u postgres` would: root's supplementary groups dropped, HOME and USER set.
-        name = self.user.pw_name
-        env = {**os.environ, "HOME": self.user.pw_dir, "USER": name, "LOGNAME": name}
-        return {
-            "user": self.user.pw_uid,
-            "group": self.user.pw_gid,
-            "extra_groups": [],
-            "env": env,
-        }
+            return []
+        return ["runuser", "-u", self.user.pw_name, "--"]
 
 
 def _find_bindir() -> Path:

@@ -1,0 +1,32 @@
+"""The deadline of the call being served, for code far below the servicer (the store).
+
+A servicer sets it from the gRPC context for the duration of a call; the store caps its
+waits with it, so that no call holds a server thread long after its caller has given up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+_deadline: ContextVar[float | None] = ContextVar("call_deadline", default=None)
+
+
+@contextmanager
+def call_deadline(remaining_s: float | None) -> Iterator[None]:
+    """Within the block, the current call must end within remaining_s (None: no deadline)."""
+    token = _deadline.set(None if remaining_s is None else time.monotonic() + remaining_s)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def capped(wait_s: float) -> float:
+    """wait_s, or less if the current call's deadline comes sooner (never below 1 ms)."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return wait_s
+    return max(0.001, min(wait_s, deadline - time.monotonic()))
