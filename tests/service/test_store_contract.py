@@ -212,6 +212,39 @@ def test_list_is_filtered_by_app_and_stable_under_earlier_inserts(
     assert [s.key.group_id for s in rest] == [f"a{i}" for i in range(4, 10)]
 
 
+def test_paging_while_groups_are_inserted_concurrently_is_stable(
+    store: GroupStateStore,
+) -> None:
+    """A walk racing a writer lists every group full before it exactly once, in order."""
+    before = [GroupKey(APP, f"@TGS#before{i:03}") for i in range(300)]
+    for i, key in enumerate(before):
+        record_full(store, key, 1000 + i)
+    stop = threading.Event()
+
+    def insert() -> None:
+        for i in range(100_000):
+            if stop.is_set():
+                return
+            record_full(store, GroupKey(APP, f"@TGS#during{i:05}"), (i * 7919) % 2000)
+
+    writer = threading.Thread(target=insert)
+    writer.start()
+    walked: list[GroupState] = []
+    try:
+        after = None
+        while page := store.list_full(APP, 7, after):
+            walked += page
+            after = FullGroupsCursor.after(page[-1])
+    finally:
+        stop.set()
+        writer.join()
+    keys = [state.key for state in walked]
+    assert len(keys) == len(set(keys))
+    order = [(state.full_since_ms, state.key) for state in walked]
+    assert order == sorted(order)
+    assert set(before) <= set(keys)
+
+
 def test_filtered_walk_with_shared_times_has_no_gaps(store: GroupStateStore) -> None:
     """Pages of 4 of one app, its groups sharing full_since with other apps', miss none."""
     for i in range(60):
