@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
-from policy_service.change_log import StateChange
-from policy_service.group_state import EventKind, GroupKey, GroupState
 from policy_service.pagination import FullGroupsCursor
+from policy_service.state_rows import key_tuple
 
 # Schema versions, applied in order; schema_migrations records each one applied. The key
 # columns use the "C" collation: bytewise UTF-8 order, which is code-point order, so pages
@@ -139,8 +135,6 @@ DELETE_CHANGES = """
     RETURNING (SELECT count(*) FROM gone)
 """
 
-Row = Sequence[Any]
-
 
 def list_full_query(
     sdk_app_id: int,
@@ -218,46 +212,3 @@ def _app_bound(
     if at_most is None:
         return bound, [sdk_app_id, after.full_since_ms]
     return f"{bound} AND full_since_ms <= %s", [sdk_app_id, after.full_since_ms, at_most]
-
-
-def key_tuple(key: GroupKey) -> tuple[int, str, str]:
-    """The key's columns, in COLUMNS order."""
-    return (key.sdk_app_id, key.group_id, key.topic_id)
-
-
-StateRow = tuple[int, str, str, bool, int | None, int, int, bool, int, str]
-
-
-def row_from_state(state: GroupState) -> StateRow:
-    """The state's columns, in COLUMNS order."""
-    return (
-        *key_tuple(state.key),
-        state.full,
-        state.full_since_ms,
-        state.last_event_time_ms,
-        state.full_event_count,
-        state.destroyed,
-        int(state.last_event_kind),
-        state.clear_reason,
-    )
-
-
-def state_from_row(row: Row) -> GroupState:
-    """The state a row of COLUMNS holds."""
-    app, group, topic, full, full_since_ms, last_event_time_ms, count, destroyed, kind, reason = row
-    return GroupState(
-        GroupKey(app, group, topic),
-        full,
-        full_since_ms,
-        last_event_time_ms,
-        count,
-        destroyed,
-        EventKind(kind),
-        reason,
-    )
-
-
-def change_from_row(row: Row) -> StateChange:
-    """The logged change a row of CHANGES_AFTER holds."""
-    sequence, change_time_ms, *state, forgotten = row
-    return StateChange(sequence, state_from_row(state), change_time_ms, forgotten)

@@ -68,12 +68,9 @@ from policy_service.postgres_schema import (
     SELECT_MANY,
     SELECT_ONE,
     UPSERT,
-    change_from_row,
-    key_tuple,
     list_full_query,
-    row_from_state,
-    state_from_row,
 )
+from policy_service.state_rows import change_from_row, key_tuple, row_from_state, state_from_row
 from policy_service.store import now_ms
 
 log = logging.getLogger(__name__)

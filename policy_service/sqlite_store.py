@@ -12,12 +12,10 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from policy_service.change_log import ChangeLogBounds, PruneOutcome, StateChange
 from policy_service.errors import StoreUnavailable
 from policy_service.group_state import (
-    EventKind,
     GroupCounts,
     GroupEvent,
     GroupKey,
@@ -26,6 +24,7 @@ from policy_service.group_state import (
     apply_to_group,
 )
 from policy_service.pagination import FullGroupsCursor
+from policy_service.state_rows import change_from_row, key_tuple, row_from_state, state_from_row
 from policy_service.store import now_ms
 
 # Schema versions, applied in order; PRAGMA user_version records how many have run.
@@ -109,7 +108,7 @@ class SQLiteGroupStateStore:
         """Apply an event in one immediate transaction (to every topic, for a whole group)."""
         with self._transaction():
             outcome = apply_to_group(self._select_group(event.key), event)
-            self._db.executemany(_UPSERT, [_row_from_state(state) for state in outcome.changed])
+            self._db.executemany(_UPSERT, [row_from_state(state) for state in outcome.changed])
             self._log(outcome.changed, forgotten=False)
         if outcome.changed:
             self._notify()
@@ -144,7 +143,7 @@ class SQLiteGroupStateStore:
             params.append(sdk_app_id)
         if after is not None:
             where.append("(full_since_ms, sdk_app_id, group_id, topic_id) > (?, ?, ?, ?)")
-            params += [after.full_since_ms, *_key_tuple(after.key)]
+            params += [after.full_since_ms, *key_tuple(after.key)]
         if full_since_at_most_ms is not None:
             where.append("full_since_ms <= ?")
             params.append(full_since_at_most_ms)
@@ -152,7 +151,7 @@ class SQLiteGroupStateStore:
         sql = f"SELECT {_COLUMNS} FROM group_state WHERE {' AND '.join(where)} ORDER BY {order}"
         with self._lock, self._translated_errors():
             rows = self._db.execute(f"{sql} LIMIT ?", (*params, limit)).fetchall()
-        return [_state_from_row(row) for row in rows]
+        return [state_from_row(row) for row in rows]
 
     def count(self, sdk_app_id: int) -> GroupCounts:
         """Count states (full ones from the partial index; the rest scan the app's rows)."""
@@ -173,9 +172,7 @@ class SQLiteGroupStateStore:
                 " WHERE sequence > ? ORDER BY sequence LIMIT ?",
                 (sequence, limit),
             ).fetchall()
-        return [
-            StateChange(row[0], _state_from_row(row[2:12]), row[1], bool(row[12])) for row in rows
-        ]
+        return [change_from_row(row) for row in rows]
 
     def change_log_bounds(self) -> ChangeLogBounds:
         """The pruning watermark and the newest sequence, read together."""
@@ -198,7 +195,7 @@ class SQLiteGroupStateStore:
                     f" RETURNING {_COLUMNS}",
                     (destroyed_before_ms, _BATCH),
                 ).fetchall()
-                self._log([_state_from_row(row) for row in rows], forgotten=True)
+                self._log([state_from_row(row) for row in rows], forgotten=True)
             if rows:
                 self._notify()
             forgotten += len(rows)
@@ -244,9 +241,7 @@ class SQLiteGroupStateStore:
     def _log(self, states: Sequence[GroupState], *, forgotten: bool) -> None:
         """Append a change per state to the log, in the caller's transaction."""
         stamp = now_ms()
-        self._db.executemany(
-            _LOG, [(stamp, *_row_from_state(state), forgotten) for state in states]
-        )
+        self._db.executemany(_LOG, [(stamp, *row_from_state(state), forgotten) for state in states])
 
     def _notify(self) -> None:
         with self._changed:
@@ -257,16 +252,16 @@ class SQLiteGroupStateStore:
         row = self._db.execute(
             f"SELECT {_COLUMNS} FROM group_state"
             " WHERE sdk_app_id = ? AND group_id = ? AND topic_id = ?",
-            _key_tuple(key),
+            key_tuple(key),
         ).fetchone()
-        return None if row is None else _state_from_row(row)
+        return None if row is None else state_from_row(row)
 
     def _select_group(self, key: GroupKey) -> list[GroupState]:
         rows = self._db.execute(
             f"SELECT {_COLUMNS} FROM group_state WHERE sdk_app_id = ? AND group_id = ?",
             (key.sdk_app_id, key.group_id),
         ).fetchall()
-        return [_state_from_row(row) for row in rows]
+        return [state_from_row(row) for row in rows]
 
     def _migrate(self) -> None:
         with self._transaction():
@@ -294,37 +289,3 @@ class SQLiteGroupStateStore:
             yield
         except sqlite3.Error as error:
             raise StoreUnavailable(f"SQLite: {error}") from error
-
-
-def _key_tuple(key: GroupKey) -> tuple[int, str, str]:
-    return (key.sdk_app_id, key.group_id, key.topic_id)
-
-
-_Row = tuple[int, str, str, bool, int | None, int, int, bool, int, str]
-
-
-def _row_from_state(state: GroupState) -> _Row:
-    return (
-        *_key_tuple(state.key),
-        state.full,
-        state.full_since_ms,
-        state.last_event_time_ms,
-        state.full_event_count,
-        state.destroyed,
-        state.last_event_kind,
-        state.clear_reason,
-    )
-
-
-def _state_from_row(row: Sequence[Any]) -> GroupState:
-    app, group, topic, full, full_since_ms, last_event_time_ms, count, destroyed, kind, reason = row
-    return GroupState(
-        GroupKey(app, group, topic),
-        bool(full),
-        full_since_ms,
-        last_event_time_ms,
-        count,
-        bool(destroyed),
-        EventKind(kind),
-        reason,
-    )
