@@ -58,6 +58,41 @@ MIGRATIONS = (
     CREATE UNIQUE INDEX change_log_state_one_row ON change_log_state ((TRUE));
     INSERT INTO change_log_state (pruned_through) VALUES (0);
     """,
+    # Rate-limit slots and the decision log; neither is part of the change log.
+    # rate_limit_slot_bucket counts a bucket's window, rate_limit_slot_stamped finds old
+    # slots to prune. shadow_rule_ids is a JSON array in text, as in SQLite; request_json is
+    # text, not JSONB, so that it reads back exactly as written. The decision indexes serve
+    # newest-first listing, unfiltered or with an application or operator (as
+    # list_decisions_query words it; tests EXPLAIN it).
+    """
+    CREATE TABLE rate_limit_slot (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        bucket TEXT COLLATE "C" NOT NULL,
+        stamped_ms BIGINT NOT NULL
+    );
+    CREATE INDEX rate_limit_slot_bucket ON rate_limit_slot (bucket, stamped_ms);
+    CREATE INDEX rate_limit_slot_stamped ON rate_limit_slot (stamped_ms);
+    CREATE TABLE creation_decision (
+        decision_id TEXT COLLATE "C" PRIMARY KEY,
+        decided_at_ms BIGINT NOT NULL,
+        sdk_app_id BIGINT NOT NULL,
+        operator_account TEXT COLLATE "C" NOT NULL,
+        effect TEXT COLLATE "C" NOT NULL,
+        error_code BIGINT NOT NULL,
+        error_info TEXT NOT NULL,
+        rule_id TEXT COLLATE "C" NOT NULL,
+        reason TEXT NOT NULL,
+        policy_revision TEXT NOT NULL,
+        shadow_rule_ids TEXT NOT NULL,
+        latency_us BIGINT NOT NULL,
+        request_json TEXT NOT NULL
+    );
+    CREATE INDEX creation_decision_time ON creation_decision (decided_at_ms, decision_id);
+    CREATE INDEX creation_decision_app_time
+        ON creation_decision (sdk_app_id, decided_at_ms, decision_id);
+    CREATE INDEX creation_decision_operator_time
+        ON creation_decision (operator_account, decided_at_ms, decision_id);
+    """,
 )
 
 # The channel every store NOTIFYs on commit of a change; the payload is the schema's name.
@@ -133,6 +168,36 @@ DELETE_CHANGES = """
     UPDATE change_log_state
     SET pruned_through = greatest(pruned_through, (SELECT max(sequence) FROM gone))
     RETURNING (SELECT count(*) FROM gone)
+"""
+
+
+# Counts the bucket's window and takes a slot if within the limit (or forced), in one
+# statement: one snapshot, taken after the bucket's lock (the statement before it) was
+# granted, so it sees every slot the previous holder committed. Returns (count, slot or NULL).
+ACQUIRE_SLOT = """
+    WITH counted AS (
+        SELECT count(*) AS n FROM rate_limit_slot
+        WHERE bucket = %(bucket)s AND stamped_ms > %(since)s
+    ), taken AS (
+        INSERT INTO rate_limit_slot (bucket, stamped_ms)
+        SELECT %(bucket)s, %(now)s FROM counted WHERE n < %(limit)s OR %(force)s
+        RETURNING id
+    )
+    SELECT n, (SELECT id FROM taken) FROM counted
+"""
+
+RELEASE_SLOT = "DELETE FROM rate_limit_slot WHERE id = %s"
+
+DELETE_SLOTS = """
+    DELETE FROM rate_limit_slot WHERE id IN
+        (SELECT id FROM rate_limit_slot WHERE stamped_ms < %(before)s
+         ORDER BY stamped_ms LIMIT %(batch)s)
+"""
+
+DELETE_DECISIONS = """
+    DELETE FROM creation_decision WHERE decision_id IN
+        (SELECT decision_id FROM creation_decision WHERE decided_at_ms < %(before)s
+         ORDER BY decided_at_ms LIMIT %(batch)s)
 """
 
 

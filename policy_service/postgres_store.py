@@ -21,11 +21,16 @@ name as payload, delivered on commit. wait_for_changes LISTENs on a connection o
 outside the pool, and ignores other schemas' notifications; a listener it (re)opens may
 have missed commits made before its LISTEN, so that call returns at once.
 
-Pruning. Each batch (forgetting destroyed states, or deleting old changes) is a transaction
-that first tries the schema's prune lock (pg_try_advisory_xact_lock): a replica that finds
-another pruning stops its pass. Batches re-check what they delete, so racing passes never
-forget a state twice; a transaction lock, unlike a session lock held across batches, cannot
-outlive a failed pass on a pooled connection and works through a transaction-pooling proxy.
+Rate limits. acquire counts a bucket's window and takes a slot in one transaction holding
+the bucket's advisory lock, so replicas counting one bucket take turns; it holds no other
+lock. Slots and recorded decisions are not part of the change log: no sequence, no NOTIFY.
+
+Pruning. Each batch (forgetting destroyed states, or deleting old changes, decisions or
+rate-limit slots) is a transaction that first tries the schema's prune lock
+(pg_try_advisory_xact_lock): a replica that finds another pruning stops its pass. Batches
+re-check what they delete, so racing passes never forget a state twice; a transaction lock,
+unlike a session lock held across batches, cannot outlive a failed pass on a pooled
+connection and works through a transaction-pooling proxy.
 """
 
 from __future__ import annotations
@@ -45,6 +50,13 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from policy_service.change_log import ChangeLogBounds, PruneOutcome, StateChange
 from policy_service.deadline import capped
+from policy_service.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
+from policy_service.decision_rows import (
+    decision_from_row,
+    insert_decisions,
+    list_decisions_query,
+    row_from_decision,
+)
 from policy_service.errors import StoreUnavailable
 from policy_service.group_state import (
     GroupCounts,
@@ -56,20 +68,25 @@ from policy_service.group_state import (
 )
 from policy_service.pagination import FullGroupsCursor
 from policy_service.postgres_schema import (
+    ACQUIRE_SLOT,
     CHANGE_LOG_BOUNDS,
     CHANGES_AFTER,
     CHANGES_CHANNEL,
     COUNT,
     DELETE_CHANGES,
+    DELETE_DECISIONS,
+    DELETE_SLOTS,
     FORGET_DESTROYED,
     LOG_CHANGE,
     MIGRATIONS,
+    RELEASE_SLOT,
     SELECT_GROUP,
     SELECT_MANY,
     SELECT_ONE,
     UPSERT,
     list_full_query,
 )
+from policy_service.rate_limit import Acquisition
 from policy_service.state_rows import change_from_row, key_tuple, row_from_state, state_from_row
 from policy_service.store import now_ms
 
@@ -83,6 +100,15 @@ _CHANGE_LOG_LOCK_CLASS = 0x43504C47  # "CPLG": held from appending changes throu
 _PRUNE_LOCK_CLASS = 0x43505052  # "CPPR": tried by each pruning batch
 _LOCK = "SELECT pg_advisory_xact_lock(%s, hashtext(coalesce(current_schema(), '')))"
 _TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%s, hashtext(coalesce(current_schema(), '')))"
+# A rate-limit bucket's lock: a one-bigint lock, like a group's, on a hash of the schema and
+# the bucket, seeded with a constant of its own ("CPRL") so that its keys are unrelated to
+# every other hash (a collision with a group's key would only make the two wait).
+_BUCKET_LOCK_SEED = 0x4350524C
+_BUCKET_LOCK = (
+    "SELECT pg_advisory_xact_lock(hashtextextended("
+    "coalesce(current_schema(), '') || '/' || %s, %s))"
+)
+_INSERT_DECISION = insert_decisions("%s")
 
 # libpq waits forever for an unanswered connection unless told; a URL may set its own.
 _CONNECT_TIMEOUT_S = 5
@@ -108,7 +134,8 @@ _LISTEN_RETRY_S = 1.0
 
 
 class PostgresGroupStateStore:
-    """Group states in PostgreSQL, through a pool of connections shared by the threads."""
+    """Group states, rate-limit slots and decisions in PostgreSQL, through a pool of
+    connections shared by the threads."""
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
         try:
@@ -253,6 +280,82 @@ class PostgresGroupStateStore:
                 )
         return PruneOutcome(forgotten, deleted)
 
+    def acquire(
+        self, bucket: str, *, window_ms: int, limit: int, now_ms: int, force: bool = False
+    ) -> Acquisition:
+        """Count the bucket's window and take a slot in one transaction holding the bucket's
+        lock, so that callers on every replica take turns per bucket.
+
+        The lock is a transaction-scoped advisory lock, as for record (rows cannot be locked
+        before they exist; read committed lets the count, a statement after the lock, see the
+        slots the previous holder committed). BEGIN, the lock, the count and insert (one
+        statement) and COMMIT go in one round trip. Slots are not part of the change log.
+        """
+        params = {
+            "bucket": bucket,
+            "since": now_ms - window_ms,
+            "now": now_ms,
+            "limit": limit,
+            "force": force,
+        }
+        with self._translated_errors(), self._connection() as conn:
+            with _pipelined_transaction(conn):
+                conn.execute(_BUCKET_LOCK, (bucket, _BUCKET_LOCK_SEED))
+                cursor = conn.execute(ACQUIRE_SLOT, params)
+            row = cursor.fetchone()
+        if row is None:
+            raise StoreUnavailable("PostgreSQL: counting a rate-limit window returned no row")
+        count, slot = row
+        return Acquisition(count, count < limit, slot)
+
+    def release(self, slot: int) -> None:
+        """Delete the slot (nothing if it is gone already)."""
+        with self._translated_errors(), self._connection() as conn:
+            conn.execute(RELEASE_SLOT, (slot,))
+
+    def prune_slots(self, before_ms: int) -> int:
+        """Delete slots stamped before before_ms, a batch per transaction; the pass stops at
+        the first batch that finds another replica pruning."""
+        with self._translated_errors(), self._connection() as conn:
+            deleted, _ = _repeat(
+                lambda: _delete_batch(conn, DELETE_SLOTS, before_ms), until_below=_PRUNE_BATCH
+            )
+        return deleted
+
+    def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
+        """Insert the records in one transaction and one round trip, skipping known
+        decision_ids. Inserted in decision_id order, so that two appends sharing records
+        wait for each other rather than deadlock."""
+        if not records:
+            return
+        rows = sorted(map(row_from_decision, records), key=lambda row: row[0])
+        with (
+            self._translated_errors(),
+            self._connection() as conn,
+            _pipelined_transaction(conn),
+            conn.cursor() as cursor,
+        ):
+            cursor.executemany(_INSERT_DECISION, rows)
+
+    def list_decisions(
+        self, query: DecisionQuery, limit: int, after: DecisionCursor | None
+    ) -> list[DecisionRecord]:
+        """One keyset page of decisions, newest first: an index range scan, whatever the depth."""
+        sql, params = list_decisions_query(query, limit, after, "%s")
+        with self._translated_errors(), self._connection() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [decision_from_row(row) for row in rows]
+
+    def prune_decisions(self, before_ms: int) -> int:
+        """Delete decisions made before before_ms, a batch per transaction; the pass stops
+        at the first batch that finds another replica pruning."""
+        with self._translated_errors(), self._connection() as conn:
+            deleted, _ = _repeat(
+                lambda: _delete_batch(conn, DELETE_DECISIONS, before_ms),
+                until_below=_PRUNE_BATCH,
+            )
+        return deleted
+
     def wait_for_changes(self, timeout_s: float) -> None:
         """Wait for a NOTIFY of this schema (others are ignored), at most timeout_s.
 
@@ -375,6 +478,23 @@ class PostgresGroupStateStore:
             raise StoreUnavailable(f"PostgreSQL: {self._message(error)}") from error
 
 
+@contextmanager
+def _pipelined_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """A read-committed transaction whose statements, BEGIN and COMMIT included, are sent
+    together and answered in one round trip.
+
+    Not conn.transaction() in a pipeline: psycopg syncs after its BEGIN and before its
+    COMMIT, three round trips. The isolation level is spelled out because an explicit BEGIN
+    on an autocommit connection would take the server's default, not _configure's. A failed
+    statement leaves the transaction aborted; the pooled connection's block (_connection)
+    rolls it back as the error passes.
+    """
+    with conn.pipeline():
+        conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+        yield
+        conn.execute("COMMIT")
+
+
 def _configure(conn: psycopg.Connection[Any]) -> None:
     """Read committed whatever the server's default: record's lock relies on it."""
     conn.isolation_level = IsolationLevel.READ_COMMITTED
@@ -454,6 +574,15 @@ def _delete_changes_batch(conn: psycopg.Connection[Any], before_ms: int) -> int 
     if row is None:
         raise StoreUnavailable("PostgreSQL: change_log_state has no row")
     return int(row[0])
+
+
+def _delete_batch(conn: psycopg.Connection[Any], delete: str, before_ms: int) -> int | None:
+    """Run one batch of a DELETE taking `before` and `batch`; None if another replica prunes."""
+    with conn.transaction():
+        if not _try_prune_lock(conn):
+            return None
+        count = conn.execute(delete, {"before": before_ms, "batch": _PRUNE_BATCH}).rowcount
+    return count
 
 
 def _try_prune_lock(conn: psycopg.Connection[Any]) -> bool:

@@ -45,6 +45,9 @@ class ServiceSettings:
     """How long the change log keeps a change for watchers that resume
     (CHAT_POLICY_CHANGE_LOG_RETENTION_S)."""
 
+    decision_retention_s: float = 7 * 86400.0
+    """How long the decision log keeps a creation decision (CHAT_POLICY_DECISION_RETENTION_S)."""
+
     watch_heartbeat_s: float = 10.0
     """An idle watch stream gets a progress message this often (CHAT_POLICY_WATCH_HEARTBEAT_S)."""
 
@@ -54,8 +57,13 @@ class ServiceSettings:
 
     @property
     def prune_interval_s(self) -> float:
-        """How often retention runs: a quarter of the shorter retention, at most a minute."""
-        return min(60.0, self.destroyed_retention_s / 4, self.change_log_retention_s / 4)
+        """How often retention runs: a quarter of the shortest retention, at most a minute."""
+        return min(
+            60.0,
+            self.destroyed_retention_s / 4,
+            self.change_log_retention_s / 4,
+            self.decision_retention_s / 4,
+        )
 
     @property
     def resolved_database_url(self) -> str:
@@ -79,6 +87,9 @@ class ServiceSettings:
             ),
             change_log_retention_s=_positive(
                 environ, "CHAT_POLICY_CHANGE_LOG_RETENTION_S", defaults.change_log_retention_s
+            ),
+            decision_retention_s=_positive(
+                environ, "CHAT_POLICY_DECISION_RETENTION_S", defaults.decision_retention_s
             ),
             watch_heartbeat_s=_positive(
                 environ, "CHAT_POLICY_WATCH_HEARTBEAT_S", defaults.watch_heartbeat_s

@@ -2,7 +2,9 @@
 
 One process owns the file. Its threads share one connection through a lock, so writes are
 serialised and change-log sequences (AUTOINCREMENT: never reused) commit in order; a
-condition variable wakes wait_for_changes when a change commits.
+condition variable wakes wait_for_changes when a change commits. Rate-limit slots and the
+decision log live in the same file, outside the change log; acquire counts and takes a slot
+in one transaction under the same lock.
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from policy_service.change_log import ChangeLogBounds, PruneOutcome, StateChange
+from policy_service.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
+from policy_service.decision_rows import (
+    decision_from_row,
+    insert_decisions,
+    list_decisions_query,
+    row_from_decision,
+)
 from policy_service.errors import StoreUnavailable
 from policy_service.group_state import (
     GroupCounts,
@@ -24,6 +33,7 @@ from policy_service.group_state import (
     apply_to_group,
 )
 from policy_service.pagination import FullGroupsCursor
+from policy_service.rate_limit import Acquisition
 from policy_service.state_rows import change_from_row, key_tuple, row_from_state, state_from_row
 from policy_service.store import now_ms
 
@@ -72,6 +82,38 @@ MIGRATIONS = (
     CREATE TABLE change_log_state (pruned_through INTEGER NOT NULL);
     INSERT INTO change_log_state VALUES (0);
     """,
+    # Rate-limit slots (AUTOINCREMENT: a released slot's id is never reused) and the decision
+    # log. shadow_rule_ids is a JSON array. The decision indexes serve newest-first listing,
+    # unfiltered or with an application or operator.
+    """
+    CREATE TABLE rate_limit_slot (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        bucket TEXT NOT NULL,
+        stamped_ms INTEGER NOT NULL
+    );
+    CREATE INDEX rate_limit_slot_bucket ON rate_limit_slot (bucket, stamped_ms);
+    CREATE INDEX rate_limit_slot_stamped ON rate_limit_slot (stamped_ms);
+    CREATE TABLE creation_decision (
+        decision_id TEXT PRIMARY KEY,
+        decided_at_ms INTEGER NOT NULL,
+        sdk_app_id INTEGER NOT NULL,
+        operator_account TEXT NOT NULL,
+        effect TEXT NOT NULL,
+        error_code INTEGER NOT NULL,
+        error_info TEXT NOT NULL,
+        rule_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        policy_revision TEXT NOT NULL,
+        shadow_rule_ids TEXT NOT NULL,
+        latency_us INTEGER NOT NULL,
+        request_json TEXT NOT NULL
+    );
+    CREATE INDEX creation_decision_time ON creation_decision (decided_at_ms, decision_id);
+    CREATE INDEX creation_decision_app_time
+        ON creation_decision (sdk_app_id, decided_at_ms, decision_id);
+    CREATE INDEX creation_decision_operator_time
+        ON creation_decision (operator_account, decided_at_ms, decision_id);
+    """,
 )
 
 _COLUMNS = (
@@ -84,12 +126,14 @@ _LOG = (
     f"INSERT INTO group_state_change (change_time_ms, {_COLUMNS}, forgotten)"
     f" VALUES ({', '.join('?' * 12)})"
 )
+_INSERT_DECISION = insert_decisions("?")
 # Rows per statement or transaction in bulk reads and pruning: bounded work under the lock.
 _BATCH = 1000
 
 
 class SQLiteGroupStateStore:
-    """Group states in one SQLite file, shared by the service's threads through one lock."""
+    """Group states, rate-limit slots and decisions in one SQLite file, shared by the
+    service's threads through one lock."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -221,6 +265,62 @@ class SQLiteGroupStateStore:
             deleted += count
         return PruneOutcome(forgotten, deleted)
 
+    def acquire(
+        self, bucket: str, *, window_ms: int, limit: int, now_ms: int, force: bool = False
+    ) -> Acquisition:
+        """Count the bucket's slots in the window and take one, in one immediate transaction
+        under the connection's lock: no other thread or writer comes in between."""
+        with self._transaction():
+            (count,) = self._db.execute(
+                "SELECT count(*) FROM rate_limit_slot WHERE bucket = ? AND stamped_ms > ?",
+                (bucket, now_ms - window_ms),
+            ).fetchone()
+            within = count < limit
+            if not (within or force):
+                return Acquisition(count, within, None)
+            (slot,) = self._db.execute(
+                "INSERT INTO rate_limit_slot (bucket, stamped_ms) VALUES (?, ?) RETURNING id",
+                (bucket, now_ms),
+            ).fetchone()
+        return Acquisition(count, within, slot)
+
+    def release(self, slot: int) -> None:
+        """Delete the slot (nothing if it is gone already)."""
+        with self._transaction():
+            self._db.execute("DELETE FROM rate_limit_slot WHERE id = ?", (slot,))
+
+    def prune_slots(self, before_ms: int) -> int:
+        """Delete slots stamped before before_ms, a batch per transaction."""
+        return self._delete_in_batches(
+            "DELETE FROM rate_limit_slot WHERE id IN (SELECT id FROM rate_limit_slot"
+            " WHERE stamped_ms < ? ORDER BY stamped_ms LIMIT ?)",
+            before_ms,
+        )
+
+    def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
+        """Insert the records in one immediate transaction, skipping known decision_ids."""
+        if not records:
+            return
+        with self._transaction():
+            self._db.executemany(_INSERT_DECISION, map(row_from_decision, records))
+
+    def list_decisions(
+        self, query: DecisionQuery, limit: int, after: DecisionCursor | None
+    ) -> list[DecisionRecord]:
+        """One keyset page of decisions, newest first: an index range scan, whatever the depth."""
+        sql, params = list_decisions_query(query, limit, after, "?")
+        with self._lock, self._translated_errors():
+            rows = self._db.execute(sql, params).fetchall()
+        return [decision_from_row(row) for row in rows]
+
+    def prune_decisions(self, before_ms: int) -> int:
+        """Delete decisions made before before_ms, a batch per transaction."""
+        return self._delete_in_batches(
+            "DELETE FROM creation_decision WHERE rowid IN (SELECT rowid FROM creation_decision"
+            " WHERE decided_at_ms < ? ORDER BY decided_at_ms LIMIT ?)",
+            before_ms,
+        )
+
     def wait_for_changes(self, timeout_s: float) -> None:
         """Wait for a commit after the previous call returned (only this process writes)."""
         with self._changed:
@@ -242,6 +342,17 @@ class SQLiteGroupStateStore:
         """Append a change per state to the log, in the caller's transaction."""
         stamp = now_ms()
         self._db.executemany(_LOG, [(stamp, *row_from_state(state), forgotten) for state in states])
+
+    def _delete_in_batches(self, delete: str, before_ms: int) -> int:
+        """Run `delete` (parameters: the cutoff, the batch size) a transaction at a time until
+        a batch deletes fewer than _BATCH rows; how many it deleted in all."""
+        deleted = 0
+        while True:
+            with self._transaction():
+                count = self._db.execute(delete, (before_ms, _BATCH)).rowcount
+            deleted += count
+            if count < _BATCH:
+                return deleted
 
     def _notify(self) -> None:
         with self._changed:

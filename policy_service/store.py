@@ -1,4 +1,4 @@
-"""The group-state store interface and the factory that opens one from a database URL."""
+"""The store interfaces and the factory that opens a store from a database URL."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Protocol
 
 from policy_service.change_log import ChangeLogBounds, PruneOutcome, StateChange
+from policy_service.decision_log import DecisionLog
 from policy_service.errors import PolicyServiceError
 from policy_service.group_state import (
     GroupCounts,
@@ -17,6 +18,7 @@ from policy_service.group_state import (
     RecordOutcome,
 )
 from policy_service.pagination import FullGroupsCursor
+from policy_service.rate_limit import RateCounter
 
 
 class GroupStateStore(Protocol):
@@ -99,6 +101,15 @@ class GroupStateStore(Protocol):
         ...
 
 
+class Store(GroupStateStore, RateCounter, DecisionLog, Protocol):
+    """A whole store, as open_store returns it: group states and their change log, the
+    rate-limit slots and the decision log, in one database.
+
+    Both stores (SQLite, PostgreSQL) implement all three interfaces; code that needs only one
+    part takes that part's interface. Slots and decisions are not part of the change log.
+    """
+
+
 def now_ms() -> int:
     """The service's clock in Unix milliseconds: change times and retention cutoffs."""
     return time.time_ns() // 1_000_000
@@ -108,7 +119,7 @@ class UnsupportedDatabaseUrl(PolicyServiceError):
     """The database URL names a backend this build does not have."""
 
 
-def open_store(database_url: str) -> GroupStateStore:
+def open_store(database_url: str) -> Store:
     """Open (creating and migrating as needed) the store a database URL names.
 
     `sqlite:///PATH` is the embedded SQLite file (one service process); `postgresql://...` or

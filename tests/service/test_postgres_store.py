@@ -1,5 +1,5 @@
 """The PostgreSQL store's own concerns: migrations, pool, change-log order across replicas,
-LISTEN/NOTIFY, pruning by several replicas, plans and outages.
+LISTEN/NOTIFY, pruning by several replicas, rate limits across replicas, plans and outages.
 
 What every store does (events, pagination, concurrency) is in test_store_contract.py.
 """
@@ -22,11 +22,19 @@ import pytest
 from psycopg import sql
 
 from policy_service.change_log import ChangeLogBounds, PruneOutcome, StateChange
+from policy_service.decision_log import DecisionCursor, DecisionQuery
+from policy_service.decision_rows import list_decisions_query
 from policy_service.errors import StoreUnavailable
 from policy_service.group_state import EventKind, GroupCounts, GroupEvent, GroupKey, GroupState
 from policy_service.pagination import FullGroupsCursor
 from policy_service.postgres_schema import MIGRATIONS, list_full_query
-from policy_service.postgres_store import PostgresGroupStateStore, _log_changes
+from policy_service.postgres_store import (
+    _BUCKET_LOCK,
+    _BUCKET_LOCK_SEED,
+    PostgresGroupStateStore,
+    _log_changes,
+)
+from policy_service.rate_limit import Acquisition
 from policy_service.store import open_store
 from tests.conftest import PostgresSchema, with_params
 from tests.e2e.postgres_cluster import PostgresBinaries, PostgresCluster, PostgresUnavailable
@@ -86,8 +94,10 @@ def test_concurrent_replicas_apply_each_migration_once(postgres_schema: Postgres
     assert [version for (version,) in versions] == list(range(1, len(MIGRATIONS) + 1))
     assert [table for (_, table) in tables] == [
         "change_log_state",
+        "creation_decision",
         "group_state",
         "group_state_change",
+        "rate_limit_slot",
         "schema_migrations",
     ]
     assert {schema for (schema, _) in tables} == {postgres_schema.name}
@@ -300,7 +310,7 @@ def test_version_1_schema_is_migrated_keeping_its_rows(postgres_schema: Postgres
         store.close()
     with postgres_schema.connect() as conn:
         versions = conn.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()
-    assert versions == [(1,), (2,)]
+    assert versions == [(number,) for number in range(1, len(MIGRATIONS) + 1)]
 
 
 # --- change-log order -------------------------------------------------------------------------
@@ -672,6 +682,132 @@ def test_log_replays_to_the_states_while_pruning_races_writers(
     finally:
         pruner.close()
         writer.close()
+
+
+# --- rate limits and the decision log ---------------------------------------------------------
+
+
+def test_two_replicas_racing_on_one_bucket_take_exactly_the_limit(
+    postgres_schema: PostgresSchema,
+) -> None:
+    """Eight threads on two replicas, 25 acquires each at limit 50: exactly 50 slots are taken."""
+    replicas = [PostgresGroupStateStore(postgres_schema.url, max_size=4) for _ in range(2)]
+    results: list[Acquisition] = []
+    barrier = threading.Barrier(8)
+
+    def race(replica: PostgresGroupStateStore) -> Callable[[], None]:
+        def run() -> None:
+            barrier.wait()
+            for _ in range(25):
+                results.append(replica.acquire("race", window_ms=60_000, limit=50, now_ms=10_000))
+
+        return run
+
+    try:
+        assert run_threads(*[race(replicas[thread % 2]) for thread in range(8)]) == []
+    finally:
+        for replica in replicas:
+            replica.close()
+    taken = [result for result in results if result.within_limit]
+    assert len(results) == 200
+    assert sorted(result.count_before for result in taken) == list(range(50))
+    assert all(
+        result == Acquisition(50, False, None) for result in results if not result.within_limit
+    )
+    with postgres_schema.connect() as conn:
+        row = conn.execute("SELECT count(*) FROM rate_limit_slot WHERE bucket = 'race'").fetchone()
+    assert row == (50,)
+
+
+def test_acquire_waits_only_for_its_own_buckets_lock(postgres_schema: PostgresSchema) -> None:
+    """While another session holds a bucket's lock, its acquire waits; another bucket's does not."""
+    store = PostgresGroupStateStore(postgres_schema.url)
+    got: list[Acquisition] = []
+    waiter = threading.Thread(
+        target=lambda: got.append(store.acquire("busy", window_ms=10, limit=1, now_ms=1000))
+    )
+    try:
+        with postgres_schema.connect() as holder, postgres_schema.connect() as observer:
+            with holder.transaction():
+                holder.execute(_BUCKET_LOCK, ("busy", _BUCKET_LOCK_SEED))
+                waiter.start()
+                await_condition(
+                    lambda: waiting_for_lock(observer, postgres_schema, "advisory") == 1,
+                    "the acquire waits for its bucket's lock",
+                )
+                free = store.acquire("free", window_ms=10, limit=1, now_ms=1000)
+                assert (free.count_before, free.within_limit) == (0, True)
+                assert waiter.is_alive()
+                assert got == []
+            waiter.join()
+        assert [(a.count_before, a.within_limit) for a in got] == [(0, True)]
+    finally:
+        if waiter.ident is not None:
+            waiter.join()
+        store.close()
+
+
+def test_failed_acquire_is_store_unavailable_and_its_connection_serves_on(
+    postgres_schema: PostgresSchema, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed acquire is StoreUnavailable; the store's one connection then serves a record."""
+    store = PostgresGroupStateStore(postgres_schema.url, min_size=1, max_size=1)
+    try:
+        with postgres_schema.connect() as conn:
+            conn.execute("DROP TABLE rate_limit_slot")
+        with pytest.raises(StoreUnavailable, match="rate_limit_slot"):
+            store.acquire("b", window_ms=10, limit=1, now_ms=1000)
+        assert store.record(FULL).applied
+        # The pool warns when a connection comes back inside a transaction.
+        assert [r.message for r in caplog.records if r.name == "psycopg.pool"] == []
+    finally:
+        store.close()
+
+
+DECISION_INDEXES = {
+    "unfiltered": (DecisionQuery(), "creation_decision_time"),
+    "sdk_app_id": (DecisionQuery(sdk_app_id=2), "creation_decision_app_time"),
+    "operator_account": (DecisionQuery(operator_account="op0"), "creation_decision_operator_time"),
+}
+
+
+@pytest.mark.parametrize("filtered", DECISION_INDEXES.values(), ids=DECISION_INDEXES.keys())
+def test_deep_decision_page_is_a_backward_index_range_scan(
+    postgres_schema: PostgresSchema, filtered: tuple[DecisionQuery, str]
+) -> None:
+    """Deep in 20,000 decisions, a page (unfiltered, or of a 1% app or operator) starts at its
+    cursor in its index, read backwards: as cheap as the first pages."""
+    query, index = filtered
+    PostgresGroupStateStore(postgres_schema.url).close()
+
+    def explain(conn: psycopg.Connection[Any], i: int) -> Any:
+        after = DecisionCursor(1000 + i // 3, f"d{i:05}")
+        sql, params = list_decisions_query(query, 50, after, "%s")
+        row = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", params).fetchone()
+        assert row is not None
+        return row[0][0]["Plan"]
+
+    with postgres_schema.connect() as conn:
+        conn.execute(
+            "INSERT INTO creation_decision SELECT 'd' || lpad(i::text, 5, '0'), 1000 + i / 3,"
+            " CASE WHEN i % 100 = 0 THEN 2 ELSE 1 END, 'op' || (i % 100), 'allow', 0, '',"
+            " 'default', '', 'rev', '[]', 1, '{}' FROM generate_series(0, 19999) AS i"
+        )
+        conn.execute("ANALYZE creation_decision")
+        shallow, deep = explain(conn, 19_980), explain(conn, 10_000)
+    plans = json.dumps([shallow, deep])
+    for plan in (shallow, deep):
+        (scan,) = plan["Plans"]
+        assert (plan["Node Type"], scan["Node Type"]) == ("Limit", "Index Scan"), plans
+        assert (scan["Index Name"], scan["Scan Direction"]) == (index, "Backward"), plans
+        assert "< ROW(" in scan["Index Cond"], plans
+        assert "Filter" not in scan, plans
+        assert plan["Actual Rows"] == 50, plans
+
+    def blocks(plan: Any) -> int:
+        return int(plan["Shared Hit Blocks"]) + int(plan["Shared Read Blocks"])
+
+    assert blocks(deep) <= blocks(shallow) + 6, plans
 
 
 # --- outage ---------------------------------------------------------------------------------

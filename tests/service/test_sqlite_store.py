@@ -1,4 +1,4 @@
-"""The SQLite group-state store's own concerns: its file, WAL and migrations.
+"""The SQLite store's own concerns: its file, WAL, migrations and query plans.
 
 What every store does (events, pagination, concurrency) is in test_store_contract.py.
 """
@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from policy_service.decision_log import DecisionCursor, DecisionQuery
+from policy_service.decision_rows import list_decisions_query
 from policy_service.errors import StoreUnavailable
 from policy_service.group_state import EventKind, GroupEvent, GroupKey, GroupState
 from policy_service.sqlite_store import MIGRATIONS, SQLiteGroupStateStore
@@ -66,3 +68,26 @@ def test_unusable_file_is_store_unavailable(tmp_path: Path) -> None:
     """A path that is a directory cannot be opened and says so as StoreUnavailable."""
     with pytest.raises(StoreUnavailable, match="SQLite"):
         SQLiteGroupStateStore(tmp_path)
+
+
+DECISION_INDEXES = {
+    "unfiltered": (DecisionQuery(), "creation_decision_time"),
+    "sdk_app_id": (DecisionQuery(sdk_app_id=2), "creation_decision_app_time"),
+    "operator_account": (DecisionQuery(operator_account="op0"), "creation_decision_operator_time"),
+}
+
+
+@pytest.mark.parametrize("filtered", DECISION_INDEXES.values(), ids=DECISION_INDEXES.keys())
+def test_decision_page_searches_its_index_from_the_cursor(
+    path: Path, filtered: tuple[DecisionQuery, str]
+) -> None:
+    """A page of decisions after a cursor is one index search bounded by it, with no sort."""
+    query, index = filtered
+    SQLiteGroupStateStore(path).close()
+    sql, params = list_decisions_query(query, 50, DecisionCursor(4333, "d10000"), "?")
+    with sqlite3.connect(path) as db:
+        plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+    db.close()
+    assert len(plan) == 1, plan
+    assert plan[0].startswith(f"SEARCH creation_decision USING INDEX {index} ("), plan
+    assert "(decided_at_ms,decision_id)<(?,?)" in plan[0], plan

@@ -1,15 +1,20 @@
-"""What every group-state store does, run against each one: SQLite and PostgreSQL."""
+"""What every store does, run against each one: SQLite and PostgreSQL (and the rate-counter
+tests against InMemoryRateCounter too)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from policy_service.change_log import ChangeLogBounds, PruneOutcome, StateChange
+from policy_service.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
 from policy_service.errors import GroupNotFound
 from policy_service.group_state import (
     EventKind,
@@ -20,7 +25,14 @@ from policy_service.group_state import (
     RecordOutcome,
 )
 from policy_service.pagination import FullGroupsCursor
-from policy_service.store import GroupStateStore, UnsupportedDatabaseUrl, now_ms, open_store
+from policy_service.rate_limit import Acquisition, InMemoryRateCounter, RateCounter
+from policy_service.store import (
+    GroupStateStore,
+    Store,
+    UnsupportedDatabaseUrl,
+    now_ms,
+    open_store,
+)
 from tests.conftest import PostgresSchema
 
 APP = 1400000000
@@ -99,15 +111,31 @@ def run_threads(*targets: Callable[[], None]) -> list[BaseException]:
     return raised
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GroupStateStore]:
-    """A fresh, empty store of each kind (PostgreSQL: in a schema of its own), closed after."""
-    if request.param == "sqlite":
+def open_fresh(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """A fresh, empty store of a kind (PostgreSQL: in a schema of its own)."""
+    if kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'state' / 'chat-policy.db'}"
     else:
         schema: PostgresSchema = request.getfixturevalue("postgres_schema")
         url = schema.url
-    opened = open_store(url)
+    return open_store(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A fresh, empty store of each kind (PostgreSQL: in a schema of its own), closed after."""
+    opened = open_fresh(request.param, request, tmp_path)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "memory"])
+def counter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RateCounter]:
+    """A fresh rate counter: each store, and InMemoryRateCounter."""
+    if request.param == "memory":
+        yield InMemoryRateCounter()
+        return
+    opened = open_fresh(request.param, request, tmp_path)
     yield opened
     opened.close()
 
@@ -939,3 +967,300 @@ def test_reader_sees_every_change_once_in_order_under_concurrent_writers(
         for i in range(50)
     }
     assert {change.state.key: change.state for change in seen} == expected
+
+
+# --- rate counting (the stores and InMemoryRateCounter) ---------------------------------------
+
+WINDOW_MS = 1000
+
+
+def take(
+    counter: RateCounter, bucket: str, now: int, limit: int = 2, *, force: bool = False
+) -> Acquisition:
+    """Acquire in `bucket` with a window of WINDOW_MS."""
+    return counter.acquire(bucket, window_ms=WINDOW_MS, limit=limit, now_ms=now, force=force)
+
+
+def test_acquire_counts_the_window_and_refuses_at_the_limit(counter: RateCounter) -> None:
+    """Three slots are taken with their counts before; the fourth is refused and takes none."""
+    taken = [take(counter, "b", 10_000 + i, limit=3) for i in range(3)]
+    assert [(a.count_before, a.within_limit) for a in taken] == [(0, True), (1, True), (2, True)]
+    assert all(a.slot is not None for a in taken)
+    assert len({a.slot for a in taken}) == 3
+    assert take(counter, "b", 10_003, limit=3) == Acquisition(3, False, None)
+    assert take(counter, "b", 10_004, limit=3) == Acquisition(3, False, None)
+
+
+def test_window_slides_so_a_slot_stamped_window_ms_ago_no_longer_counts(
+    counter: RateCounter,
+) -> None:
+    """A slot counts while younger than the window: at exactly window_ms old it is out."""
+    assert take(counter, "b", 1000).within_limit
+    assert take(counter, "b", 1500).within_limit
+    assert take(counter, "b", 1999) == Acquisition(2, False, None)
+    at_window = take(counter, "b", 2000)
+    assert (at_window.count_before, at_window.within_limit) == (1, True)
+    assert take(counter, "b", 2499) == Acquisition(2, False, None)
+    assert take(counter, "b", 2500).count_before == 1
+    # The slots out of the window are still there for a longer one.
+    wide = counter.acquire("b", window_ms=10_000, limit=10, now_ms=2500)
+    assert (wide.count_before, wide.within_limit) == (4, True)
+
+
+def test_forced_acquire_takes_a_slot_beyond_the_limit(counter: RateCounter) -> None:
+    """force takes a slot even at the limit, reporting within_limit False; it then counts."""
+    first = take(counter, "b", 1000, limit=1)
+    forced = take(counter, "b", 1001, limit=1, force=True)
+    assert (forced.count_before, forced.within_limit) == (1, False)
+    assert forced.slot is not None
+    assert forced.slot != first.slot
+    assert take(counter, "b", 1002, limit=1) == Acquisition(2, False, None)
+    within = take(counter, "other", 1002, limit=1, force=True)
+    assert (within.count_before, within.within_limit) == (0, True)
+    assert within.slot is not None
+
+
+def test_release_frees_a_slot(counter: RateCounter) -> None:
+    """A released slot no longer counts; releasing it again changes nothing."""
+    first = take(counter, "b", 1000)
+    take(counter, "b", 1001)
+    assert take(counter, "b", 1002) == Acquisition(2, False, None)
+    assert first.slot is not None
+    counter.release(first.slot)
+    again = take(counter, "b", 1003)
+    assert (again.count_before, again.within_limit) == (1, True)
+    counter.release(first.slot)
+    assert take(counter, "b", 1004) == Acquisition(2, False, None)
+
+
+def test_buckets_are_counted_apart(counter: RateCounter) -> None:
+    """A bucket at its limit does not count against another one."""
+    alice, bob = f"rule/{APP}/alice", f"rule/{APP}/管理员"
+    assert take(counter, alice, 1000, limit=1).within_limit
+    bob_first = take(counter, bob, 1001, limit=1)
+    assert (bob_first.count_before, bob_first.within_limit) == (0, True)
+    assert take(counter, alice, 1002, limit=1) == Acquisition(1, False, None)
+    assert take(counter, bob, 1003, limit=1) == Acquisition(1, False, None)
+
+
+def test_prune_slots_deletes_only_slots_stamped_before_the_cutoff(counter: RateCounter) -> None:
+    """prune_slots deletes the older slots of every bucket, keeps the one stamped at the cutoff."""
+    for now, bucket in ((1000, "a"), (1999, "b"), (2000, "a"), (3000, "b")):
+        assert take(counter, bucket, now, limit=10).within_limit
+    assert counter.prune_slots(2000) == 2
+    assert counter.prune_slots(2000) == 0
+    for bucket in ("a", "b"):
+        assert counter.acquire(bucket, window_ms=10**9, limit=10, now_ms=3000).count_before == 1
+
+
+def test_prune_slots_deletes_a_backlog_larger_than_a_batch(counter: RateCounter) -> None:
+    """2,100 old slots (three batches) are all deleted by one call, and a newer one is kept."""
+    for i in range(2100):
+        counter.acquire(f"b{i % 3}", window_ms=1, limit=1, now_ms=1000 + i)
+    counter.acquire("b0", window_ms=1, limit=1, now_ms=9000)
+    assert counter.prune_slots(5000) == 2100
+    assert counter.acquire("b0", window_ms=10**9, limit=10, now_ms=9001).count_before == 1
+
+
+def test_threads_racing_on_one_bucket_take_exactly_the_limit(counter: RateCounter) -> None:
+    """Eight threads making 20 acquires each at limit 50 take exactly 50 slots, counts 0 to 49."""
+    results: list[Acquisition] = []
+    barrier = threading.Barrier(8)
+
+    def race() -> None:
+        barrier.wait()
+        for _ in range(20):
+            results.append(counter.acquire("race", window_ms=60_000, limit=50, now_ms=10_000))
+
+    assert run_threads(*[race] * 8) == []
+    assert len(results) == 160
+    taken = [result for result in results if result.within_limit]
+    assert sorted(result.count_before for result in taken) == list(range(50))
+    assert len({result.slot for result in taken} - {None}) == 50
+    assert all(
+        result == Acquisition(50, False, None) for result in results if not result.within_limit
+    )
+    assert counter.acquire("race", window_ms=60_000, limit=50, now_ms=10_001).count_before == 50
+
+
+# --- the decision log -------------------------------------------------------------------------
+
+
+def decision(decision_id: str, decided_at_ms: int, **fields: Any) -> DecisionRecord:
+    """An allowed decision of APP by alice, with the given fields changed."""
+    record = DecisionRecord(
+        decision_id=decision_id,
+        decided_at_ms=decided_at_ms,
+        sdk_app_id=APP,
+        operator_account="alice",
+        effect="allow",
+        error_code=0,
+        error_info="",
+        rule_id="default",
+        reason="no rule matched",
+        policy_revision="rev-1",
+        shadow_rule_ids=(),
+        latency_us=42,
+        request_json='{"GroupType": "Public"}',
+    )
+    return replace(record, **fields)
+
+
+def walk_decisions(store: Store, query: DecisionQuery, limit: int) -> list[DecisionRecord]:
+    """Every page of list_decisions, following the cursor until an empty page."""
+    walked: list[DecisionRecord] = []
+    after = None
+    while page := store.list_decisions(query, limit, after):
+        assert len(page) <= limit
+        walked += page
+        after = DecisionCursor(page[-1].decided_at_ms, page[-1].decision_id)
+    return walked
+
+
+def newest_first(records: list[DecisionRecord]) -> list[DecisionRecord]:
+    """The records ordered as list_decisions orders them."""
+    return sorted(records, key=lambda r: (r.decided_at_ms, r.decision_id), reverse=True)
+
+
+def test_decisions_are_listed_newest_first_page_after_page(store: Store) -> None:
+    """Pages of 4 over 30 decisions sharing times list each once, by (time, ID) descending."""
+    prefixes = ["a", "B", "é", "中", "_"]
+    records = [
+        decision(f"{prefixes[n % 5]}{(n * 13) % 30:02}", 1000 + (n * 7) % 10) for n in range(30)
+    ]
+    store.append_decisions(records[:17])
+    store.append_decisions(records[17:])
+    assert store.list_decisions(DecisionQuery(), 4, None) == newest_first(records)[:4]
+    assert walk_decisions(store, DecisionQuery(), 4) == newest_first(records)
+    assert store.list_decisions(DecisionQuery(), 100, None) == newest_first(records)
+
+
+def filtered_decisions() -> list[DecisionRecord]:
+    """40 decisions varying every filtered field; two share each decided_at_ms."""
+    return [
+        decision(
+            f"d-{n:02}",
+            1000 + (n // 2) * 10,
+            sdk_app_id=APP if n % 2 == 0 else OTHER_APP,
+            operator_account=["alice", "bob", "Алиса"][n % 3],
+            effect="deny" if n % 4 == 0 else "allow",
+            rule_id="no-public" if n % 5 == 0 else "default",
+        )
+        for n in range(40)
+    ]
+
+
+def matches(query: DecisionQuery, record: DecisionRecord) -> bool:
+    """Whether a record passes every filter of the query set (inclusive time bounds)."""
+    return (
+        query.sdk_app_id in (0, record.sdk_app_id)
+        and query.operator_account in ("", record.operator_account)
+        and query.effect in ("", record.effect)
+        and query.rule_id in ("", record.rule_id)
+        and query.decision_id in ("", record.decision_id)
+        and (query.decided_at_least_ms is None or record.decided_at_ms >= query.decided_at_least_ms)
+        and (query.decided_at_most_ms is None or record.decided_at_ms <= query.decided_at_most_ms)
+    )
+
+
+DECISION_FILTERS = {
+    "sdk_app_id": DecisionQuery(sdk_app_id=OTHER_APP),
+    "operator_account": DecisionQuery(operator_account="Алиса"),
+    "effect": DecisionQuery(effect="deny"),
+    "rule_id": DecisionQuery(rule_id="no-public"),
+    "decision_id": DecisionQuery(decision_id="d-17"),
+    "decided_at_least": DecisionQuery(decided_at_least_ms=1150),
+    "decided_at_most": DecisionQuery(decided_at_most_ms=1040),
+    "time_range": DecisionQuery(decided_at_least_ms=1050, decided_at_most_ms=1120),
+    "app_operator_effect": DecisionQuery(sdk_app_id=APP, operator_account="alice", effect="deny"),
+    "operator_rule_time": DecisionQuery(
+        operator_account="bob", rule_id="no-public", decided_at_most_ms=1160
+    ),
+}
+
+
+@pytest.mark.parametrize("query", DECISION_FILTERS.values(), ids=DECISION_FILTERS.keys())
+def test_each_decision_filter_keeps_only_matching_records(
+    store: Store, query: DecisionQuery
+) -> None:
+    """A filter (or several, ANDed) lists exactly the matching decisions, newest first, in pages."""
+    records = filtered_decisions()
+    store.append_decisions(records)
+    expected = newest_first([record for record in records if matches(query, record)])
+    assert 0 < len(expected) < len(records)
+    assert walk_decisions(store, query, 3) == expected
+    assert store.list_decisions(query, 2, None) == expected[:2]
+
+
+def test_filters_matching_nothing_list_nothing(store: Store) -> None:
+    """Filters that no decision passes together give an empty page."""
+    store.append_decisions(filtered_decisions())
+    assert store.list_decisions(DecisionQuery(sdk_app_id=APP, decision_id="d-17"), 10, None) == []
+    assert store.list_decisions(DecisionQuery(effect="Deny"), 10, None) == []
+    assert store.list_decisions(DecisionQuery(decided_at_least_ms=1200), 10, None) == []
+
+
+def test_duplicate_decision_id_is_ignored(store: Store) -> None:
+    """A decision_id already stored, or repeated in a batch, keeps its first record."""
+    first = decision("d-1", 1000)
+    store.append_decisions([first])
+    second = decision("d-2", 1500)
+    store.append_decisions([replace(first, effect="deny", decided_at_ms=2000), second])
+    third = decision("d-3", 1600)
+    store.append_decisions([third, replace(third, reason="repeated")])
+    store.append_decisions([])
+    assert store.list_decisions(DecisionQuery(), 10, None) == [third, second, first]
+
+
+def test_prune_decisions_deletes_records_decided_before_the_cutoff(store: Store) -> None:
+    """2,500 older decisions (three batches) go in one call; one decided at the cutoff stays."""
+    old = [decision(f"old-{n:04}", 1000 + n) for n in range(2500)]
+    kept = [decision("at-cutoff", 5000), decision("newer", 6000)]
+    store.append_decisions(old + kept)
+    assert store.prune_decisions(5000) == 2500
+    assert store.prune_decisions(5000) == 0
+    assert store.list_decisions(DecisionQuery(), 100, None) == newest_first(kept)
+
+
+def test_decision_round_trips_every_field(store: Store) -> None:
+    """Every field reads back as appended, shadow rule IDs and non-ASCII JSON included."""
+    request = {"GroupType": "Public", "Name": "讨论组 😀", "Quote": "\"'\\", "MemberList": []}
+    record = DecisionRecord(
+        decision_id="01J9Z3Q-决定-😀",
+        decided_at_ms=1_733_000_000_123,
+        sdk_app_id=OTHER_APP,
+        operator_account="管理员@example",
+        effect="deny",
+        error_code=10101,
+        error_info="公开群不能从网页创建",
+        rule_id="no-public-groups-from-web",
+        reason='group type "Public" from platform Web',
+        policy_revision="sha256:9f86d081884c7d65",
+        shadow_rule_ids=("quota-per-app", "名字规则", "rate/ops"),
+        latency_us=987_654,
+        request_json=json.dumps(request, ensure_ascii=False, indent=1),
+    )
+    plain = decision("plain", 1_733_000_000_000)
+    store.append_decisions([record, plain])
+    (read,) = store.list_decisions(DecisionQuery(decision_id=record.decision_id), 10, None)
+    assert read == record
+    assert read.shadow_rule_ids == ("quota-per-app", "名字规则", "rate/ops")
+    assert read.request_json == record.request_json
+    assert json.loads(read.request_json) == request
+    assert store.list_decisions(DecisionQuery(decision_id="plain"), 10, None) == [plain]
+
+
+def test_slots_and_decisions_are_not_in_the_change_log(store: Store) -> None:
+    """Taking, releasing and pruning slots and decisions logs no change and wakes no waiter."""
+    store.wait_for_changes(0)
+    slot = take(store, "b", 1000).slot
+    assert slot is not None
+    store.release(slot)
+    take(store, "b", 1001)
+    store.append_decisions([decision("d-1", 1000)])
+    assert store.prune_slots(10**12) == 1
+    assert store.prune_decisions(10**12) == 1
+    assert store.change_log_bounds() == ChangeLogBounds(0, 0)
+    started = time.monotonic()
+    store.wait_for_changes(0.3)
+    assert time.monotonic() - started >= 0.25
