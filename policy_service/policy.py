@@ -1,31 +1,35 @@
-"""The group-creation policy: its TOML file format, loading, and evaluation of a request.
+"""The group-creation policy: requests, rules, and the evaluation that decides.
 
-A policy is a list of rules tried in order; the first rule whose conditions all match decides,
-and the `[default]` table decides when none does. A rule with no conditions always matches.
+A policy is a list of rules tried in order. A rule applies to a request when its scope
+(group types, operators, platforms, a CEL `when`) matches; an applying rule then runs its
+check, and a failed check decides with the rule's outcome. The first rule that decides wins;
+the default decides when none does. A shadow rule is evaluated and reported ("would decide")
+but never decides. policy_file.py reads policies from TOML; rules.py holds the checks.
 """
 
 from __future__ import annotations
 
 import enum
-import hashlib
-import tomllib
-import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
-from importlib import resources
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-SUPPORTED_VERSION = 1
+import cel
+
+from policy_service.cel_conditions import ConditionError
+from policy_service.errors import StoreUnavailable
+from policy_service.group_types import canonical_group_type
+from policy_service.rate_limit import RateCounter
+
 DEFAULT_RULE_ID = "default"
 REFUSAL_CODE = 1
 CUSTOM_REFUSAL_CODES = range(10100, 10201)
 
-# Chat renamed two group types; rules and requests may use either name.
-GROUP_TYPE_ALIASES = {"Private": "Work", "ChatRoom": "Meeting"}
-
-
-class PolicyError(ValueError):
-    """The policy file cannot be used; the message names the rule and field at fault."""
+log = logging.getLogger(__name__)
 
 
 class Effect(enum.Enum):
@@ -60,167 +64,230 @@ class Outcome:
     error_info: str = ""
 
 
-@dataclass(frozen=True)
-class Rule:
-    """One rule: conditions (empty set = any value) and the outcome when they all match."""
+class RuleResult(enum.Enum):
+    """What happened to one rule during an evaluation."""
 
-    id: str
-    outcome: Outcome
+    NOT_APPLICABLE = "not_applicable"  # its scope did not match
+    PASSED = "passed"  # it applied and its check passed: no decision
+    DECIDED = "decided"  # it decided the request
+    SHADOW = "shadow"  # a shadow rule that would have decided
+    ERROR = "error"  # its condition or check failed to evaluate: skipped
+
+
+@dataclass(frozen=True)
+class RuleEvaluation:
+    """One rule's result for one request, with the reason its check gave."""
+
+    rule_id: str
+    kind: str
+    result: RuleResult
+    effect: Effect
+    reason: str = ""
+
+
+class Evaluation:
+    """The per-request state rules share: the request, the clock, lazily built CEL values
+    and the rate-limit slots taken (given back when the request is refused)."""
+
+    __slots__ = ("cel_context", "cel_variables", "counter", "now_ms", "request", "slots")
+
+    def __init__(
+        self,
+        request: CreationRequest,
+        now_ms: int,
+        counter: RateCounter | None,
+        cel_variables: frozenset[str],
+    ) -> None:
+        self.request = request
+        self.now_ms = now_ms
+        self.counter = counter
+        self.cel_variables = cel_variables
+        self.cel_context: cel.Context | None = None
+        self.slots: list[int] = []
+
+
+class Condition(Protocol):
+    """A condition a rule's scope may carry (a CEL expression)."""
+
+    expression: str
+
+    def holds(self, evaluation: Evaluation) -> bool:
+        """True when it holds; ConditionError when it cannot be evaluated."""
+        ...
+
+
+class Check(Protocol):
+    """What a rule verifies once it applies."""
+
+    def violation(self, evaluation: Evaluation) -> str | None:
+        """The reason the request fails the check, or None when it passes; ConditionError
+        when the check cannot be made for this request."""
+        ...
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which requests a rule applies to: every condition set must match (empty = any)."""
+
     group_types: frozenset[str] = frozenset()
     operator_accounts: frozenset[str] = frozenset()
     opt_platforms: frozenset[str] = frozenset()
+    when: Condition | None = None
 
-    def matches(self, request: CreationRequest) -> bool:
-        """True when every condition the rule sets holds for the request."""
-        return (
-            _in(self.group_types, canonical_group_type(request.group_type))
-            and _in(self.operator_accounts, request.operator_account)
-            and _in(self.opt_platforms, request.opt_platform.casefold())
-        )
+    def applies(self, evaluation: Evaluation) -> bool:
+        """True when the request is in scope; ConditionError from a failing `when`."""
+        request = evaluation.request
+        if self.group_types and canonical_group_type(request.group_type) not in self.group_types:
+            return False
+        if self.operator_accounts and request.operator_account not in self.operator_accounts:
+            return False
+        if self.opt_platforms and request.opt_platform.casefold() not in self.opt_platforms:
+            return False
+        return self.when is None or self.when.holds(evaluation)
+
+
+class Matched:
+    """The check of a plain `match` rule: applying is deciding."""
+
+    def violation(self, evaluation: Evaluation) -> str | None:
+        """Always decides."""
+        return "matched"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of a policy."""
+
+    id: str
+    kind: str
+    outcome: Outcome
+    scope: Scope = field(default_factory=Scope)
+    check: Check = field(default_factory=Matched)
+    shadow: bool = False
 
 
 @dataclass(frozen=True)
 class Decision:
-    """The answer to one request, with what explains it."""
+    """The answer to one request and what explains it.
+
+    shadow_hits are the shadow rules that would have decided; errors the rules skipped
+    because they could not be evaluated; evaluations every evaluated rule, when asked.
+    """
 
     outcome: Outcome
     rule_id: str
+    reason: str
     policy_revision: str
     decision_id: str
+    shadow_hits: tuple[RuleEvaluation, ...] = ()
+    errors: tuple[RuleEvaluation, ...] = ()
+    evaluations: tuple[RuleEvaluation, ...] = ()
 
 
 @dataclass(frozen=True)
 class Policy:
-    """A loaded policy: its rules in order, its default and the revision of its source."""
+    """A loaded policy: its rules in order, its default and the revision of its sources.
+
+    sources are the list files it read besides the policy file; longest_window_ms is its
+    longest rate-limit window (how long rate-limit slots must be kept).
+    """
 
     rules: tuple[Rule, ...]
     default: Outcome
     revision: str
+    cel_variables: frozenset[str] = frozenset()
+    longest_window_ms: int = 0
+    sources: tuple[Path, ...] = ()
+    _by_type: dict[str, tuple[Rule, ...]] = field(init=False, repr=False, compare=False)
+    _untyped: tuple[Rule, ...] = field(init=False, repr=False, compare=False)
 
-    def decide(self, request: CreationRequest) -> Decision:
-        """Evaluate the rules in order; the first match decides, else the default."""
-        for rule in self.rules:
-            if rule.matches(request):
-                return self._decision(rule.outcome, rule.id)
-        return self._decision(self.default, DEFAULT_RULE_ID)
+    def __post_init__(self) -> None:
+        # Index the rules by group type: a request only walks the rules that can apply to
+        # its type (in order), whatever the policy holds for other types.
+        types = {t for rule in self.rules for t in rule.scope.group_types}
+        by_type = {
+            t: tuple(r for r in self.rules if not r.scope.group_types or t in r.scope.group_types)
+            for t in types
+        }
+        object.__setattr__(self, "_by_type", by_type)
+        object.__setattr__(
+            self, "_untyped", tuple(r for r in self.rules if not r.scope.group_types)
+        )
 
-    def _decision(self, outcome: Outcome, rule_id: str) -> Decision:
-        return Decision(outcome, rule_id, self.revision, uuid.uuid4().hex)
+    def decide(
+        self,
+        request: CreationRequest,
+        *,
+        counter: RateCounter | None = None,
+        now_ms: int | None = None,
+        explain: bool = False,
+    ) -> Decision:
+        """Evaluate the rules in order: the first that decides wins, else the default.
+
+        counter counts rate-limited creations (a rate-limit rule without one is an error,
+        and skipped); now_ms is the clock rate limits and `time` use, the service's by
+        default. A refusal gives back the rate-limit slots the evaluation took.
+        """
+        if now_ms is None:
+            now_ms = time.time_ns() // 1_000_000
+        evaluation = Evaluation(request, now_ms, counter, self.cel_variables)
+        # Explaining walks every rule, so that rules of other types show as not applicable.
+        rules = (
+            self.rules
+            if explain
+            else self._by_type.get(canonical_group_type(request.group_type), self._untyped)
+        )
+        evaluations: list[RuleEvaluation] = []
+        shadow_hits: list[RuleEvaluation] = []
+        errors: list[RuleEvaluation] = []
+        outcome, rule_id, reason = self.default, DEFAULT_RULE_ID, "no rule decided"
+        for rule in rules:
+            try:
+                if not rule.scope.applies(evaluation):
+                    if explain:
+                        evaluations.append(_evaluated(rule, RuleResult.NOT_APPLICABLE))
+                    continue
+                violation = rule.check.violation(evaluation)
+            except ConditionError as error:
+                errors.append(_evaluated(rule, RuleResult.ERROR, str(error)))
+                if explain:
+                    evaluations.append(errors[-1])
+                continue
+            if violation is None:
+                if explain:
+                    evaluations.append(_evaluated(rule, RuleResult.PASSED))
+                continue
+            if rule.shadow:
+                shadow_hits.append(_evaluated(rule, RuleResult.SHADOW, violation))
+                if explain:
+                    evaluations.append(shadow_hits[-1])
+                continue
+            if explain:
+                evaluations.append(_evaluated(rule, RuleResult.DECIDED, violation))
+            outcome, rule_id, reason = rule.outcome, rule.id, violation
+            break
+        if outcome.effect is Effect.DENY and evaluation.slots and counter is not None:
+            _give_back(counter, evaluation.slots)
+        return Decision(
+            outcome,
+            rule_id,
+            reason,
+            self.revision,
+            os.urandom(16).hex(),
+            tuple(shadow_hits),
+            tuple(errors),
+            tuple(evaluations),
+        )
 
 
-def canonical_group_type(group_type: str) -> str:
-    """The current name of a group type ("Private" -> "Work"); unknown names pass through."""
-    return GROUP_TYPE_ALIASES.get(group_type, group_type)
+def _evaluated(rule: Rule, result: RuleResult, reason: str = "") -> RuleEvaluation:
+    return RuleEvaluation(rule.id, rule.kind, result, rule.outcome.effect, reason)
 
 
-def load_policy(path: Path | None) -> Policy:
-    """Load and validate a policy file; None loads the shipped allow-everything default."""
-    if path is None:
-        source = resources.files("policy_service").joinpath("default_policy.toml").read_bytes()
-        where = "default policy"
-    else:
-        try:
-            source = path.read_bytes()
-        except OSError as error:
-            raise PolicyError(f"{path}: cannot read: {error.strerror}") from None
-        where = str(path)
-    return parse_policy(source, where)
-
-
-def parse_policy(source: bytes, where: str = "policy") -> Policy:
-    """Parse policy TOML; PolicyError says what is wrong, prefixed with `where`."""
+def _give_back(counter: RateCounter, slots: Sequence[int]) -> None:
     try:
-        document = tomllib.loads(source.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise PolicyError(f"{where}: not valid TOML: {error}") from None
-    try:
-        return _policy_from_document(document, _revision(source))
-    except PolicyError as error:
-        raise PolicyError(f"{where}: {error}") from None
-
-
-def _policy_from_document(document: Mapping[str, object], revision: str) -> Policy:
-    _only_keys(document, {"version", "default", "rules"}, "top level")
-    version = document.get("version")
-    if version != SUPPORTED_VERSION:
-        raise PolicyError(f"version: must be {SUPPORTED_VERSION}, got {version!r}")
-    default_table = _table(document.get("default", {}), "default")
-    _only_keys(default_table, {"effect", "error_code", "error_info"}, "default")
-    default = _outcome(default_table, "default")
-    raw_rules = document.get("rules", [])
-    if not isinstance(raw_rules, list):
-        raise PolicyError("rules: must be an array of tables ([[rules]])")
-    rules = tuple(_rule(raw, index) for index, raw in enumerate(raw_rules))
-    seen: set[str] = set()
-    for rule in rules:
-        if rule.id in seen:
-            raise PolicyError(f"rule {rule.id!r}: id is used twice")
-        seen.add(rule.id)
-    return Policy(rules, default, revision)
-
-
-def _rule(raw: object, index: int) -> Rule:
-    table = _table(raw, f"rules[{index}]")
-    rule_id = table.get("id")
-    if not isinstance(rule_id, str) or not rule_id or rule_id == DEFAULT_RULE_ID:
-        raise PolicyError(f"rules[{index}].id: must be a non-empty string other than 'default'")
-    where = f"rule {rule_id!r}"
-    conditions = {"group_types", "operator_accounts", "opt_platforms"}
-    _only_keys(table, {"id", "effect", "error_code", "error_info", *conditions}, where)
-    outcome = _outcome(table, where)
-    group_types = _strings(table, "group_types", where)
-    return Rule(
-        id=rule_id,
-        outcome=outcome,
-        group_types=frozenset(map(canonical_group_type, group_types)),
-        operator_accounts=frozenset(_strings(table, "operator_accounts", where)),
-        opt_platforms=frozenset(p.casefold() for p in _strings(table, "opt_platforms", where)),
-    )
-
-
-def _outcome(table: Mapping[str, object], where: str) -> Outcome:
-    effect_name = table.get("effect", "allow")
-    try:
-        effect = Effect(effect_name)
-    except ValueError:
-        raise PolicyError(
-            f"{where}.effect: must be 'allow' or 'deny', got {effect_name!r}"
-        ) from None
-    code = table.get("error_code", REFUSAL_CODE if effect is Effect.DENY else 0)
-    info = table.get("error_info", "")
-    if not isinstance(info, str):
-        raise PolicyError(f"{where}.error_info: must be a string")
-    if effect is Effect.ALLOW:
-        if "error_code" in table or info:
-            raise PolicyError(f"{where}: error_code and error_info only apply to effect 'deny'")
-        return Outcome(Effect.ALLOW)
-    if type(code) is not int or (code != REFUSAL_CODE and code not in CUSTOM_REFUSAL_CODES):
-        raise PolicyError(f"{where}.error_code: must be 1 or in [10100, 10200], got {code!r}")
-    return Outcome(Effect.DENY, code, info)
-
-
-def _table(raw: object, where: str) -> Mapping[str, object]:
-    if not isinstance(raw, dict):
-        raise PolicyError(f"{where}: must be a table")
-    return raw
-
-
-def _strings(table: Mapping[str, object], field: str, where: str) -> list[str]:
-    values = table.get(field, [])
-    if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
-        raise PolicyError(f"{where}.{field}: must be a list of non-empty strings")
-    return values
-
-
-def _only_keys(table: Mapping[str, object], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise PolicyError(f"{where}: unknown key(s) {', '.join(unknown)}")
-
-
-def _in(allowed: frozenset[str], value: str) -> bool:
-    return not allowed or value in allowed
-
-
-def _revision(source: bytes) -> str:
-    return "sha256:" + hashlib.sha256(source).hexdigest()[:16]
+        for slot in slots:
+            counter.release(slot)
+    except StoreUnavailable as error:
+        # The refusal stands; the creation it did not make counts until its window passes.
+        log.warning("could not give back rate-limit slots %s: %s", list(slots), error)

@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 from adapter.settings import AdapterSettings
-from policy_service.policy import CreationRequest, Effect, load_policy
 from policy_service.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,22 +35,3 @@ def test_every_setting_is_in_example_env_and_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     assert read_by_code == set(example_env())
     assert {name for name in read_by_code if f"`{name}`" not in readme} == set()
-
-
-def test_example_policy_decides_as_its_comments_say() -> None:
-    """examples/policy.toml loads; its rules refuse and allow what they describe."""
-    policy = load_policy(ROOT / "examples" / "policy.toml")
-
-    web_public = policy.decide(CreationRequest(1, group_type="Public", opt_platform="Web"))
-    assert (web_public.rule_id, web_public.outcome.error_code) == (
-        "no-public-groups-from-web",
-        10101,
-    )
-    admin = policy.decide(
-        CreationRequest(1, operator_account="administrator", group_type="AVChatRoom")
-    )
-    assert (admin.rule_id, admin.outcome.effect) == ("admins-may-create-anything", Effect.ALLOW)
-    ios = policy.decide(CreationRequest(1, group_type="Public", opt_platform="iOS"))
-    assert (ios.rule_id, ios.outcome.effect) == ("default", Effect.ALLOW)
-    room = policy.decide(CreationRequest(1, group_type="AVChatRoom"))
-    assert (room.rule_id, room.outcome.error_code) == ("no-audio-video-rooms", 1)

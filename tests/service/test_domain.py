@@ -1,8 +1,9 @@
-"""Domain rules alone: group state, pagination tokens and the policy (no grpc, no Falcon)."""
+"""Domain rules alone: group state and pagination tokens (no grpc, no Falcon).
+
+The policy's tests are in test_policy.py, test_policy_rules.py and test_policy_file.py.
+"""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
@@ -22,7 +23,6 @@ from policy_service.pagination import (
     encode_page_token,
     page_size_from_request,
 )
-from policy_service.policy import CreationRequest, Effect, PolicyError, load_policy, parse_policy
 
 KEY = GroupKey(1400000000, "@TGS#g")
 FULL, EXIT, DESTROYED = EventKind.FULL, EventKind.MEMBER_EXIT, EventKind.DESTROYED
@@ -192,144 +192,3 @@ def test_foreign_page_tokens_are_refused(token: str) -> None:
     """Anything not issued by encode_page_token is InvalidPageToken, never a crash."""
     with pytest.raises(InvalidPageToken):
         decode_page_token(token, FullGroupsFilter())
-
-
-def test_default_policy_allows_everything() -> None:
-    """The shipped policy allows any creation under rule 'default' with a content revision."""
-    decision = load_policy(None).decide(CreationRequest(1, group_type="AVChatRoom"))
-    assert (decision.outcome.effect, decision.rule_id) == (Effect.ALLOW, "default")
-    assert decision.policy_revision.startswith("sha256:")
-    assert len(decision.policy_revision) == len("sha256:") + 16
-
-
-POLICY = b"""
-version = 1
-[default]
-effect = "deny"
-error_code = 10150
-error_info = "closed"
-
-[[rules]]
-id = "admins"
-operator_accounts = ["root"]
-
-[[rules]]
-id = "no-web-public"
-effect = "deny"
-error_code = 10101
-error_info = "use the app"
-group_types = ["Public"]
-opt_platforms = ["web"]
-
-[[rules]]
-id = "work-groups"
-group_types = ["Private"]
-
-[[rules]]
-id = "meetings"
-effect = "deny"
-group_types = ["Meeting"]
-"""
-
-
-@pytest.mark.parametrize(
-    ("request_", "rule_id", "effect", "code"),
-    [
-        (
-            CreationRequest(1, operator_account="root", group_type="Public", opt_platform="Web"),
-            "admins",
-            Effect.ALLOW,
-            0,
-        ),
-        (
-            CreationRequest(1, group_type="Public", opt_platform="WEB"),
-            "no-web-public",
-            Effect.DENY,
-            10101,
-        ),
-        (
-            CreationRequest(1, group_type="Public", opt_platform="iOS"),
-            "default",
-            Effect.DENY,
-            10150,
-        ),
-        (CreationRequest(1, group_type="Work"), "work-groups", Effect.ALLOW, 0),
-        (CreationRequest(1, group_type="Private"), "work-groups", Effect.ALLOW, 0),
-        (CreationRequest(1, group_type="ChatRoom"), "meetings", Effect.DENY, 1),
-    ],
-)
-def test_first_matching_rule_decides(
-    request_: CreationRequest, rule_id: str, effect: Effect, code: int
-) -> None:
-    """Rules apply in order, conditions AND together, type names old and new are one type."""
-    decision = parse_policy(POLICY).decide(request_)
-    assert (decision.rule_id, decision.outcome.effect, decision.outcome.error_code) == (
-        rule_id,
-        effect,
-        code,
-    )
-
-
-def test_decisions_have_unique_ids_and_revision_follows_content() -> None:
-    """Each decision gets its own id; a changed file gets another revision."""
-    policy = parse_policy(POLICY)
-    first, second = (policy.decide(CreationRequest(1)) for _ in range(2))
-    assert first.decision_id != second.decision_id
-    assert first.outcome.error_info == "closed"
-    assert parse_policy(POLICY + b"\n").revision != policy.revision
-
-
-@pytest.mark.parametrize(
-    ("source", "message"),
-    [
-        ("version = ", "not valid TOML"),
-        ("[default]", "version: must be 1, got None"),
-        ("version = 2", "version: must be 1, got 2"),
-        ("version = 1\nextra = 1", "top level: unknown key(s) extra"),
-        ("version = 1\nrules = 1", "rules: must be an array"),
-        ("version = 1\n[default]\neffect = 'maybe'", "default.effect: must be 'allow' or 'deny'"),
-        ("version = 1\n[default]\nerror_code = 1", "default: error_code and error_info only apply"),
-        ("version = 1\n[[rules]]\neffect = 'deny'", "rules[0].id: must be a non-empty string"),
-        ("version = 1\n[[rules]]\nid = 'default'", "rules[0].id: must be a non-empty string"),
-        ("version = 1\n[[rules]]\nid = 'a'\n[[rules]]\nid = 'a'", "rule 'a': id is used twice"),
-        ("version = 1\n[[rules]]\nid = 'a'\nwhen = 1", "rule 'a': unknown key(s) when"),
-        (
-            "version = 1\n[[rules]]\nid = 'a'\ngroup_types = 'Public'",
-            "rule 'a'.group_types: must be a list",
-        ),
-        (
-            "version = 1\n[[rules]]\nid = 'a'\noperator_accounts = ['']",
-            "rule 'a'.operator_accounts",
-        ),
-        (
-            "version = 1\n[[rules]]\nid = 'a'\neffect = 'deny'\nerror_info = 5",
-            "rule 'a'.error_info",
-        ),
-        *(
-            (
-                f"version = 1\n[[rules]]\nid = 'a'\neffect = 'deny'\nerror_code = {code}",
-                f"rule 'a'.error_code: must be 1 or in [10100, 10200], got {shown}",
-            )
-            for code, shown in [
-                ("0", "0"),
-                ("2", "2"),
-                ("10099", "10099"),
-                ("10201", "10201"),
-                ("'1'", "'1'"),
-                ("true", "True"),
-            ]
-        ),
-    ],
-)
-def test_invalid_policy_names_what_is_wrong(source: str, message: str) -> None:
-    """A policy that cannot be used raises PolicyError naming the rule and field."""
-    with pytest.raises(PolicyError) as raised:
-        parse_policy(source.encode(), "p.toml")
-    assert str(raised.value).startswith("p.toml: ")
-    assert message in str(raised.value)
-
-
-def test_unreadable_policy_file_is_a_policy_error(tmp_path: Path) -> None:
-    """A missing file is reported with its path, not as a traceback."""
-    with pytest.raises(PolicyError, match=r"missing\.toml: cannot read"):
-        load_policy(tmp_path / "missing.toml")
