@@ -1,4 +1,5 @@
-"""The `chat-policy` command: `service`, `adapter` or `run` (both, supervised)."""
+"""The `chat-policy` command: `service`, `adapter` or `run` (both, supervised), and
+`policy check` / `policy test` to check and test a policy file without a server."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("service", help="run the gRPC policy service")
     commands.add_parser("adapter", help="run the webhook adapter (gunicorn)")
     commands.add_parser("run", help="run both, supervised; Ctrl-C stops both")
+    add_policy_commands(commands.add_parser("policy", help="check or test a policy file"))
     args = parser.parse_args(argv)
+    if args.command == "policy":
+        return run_policy_command(args)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
     if args.command == "service":
         from policy_service.server import main as service_main
@@ -33,6 +37,34 @@ def main(argv: list[str] | None = None) -> int:
     from policy_service.supervisor import run_both
 
     return run_both()
+
+
+def add_policy_commands(policy: argparse.ArgumentParser) -> None:
+    """The subcommands of `chat-policy policy`: check and test."""
+    subcommands = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
+    check = subcommands.add_parser(
+        "check", help="load a policy file and say whether it is valid (exit 1 if not)"
+    )
+    check.add_argument("file", metavar="FILE", help="the policy file")
+    test = subcommands.add_parser(
+        "test",
+        help="run a TOML file of test cases against a policy"
+        " (exit 1 if a case fails, 2 if the cases or the policy are invalid)",
+    )
+    test.add_argument("cases", metavar="CASES", help="the cases file")
+    test.add_argument(
+        "--policy", metavar="FILE", help="the policy to test; overrides the cases file's `policy`"
+    )
+    test.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def run_policy_command(args: argparse.Namespace) -> int:
+    """Run `policy check` or `policy test`; the exit status is the command's."""
+    from policy_service.policy_commands import check_policy_file, run_policy_tests
+
+    if args.policy_command == "check":
+        return check_policy_file(args.file)
+    return run_policy_tests(args.cases, policy=args.policy, as_json=args.json)
 
 
 if __name__ == "__main__":
