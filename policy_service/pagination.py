@@ -1,12 +1,14 @@
-"""AIP-158 page sizes and keyset page tokens for listing full groups."""
+"""AIP-158 page sizes and keyset page tokens for listing full groups and decisions."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
+from policy_service.decision_log import DecisionCursor, DecisionQuery
 from policy_service.errors import InvalidArgument, InvalidPageToken
 from policy_service.group_state import GroupKey, GroupState
 
@@ -83,3 +85,30 @@ def decode_page_token(token: str, list_filter: FullGroupsFilter) -> FullGroupsCu
 def _all_types(*pairs: tuple[object, type]) -> bool:
     """True when every value has exactly its type (bool is not accepted as int)."""
     return all(type(value) is kind for value, kind in pairs)
+
+
+def encode_decisions_token(query: DecisionQuery, cursor: DecisionCursor) -> str:
+    """An opaque token for the decisions after `cursor`, bound to the request's filters."""
+    fields = [_TOKEN_VERSION, _query_digest(query), cursor.decided_at_ms, cursor.decision_id]
+    raw = json.dumps(fields, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_decisions_token(token: str, query: DecisionQuery) -> DecisionCursor | None:
+    """The cursor in `token` (None for the first page); InvalidPageToken if it is not ours."""
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        version, digest, decided_at_ms, decision_id = json.loads(raw)
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        raise InvalidPageToken("page_token is malformed") from None
+    if version != _TOKEN_VERSION or not _all_types((decided_at_ms, int), (decision_id, str)):
+        raise InvalidPageToken("page_token is malformed")
+    if digest != _query_digest(query):
+        raise InvalidPageToken("page_token was issued for different filters")
+    return DecisionCursor(decided_at_ms, decision_id)
+
+
+def _query_digest(query: DecisionQuery) -> str:
+    return hashlib.sha256(json.dumps(astuple(query)).encode()).hexdigest()[:16]

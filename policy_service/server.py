@@ -13,13 +13,15 @@ import grpc
 from chatpolicy.v1 import creation_policy_service_pb2_grpc, group_state_service_pb2_grpc
 from policy_service.change_feed import ChangeFeed
 from policy_service.creation_policy_servicer import CreationPolicyServicer
+from policy_service.decision_recorder import DecisionRecorder
 from policy_service.errors import PolicyServiceError
 from policy_service.group_state_servicer import GroupStateServicer
 from policy_service.health import StoreHealth
-from policy_service.policy import Policy, PolicyError, load_policy
+from policy_service.policy_file import PolicyError, load_policy
+from policy_service.policy_reload import PolicyFileWatcher, PolicyHolder
 from policy_service.retention import RetentionPruner
 from policy_service.settings import ServiceSettings, SettingsError
-from policy_service.store import GroupStateStore, open_store, redacted_url
+from policy_service.store import Store, open_store, redacted_url
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +31,33 @@ class BindError(RuntimeError):
 
 
 class PolicyService:
-    """The gRPC server and its background work: the change feed, retention and health."""
+    """The gRPC server and its background work: the change feed, retention, health, policy
+    reloads and the decision record."""
 
-    def __init__(self, settings: ServiceSettings, store: GroupStateStore, policy: Policy) -> None:
-        """Build both services and bind settings.grpc_bind (BindError if it is taken)."""
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        store: Store,
+        policy: PolicyHolder,
+        *,
+        policy_poll_s: float = 1.0,
+    ) -> None:
+        """Build both services and bind settings.grpc_bind (BindError if it is taken).
+
+        The policy file is checked for changes every policy_poll_s.
+        """
         self._store = store
+        self.policy = policy
+        self.policy_watcher = PolicyFileWatcher(policy, policy_poll_s)
+        self.recorder = DecisionRecorder(store)
         self.feed = ChangeFeed(store)
         self.health = StoreHealth(store)
         self.pruner = RetentionPruner(
             store,
             destroyed_retention_s=settings.destroyed_retention_s,
             change_log_retention_s=settings.change_log_retention_s,
+            decision_retention_s=settings.decision_retention_s,
+            rate_slot_retention_ms=lambda: policy.policy.longest_window_ms,
             interval_s=settings.prune_interval_s,
         )
         self.server = grpc.server(
@@ -53,7 +71,7 @@ class PolicyService:
             options=[("grpc.so_reuseport", 0)],
         )
         creation_policy_service_pb2_grpc.add_CreationPolicyServiceServicer_to_server(
-            CreationPolicyServicer(policy), self.server
+            CreationPolicyServicer(policy, store, store, self.recorder), self.server
         )
         group_state_service_pb2_grpc.add_GroupStateServiceServicer_to_server(
             GroupStateServicer(
@@ -73,23 +91,28 @@ class PolicyService:
             raise BindError(f"cannot listen on CHAT_POLICY_GRPC_BIND={settings.grpc_bind!r}")
 
     def start(self) -> None:
-        """Start serving, following the change log, pruning and health checks."""
+        """Start serving, following the change log, pruning, health checks and reloads."""
         self.feed.start()
+        self.recorder.start()
         self.server.start()
+        self.policy_watcher.start()
         self.pruner.start()
         self.health.start()
 
     def stop(self, grace_s: float | None) -> None:
-        """Report NOT_SERVING, end watch streams, drain RPCs for up to grace_s; not the store."""
+        """Report NOT_SERVING, end watch streams, drain RPCs for up to grace_s, store the
+        queued decision records; the store stays open."""
         self.health.shut_down()
         self.feed.close()
         self.pruner.stop()
+        self.policy_watcher.stop()
         self.server.stop(grace_s).wait()
+        self.recorder.stop()
 
 
 def serve(settings: ServiceSettings) -> None:
     """Run the service until SIGTERM or SIGINT, then drain in-flight RPCs and close the store."""
-    policy = load_policy(settings.policy_file)
+    policy = PolicyHolder(settings.policy_file, load_policy(settings.policy_file))
     store = open_store(settings.resolved_database_url)
     try:
         service = PolicyService(settings, store, policy)
@@ -98,15 +121,19 @@ def serve(settings: ServiceSettings) -> None:
         def request_stop(signum: int, frame: FrameType | None) -> None:
             stop.set()
 
+        def request_reload(signum: int, frame: FrameType | None) -> None:
+            service.policy_watcher.request_reload()
+
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGHUP, request_reload)
         service.start()
         log.info(
             "policy service listening on %s (port %d), store %s, policy %s",
             settings.grpc_bind,
             service.port,
             redacted_url(settings.resolved_database_url),
-            policy.revision,
+            policy.policy.revision,
         )
         stop.wait()
         log.info("stopping: draining in-flight RPCs for up to %.1fs", settings.grace_s)

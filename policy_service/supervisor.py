@@ -26,9 +26,10 @@ Child = tuple[str, "subprocess.Popen[bytes]"]
 def run_both() -> int:
     """Start the service, then the adapter once the service answers; stop both together.
 
-    SIGINT/SIGTERM are forwarded as SIGTERM (graceful stop) and give exit status 0. If either
-    child exits on its own, the other is stopped and the exit status is 1; bad configuration
-    is status 2 before anything starts.
+    SIGINT/SIGTERM are forwarded as SIGTERM (graceful stop) and give exit status 0; SIGHUP
+    is forwarded to the service (reload the policy). If either child exits on its own, the
+    other is stopped and the exit status is 1; bad configuration is status 2 before anything
+    starts.
     """
     try:
         ServiceSettings.from_env()
@@ -41,9 +42,15 @@ def run_both() -> int:
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    children: list[Child] = []
+
+    def forward_reload(signum: int, frame: FrameType | None) -> None:
+        if children and children[0][1].poll() is None:
+            children[0][1].send_signal(signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    children: list[Child] = []
+    signal.signal(signal.SIGHUP, forward_reload)
     try:
         children.append(("policy service", _spawn("service")))
         if not _wait_until_serving(target, children[0], stop):

@@ -99,6 +99,7 @@ def test_service_refuses_an_invalid_policy_file(deployment: Deployment) -> None:
     policy.write_text('version = 1\n[[rules]]\nid = "r1"\neffect = "deny"\nerror_code = 42\n')
     process = deployment.start("service", {"CHAT_POLICY_POLICY_FILE": str(policy)})
     assert process.wait(timeout=30) == 2
-    assert "rule 'r1'.error_code: must be 1 or in [10100, 10200], got 42" in deployment.log(
-        "service"
+    assert (
+        f"{policy}:5: rule 'r1' field 'error_code': must be 1 or in [10100, 10200], got 42"
+        in deployment.log("service")
     )

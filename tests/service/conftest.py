@@ -17,17 +17,19 @@ from chatpolicy.v1 import (
     group_state_service_pb2,
     group_state_service_pb2_grpc,
 )
-from policy_service.policy import Policy, load_policy
+from policy_service.policy import Policy
+from policy_service.policy_file import load_policy
+from policy_service.policy_reload import PolicyHolder
 from policy_service.server import PolicyService
 from policy_service.settings import ServiceSettings
-from policy_service.store import GroupStateStore, open_store
+from policy_service.store import Store, open_store
 
 pb = group_state_service_pb2
 APP = 1400000000
 
 
 class BrokenStore:
-    """A GroupStateStore whose every call but close fails with the given exception."""
+    """A Store whose every call but close fails with the given exception."""
 
     def __init__(self, error: Exception) -> None:
         self.error = error
@@ -45,9 +47,11 @@ class BrokenStore:
 class Server:
     """A running policy service on port 0 with a channel to it."""
 
-    def __init__(self, store: GroupStateStore, policy: Policy, settings: ServiceSettings) -> None:
+    def __init__(
+        self, store: Store, policy: PolicyHolder, settings: ServiceSettings, policy_poll_s: float
+    ) -> None:
         self.store = store
-        self.service = PolicyService(settings, store, policy)
+        self.service = PolicyService(settings, store, policy, policy_poll_s=policy_poll_s)
         self.service.start()
         self.target = f"127.0.0.1:{self.service.port}"
         self.channel = grpc.insecure_channel(self.target)
@@ -68,16 +72,22 @@ Serve = Callable[..., Server]
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Serve]:
     """Start servers with a given store, policy and settings (default: SQLite, allow-all,
-    ServiceSettings' defaults); stop them after the test."""
+    ServiceSettings' defaults); stop them after the test. A policy given as a path is
+    reloaded when the file changes (polled every 0.05 s)."""
     started: list[Server] = []
 
     def start(
-        store: GroupStateStore | None = None, policy: Policy | None = None, **settings: Any
+        store: Store | None = None, policy: Policy | Path | None = None, **settings: Any
     ) -> Server:
+        if isinstance(policy, Path):
+            holder = PolicyHolder(policy, load_policy(policy))
+        else:
+            holder = PolicyHolder(None, policy or load_policy(None))
         server = Server(
             store or open_store(f"sqlite:///{tmp_path / 'db.sqlite'}"),
-            policy or load_policy(None),
+            holder,
             ServiceSettings(grpc_bind="127.0.0.1:0", **settings),
+            policy_poll_s=0.05,
         )
         started.append(server)
         return server

@@ -12,7 +12,8 @@ from chatpolicy.v1 import (
     group_state_service_pb2,
 )
 from policy_service.errors import StoreUnavailable
-from policy_service.policy import load_policy, parse_policy
+from policy_service.policy_file import load_policy, parse_policy
+from policy_service.policy_reload import PolicyHolder
 from policy_service.server import BindError, PolicyService
 from policy_service.settings import ServiceSettings
 from policy_service.store import open_store
@@ -237,6 +238,10 @@ def test_binding_a_taken_port_is_a_bind_error(serve: Serve, tmp_path: Path) -> N
     store = open_store(f"sqlite:///{tmp_path / 'other.db'}")
     try:
         with pytest.raises(BindError, match="CHAT_POLICY_GRPC_BIND"):
-            PolicyService(ServiceSettings(grpc_bind=server.target), store, load_policy(None))
+            PolicyService(
+                ServiceSettings(grpc_bind=server.target),
+                store,
+                PolicyHolder(None, load_policy(None)),
+            )
     finally:
         store.close()

@@ -42,6 +42,16 @@ class CreationPolicyServiceStub:
                 request_serializer=chatpolicy_dot_v1_dot_creation__policy__service__pb2.CheckGroupCreationRequest.SerializeToString,
                 response_deserializer=chatpolicy_dot_v1_dot_creation__policy__service__pb2.CheckGroupCreationResponse.FromString,
                 _registered_method=True)
+        self.GetPolicy = channel.unary_unary(
+                '/chatpolicy.v1.CreationPolicyService/GetPolicy',
+                request_serializer=chatpolicy_dot_v1_dot_creation__policy__service__pb2.GetPolicyRequest.SerializeToString,
+                response_deserializer=chatpolicy_dot_v1_dot_creation__policy__service__pb2.GetPolicyResponse.FromString,
+                _registered_method=True)
+        self.ListDecisions = channel.unary_unary(
+                '/chatpolicy.v1.CreationPolicyService/ListDecisions',
+                request_serializer=chatpolicy_dot_v1_dot_creation__policy__service__pb2.ListDecisionsRequest.SerializeToString,
+                response_deserializer=chatpolicy_dot_v1_dot_creation__policy__service__pb2.ListDecisionsResponse.FromString,
+                _registered_method=True)
 
 
 class CreationPolicyServiceServicer:
@@ -58,6 +68,21 @@ class CreationPolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPolicy(self, request, context):
+        """GetPolicy tells which policy revision this replica runs and how its last reload went.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDecisions(self, request, context):
+        """ListDecisions lists recent decisions, newest first, from the record every replica
+        sharing the store writes to (kept for CHAT_POLICY_DECISION_RETENTION_S).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CreationPolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -65,6 +90,16 @@ def add_CreationPolicyServiceServicer_to_server(servicer, server):
                     servicer.CheckGroupCreation,
                     request_deserializer=chatpolicy_dot_v1_dot_creation__policy__service__pb2.CheckGroupCreationRequest.FromString,
                     response_serializer=chatpolicy_dot_v1_dot_creation__policy__service__pb2.CheckGroupCreationResponse.SerializeToString,
+            ),
+            'GetPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPolicy,
+                    request_deserializer=chatpolicy_dot_v1_dot_creation__policy__service__pb2.GetPolicyRequest.FromString,
+                    response_serializer=chatpolicy_dot_v1_dot_creation__policy__service__pb2.GetPolicyResponse.SerializeToString,
+            ),
+            'ListDecisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDecisions,
+                    request_deserializer=chatpolicy_dot_v1_dot_creation__policy__service__pb2.ListDecisionsRequest.FromString,
+                    response_serializer=chatpolicy_dot_v1_dot_creation__policy__service__pb2.ListDecisionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -97,6 +132,60 @@ class CreationPolicyService:
             '/chatpolicy.v1.CreationPolicyService/CheckGroupCreation',
             chatpolicy_dot_v1_dot_creation__policy__service__pb2.CheckGroupCreationRequest.SerializeToString,
             chatpolicy_dot_v1_dot_creation__policy__service__pb2.CheckGroupCreationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpolicy.v1.CreationPolicyService/GetPolicy',
+            chatpolicy_dot_v1_dot_creation__policy__service__pb2.GetPolicyRequest.SerializeToString,
+            chatpolicy_dot_v1_dot_creation__policy__service__pb2.GetPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDecisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatpolicy.v1.CreationPolicyService/ListDecisions',
+            chatpolicy_dot_v1_dot_creation__policy__service__pb2.ListDecisionsRequest.SerializeToString,
+            chatpolicy_dot_v1_dot_creation__policy__service__pb2.ListDecisionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

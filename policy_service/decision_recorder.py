@@ -1,0 +1,92 @@
+"""Writes decision records to the store in batches, off the request path.
+
+A decision never waits for its record: records queue in memory and a thread appends them in
+one transaction per batch. The record is for operators, not for deciding, so it is best
+effort: while the store is unreachable the thread retries and the queue holds up to
+max_queued records; beyond that, and at a crash, records are lost, counted and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+from policy_service.decision_log import DecisionLog, DecisionRecord
+from policy_service.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class DecisionRecorder:
+    """A bounded queue of decision records and the thread that stores them."""
+
+    def __init__(
+        self,
+        store: DecisionLog,
+        *,
+        max_queued: int = 10_000,
+        batch_size: int = 500,
+        retry_s: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._queue: queue.Queue[DecisionRecord] = queue.Queue(max_queued)
+        self._batch_size = batch_size
+        self._retry_s = retry_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="decision-recorder", daemon=True)
+        self.dropped = 0
+
+    def start(self) -> None:
+        """Start storing queued records."""
+        self._thread.start()
+
+    def record(self, record: DecisionRecord) -> None:
+        """Queue a record; never blocks (a full queue drops it, counted)."""
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("decision record queue full: %d records dropped so far", self.dropped)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Store what is queued (trying for up to timeout_s), then stop."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        left = self._queue.qsize()
+        if left:
+            log.warning("stopped with %d decision records not stored", left)
+
+    def _run(self) -> None:
+        batch: list[DecisionRecord] = []
+        while True:
+            if not batch:
+                try:
+                    batch.append(self._queue.get(timeout=0.1))
+                except queue.Empty:
+                    if self._stop.is_set():
+                        return
+                    continue
+            while len(batch) < self._batch_size:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._store.append_decisions(batch)
+            except StoreUnavailable as error:
+                log.warning(
+                    "cannot store %d decision records, retrying in %.0fs: %s",
+                    len(batch),
+                    self._retry_s,
+                    error,
+                )
+                if self._stop.wait(self._retry_s):
+                    log.warning("stopped with %d decision records not stored", len(batch))
+                    return
+                continue
+            except Exception:
+                log.exception("storing %d decision records failed; they are lost", len(batch))
+            batch = []
