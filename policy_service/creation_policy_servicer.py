@@ -22,6 +22,7 @@ from policy_service.pagination import (
 from policy_service.policy import CreationRequest, Decision, Effect, RuleEvaluation, RuleResult
 from policy_service.policy_reload import PolicyHolder
 from policy_service.rate_limit import RateCounter
+from policy_service.rule_counts import RuleCounts
 from policy_service.status import maps_errors
 from policy_service.store import now_ms
 
@@ -53,6 +54,7 @@ class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServ
         self._counter = counter
         self._decisions = decisions
         self._recorder = recorder
+        self._counts = RuleCounts()
 
     @maps_errors
     def CheckGroupCreation(
@@ -89,6 +91,7 @@ class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServ
                 error.rule_id,
                 error.reason,
             )
+        self._counts.add(decision)
         self._recorder.record(_record(creation, decision, decided_at, latency_us))
         return pb.CheckGroupCreationResponse(
             decision=_DECISIONS[outcome.effect],
@@ -116,6 +119,15 @@ class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServ
             loaded_at=_timestamp(holder.loaded_at_ms),
             rule_ids=[rule.id for rule in policy.rules],
             last_reload_error=status.error,
+            rule_stats=[
+                pb.RuleStats(
+                    rule_id=rule_id,
+                    decided=count.decided,
+                    shadow_hits=count.shadow_hits,
+                    errors=count.errors,
+                )
+                for rule_id, count in sorted(self._counts.of(policy.revision).items())
+            ],
         )
         if status.attempted_at_ms is not None:
             response.last_reload_at.CopyFrom(_timestamp(status.attempted_at_ms))

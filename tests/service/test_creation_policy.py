@@ -306,3 +306,18 @@ def test_a_page_token_is_bound_to_its_filters(serve: Serve) -> None:
         list_decisions(server, page_size=1, page_token=token, operator_account="a")
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_info(raised.value).reason == "ERROR_REASON_INVALID_PAGE_TOKEN"
+
+
+def test_get_policy_counts_decisions_shadow_hits_and_errors_per_rule(serve: Serve) -> None:
+    """rule_stats counts what each rule did in this replica: decided, would have, failed."""
+    server = serve(policy=parse_policy(POLICY))
+    check(server, operator_account="a", name="casino")
+    check(server, operator_account="a", name="ab", create_group_num=1)
+    check(server, operator_account="b", name="ok")
+    stats = server.creation.GetPolicy(pb.GetPolicyRequest(), timeout=5).rule_stats
+    assert [(s.rule_id, s.decided, s.shadow_hits, s.errors) for s in stats] == [
+        ("cel-error", 0, 0, 1),
+        ("default", 2, 0, 0),
+        ("names", 1, 0, 0),
+        ("shadow-short-names", 0, 2, 0),
+    ]

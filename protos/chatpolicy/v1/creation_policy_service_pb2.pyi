@@ -103,20 +103,34 @@ class GetPolicyRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetPolicyResponse(_message.Message):
-    __slots__ = ("policy_revision", "source", "loaded_at", "rule_ids", "last_reload_error", "last_reload_at")
+    __slots__ = ("policy_revision", "source", "loaded_at", "rule_ids", "last_reload_error", "last_reload_at", "rule_stats")
     POLICY_REVISION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     LOADED_AT_FIELD_NUMBER: _ClassVar[int]
     RULE_IDS_FIELD_NUMBER: _ClassVar[int]
     LAST_RELOAD_ERROR_FIELD_NUMBER: _ClassVar[int]
     LAST_RELOAD_AT_FIELD_NUMBER: _ClassVar[int]
+    RULE_STATS_FIELD_NUMBER: _ClassVar[int]
     policy_revision: str
     source: str
     loaded_at: _timestamp_pb2.Timestamp
     rule_ids: _containers.RepeatedScalarFieldContainer[str]
     last_reload_error: str
     last_reload_at: _timestamp_pb2.Timestamp
-    def __init__(self, policy_revision: _Optional[str] = ..., source: _Optional[str] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule_ids: _Optional[_Iterable[str]] = ..., last_reload_error: _Optional[str] = ..., last_reload_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    rule_stats: _containers.RepeatedCompositeFieldContainer[RuleStats]
+    def __init__(self, policy_revision: _Optional[str] = ..., source: _Optional[str] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule_ids: _Optional[_Iterable[str]] = ..., last_reload_error: _Optional[str] = ..., last_reload_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule_stats: _Optional[_Iterable[_Union[RuleStats, _Mapping]]] = ...) -> None: ...
+
+class RuleStats(_message.Message):
+    __slots__ = ("rule_id", "decided", "shadow_hits", "errors")
+    RULE_ID_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_HITS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    rule_id: str
+    decided: int
+    shadow_hits: int
+    errors: int
+    def __init__(self, rule_id: _Optional[str] = ..., decided: _Optional[int] = ..., shadow_hits: _Optional[int] = ..., errors: _Optional[int] = ...) -> None: ...
 
 class DecisionRecord(_message.Message):
     __slots__ = ("decision_id", "decided_at", "request", "decision", "error_code", "error_info", "rule_id", "reason", "policy_revision", "shadow_rule_ids", "latency_us")
