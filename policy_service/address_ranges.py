@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import socket
 from collections.abc import Iterable
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# An address as compared: (4 or 6, its integer value).
+Address = tuple[int, int]
 _MAPPED_V4 = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
@@ -34,22 +36,27 @@ class AddressRanges:
             6: _ranges(list(ipaddress.collapse_addresses(v6))),
         }
 
-    def __contains__(self, address: IPAddress) -> bool:
-        starts, ends = self._ranges[address.version]
-        value = int(address)
+    def __contains__(self, address: Address) -> bool:
+        version, value = address
+        starts, ends = self._ranges[version]
         index = bisect.bisect_right(starts, value) - 1
         return index >= 0 and value <= ends[index]
 
 
-def parse_address(text: str) -> IPAddress | None:
+def parse_address(text: str) -> Address | None:
     """The address Chat sent (an IPv4-mapped IPv6 address counts as IPv4), None if invalid."""
+    text = text.strip()
     try:
-        address = ipaddress.ip_address(text.strip())
-    except ValueError:
+        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+    except OSError:
+        pass
+    try:
+        value = int.from_bytes(socket.inet_pton(socket.AF_INET6, text), "big")
+    except OSError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+    if value >> 32 == 0xFFFF:
+        return 4, value & 0xFFFFFFFF
+    return 6, value
 
 
 def _ranges(

@@ -6,14 +6,14 @@ create_group_num (null when Chat omitted it), members, platform, client_ip and t
 request's EventTime, else the service's clock; a UTC timestamp).
 
 Building CEL values costs about a microsecond per variable (more for the member list), so a
-request converts only the variables that the policy's expressions mention, and only once.
+request converts a variable only when an expression that reads it is first evaluated.
 """
 
 from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import cel
@@ -105,7 +105,13 @@ class CelCondition:
         try:
             context = evaluation.cel_context
             if context is None:
-                context = evaluation.cel_context = _context(evaluation)
+                context = evaluation.cel_context = cel.Context()
+            missing = self.variables - evaluation.cel_variables
+            if missing:
+                request, now = evaluation.request, evaluation.now_ms
+                for name in missing:
+                    context.add_variable(name, _VALUES[name](request, now))
+                evaluation.cel_variables |= missing
             result = self._program.execute(context)
         except Exception as error:  # The interpreter's errors have no common base class.
             raise ConditionError(f"CEL error: {_first_line(error)}") from None
@@ -114,21 +120,11 @@ class CelCondition:
         return result
 
 
-def variables_in(expressions: str | Iterable[str]) -> frozenset[str]:
-    """The request variables an expression (or several) may read: identifiers outside string
-    literals that name one; a field or a macro's own variable of the same name is harmless."""
-    if isinstance(expressions, str):
-        expressions = (expressions,)
-    found: set[str] = set()
-    for expression in expressions:
-        code = _STRING_LITERAL.sub('""', expression)
-        found.update(name for name in _IDENTIFIER.findall(code) if name in VARIABLES)
-    return frozenset(found)
-
-
-def _context(evaluation: Evaluation) -> cel.Context:
-    request, now = evaluation.request, evaluation.now_ms
-    return cel.Context({name: _VALUES[name](request, now) for name in evaluation.cel_variables})
+def variables_in(expression: str) -> frozenset[str]:
+    """The request variables an expression may read: identifiers outside string literals
+    that name one; a field or a macro's own variable of the same name is harmless."""
+    code = _STRING_LITERAL.sub('""', expression)
+    return frozenset(name for name in _IDENTIFIER.findall(code) if name in VARIABLES)
 
 
 def _first_line(error: BaseException) -> str:

@@ -9,6 +9,7 @@ but never decides. policy_file.py reads policies from TOML; rules.py holds the c
 
 from __future__ import annotations
 
+import bisect
 import enum
 import logging
 import os
@@ -20,6 +21,7 @@ from typing import Protocol
 
 import cel
 
+from policy_service.address_ranges import Address
 from policy_service.cel_conditions import ConditionError
 from policy_service.errors import StoreUnavailable
 from policy_service.group_types import canonical_group_type
@@ -86,23 +88,33 @@ class RuleEvaluation:
 
 
 class Evaluation:
-    """The per-request state rules share: the request, the clock, lazily built CEL values
-    and the rate-limit slots taken (given back when the request is refused)."""
+    """The per-request state rules share: the request and what is derived from it once (the
+    group type's current name, the platform folded, the folded name, the parsed ClientIP,
+    CEL values), the clock, and the rate-limit slots taken (given back on a refusal)."""
 
-    __slots__ = ("cel_context", "cel_variables", "counter", "now_ms", "request", "slots")
+    __slots__ = (
+        "address",
+        "cel_context",
+        "cel_variables",
+        "counter",
+        "folded_name",
+        "group_type",
+        "now_ms",
+        "platform",
+        "request",
+        "slots",
+    )
 
-    def __init__(
-        self,
-        request: CreationRequest,
-        now_ms: int,
-        counter: RateCounter | None,
-        cel_variables: frozenset[str],
-    ) -> None:
+    def __init__(self, request: CreationRequest, now_ms: int, counter: RateCounter | None) -> None:
         self.request = request
         self.now_ms = now_ms
         self.counter = counter
-        self.cel_variables = cel_variables
+        self.group_type = canonical_group_type(request.group_type)
+        self.platform = request.opt_platform.casefold()
+        self.folded_name: str | None = None
+        self.address: Address | bool | None = False  # False: not parsed yet
         self.cel_context: cel.Context | None = None
+        self.cel_variables: set[str] = set()
         self.slots: list[int] = []
 
 
@@ -136,12 +148,12 @@ class Scope:
 
     def applies(self, evaluation: Evaluation) -> bool:
         """True when the request is in scope; ConditionError from a failing `when`."""
-        request = evaluation.request
-        if self.group_types and canonical_group_type(request.group_type) not in self.group_types:
+        if self.group_types and evaluation.group_type not in self.group_types:
             return False
-        if self.operator_accounts and request.operator_account not in self.operator_accounts:
+        operator = evaluation.request.operator_account
+        if self.operator_accounts and operator not in self.operator_accounts:
             return False
-        if self.opt_platforms and request.opt_platform.casefold() not in self.opt_platforms:
+        if self.opt_platforms and evaluation.platform not in self.opt_platforms:
             return False
         return self.when is None or self.when.holds(evaluation)
 
@@ -195,24 +207,12 @@ class Policy:
     rules: tuple[Rule, ...]
     default: Outcome
     revision: str
-    cel_variables: frozenset[str] = frozenset()
     longest_window_ms: int = 0
     sources: tuple[Path, ...] = ()
-    _by_type: dict[str, tuple[Rule, ...]] = field(init=False, repr=False, compare=False)
-    _untyped: tuple[Rule, ...] = field(init=False, repr=False, compare=False)
+    _index: _RuleIndex = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Index the rules by group type: a request only walks the rules that can apply to
-        # its type (in order), whatever the policy holds for other types.
-        types = {t for rule in self.rules for t in rule.scope.group_types}
-        by_type = {
-            t: tuple(r for r in self.rules if not r.scope.group_types or t in r.scope.group_types)
-            for t in types
-        }
-        object.__setattr__(self, "_by_type", by_type)
-        object.__setattr__(
-            self, "_untyped", tuple(r for r in self.rules if not r.scope.group_types)
-        )
+        object.__setattr__(self, "_index", _RuleIndex(self.rules))
 
     def decide(
         self,
@@ -230,12 +230,12 @@ class Policy:
         """
         if now_ms is None:
             now_ms = time.time_ns() // 1_000_000
-        evaluation = Evaluation(request, now_ms, counter, self.cel_variables)
-        # Explaining walks every rule, so that rules of other types show as not applicable.
+        evaluation = Evaluation(request, now_ms, counter)
+        # Explaining walks every rule, so that the ones the index skips show as not applicable.
         rules = (
             self.rules
             if explain
-            else self._by_type.get(canonical_group_type(request.group_type), self._untyped)
+            else self._index.candidates(evaluation.group_type, request.operator_account)
         )
         evaluations: list[RuleEvaluation] = []
         shadow_hits: list[RuleEvaluation] = []
@@ -278,6 +278,45 @@ class Policy:
             tuple(errors),
             tuple(evaluations),
         )
+
+
+class _RuleIndex:
+    """The rules that can apply to a request, in policy order, by its group type and operator.
+
+    A request walks only the rules whose group_types and operator_accounts scopes admit it,
+    whatever the policy holds for other types and operators: the shared rules of its type,
+    with the few that name its operator merged in at their places.
+    """
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        types = {t for rule in rules for t in rule.scope.group_types}
+        self._shared: dict[str | None, tuple[list[int], list[Rule]]] = {}
+        self._named: dict[tuple[str | None, str], list[tuple[int, Rule]]] = {}
+        for group_type in (*types, None):
+            fits = [
+                (position, rule)
+                for position, rule in enumerate(rules)
+                if not rule.scope.group_types or group_type in rule.scope.group_types
+            ]
+            shared = [(p, r) for p, r in fits if not r.scope.operator_accounts]
+            self._shared[group_type] = ([p for p, _ in shared], [r for _, r in shared])
+            for position, rule in fits:
+                for operator in rule.scope.operator_accounts:
+                    self._named.setdefault((group_type, operator), []).append((position, rule))
+
+    def candidates(self, group_type: str, operator: str) -> Sequence[Rule]:
+        """The rules to walk for a request, in policy order."""
+        key: str | None = group_type if group_type in self._shared else None
+        positions, rules = self._shared[key]
+        named = self._named.get((key, operator)) if self._named else None
+        if not named:
+            return rules
+        positions, merged = list(positions), list(rules)
+        for position, rule in named:
+            at = bisect.bisect(positions, position)
+            positions.insert(at, position)
+            merged.insert(at, rule)
+        return merged
 
 
 def _evaluated(rule: Rule, result: RuleResult, reason: str = "") -> RuleEvaluation:

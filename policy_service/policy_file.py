@@ -17,7 +17,7 @@ from pathlib import Path
 
 from policy_service.address_ranges import AddressRanges
 from policy_service.banned_words import BannedWords
-from policy_service.cel_conditions import CelCondition, variables_in
+from policy_service.cel_conditions import CelCondition
 from policy_service.group_types import GROUP_TYPE_ALIASES, canonical_group_type
 from policy_service.policy import (
     CUSTOM_REFUSAL_CODES,
@@ -164,13 +164,11 @@ class _Loader:
                 )
             seen.add(rule.id)
             rules.append(rule)
-        expressions = [r.scope.when.expression for r in rules if r.scope.when is not None]
         windows = [r.check.window_ms for r in rules if isinstance(r.check, RateLimitCheck)]
         return Policy(
             tuple(rules),
             default,
             "sha256:" + self.digest.hexdigest()[:16],
-            cel_variables=variables_in(expressions),
             longest_window_ms=max(windows, default=0),
             sources=tuple(self.sources),
         )

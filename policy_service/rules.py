@@ -12,10 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from policy_service.address_ranges import AddressRanges, parse_address
-from policy_service.banned_words import BannedWords
+from policy_service.banned_words import BannedWords, fold
 from policy_service.cel_conditions import ConditionError
 from policy_service.errors import StoreUnavailable
-from policy_service.group_types import canonical_group_type
 from policy_service.policy import Evaluation
 
 
@@ -31,7 +30,7 @@ class QuotaCheck:
     def violation(self, evaluation: Evaluation) -> str | None:
         """Fails when the creator already has the quota's number of groups of the type."""
         request = evaluation.request
-        group_type = canonical_group_type(request.group_type)
+        group_type = evaluation.group_type
         limit = self.max_by_type.get(group_type, self.default_max)
         if limit is None:
             return None
@@ -64,7 +63,10 @@ class NameCheck:
         if self.pattern is not None and self.pattern.fullmatch(name) is None:
             return f"name does not match {self.pattern.pattern!r}"
         if self.banned is not None:
-            word = self.banned.first_in(name)
+            folded = evaluation.folded_name
+            if folded is None:
+                folded = evaluation.folded_name = fold(name)
+            word = self.banned.first_in(folded)
             if word is not None:
                 return f"name contains banned word {word!r}"
         return None
@@ -142,8 +144,8 @@ class PlatformTypesCheck:
     def violation(self, evaluation: Evaluation) -> str | None:
         """Fails when the platform's list does not have the group type."""
         request = evaluation.request
-        allowed = self.allowed.get(request.opt_platform.casefold(), self.other)
-        group_type = canonical_group_type(request.group_type)
+        allowed = self.allowed.get(evaluation.platform, self.other)
+        group_type = evaluation.group_type
         if allowed is not None and group_type not in allowed:
             platform = request.opt_platform or "unknown platform"
             return f"{group_type or 'untyped'} groups may not be created from {platform}"
@@ -162,13 +164,15 @@ class ClientIpCheck:
     def violation(self, evaluation: Evaluation) -> str | None:
         """Fails when the address is outside the allowed networks or inside a denied one."""
         text = evaluation.request.client_ip
-        address = parse_address(text) if text else None
-        if address is None:
+        address = evaluation.address
+        if address is False:
+            address = evaluation.address = parse_address(text) if text else None
+        if address is None or isinstance(address, bool):
             return f"ClientIP {text!r} missing or invalid" if self.deny_when_missing else None
         if self.deny is not None and address in self.deny:
-            return f"ClientIP {address} is in a denied network"
+            return f"ClientIP {text.strip()} is in a denied network"
         if self.allow is not None and address not in self.allow:
-            return f"ClientIP {address} is not in an allowed network"
+            return f"ClientIP {text.strip()} is not in an allowed network"
         return None
 
 

@@ -6,6 +6,8 @@ import datetime
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from policy_service.policy import (
     CreationRequest,
@@ -552,3 +554,33 @@ def test_cel_applies_to_check_kinds_as_scope() -> None:
     scoped = policy(source)
     assert scoped.decide(req(create_group_num=5, opt_platform="iOS")).rule_id == "quota"
     assert scoped.decide(req(create_group_num=5, opt_platform="Web")).rule_id == "default"
+
+
+@given(
+    scopes=st.lists(
+        st.tuples(
+            st.sets(st.sampled_from(["Public", "Work", "Private", "Meeting"]), max_size=2),
+            st.sets(st.sampled_from(["alice", "bob", "carol"]), max_size=2),
+            st.booleans(),
+        ),
+        max_size=12,
+    ),
+    group_type=st.sampled_from(["Public", "Work", "Private", "Community", ""]),
+    operator=st.sampled_from(["alice", "bob", "dave", ""]),
+)
+def test_the_rule_index_decides_as_walking_every_rule_does(
+    scopes: list[tuple[set[str], set[str], bool]], group_type: str, operator: str
+) -> None:
+    """Indexed by type and operator, a policy decides exactly as a walk of all its rules."""
+    rules = []
+    for index, (types, operators, deny) in enumerate(scopes):
+        rules.append(f'[[rules]]\nid = "r{index}"\neffect = "{"deny" if deny else "allow"}"')
+        if types:
+            rules.append(f"group_types = {sorted(types)!r}".replace("'", '"'))
+        if operators:
+            rules.append(f"operator_accounts = {sorted(operators)!r}".replace("'", '"'))
+    policy = parse_policy(("version = 1\n" + "\n".join(rules)).encode())
+    request = CreationRequest(1, operator_account=operator, group_type=group_type)
+    indexed = policy.decide(request)
+    walked = policy.decide(request, explain=True)
+    assert (indexed.rule_id, indexed.outcome) == (walked.rule_id, walked.outcome)

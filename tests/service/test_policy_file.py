@@ -48,7 +48,6 @@ def test_example_policy_loads_with_every_rule() -> None:
         "creation-rate",
     ]
     assert policy.longest_window_ms == 3_600_000
-    assert policy.cel_variables == frozenset({"time"})
     assert [rule.id for rule in policy.rules if rule.shadow] == ["night-time-communities"]
 
 

@@ -267,7 +267,7 @@ def test_banned_word_matching_equals_naive_fold_and_substring(words: list[str], 
     """BannedWords finds a word exactly when some folded word is a substring of the folded name."""
     folded_name = fold(name)
     folded_words = {fold(w).strip(): w for w in words if fold(w).strip()}
-    found = BannedWords(words).first_in(name)
+    found = BannedWords(words).first_in(fold(name))
     assert (found is not None) == any(f in folded_name for f in folded_words)
     if found is not None:
         assert found in words
@@ -279,7 +279,9 @@ def test_banned_word_matching_equals_naive_fold_and_substring(words: list[str], 
 def test_banned_words_never_match_beyond_naive_on_any_text(word: str, name: str) -> None:
     """On arbitrary Unicode, a single word matches exactly when its folded form is in the name."""
     folded = fold(word).strip()
-    assert (BannedWords([word]).first_in(name) is not None) == bool(folded and folded in fold(name))
+    assert (BannedWords([word]).first_in(fold(name)) is not None) == bool(
+        folded and folded in fold(name)
+    )
 
 
 # members
@@ -525,7 +527,16 @@ def test_address_ranges_membership_equals_any_network(
     """An address is in AddressRanges exactly when some of its networks contains it."""
     nets = [*v4, *v6]
     ranges = AddressRanges(str(n) for n in nets)
-    assert (address in ranges) == any(address in n for n in nets if n.version == address.version)
+    parsed = parse_address(str(address))
+    assert parsed is not None
+    expected = any(address in n for n in nets if n.version == address.version)
+    if address.version == 6 and address.ipv4_mapped is not None:  # compared as IPv4
+        expected = any(address.ipv4_mapped in n for n in nets if n.version == 4) or any(
+            address in n and n.subnet_of(ipaddress.IPv6Network("::ffff:0:0/96"))
+            for n in nets
+            if n.version == 6
+        )
+    assert (parsed in ranges) == expected
 
 
 def test_address_ranges_refuse_host_bits() -> None:
@@ -548,7 +559,11 @@ def test_address_ranges_refuse_host_bits() -> None:
 def test_parse_address(text: str, parsed: str | None) -> None:
     """Addresses are parsed with IPv4-mapped IPv6 as IPv4; anything else is None."""
     address = parse_address(text)
-    assert (None if address is None else str(address)) == parsed
+    expected = None
+    if parsed is not None:
+        ip = ipaddress.ip_address(parsed)
+        expected = (ip.version, int(ip))
+    assert address == expected
 
 
 # rate_limit
