@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from chatpolicy.v1 import creation_policy_service_pb2, creation_policy_service_pb2_grpc
 from policy_service.decision_log import DecisionCursor, DecisionLog, DecisionQuery, DecisionRecord
@@ -19,12 +17,13 @@ from policy_service.pagination import (
     encode_decisions_token,
     page_size_from_request,
 )
-from policy_service.policy import CreationRequest, Decision, Effect, RuleEvaluation, RuleResult
+from policy_service.policy import CreationRequest, Effect, RuleEvaluation, RuleResult
 from policy_service.policy_reload import PolicyHolder
 from policy_service.rate_limit import RateCounter
 from policy_service.rule_counts import RuleCounts
 from policy_service.status import maps_errors
 from policy_service.store import now_ms
+from policy_service.timestamps import timestamp
 
 pb = creation_policy_service_pb2
 log = logging.getLogger(__name__)
@@ -92,7 +91,7 @@ class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServ
                 error.reason,
             )
         self._counts.add(decision)
-        self._recorder.record(_record(creation, decision, decided_at, latency_us))
+        self._recorder.record(creation, decision, decided_at, latency_us)
         return pb.CheckGroupCreationResponse(
             decision=_DECISIONS[outcome.effect],
             error_code=outcome.error_code,
@@ -116,7 +115,7 @@ class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServ
         response = pb.GetPolicyResponse(
             policy_revision=policy.revision,
             source=holder.source,
-            loaded_at=_timestamp(holder.loaded_at_ms),
+            loaded_at=timestamp(holder.loaded_at_ms),
             rule_ids=[rule.id for rule in policy.rules],
             last_reload_error=status.error,
             rule_stats=[
@@ -130,7 +129,7 @@ class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServ
             ],
         )
         if status.attempted_at_ms is not None:
-            response.last_reload_at.CopyFrom(_timestamp(status.attempted_at_ms))
+            response.last_reload_at.CopyFrom(timestamp(status.attempted_at_ms))
         return response
 
     @maps_errors
@@ -192,27 +191,6 @@ def creation_request(request: pb.CheckGroupCreationRequest) -> CreationRequest:
     )
 
 
-def _record(
-    creation: CreationRequest, decision: Decision, decided_at_ms: int, latency_us: int
-) -> DecisionRecord:
-    outcome = decision.outcome
-    return DecisionRecord(
-        decision_id=decision.decision_id,
-        decided_at_ms=decided_at_ms,
-        sdk_app_id=creation.sdk_app_id,
-        operator_account=creation.operator_account,
-        effect=outcome.effect.value,
-        error_code=outcome.error_code,
-        error_info=outcome.error_info,
-        rule_id=decision.rule_id,
-        reason=decision.reason,
-        policy_revision=decision.policy_revision,
-        shadow_rule_ids=tuple(e.rule_id for e in decision.shadow_hits),
-        latency_us=latency_us,
-        request_json=json.dumps(asdict(creation), ensure_ascii=False, separators=(",", ":")),
-    )
-
-
 def _record_pb(record: DecisionRecord) -> pb.DecisionRecord:
     fields = json.loads(record.request_json)
     request = pb.CheckGroupCreationRequest(
@@ -228,10 +206,10 @@ def _record_pb(record: DecisionRecord) -> pb.DecisionRecord:
     if fields["create_group_num"] is not None:
         request.create_group_num = fields["create_group_num"]
     if fields["event_time_ms"] is not None:
-        request.event_time.CopyFrom(_timestamp(fields["event_time_ms"]))
+        request.event_time.CopyFrom(timestamp(fields["event_time_ms"]))
     return pb.DecisionRecord(
         decision_id=record.decision_id,
-        decided_at=_timestamp(record.decided_at_ms),
+        decided_at=timestamp(record.decided_at_ms),
         request=request,
         decision=_DECISIONS[Effect(record.effect)],
         error_code=record.error_code,
@@ -252,9 +230,3 @@ def _evaluation_pb(evaluation: RuleEvaluation) -> pb.RuleEvaluation:
         effect=_DECISIONS[evaluation.effect],
         reason=evaluation.reason,
     )
-
-
-def _timestamp(ms: int) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromMilliseconds(ms)
-    return stamp

@@ -1,21 +1,28 @@
 """Writes decision records to the store in batches, off the request path.
 
-A decision never waits for its record: records queue in memory and a thread appends them in
-one transaction per batch. The record is for operators, not for deciding, so it is best
-effort: while the store is unreachable the thread retries and the queue holds up to
-max_queued records; beyond that, and at a crash, records are lost, counted and logged.
+A decision never waits for its record: decisions queue in memory and a thread turns them
+into records and appends them in one transaction per batch. The record is for operators, not
+for deciding, so it is best effort: while the store is unreachable the thread retries and the
+queue holds up to max_queued decisions; beyond that, and at a crash, records are lost, counted
+and logged.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
+from dataclasses import asdict
 
 from policy_service.decision_log import DecisionLog, DecisionRecord
 from policy_service.errors import StoreUnavailable
+from policy_service.policy import CreationRequest, Decision
 
 log = logging.getLogger(__name__)
+
+# A decision waiting for its record: the request, the decision, its time and latency.
+_Decided = tuple[CreationRequest, Decision, int, int]
 
 
 class DecisionRecorder:
@@ -30,7 +37,7 @@ class DecisionRecorder:
         retry_s: float = 1.0,
     ) -> None:
         self._store = store
-        self._queue: queue.Queue[DecisionRecord] = queue.Queue(max_queued)
+        self._queue: queue.Queue[_Decided] = queue.Queue(max_queued)
         self._batch_size = batch_size
         self._retry_s = retry_s
         self._stop = threading.Event()
@@ -41,10 +48,12 @@ class DecisionRecorder:
         """Start storing queued records."""
         self._thread.start()
 
-    def record(self, record: DecisionRecord) -> None:
-        """Queue a record; never blocks (a full queue drops it, counted)."""
+    def record(
+        self, request: CreationRequest, decision: Decision, decided_at_ms: int, latency_us: int
+    ) -> None:
+        """Queue a decision's record; never blocks (a full queue drops it, counted)."""
         try:
-            self._queue.put_nowait(record)
+            self._queue.put_nowait((request, decision, decided_at_ms, latency_us))
         except queue.Full:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
@@ -64,14 +73,14 @@ class DecisionRecorder:
         while True:
             if not batch:
                 try:
-                    batch.append(self._queue.get(timeout=0.1))
+                    batch.append(record_of(*self._queue.get(timeout=0.1)))
                 except queue.Empty:
                     if self._stop.is_set():
                         return
                     continue
             while len(batch) < self._batch_size:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.append(record_of(*self._queue.get_nowait()))
                 except queue.Empty:
                     break
             try:
@@ -90,3 +99,25 @@ class DecisionRecorder:
             except Exception:
                 log.exception("storing %d decision records failed; they are lost", len(batch))
             batch = []
+
+
+def record_of(
+    request: CreationRequest, decision: Decision, decided_at_ms: int, latency_us: int
+) -> DecisionRecord:
+    """The record of one decision, with its request as a JSON object."""
+    outcome = decision.outcome
+    return DecisionRecord(
+        decision_id=decision.decision_id,
+        decided_at_ms=decided_at_ms,
+        sdk_app_id=request.sdk_app_id,
+        operator_account=request.operator_account,
+        effect=outcome.effect.value,
+        error_code=outcome.error_code,
+        error_info=outcome.error_info,
+        rule_id=decision.rule_id,
+        reason=decision.reason,
+        policy_revision=decision.policy_revision,
+        shadow_rule_ids=tuple(e.rule_id for e in decision.shadow_hits),
+        latency_us=latency_us,
+        request_json=json.dumps(asdict(request), ensure_ascii=False, separators=(",", ":")),
+    )

@@ -7,7 +7,6 @@ import threading
 from collections.abc import Iterator
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from chatpolicy.v1 import group_state_pb2, group_state_service_pb2, group_state_service_pb2_grpc
 from policy_service.change_feed import ChangeFeed
@@ -23,6 +22,7 @@ from policy_service.pagination import (
 )
 from policy_service.status import maps_errors, maps_stream_errors
 from policy_service.store import GroupStateStore, now_ms
+from policy_service.timestamps import timestamp
 
 pb = group_state_service_pb2
 log = logging.getLogger(__name__)
@@ -227,14 +227,14 @@ def _group_state_pb(state: GroupState) -> group_state_pb2.GroupState:
         group_id=state.key.group_id,
         topic_id=state.key.topic_id,
         full=state.full,
-        last_event_time=_timestamp(state.last_event_time_ms),
+        last_event_time=timestamp(state.last_event_time_ms),
         full_event_count=state.full_event_count,
         destroyed=state.destroyed,
         last_event_kind=_EVENT_KINDS[state.last_event_kind],
         clear_reason=state.clear_reason,
     )
     if state.full_since_ms is not None:
-        message.full_since.CopyFrom(_timestamp(state.full_since_ms))
+        message.full_since.CopyFrom(timestamp(state.full_since_ms))
     return message
 
 
@@ -248,12 +248,6 @@ def _change_pb(change: StateChange) -> group_state_service_pb2.GroupStateChange:
     return group_state_service_pb2.GroupStateChange(
         sequence=change.sequence,
         group_state=_group_state_pb(change.state),
-        change_time=_timestamp(change.change_time_ms),
+        change_time=timestamp(change.change_time_ms),
         forgotten=change.forgotten,
     )
-
-
-def _timestamp(ms: int) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromMilliseconds(ms)
-    return stamp

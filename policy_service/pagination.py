@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 from dataclasses import astuple, dataclass
+from typing import Any
 
 from policy_service.decision_log import DecisionCursor, DecisionQuery
 from policy_service.errors import InvalidArgument, InvalidPageToken
@@ -58,8 +58,7 @@ def encode_page_token(list_filter: FullGroupsFilter, cursor: FullGroupsCursor) -
         key.group_id,
         key.topic_id,
     ]
-    raw = json.dumps(fields, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return _encode(fields)
 
 
 def decode_page_token(token: str, list_filter: FullGroupsFilter) -> FullGroupsCursor | None:
@@ -67,9 +66,8 @@ def decode_page_token(token: str, list_filter: FullGroupsFilter) -> FullGroupsCu
     if not token:
         return None
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        version, app_filter, duration_filter, full_since_ms, app, group, topic = json.loads(raw)
-    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        version, app_filter, duration_filter, full_since_ms, app, group, topic = _decode(token)
+    except (ValueError, TypeError):
         raise InvalidPageToken("page_token is malformed") from None
     if version != _TOKEN_VERSION or not _all_types(
         (full_since_ms, int), (app, int), (group, str), (topic, str)
@@ -89,9 +87,7 @@ def _all_types(*pairs: tuple[object, type]) -> bool:
 
 def encode_decisions_token(query: DecisionQuery, cursor: DecisionCursor) -> str:
     """An opaque token for the decisions after `cursor`, bound to the request's filters."""
-    fields = [_TOKEN_VERSION, _query_digest(query), cursor.decided_at_ms, cursor.decision_id]
-    raw = json.dumps(fields, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return _encode([_TOKEN_VERSION, _query_digest(query), cursor.decided_at_ms, cursor.decision_id])
 
 
 def decode_decisions_token(token: str, query: DecisionQuery) -> DecisionCursor | None:
@@ -99,9 +95,8 @@ def decode_decisions_token(token: str, query: DecisionQuery) -> DecisionCursor |
     if not token:
         return None
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        version, digest, decided_at_ms, decision_id = json.loads(raw)
-    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        version, digest, decided_at_ms, decision_id = _decode(token)
+    except (ValueError, TypeError):
         raise InvalidPageToken("page_token is malformed") from None
     if version != _TOKEN_VERSION or not _all_types((decided_at_ms, int), (decision_id, str)):
         raise InvalidPageToken("page_token is malformed")
@@ -112,3 +107,17 @@ def decode_decisions_token(token: str, query: DecisionQuery) -> DecisionCursor |
 
 def _query_digest(query: DecisionQuery) -> str:
     return hashlib.sha256(json.dumps(astuple(query)).encode()).hexdigest()[:16]
+
+
+def _encode(fields: list[object]) -> str:
+    raw = json.dumps(fields, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(token: str) -> list[Any]:
+    """The fields of a token; ValueError (binascii.Error and UnicodeDecodeError are ones)
+    or TypeError when it is not one of ours."""
+    fields = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    if not isinstance(fields, list):
+        raise TypeError("a token holds a list")
+    return fields
