@@ -273,7 +273,7 @@ class Policy:
             rule_id,
             reason,
             self.revision,
-            os.urandom(16).hex(),
+            new_decision_id(),
             tuple(shadow_hits),
             tuple(errors),
             tuple(evaluations),
@@ -317,6 +317,13 @@ class _RuleIndex:
             positions.insert(at, position)
             merged.insert(at, rule)
         return merged
+
+
+def new_decision_id() -> str:
+    """32 hex digits: the clock in nanoseconds, then 64 random bits. Unique, and within a
+    replica later decisions sort after earlier ones, even in the same millisecond, so the
+    decision log's newest-first order (decided_at_ms, decision_id) is the order of decisions."""
+    return f"{time.time_ns():016x}{os.urandom(8).hex()}"
 
 
 def _evaluated(rule: Rule, result: RuleResult, reason: str = "") -> RuleEvaluation:

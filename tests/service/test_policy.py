@@ -584,3 +584,12 @@ def test_the_rule_index_decides_as_walking_every_rule_does(
     indexed = policy.decide(request)
     walked = policy.decide(request, explain=True)
     assert (indexed.rule_id, indexed.outcome) == (walked.rule_id, walked.outcome)
+
+
+def test_decision_ids_sort_in_the_order_decisions_were_made() -> None:
+    """Decision ids made one after another sort in that order, even within a millisecond."""
+    policy = parse_policy(b"version = 1\n")
+    ids = [policy.decide(CreationRequest(APP)).decision_id for _ in range(1000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 1000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
