@@ -50,7 +50,9 @@ def create_app_from_env() -> falcon.App[falcon.Request, falcon.Response]:
     shared spool and starts the worker's replayer, of which one at a time leads.
     """
     settings = AdapterSettings.from_env()
-    client = GrpcPolicyClient.connect(settings.grpc_target, settings.grpc_deadline_ms)
+    client = GrpcPolicyClient.connect(
+        settings.grpc_target, settings.grpc_security, settings.grpc_deadline_ms
+    )
     spool = Spool(settings.spool_path, settings.spool_max_events)
     replayer = Replayer(
         spool, group_state.replay_to(client), settings.spool_path.with_suffix(".lock")

@@ -57,6 +57,7 @@ def main() -> int:
     """Entry point of `chat-policy adapter`: exit 2 on bad configuration."""
     try:
         settings = AdapterSettings.from_env()
+        settings.grpc_security.credentials()  # the TLS files are readable
         # Open (create, migrate) the spool once before forking, so a data dir the adapter
         # cannot write is one clear line here rather than workers failing to boot.
         Spool(settings.spool_path, settings.spool_max_events).close()

@@ -8,6 +8,7 @@ from typing import Protocol
 import grpc
 from google.protobuf import timestamp_pb2
 
+from adapter.channel import ChannelSecurity, open_channel
 from chatpolicy.v1 import (
     creation_policy_service_pb2,
     creation_policy_service_pb2_grpc,
@@ -21,13 +22,6 @@ RecordRequest = (
     group_state_service_pb2.RecordGroupFullRequest
     | group_state_service_pb2.RecordMemberExitRequest
     | group_state_service_pb2.RecordGroupDestroyedRequest
-)
-
-# After a service restart the channel reconnects within this, not grpc's default of 120 s.
-CHANNEL_OPTIONS = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
 )
 
 
@@ -59,9 +53,9 @@ class GrpcPolicyClient:
         self._timeout_s = deadline_ms / 1000
 
     @classmethod
-    def connect(cls, target: str, deadline_ms: int) -> GrpcPolicyClient:
-        """A client on a new insecure channel to `target`."""
-        return cls(grpc.insecure_channel(target, options=CHANNEL_OPTIONS), deadline_ms)
+    def connect(cls, target: str, security: ChannelSecurity, deadline_ms: int) -> GrpcPolicyClient:
+        """A client on a new channel to `target`."""
+        return cls(open_channel(target, security), deadline_ms)
 
     def check_group_creation(
         self, request: creation_policy_service_pb2.CheckGroupCreationRequest, request_id: str

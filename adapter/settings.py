@@ -5,10 +5,11 @@ from __future__ import annotations
 import enum
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapter.answers import is_refusal_code
+from adapter.channel import ChannelSecurity
 from adapter.source import Network, parse_networks
 
 # The SdkAppid of example.env: accepted when CHAT_POLICY_SDKAPPIDS is unset, with a warning.
@@ -55,6 +56,9 @@ class AdapterSettings:
 
     grpc_deadline_ms: int = 500
     """Deadline of each policy call (CHAT_POLICY_GRPC_DEADLINE_MS), below Chat's 2 s."""
+
+    grpc_security: ChannelSecurity = field(default_factory=ChannelSecurity)
+    """TLS or mutual TLS to the policy service (CHAT_POLICY_GRPC_TLS_CA, _CLIENT_CERT, ...)."""
 
     max_body_bytes: int = 64 * 1024
     """Largest accepted webhook body (CHAT_POLICY_MAX_BODY_BYTES); larger gets 413."""
@@ -126,6 +130,7 @@ class AdapterSettings:
             webhook_path=path,
             grpc_target=environ.get("CHAT_POLICY_GRPC_TARGET", "") or grpc_bind,
             grpc_deadline_ms=deadline_ms,
+            grpc_security=ChannelSecurity.from_env(environ),
             max_body_bytes=_positive_int(
                 environ, "CHAT_POLICY_MAX_BODY_BYTES", defaults.max_body_bytes
             ),

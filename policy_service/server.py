@@ -22,8 +22,24 @@ from policy_service.policy_reload import PolicyFileWatcher, PolicyHolder
 from policy_service.retention import RetentionPruner
 from policy_service.settings import ServiceSettings, SettingsError
 from policy_service.store import Store, open_store, redacted_url
+from policy_service.tls import server_credentials
 
 log = logging.getLogger(__name__)
+
+
+SERVER_OPTIONS = (
+    # grpc sets SO_REUSEPORT by default: a second service on the same port would silently share
+    # its traffic. Refuse to start instead.
+    ("grpc.so_reuseport", 0),
+    # Clients ping idle connections every 20 s (adapter/channel.py); allow it rather than
+    # answering GOAWAY "too many pings".
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    # Connections are renewed every 5 minutes (streams already open are left to finish), so
+    # clients that round-robin over a DNS name re-resolve it and spread onto replicas added
+    # since they connected.
+    ("grpc.max_connection_age_ms", 300_000),
+)
 
 
 class BindError(RuntimeError):
@@ -66,9 +82,7 @@ class PolicyService:
             futures.ThreadPoolExecutor(
                 max_workers=settings.max_workers + settings.watch_max_streams
             ),
-            # grpc sets SO_REUSEPORT by default: a second service on the same port would
-            # silently share its traffic. Refuse to start instead.
-            options=[("grpc.so_reuseport", 0)],
+            options=SERVER_OPTIONS,
         )
         creation_policy_service_pb2_grpc.add_CreationPolicyServiceServicer_to_server(
             CreationPolicyServicer(policy, store, store, self.recorder), self.server
@@ -83,8 +97,12 @@ class PolicyService:
             self.server,
         )
         self.health.add_to_server(self.server)
+        credentials = server_credentials(settings)
         try:
-            self.port = self.server.add_insecure_port(settings.grpc_bind)
+            if credentials is None:
+                self.port = self.server.add_insecure_port(settings.grpc_bind)
+            else:
+                self.port = self.server.add_secure_port(settings.grpc_bind, credentials)
         except RuntimeError:
             self.port = 0
         if self.port == 0:

@@ -31,6 +31,17 @@ class ServiceSettings:
     policy_file: Path | None = None
     """Group-creation policy TOML (CHAT_POLICY_POLICY_FILE); None means the shipped default."""
 
+    tls_cert_file: Path | None = None
+    """PEM certificate chain the gRPC port presents (CHAT_POLICY_GRPC_TLS_CERT); with
+    tls_key_file, turns TLS on."""
+
+    tls_key_file: Path | None = None
+    """PEM private key of tls_cert_file (CHAT_POLICY_GRPC_TLS_KEY)."""
+
+    tls_client_ca_file: Path | None = None
+    """PEM CA bundle that callers' certificates must chain to (CHAT_POLICY_GRPC_TLS_CLIENT_CA);
+    setting it requires every caller to present one (mutual TLS)."""
+
     max_workers: int = 8
     """Threads serving RPCs (CHAT_POLICY_GRPC_MAX_WORKERS)."""
 
@@ -75,11 +86,27 @@ class ServiceSettings:
         """Read the settings from the environment; unset or empty variables keep defaults."""
         defaults = cls()
         policy_file = environ.get("CHAT_POLICY_POLICY_FILE", "")
+        tls_cert_file = _path(environ, "CHAT_POLICY_GRPC_TLS_CERT")
+        tls_key_file = _path(environ, "CHAT_POLICY_GRPC_TLS_KEY")
+        tls_client_ca_file = _path(environ, "CHAT_POLICY_GRPC_TLS_CLIENT_CA")
+        if (tls_cert_file is None) != (tls_key_file is None):
+            raise SettingsError(
+                "CHAT_POLICY_GRPC_TLS_CERT and CHAT_POLICY_GRPC_TLS_KEY go together:"
+                " set both or neither"
+            )
+        if tls_client_ca_file is not None and tls_cert_file is None:
+            raise SettingsError(
+                "CHAT_POLICY_GRPC_TLS_CLIENT_CA (mutual TLS) needs TLS: set"
+                " CHAT_POLICY_GRPC_TLS_CERT and CHAT_POLICY_GRPC_TLS_KEY"
+            )
         return cls(
             grpc_bind=environ.get("CHAT_POLICY_GRPC_BIND", "") or defaults.grpc_bind,
             data_dir=Path(environ.get("CHAT_POLICY_DATA_DIR", "") or defaults.data_dir),
             database_url=environ.get("CHAT_POLICY_DATABASE_URL", ""),
             policy_file=Path(policy_file) if policy_file else None,
+            tls_cert_file=tls_cert_file,
+            tls_key_file=tls_key_file,
+            tls_client_ca_file=tls_client_ca_file,
             max_workers=_positive(environ, "CHAT_POLICY_GRPC_MAX_WORKERS", defaults.max_workers),
             grace_s=_positive(environ, "CHAT_POLICY_GRPC_GRACE_S", defaults.grace_s),
             destroyed_retention_s=_positive(
@@ -98,6 +125,11 @@ class ServiceSettings:
                 environ, "CHAT_POLICY_WATCH_MAX_STREAMS", defaults.watch_max_streams
             ),
         )
+
+
+def _path(environ: Mapping[str, str], name: str) -> Path | None:
+    raw = environ.get(name, "").strip()
+    return Path(raw) if raw else None
 
 
 def _positive(environ: Mapping[str, str], name: str, default: Number) -> Number:

@@ -11,6 +11,7 @@ from types import FrameType
 
 import grpc
 
+from adapter.channel import open_channel
 from adapter.settings import AdapterSettings
 from policy_service.settings import ServiceSettings
 
@@ -33,7 +34,8 @@ def run_both() -> int:
     """
     try:
         ServiceSettings.from_env()
-        target = AdapterSettings.from_env().grpc_target
+        adapter = AdapterSettings.from_env()
+        adapter.grpc_security.credentials()  # the files are readable
     except ValueError as error:
         log.error("chat-policy cannot start: %s", error)
         return 2
@@ -53,9 +55,9 @@ def run_both() -> int:
     signal.signal(signal.SIGHUP, forward_reload)
     try:
         children.append(("policy service", _spawn("service")))
-        if not _wait_until_serving(target, children[0], stop):
+        if not _wait_until_serving(adapter, children[0], stop):
             return 0 if stop.is_set() else 1
-        log.info("policy service answers on %s; starting the adapter", target)
+        log.info("policy service answers on %s; starting the adapter", adapter.grpc_target)
         children.append(("adapter", _spawn("adapter")))
         while not stop.wait(POLL_S):
             for name, process in children:
@@ -75,10 +77,12 @@ def _spawn(command: str) -> subprocess.Popen[bytes]:
     )
 
 
-def _wait_until_serving(target: str, service: Child, stop: threading.Event) -> bool:
-    """True once a gRPC channel to `target` is ready; False if the service died or we stop."""
+def _wait_until_serving(adapter: AdapterSettings, service: Child, stop: threading.Event) -> bool:
+    """True once a channel to the adapter's target is ready; False if the service died or we
+    stop."""
     name, process = service
-    with grpc.insecure_channel(target) as channel:
+    target = adapter.grpc_target
+    with open_channel(target, adapter.grpc_security) as channel:
         ready = grpc.channel_ready_future(channel)
         for _ in range(int(READY_TIMEOUT_S / POLL_S)):
             if stop.is_set():

@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from adapter.channel import ChannelSecurity, open_channel
 from tests.e2e.postgres_cluster import (
     PostgresBinaries,
     PostgresCluster,
@@ -108,7 +109,7 @@ class Deployment:
 
     def wait_for_grpc(self, process: subprocess.Popen[bytes]) -> None:
         """Wait until the policy service answers on its port."""
-        with grpc.insecure_channel(self.grpc_target) as channel:
+        with open_channel(self.grpc_target, ChannelSecurity.from_env(self.env)) as channel:
             ready = grpc.channel_ready_future(channel)
             wait_for(
                 lambda: self._alive(process, "service") and _ready(ready),

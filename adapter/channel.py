@@ -1,0 +1,129 @@
+"""gRPC channels to the policy service: TLS or mutual TLS when configured, round-robin over
+every address a DNS name resolves to, keepalive, and a quick reconnect after a restart.
+
+Used by every client the project ships: the adapter's workers, `chat-policy run` and the
+operator commands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+# Spread calls over every address of the target (a DNS name with one A/AAAA record per replica);
+# with one address it changes nothing.
+_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
+    ("grpc.service_config", _SERVICE_CONFIG),
+    # After a service restart the channel reconnects within this, not grpc's default of 120 s.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    # A replica that vanished without closing its connections (host down, network cut) is
+    # noticed within keepalive time + timeout even when no call is waiting on it. The service
+    # permits pings this often (policy_service/server.py, SERVER_OPTIONS).
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+
+
+class ChannelSettingsError(ValueError):
+    """A TLS setting is incomplete or names a file that cannot be read."""
+
+
+@dataclass(frozen=True)
+class ChannelSecurity:
+    """How a client proves the service is ours, and itself to the service (mutual TLS).
+
+    No CA file: plaintext, for a service on loopback or inside a trusted network.
+    """
+
+    ca_file: Path | None = None
+    """PEM CA bundle the service's certificate must chain to (CHAT_POLICY_GRPC_TLS_CA);
+    setting it turns TLS on."""
+
+    cert_file: Path | None = None
+    """PEM client certificate for mutual TLS (CHAT_POLICY_GRPC_TLS_CLIENT_CERT)."""
+
+    key_file: Path | None = None
+    """PEM private key of cert_file (CHAT_POLICY_GRPC_TLS_CLIENT_KEY)."""
+
+    server_name: str = ""
+    """Name to check the service's certificate against when it differs from the target's
+    host, e.g. when dialling an IP address (CHAT_POLICY_GRPC_TLS_SERVER_NAME)."""
+
+    @property
+    def tls(self) -> bool:
+        """True when the channel uses TLS."""
+        return self.ca_file is not None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> ChannelSecurity:
+        """Read the client's TLS settings; a client certificate without its key (or without a
+        CA) is an error."""
+        security = cls(
+            ca_file=_path(environ, "CHAT_POLICY_GRPC_TLS_CA"),
+            cert_file=_path(environ, "CHAT_POLICY_GRPC_TLS_CLIENT_CERT"),
+            key_file=_path(environ, "CHAT_POLICY_GRPC_TLS_CLIENT_KEY"),
+            server_name=environ.get("CHAT_POLICY_GRPC_TLS_SERVER_NAME", "").strip(),
+        )
+        if (security.cert_file is None) != (security.key_file is None):
+            raise ChannelSettingsError(
+                "CHAT_POLICY_GRPC_TLS_CLIENT_CERT and CHAT_POLICY_GRPC_TLS_CLIENT_KEY go together:"
+                " set both or neither"
+            )
+        if security.cert_file is not None and not security.tls:
+            raise ChannelSettingsError(
+                "a client certificate needs TLS: set CHAT_POLICY_GRPC_TLS_CA to the CA that"
+                " signed the policy service's certificate"
+            )
+        if security.server_name and not security.tls:
+            raise ChannelSettingsError(
+                "CHAT_POLICY_GRPC_TLS_SERVER_NAME needs TLS: set CHAT_POLICY_GRPC_TLS_CA"
+            )
+        return security
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        """The channel credentials, reading the PEM files now; None for plaintext."""
+        if self.ca_file is None:
+            return None
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read(self.ca_file, "CHAT_POLICY_GRPC_TLS_CA"),
+            private_key=_read(self.key_file, "CHAT_POLICY_GRPC_TLS_CLIENT_KEY")
+            if self.key_file
+            else None,
+            certificate_chain=_read(self.cert_file, "CHAT_POLICY_GRPC_TLS_CLIENT_CERT")
+            if self.cert_file
+            else None,
+        )
+
+
+def open_channel(target: str, security: ChannelSecurity) -> grpc.Channel:
+    """A channel to the policy service at `target` (host:port or dns:///name:port)."""
+    credentials = security.credentials()
+    if credentials is None:
+        return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+    options = CHANNEL_OPTIONS
+    if security.server_name:
+        options += (("grpc.ssl_target_name_override", security.server_name),)
+    return grpc.secure_channel(target, credentials, options=options)
+
+
+def _path(environ: Mapping[str, str], name: str) -> Path | None:
+    raw = environ.get(name, "").strip()
+    return Path(raw) if raw else None
+
+
+def _read(path: Path, name: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise ChannelSettingsError(f"{name}={str(path)!r}: {error.strerror}") from None
