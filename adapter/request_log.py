@@ -1,16 +1,13 @@
-"""Request-ID middleware: one canonical log line per webhook, with its request ID."""
+"""Request-ID middleware: one canonical log line per request, with its request ID."""
 
 from __future__ import annotations
 
 import logging
-import re
 import time
-import uuid
 
 import falcon
 
-REQUEST_ID_HEADER = "X-Request-ID"
-_ACCEPTABLE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+from policy_service.logs import REQUEST_ID_HEADER, accepted_request_id, request_id
 
 log = logging.getLogger("adapter.request")
 
@@ -18,13 +15,14 @@ log = logging.getLogger("adapter.request")
 class RequestLog:
     """Takes X-Request-ID (or makes one), echoes it, and logs the request once it is answered.
 
-    The line never carries the query string, so no Sign or token reaches the log.
+    While the request is served every log line carries its ID. The canonical line never
+    carries the query string, so no Sign or token reaches the log.
     """
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Bind the request ID and start the clock."""
-        given = req.get_header(REQUEST_ID_HEADER) or ""
-        req.context.request_id = given if _ACCEPTABLE_ID.fullmatch(given) else uuid.uuid4().hex
+        req.context.request_id = accepted_request_id(req.get_header(REQUEST_ID_HEADER))
+        req.context.request_id_token = request_id.set(req.context.request_id)
         req.context.command = ""
         req.context.started = time.perf_counter()
 
@@ -35,14 +33,21 @@ class RequestLog:
         resp.set_header(REQUEST_ID_HEADER, req.context.request_id)
         answer = resp.context.get("answer")
         log.info(
-            "request_id=%s method=%s path=%s command=%s status=%s error_code=%s outcome=%s"
-            " latency_ms=%.2f",
-            req.context.request_id,
+            "%s %s answered %s",
             req.method,
             req.path,
-            req.context.command or "-",
             resp.status_code,
-            answer.error_code if answer else "-",
-            answer.outcome if answer else "-",
-            (time.perf_counter() - req.context.started) * 1000,
+            extra={
+                "request_id": req.context.request_id,
+                "method": req.method,
+                "path": req.path,
+                "command": req.context.command or None,
+                "status": resp.status_code,
+                "error_code": answer.error_code if answer else None,
+                "outcome": answer.outcome if answer else None,
+                "latency_ms": round((time.perf_counter() - req.context.started) * 1000, 2),
+            },
         )
+        token = req.context.get("request_id_token")
+        if token is not None:
+            request_id.reset(token)

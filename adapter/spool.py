@@ -331,15 +331,19 @@ class Replayer:
             reason = str(error)
             self._spool.set_aside(event.id, reason, int(time.time() * 1000))
             log.error(
-                "spool event %d set aside: %s request_id=%s rejected: %s",
+                "spool event %d set aside: %s rejected: %s",
                 event.id,
                 event.method,
-                event.request_id,
                 reason,
+                extra={"request_id": event.request_id},
             )
             return False
         except Exception as error:
-            log.exception("spool delivery of %s failed unexpectedly", _describe(event))
+            log.exception(
+                "spool delivery of %s failed unexpectedly",
+                _describe(event),
+                extra={"request_id": event.request_id},
+            )
             self._spool.record_failure(event.id)
             raise RetryLater(f"{_describe(event)}: {type(error).__name__}: {error}") from error
         self._spool.remove(event.id)

@@ -9,11 +9,14 @@ JSON fields of their own.
 from __future__ import annotations
 
 import logging
-import sys
+import logging.config
+import re
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -22,11 +25,13 @@ REQUEST_ID_METADATA = "x-request-id"
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
+_ACCEPTABLE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
 _FIELDS = ("asctime", "levelname", "name", "process", "message")
 _RENAMED = {"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"}
 
 
-class _RequestIdFilter(logging.Filter):
+class RequestIdFilter(logging.Filter):
     """Puts the current request ID on each record (when one is set and none was given)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -50,14 +55,35 @@ def formatter() -> logging.Formatter:
     return json_formatter
 
 
-def configure(level: int = logging.INFO) -> None:
+def config(level: str = "INFO") -> dict[str, Any]:
+    """logging.config.dictConfig settings: the root logger writes JSON lines to stdout."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": RequestIdFilter}},
+        "formatters": {"json": {"()": formatter}},
+        "handlers": {
+            "stdout": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stdout",
+                "formatter": "json",
+                "filters": ["request_id"],
+            }
+        },
+        "root": {"level": level, "handlers": ["stdout"]},
+    }
+
+
+def configure(level: str = "INFO") -> None:
     """Send every log record of this process to stdout as one JSON line."""
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(formatter())
-    handler.addFilter(_RequestIdFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+    logging.config.dictConfig(config(level))
+
+
+def accepted_request_id(given: str | None) -> str:
+    """The caller's request ID if it is a short token of safe characters, else a new one."""
+    if given and _ACCEPTABLE_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
 
 
 @contextmanager

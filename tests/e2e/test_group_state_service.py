@@ -645,9 +645,9 @@ def records(channel: grpc.Channel, group_id: str, event_ms: int) -> bool:
 def logged_at(deployment: Deployment, text: str) -> float:
     """The time (time.time()) of the service's first log line that contains text."""
     for line in deployment.log("service").splitlines():
-        if text in line:
-            stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
-            return stamp.timestamp()
+        record = json.loads(line)
+        if text in record["message"]:
+            return datetime.fromisoformat(record["time"].replace("Z", "+00:00")).timestamp()
     pytest.fail(f"the service never logged {text!r}:\n{deployment.log('service')}")
 
 

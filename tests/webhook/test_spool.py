@@ -314,10 +314,11 @@ def test_rejected_event_is_set_aside_and_replay_continues(
     assert delivered == [ids[0], ids[2]]
     assert spool.depth() == 0
     assert set_aside_rows(path) == [(ids[1], "r-1", "INVALID_ARGUMENT: group_id is empty", 0)]
-    errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+    errors = [record for record in caplog.records if record.levelname == "ERROR"]
     assert len(errors) == 1
-    for part in (str(ids[1]), METHOD, "r-1", "group_id is empty"):
-        assert part in errors[0]
+    for part in (str(ids[1]), METHOD, "group_id is empty"):
+        assert part in errors[0].getMessage()
+    assert getattr(errors[0], "request_id", None) == "r-1"
 
 
 def test_unexpected_error_does_not_end_the_replay_thread(

@@ -14,6 +14,7 @@ from adapter.answers import Failure
 from adapter.signature import compute_sign
 from chatpolicy.v1 import creation_policy_service_pb2 as cpb
 from chatpolicy.v1 import group_state_service_pb2 as spb
+from policy_service import logs
 from tests.chat_samples import BEFORE_CREATE_SAMPLE, OK
 from tests.webhook.conftest import APP, Chat, FakePolicyClient, FakeRpcError, MakeChat, answer
 
@@ -324,10 +325,16 @@ def test_one_log_line_per_request_without_secrets(
     params = signed("s3cret-token")
     chat.post(FULL, {"GroupId": "g"}, headers={"X-Request-ID": "r1"}, **params)
     chat.post(FULL, {"GroupId": "g"}, headers={"X-Request-ID": "r2"}, **signed("bad"))
-    lines = [r.getMessage() for r in caplog.records if r.name == "adapter.request"]
+    rendered = [logs.formatter().format(record) for record in caplog.records]
+    lines = [
+        json.loads(line)
+        for line, record in zip(rendered, caplog.records, strict=True)
+        if record.name == "adapter.request"
+    ]
     assert len(lines) == 2
-    assert lines[0].startswith(f"request_id=r1 method=POST path=/ command={FULL} status=200")
-    assert "outcome=recorded" in lines[0]
-    assert "status=401" in lines[1] and "outcome=unauthenticated" in lines[1]
-    assert "s3cret-token" not in caplog.text
-    assert params["Sign"] not in caplog.text
+    assert lines[0]["request_id"] == "r1"
+    assert (lines[0]["method"], lines[0]["path"], lines[0]["command"]) == ("POST", "/", FULL)
+    assert (lines[0]["status"], lines[0]["outcome"], lines[0]["error_code"]) == (200, "recorded", 0)
+    assert (lines[1]["request_id"], lines[1]["status"]) == ("r2", 401)
+    assert lines[1]["outcome"] == "unauthenticated"
+    assert all("s3cret-token" not in line and params["Sign"] not in line for line in rendered)
