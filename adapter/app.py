@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 import falcon
 
-from adapter import group_creation, group_state
+from adapter import group_creation, group_state, health
 from adapter.answers import Failure, WebhookError, failure_answer
+from adapter.metrics import add_metrics, count_failure
 from adapter.policy_client import GrpcPolicyClient, PolicyClient
 from adapter.request_log import RequestLog
 from adapter.settings import AdapterSettings
@@ -37,6 +38,8 @@ def create_app(
     families: dict[str, WebhookFamily] = {group_creation.COMMAND: creation}
     families.update(dict.fromkeys(group_state.COMMANDS, state))
     app.add_route(settings.webhook_path, WebhookResource(settings, families))
+    health.add_routes(app, client)
+    add_metrics(app, families, spool.depth)
     app.add_error_handler(Exception, _answer_unexpected)
     app.add_error_handler(falcon.HTTPError, _answer_http_error)
     app.add_error_handler(WebhookError, _answer_webhook_error)
@@ -64,6 +67,7 @@ def create_app_from_env() -> falcon.App[falcon.Request, falcon.Response]:
 def _answer_webhook_error(
     req: falcon.Request, resp: falcon.Response, error: WebhookError, params: object
 ) -> None:
+    count_failure(error)
     write_answer(resp, failure_answer(error))
 
 
@@ -77,5 +81,5 @@ def _answer_http_error(
 def _answer_unexpected(
     req: falcon.Request, resp: falcon.Response, error: Exception, params: object
 ) -> None:
-    log.exception("request_id=%s unexpected error", req.context.get("request_id", "-"))
+    log.exception("unexpected error")
     write_answer(resp, failure_answer(WebhookError(Failure.INTERNAL)))

@@ -9,6 +9,7 @@ import grpc
 
 from adapter import payload
 from adapter.answers import Answer, WebhookError, grpc_failure, ok, refusal
+from adapter.metrics import count_fallback
 from adapter.policy_client import PolicyClient, timestamp_from_ms
 from adapter.settings import AdapterSettings, OnPolicyError
 from adapter.webhook import Webhook
@@ -44,16 +45,16 @@ class GroupCreationFamily:
     def _undecided(self, webhook: Webhook, cause: WebhookError) -> Answer:
         settings = self._settings
         if settings.on_policy_error is OnPolicyError.DENY:
+            count_fallback("fail-closed", cause)
             log.warning(
-                "request_id=%s fail-closed: refusing group creation because %s",
-                webhook.request_id,
+                "fail-closed: refusing group creation because %s",
                 cause,
             )
             answer = refusal(settings.deny_error_code, settings.deny_error_info)
             return replace(answer, outcome="fail-closed")
+        count_fallback("fail-open", cause)
         log.warning(
-            "request_id=%s fail-open: allowing group creation because %s",
-            webhook.request_id,
+            "fail-open: allowing group creation because %s",
             cause,
         )
         return ok("fail-open")

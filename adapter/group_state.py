@@ -15,6 +15,7 @@ import grpc
 
 from adapter import payload
 from adapter.answers import Answer, Failure, WebhookError, grpc_failure, ok
+from adapter.metrics import REPLAYED, SET_ASIDE, SPOOLED
 from adapter.policy_client import PolicyClient, RecordRequest, timestamp_from_ms
 from adapter.spool import Rejected, RetryLater, Spool, SpooledEvent, SpoolFull, SpoolUnavailable
 from adapter.webhook import Webhook
@@ -80,12 +81,13 @@ class GroupStateFamily:
                 method, request.SerializeToString(), webhook.request_id, webhook.received_ms
             )
         except SpoolFull:
-            log.error("request_id=%s event lost to Chat's retry: spool full", webhook.request_id)
+            log.error("event lost to Chat's retry: spool full")
             raise WebhookError(Failure.SPOOL_FULL) from None
         except SpoolUnavailable as error:
-            log.error("request_id=%s cannot spool event: %s", webhook.request_id, error)
+            log.error("cannot spool event: %s", error)
             raise WebhookError(Failure.SPOOL_UNAVAILABLE) from None
-        log.warning("request_id=%s spooled %s because %s", webhook.request_id, method, cause)
+        SPOOLED.labels(method).inc()
+        log.warning("spooled %s because %s", method, cause)
         self._wake_replayer()
         return ok("spooled")
 
@@ -124,6 +126,7 @@ def replay_to(client: PolicyClient) -> Callable[[SpooledEvent], None]:
     def deliver(event: SpooledEvent) -> None:
         request_type = SPOOLED_REQUESTS.get(event.method)
         if request_type is None:
+            SET_ASIDE.labels("other").inc()
             raise Rejected(f"unknown method {event.method!r}")
         request = request_type.FromString(event.request)
         try:
@@ -131,7 +134,9 @@ def replay_to(client: PolicyClient) -> Callable[[SpooledEvent], None]:
         except grpc.RpcError as error:
             failure = grpc_failure(error)
             if failure.failure is Failure.POLICY_REJECTED:
+                SET_ASIDE.labels(event.method).inc()
                 raise Rejected(str(failure)) from None
             raise RetryLater(str(failure)) from None
+        REPLAYED.labels(event.method).inc()
 
     return deliver

@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import sys
+import tempfile
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
 from gunicorn.util import import_app
 
 from adapter.settings import AdapterSettings
 from adapter.spool import Spool, SpoolUnavailable
 
 log = logging.getLogger(__name__)
+
+
+class GunicornLogger(Logger):  # type: ignore[misc]
+    """gunicorn's own lines go through the process's JSON handler (policy_service.logs).
+
+    The access log stays off: the adapter writes one canonical line per request, without the
+    query string that carries Sign.
+    """
+
+    def setup(self, cfg: Any) -> None:
+        """Let gunicorn set up, then hand its error log to the root logger."""
+        super().setup(cfg)
+        for handler in list(self.error_log.handlers):
+            self.error_log.removeHandler(handler)
+        self.error_log.propagate = True
 
 
 class AdapterApplication(BaseApplication):  # type: ignore[misc]
@@ -41,9 +61,12 @@ class AdapterApplication(BaseApplication):  # type: ignore[misc]
             "graceful_timeout": 10,
             "accesslog": None,
             "errorlog": "-",
+            "logger_class": GunicornLogger,
             "proc_name": "chat-policy-adapter",
             # gunicorn's control socket is one path per user: two adapters would fight over it.
             "control_socket_disable": True,
+            # The workers share their metrics through files (adapter/metrics.py).
+            "child_exit": _forget_live_gauges,
         }
         for name, value in options.items():
             self.cfg.set(name, value)
@@ -82,5 +105,39 @@ def main() -> int:
         settings.grpc_target,
         settings.grpc_deadline_ms,
     )
-    AdapterApplication(settings).run()
+    metrics_dir = private_metrics_dir()
+    master = os.getpid()
+    try:
+        AdapterApplication(settings).run()
+    finally:
+        # A worker leaves gunicorn by raising SystemExit through this frame too: only the
+        # master removes the directory.
+        if os.getpid() == master:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def private_metrics_dir() -> str:
+    """Make a new private directory for the workers' metric files and point
+    PROMETHEUS_MULTIPROC_DIR at it; the workers inherit it when forked.
+
+    New (mkdtemp) rather than under CHAT_POLICY_DATA_DIR: it never holds a previous run's
+    counts, and two adapters sharing a data dir do not add up, or wipe, each other's files.
+    """
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError(
+            "prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set: the"
+            " workers' metrics would not add up (keep it out of the master's imports)"
+        )
+    path = tempfile.mkdtemp(prefix="chat-policy-adapter-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    log.info("worker metrics in %s", path)
+    return path
+
+
+def _forget_live_gauges(arbiter: Any, worker: Any) -> None:
+    """gunicorn's child_exit hook: the files of a dead worker's live gauges go; its counters
+    and histograms stay counted."""
+    from prometheus_client import multiprocess  # in the master, once the directory is set
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

@@ -7,6 +7,7 @@ from typing import Protocol
 
 import grpc
 from google.protobuf import timestamp_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from adapter.channel import ChannelSecurity, open_channel
 from chatpolicy.v1 import (
@@ -15,8 +16,7 @@ from chatpolicy.v1 import (
     group_state_service_pb2,
     group_state_service_pb2_grpc,
 )
-
-REQUEST_ID_METADATA = "x-request-id"
+from policy_service.logs import REQUEST_ID_METADATA
 
 RecordRequest = (
     group_state_service_pb2.RecordGroupFullRequest
@@ -38,6 +38,10 @@ class PolicyClient(Protocol):
         """Call the GroupStateService method named by the request's type; True if applied."""
         ...
 
+    def check_health(self, timeout_s: float) -> str:
+        """grpc.health.v1 Check of the whole service (""): the status's name, e.g. SERVING."""
+        ...
+
 
 class GrpcPolicyClient:
     """PolicyClient over one gRPC channel; make it in the process that uses it (after fork)."""
@@ -51,6 +55,7 @@ class GrpcPolicyClient:
             group_state_service_pb2.RecordGroupDestroyedRequest: group_state.RecordGroupDestroyed,
         }
         self._timeout_s = deadline_ms / 1000
+        self._health = health_pb2_grpc.HealthStub(channel)
 
     @classmethod
     def connect(cls, target: str, security: ChannelSecurity, deadline_ms: int) -> GrpcPolicyClient:
@@ -73,6 +78,11 @@ class GrpcPolicyClient:
             request, timeout=self._timeout_s, metadata=((REQUEST_ID_METADATA, request_id),)
         )
         return bool(getattr(response, "applied"))  # noqa: B009 (untyped generated stub)
+
+    def check_health(self, timeout_s: float) -> str:
+        """grpc.health.v1 Check of the whole service (""): the status's name, e.g. SERVING."""
+        response = self._health.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
 
 def timestamp_from_ms(ms: int) -> timestamp_pb2.Timestamp:

@@ -16,6 +16,10 @@ from adapter.source import Network, parse_networks
 DEMO_SDKAPPID = 1400000000
 # Chat waits 2 s for an answer; a deadline at or past that would answer too late.
 CHAT_TIMEOUT_MS = 2000
+# Paths the adapter serves besides the webhook (adapter/health.py, adapter/metrics.py).
+LIVENESS_PATH = "/healthz"
+READINESS_PATH = "/readyz"
+METRICS_PATH = "/metrics"
 
 
 class SettingsError(ValueError):
@@ -111,6 +115,10 @@ class AdapterSettings:
         path = environ.get("CHAT_POLICY_WEBHOOK_PATH", "") or defaults.webhook_path
         if not path.startswith("/"):
             raise SettingsError(f"CHAT_POLICY_WEBHOOK_PATH={path!r} must start with '/'")
+        if path in (LIVENESS_PATH, READINESS_PATH, METRICS_PATH):
+            raise SettingsError(
+                f"CHAT_POLICY_WEBHOOK_PATH={path!r} is taken by the adapter's own {path} endpoint"
+            )
         grpc_bind = environ.get("CHAT_POLICY_GRPC_BIND", "") or defaults.grpc_target
         deny_error_code = _positive_int(
             environ, "CHAT_POLICY_DENY_ERROR_CODE", defaults.deny_error_code

@@ -12,6 +12,7 @@ from chatpolicy.v1 import creation_policy_service_pb2, creation_policy_service_p
 from policy_service.decision_log import DecisionCursor, DecisionLog, DecisionQuery, DecisionRecord
 from policy_service.decision_recorder import DecisionRecorder
 from policy_service.errors import InvalidArgument
+from policy_service.metrics import count_decision
 from policy_service.pagination import (
     decode_decisions_token,
     encode_decisions_token,
@@ -71,26 +72,30 @@ class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServ
         latency_us = (time.perf_counter_ns() - started) // 1000
         outcome = decision.outcome
         log.info(
-            "decision decision_id=%s revision=%s rule=%s effect=%s error_code=%d"
-            " shadow=%s errors=%s latency_us=%d reason=%s",
-            decision.decision_id,
-            decision.policy_revision,
-            decision.rule_id,
+            "decided %s by rule %s",
             outcome.effect.value,
-            outcome.error_code,
-            ",".join(e.rule_id for e in decision.shadow_hits) or "-",
-            ",".join(e.rule_id for e in decision.errors) or "-",
-            latency_us,
-            json.dumps(decision.reason, ensure_ascii=False),
+            decision.rule_id,
+            extra={
+                "decision_id": decision.decision_id,
+                "revision": decision.policy_revision,
+                "rule": decision.rule_id,
+                "effect": outcome.effect.value,
+                "error_code": outcome.error_code,
+                "shadow_rules": [hit.rule_id for hit in decision.shadow_hits],
+                "error_rules": [error.rule_id for error in decision.errors],
+                "latency_us": latency_us,
+                "reason": decision.reason,
+            },
         )
         for error in decision.errors:
             log.warning(
-                "decision decision_id=%s rule=%s skipped: %s",
-                decision.decision_id,
+                "rule %s skipped: %s",
                 error.rule_id,
                 error.reason,
+                extra={"decision_id": decision.decision_id, "rule": error.rule_id},
             )
         self._counts.add(decision)
+        count_decision(decision)
         self._recorder.record(creation, decision, decided_at, latency_us)
         return pb.CheckGroupCreationResponse(
             decision=_DECISIONS[outcome.effect],

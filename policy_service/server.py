@@ -9,6 +9,7 @@ from concurrent import futures
 from types import FrameType
 
 import grpc
+from grpc_reflection.v1alpha import reflection
 
 from chatpolicy.v1 import creation_policy_service_pb2_grpc, group_state_service_pb2_grpc
 from policy_service.change_feed import ChangeFeed
@@ -16,10 +17,17 @@ from policy_service.creation_policy_servicer import CreationPolicyServicer
 from policy_service.decision_recorder import DecisionRecorder
 from policy_service.errors import PolicyServiceError
 from policy_service.group_state_servicer import GroupStateServicer
-from policy_service.health import StoreHealth
+from policy_service.health import (
+    CREATION_POLICY_SERVICE,
+    GROUP_STATE_SERVICE,
+    HEALTH_SERVICE,
+    StoreHealth,
+)
+from policy_service.metrics import MetricsEndpoint, service_registry
 from policy_service.policy_file import PolicyError, load_policy
 from policy_service.policy_reload import PolicyFileWatcher, PolicyHolder
 from policy_service.retention import RetentionPruner
+from policy_service.rpc_interceptor import RpcInterceptor
 from policy_service.settings import ServiceSettings, SettingsError
 from policy_service.store import Store, open_store, redacted_url
 from policy_service.tls import server_credentials
@@ -57,10 +65,13 @@ class PolicyService:
         policy: PolicyHolder,
         *,
         policy_poll_s: float = 1.0,
+        serve_metrics: bool = False,
     ) -> None:
         """Build both services and bind settings.grpc_bind (BindError if it is taken).
 
-        The policy file is checked for changes every policy_poll_s.
+        The policy file is checked for changes every policy_poll_s. With serve_metrics,
+        Prometheus metrics are served at once on settings.metrics_bind (BindError if taken),
+        port in .metrics_port.
         """
         self._store = store
         self.policy = policy
@@ -83,6 +94,8 @@ class PolicyService:
                 max_workers=settings.max_workers + settings.watch_max_streams
             ),
             options=SERVER_OPTIONS,
+            # Request IDs in the log, RPC metrics and one log line per call.
+            interceptors=(RpcInterceptor(),),
         )
         creation_policy_service_pb2_grpc.add_CreationPolicyServiceServicer_to_server(
             CreationPolicyServicer(policy, store, store, self.recorder), self.server
@@ -97,6 +110,11 @@ class PolicyService:
             self.server,
         )
         self.health.add_to_server(self.server)
+        # Server reflection, so that grpcurl, grpc_cli or Postman can list and call us.
+        reflection.enable_server_reflection(
+            (CREATION_POLICY_SERVICE, GROUP_STATE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME),
+            self.server,
+        )
         credentials = server_credentials(settings)
         try:
             if credentials is None:
@@ -107,6 +125,20 @@ class PolicyService:
             self.port = 0
         if self.port == 0:
             raise BindError(f"cannot listen on CHAT_POLICY_GRPC_BIND={settings.grpc_bind!r}")
+        self.metrics_port: int | None = None
+        self._metrics: MetricsEndpoint | None = None
+        if serve_metrics:
+            try:
+                self._metrics = MetricsEndpoint(
+                    settings.metrics_bind, service_registry(store, policy)
+                )
+            except (OSError, ValueError) as error:
+                self.server.stop(None)
+                raise BindError(
+                    f"cannot serve metrics on CHAT_POLICY_METRICS_BIND={settings.metrics_bind!r}:"
+                    f" {error}"
+                ) from None
+            self.metrics_port = self._metrics.port
 
     def start(self) -> None:
         """Start serving, following the change log, pruning, health checks and reloads."""
@@ -118,14 +150,22 @@ class PolicyService:
         self.health.start()
 
     def stop(self, grace_s: float | None) -> None:
-        """Report NOT_SERVING, end watch streams, drain RPCs for up to grace_s, store the
-        queued decision records; the store stays open."""
+        """Report NOT_SERVING, end watch streams, refuse new calls and drain in-flight RPCs
+        for up to grace_s, store the queued decision records; the store stays open.
+
+        Nothing waits before server.stop: until it runs, new calls are still taken, and a
+        background thread may be stuck behind a slow store write.
+        """
         self.health.shut_down()
         self.feed.close()
+        stopped = self.server.stop(grace_s)
         self.pruner.stop()
         self.policy_watcher.stop()
-        self.server.stop(grace_s).wait()
+        stopped.wait()
+        self.health.join()
         self.recorder.stop()
+        if self._metrics is not None:
+            self._metrics.close()
 
 
 def serve(settings: ServiceSettings) -> None:
@@ -133,7 +173,7 @@ def serve(settings: ServiceSettings) -> None:
     policy = PolicyHolder(settings.policy_file, load_policy(settings.policy_file))
     store = open_store(settings.resolved_database_url)
     try:
-        service = PolicyService(settings, store, policy)
+        service = PolicyService(settings, store, policy, serve_metrics=True)
         stop = threading.Event()
 
         def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -153,7 +193,15 @@ def serve(settings: ServiceSettings) -> None:
             redacted_url(settings.resolved_database_url),
             policy.policy.revision,
         )
-        stop.wait()
+        log.info(
+            "serving metrics at http://%s:%d/metrics",
+            settings.metrics_bind.rpartition(":")[0],
+            service.metrics_port,
+        )
+        # In slices: a signal the kernel delivers to one of grpc's threads runs its handler
+        # only when this (main) thread next runs Python code; an endless wait could miss it.
+        while not stop.wait(0.1):
+            pass
         log.info("stopping: draining in-flight RPCs for up to %.1fs", settings.grace_s)
         service.stop(settings.grace_s)
     finally:

@@ -66,6 +66,10 @@ class ServiceSettings:
     """Watch streams one replica serves at once, each on a thread of its own
     (CHAT_POLICY_WATCH_MAX_STREAMS)."""
 
+    metrics_bind: str = "127.0.0.1:9464"
+    """host:port of the Prometheus /metrics endpoint (CHAT_POLICY_METRICS_BIND); port 0 picks
+    a free one."""
+
     @property
     def prune_interval_s(self) -> float:
         """How often retention runs: a quarter of the shortest retention, at most a minute."""
@@ -124,6 +128,7 @@ class ServiceSettings:
             watch_max_streams=_positive(
                 environ, "CHAT_POLICY_WATCH_MAX_STREAMS", defaults.watch_max_streams
             ),
+            metrics_bind=environ.get("CHAT_POLICY_METRICS_BIND", "") or defaults.metrics_bind,
         )
 
 

@@ -207,6 +207,8 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
         CHAT_POLICY_GRPC_BIND=f"127.0.0.1:{grpc_port}",
         CHAT_POLICY_DATA_DIR=str(tmp_path / "data"),
         CHAT_POLICY_HTTP_WORKERS="2",
+        # Any free port: replicas of one deployment, and tests running at once, never collide.
+        CHAT_POLICY_METRICS_BIND="127.0.0.1:0",
     )
     deployment = Deployment(tmp_path, env, http_port, grpc_port)
     yield deployment

@@ -45,6 +45,9 @@ class FakePolicyClient:
     applied: bool = True
     error: Exception | None = None
     calls: list[tuple[Any, str]] = field(default_factory=list)
+    health: str = "SERVING"
+    health_error: Exception | None = None
+    health_checks: list[float] = field(default_factory=list)  # the timeout of each check
 
     def check_group_creation(
         self, request: cpb.CheckGroupCreationRequest, request_id: str
@@ -59,6 +62,12 @@ class FakePolicyClient:
         if self.error:
             raise self.error
         return self.applied
+
+    def check_health(self, timeout_s: float) -> str:
+        self.health_checks.append(timeout_s)
+        if self.health_error:
+            raise self.health_error
+        return self.health
 
 
 @dataclass

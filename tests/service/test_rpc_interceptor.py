@@ -1,0 +1,321 @@
+"""RpcInterceptor on a real in-process gRPC server: status codes, streams, request IDs, metrics."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
+
+from policy_service import logs
+from policy_service.errors import StoreUnavailable
+from policy_service.rpc_interceptor import RpcInterceptor
+from policy_service.status import maps_errors
+
+SERVICE = "test.v1.Probe"
+UNARY = f"/{SERVICE}/Unary"
+STREAM = f"/{SERVICE}/Stream"
+STORE = f"/{SERVICE}/Store"
+WATCH = "/grpc.health.v1.Health/Watch"
+
+
+def unary(request: bytes, context: grpc.ServicerContext) -> bytes:
+    """Answer by the request: an abort, a set_code, an exception, the request ID, or an echo."""
+    verb, _, argument = request.decode().partition(":")
+    if verb == "abort":
+        context.abort(grpc.StatusCode[argument], "aborted on request")
+    if verb == "set_code":
+        context.set_code(grpc.StatusCode[argument])
+        return b""
+    if verb == "raise":
+        raise RuntimeError("a bug")
+    if verb == "request_id":
+        logging.getLogger("tests.handler").info("handling")
+        return (logs.request_id.get() or "").encode()
+    return request
+
+
+def stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    """Yield `n` items, then abort with a code or wait for the client to go away, if asked."""
+    count, _, then = request.decode().partition(":")
+    for index in range(int(count)):
+        yield str(index).encode()
+    if then == "wait":
+        while context.is_active():
+            time.sleep(0.01)
+    elif then:
+        context.abort(grpc.StatusCode[then], "stream aborted on request")
+
+
+class StoreServicer:
+    """A servicer method behind maps_errors whose store is down."""
+
+    @maps_errors
+    def Store(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        raise StoreUnavailable("database is down")
+
+
+@dataclass
+class Probe:
+    """A running server with the interceptor, its channel and its health servicer."""
+
+    server: grpc.Server
+    channel: grpc.Channel
+    health: health.HealthServicer
+
+    def unary(self, request: bytes, request_id: str | None = None) -> bytes:
+        metadata = () if request_id is None else ((logs.REQUEST_ID_METADATA, request_id),)
+        call = self.channel.unary_unary(UNARY)
+        response: bytes = call(request, metadata=metadata, timeout=5)
+        return response
+
+
+@pytest.fixture
+def probe() -> Iterator[Probe]:
+    """A server on port 0 with two worker threads, serving the probe methods and health."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=2), interceptors=(RpcInterceptor(),)
+    )
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                SERVICE,
+                {
+                    "Unary": grpc.unary_unary_rpc_method_handler(unary),
+                    "Stream": grpc.unary_stream_rpc_method_handler(stream),
+                    "Store": grpc.unary_unary_rpc_method_handler(StoreServicer().Store),
+                },
+            ),
+        )
+    )
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield Probe(server, channel, health_servicer)
+    channel.close()
+    server.stop(None).wait()
+
+
+def rpcs(method: str, code: str) -> float:
+    """chat_policy_service_rpcs_total for method and code, so far."""
+    labels = {"method": method, "code": code}
+    return REGISTRY.get_sample_value("chat_policy_service_rpcs_total", labels) or 0.0
+
+
+def latency_count(method: str) -> float:
+    """How many latencies chat_policy_service_rpc_duration_seconds observed for method."""
+    labels = {"method": method}
+    value = REGISTRY.get_sample_value("chat_policy_service_rpc_duration_seconds_count", labels)
+    return value or 0.0
+
+
+class RecordedLines(logging.Handler):
+    """Keeps each record with the request ID bound when it was logged."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[tuple[logging.LogRecord, str | None]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record, logs.request_id.get()))
+
+    def rpc_lines(self, method: str) -> list[RpcLine]:
+        """The canonical lines of `method`."""
+        return [
+            RpcLine(record.levelno, fields["code"], fields["latency_ms"], request_id)
+            for record, request_id in self.lines
+            if record.getMessage() == "rpc" and (fields := vars(record)).get("rpc_method") == method
+        ]
+
+
+@dataclass(frozen=True)
+class RpcLine:
+    """The fields of one canonical rpc line, and the request ID bound when it was logged."""
+
+    level: int
+    code: str
+    latency_ms: float
+    request_id: str | None
+
+
+@pytest.fixture
+def lines() -> Iterator[RecordedLines]:
+    """Every INFO line logged during the test, with its bound request ID."""
+    handler = RecordedLines()
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield handler
+    root.removeHandler(handler)
+    root.setLevel(previous)
+
+
+def eventually(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Wait until condition() holds; fail after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "code"),
+    [
+        (b"echo", "OK"),
+        (b"abort:NOT_FOUND", "NOT_FOUND"),
+        (b"set_code:ALREADY_EXISTS", "ALREADY_EXISTS"),
+        (b"raise", "UNKNOWN"),
+    ],
+)
+def test_unary_calls_are_counted_timed_and_logged_with_their_code(
+    probe: Probe, lines: RecordedLines, request_bytes: bytes, code: str
+) -> None:
+    """Each unary call counts once under the code the caller got, and logs one rpc line."""
+    counted, timed = rpcs(UNARY, code), latency_count(UNARY)
+    try:
+        probe.unary(request_bytes)
+        received = "OK"
+    except grpc.RpcError as error:
+        received = error.code().name
+    assert received == code
+    assert rpcs(UNARY, code) == counted + 1
+    assert latency_count(UNARY) == timed + 1
+    [line] = lines.rpc_lines(UNARY)
+    assert line.level == logging.INFO
+    assert line.code == code
+    assert 0 <= line.latency_ms < 5000
+
+
+def test_the_request_id_comes_from_the_metadata(probe: Probe, lines: RecordedLines) -> None:
+    """The handler, its log lines and the rpc line all run under the caller's x-request-id."""
+    assert probe.unary(b"request_id", request_id="chat-req.42:a_b") == b"chat-req.42:a_b"
+    handled = [rid for record, rid in lines.lines if record.getMessage() == "handling"]
+    assert handled == ["chat-req.42:a_b"]
+    assert [line.request_id for line in lines.rpc_lines(UNARY)] == ["chat-req.42:a_b"]
+    assert logs.request_id.get() is None  # nothing leaks into the caller's thread
+
+
+@pytest.mark.parametrize("given", [None, "has space", "x" * 129, "semi;colon"])
+def test_a_missing_or_unacceptable_request_id_is_replaced(
+    probe: Probe, lines: RecordedLines, given: str | None
+) -> None:
+    """Without an acceptable x-request-id the call gets a fresh random one (32 hex digits)."""
+    first = probe.unary(b"request_id", request_id=given).decode()
+    second = probe.unary(b"request_id", request_id=given).decode()
+    assert len(first) == 32 and set(first) <= set("0123456789abcdef")
+    assert first != second
+    assert [line.request_id for line in lines.rpc_lines(UNARY)] == [first, second]
+
+
+def test_a_stream_is_counted_and_logged_once_when_it_ends(
+    probe: Probe, lines: RecordedLines
+) -> None:
+    """A server stream of three messages is one OK RPC, logged once, after its last message."""
+    counted = rpcs(STREAM, "OK")
+    responses = list(probe.channel.unary_stream(STREAM)(b"3", timeout=5))
+    assert responses == [b"0", b"1", b"2"]
+    eventually(lambda: rpcs(STREAM, "OK") == counted + 1)
+    assert [line.code for line in lines.rpc_lines(STREAM)] == ["OK"]
+
+
+def test_a_stream_aborted_midway_counts_its_code(probe: Probe, lines: RecordedLines) -> None:
+    """A stream that aborts after one message counts under the abort's code."""
+    counted = rpcs(STREAM, "OUT_OF_RANGE")
+    received: list[bytes] = []
+    with pytest.raises(grpc.RpcError) as raised:
+        received.extend(probe.channel.unary_stream(STREAM)(b"1:OUT_OF_RANGE", timeout=5))
+    assert raised.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    assert received == [b"0"]
+    eventually(lambda: rpcs(STREAM, "OUT_OF_RANGE") == counted + 1)
+    assert [line.code for line in lines.rpc_lines(STREAM)] == ["OUT_OF_RANGE"]
+
+
+def test_a_stream_the_client_cancels_counts_as_cancelled(
+    probe: Probe, lines: RecordedLines
+) -> None:
+    """A stream whose client goes away counts as CANCELLED, once, when its handler ends."""
+    counted = rpcs(STREAM, "CANCELLED")
+    call = probe.channel.unary_stream(STREAM)(b"1:wait", timeout=5)
+    assert next(call) == b"0"
+    call.cancel()
+    eventually(lambda: rpcs(STREAM, "CANCELLED") == counted + 1)
+    eventually(lambda: len(lines.rpc_lines(STREAM)) == 1)
+    assert [line.code for line in lines.rpc_lines(STREAM)] == ["CANCELLED"]
+
+
+def test_the_health_watch_stays_non_blocking_and_is_counted_when_it_ends(
+    probe: Probe, lines: RecordedLines
+) -> None:
+    """Open health watches hold no worker thread, and each counts once when its client leaves."""
+    counted = rpcs(WATCH, "CANCELLED")
+    stub = health_pb2_grpc.HealthStub(probe.channel)
+    watches = [stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=5) for _ in range(3)]
+    for watch in watches:
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+    # Three blocking watches would hold both worker threads: this call could not be served.
+    assert probe.unary(b"still served") == b"still served"
+    probe.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    for watch in watches:
+        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        watch.cancel()
+    eventually(lambda: rpcs(WATCH, "CANCELLED") == counted + 3)
+    assert len(lines.rpc_lines(WATCH)) == 3
+
+
+def test_a_store_outage_behind_a_failed_call_is_counted(probe: Probe) -> None:
+    """A call failed by StoreUnavailable counts as UNAVAILABLE and as its method's store error."""
+    labels = {"operation": "Store"}
+    errors = REGISTRY.get_sample_value("chat_policy_service_store_errors_total", labels) or 0.0
+    counted = rpcs(STORE, "UNAVAILABLE")
+    with pytest.raises(grpc.RpcError) as raised:
+        probe.channel.unary_unary(STORE)(b"", timeout=5)
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert rpcs(STORE, "UNAVAILABLE") == counted + 1
+    assert REGISTRY.get_sample_value("chat_policy_service_store_errors_total", labels) == errors + 1
+
+
+def test_other_failures_are_not_store_errors(probe: Probe) -> None:
+    """An abort that no store error caused leaves the store error count alone."""
+    labels = {"operation": "Unary"}
+    before = REGISTRY.get_sample_value("chat_policy_service_store_errors_total", labels)
+    with pytest.raises(grpc.RpcError):
+        probe.unary(b"abort:UNAVAILABLE")
+    with pytest.raises(grpc.RpcError):
+        probe.unary(b"raise")
+    assert REGISTRY.get_sample_value("chat_policy_service_store_errors_total", labels) == before
+
+
+def test_a_call_to_an_unknown_method_is_counted_under_one_label(probe: Probe) -> None:
+    """Calls to methods the server lacks count as method 'unknown', code UNIMPLEMENTED."""
+    counted = rpcs("unknown", "UNIMPLEMENTED")
+    for name in ("/nope.v1.X/A", "/nope.v1.Y/B"):
+        with pytest.raises(grpc.RpcError) as raised:
+            probe.channel.unary_unary(name)(b"", timeout=5)
+        assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert rpcs("unknown", "UNIMPLEMENTED") == counted + 2
+    assert rpcs("/nope.v1.X/A", "UNIMPLEMENTED") == 0
+
+
+def test_handlers_of_concurrent_calls_each_see_their_own_request_id(probe: Probe) -> None:
+    """Sixteen concurrent calls with distinct IDs each get back their own."""
+    results: dict[str, bytes] = {}
+
+    def call(request_id: str) -> None:
+        results[request_id] = probe.unary(b"request_id", request_id=request_id)
+
+    threads = [threading.Thread(target=call, args=(f"id-{n}",)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == {f"id-{n}": f"id-{n}".encode() for n in range(16)}
