@@ -1,13 +1,18 @@
 """The `chat-policy` command: `service`, `adapter` or `run` (both, supervised), and
-`policy check` / `policy test` to check and test a policy file without a server."""
+`policy check` / `policy test` to check and test a policy file without a server; and the
+operator commands: `groups get|list|watch|clear` and `decide` (ask the running policy
+service), `sign` and `simulate` (Chat's side of a webhook)."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
+from policy_service import logs
+from policy_service.command_output import run_command
+from policy_service.decide_command import add_decide_command
+from policy_service.group_commands import add_group_commands
+from policy_service.webhook_commands import add_webhook_commands
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,10 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("adapter", help="run the webhook adapter (gunicorn)")
     commands.add_parser("run", help="run both, supervised; Ctrl-C stops both")
     add_policy_commands(commands.add_parser("policy", help="check or test a policy file"))
+    add_group_commands(commands)
+    add_decide_command(commands)
+    add_webhook_commands(commands)
     args = parser.parse_args(argv)
+    if hasattr(args, "run"):  # an operator command: it set its own run function
+        return run_command(args)
     if args.command == "policy":
         return run_policy_command(args)
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    logs.configure()
     if args.command == "service":
         from policy_service.server import main as service_main
 
