@@ -11,9 +11,9 @@ from policy_service.settings import ServiceSettings
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def example_env() -> dict[str, str]:
-    """The variables example.env sets, with their values."""
-    lines = (ROOT / "example.env").read_text().splitlines()
+def example_env(path: Path = ROOT / "example.env") -> dict[str, str]:
+    """The variables an env file sets, with their values."""
+    lines = path.read_text().splitlines()
     pairs = (line.split("=", 1) for line in lines if line and not line.startswith("#"))
     return {name: value for name, value in pairs}
 
@@ -35,3 +35,13 @@ def test_every_setting_is_in_example_env_and_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     assert read_by_code == set(example_env())
     assert {name for name in read_by_code if f"`{name}`" not in readme} == set()
+
+
+def test_multi_host_examples_are_valid_settings() -> None:
+    """The multi-host env files name only real variables, and both processes accept them."""
+    known = set(example_env())
+    service = example_env(ROOT / "examples" / "multi-host" / "policy-service.env")
+    adapter = example_env(ROOT / "examples" / "multi-host" / "adapter.env")
+    assert set(service) - known == set() and set(adapter) - known == set()
+    assert ServiceSettings.from_env(service).tls_client_ca_file is not None
+    assert AdapterSettings.from_env(adapter).grpc_target.startswith("dns:///")
