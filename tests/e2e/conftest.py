@@ -122,11 +122,11 @@ class Deployment:
         """host:port of the policy service."""
         return f"127.0.0.1:{self.grpc_port}"
 
-    def post(self, query: str, body: bytes) -> tuple[int, bytes]:
+    def post(self, query: str, body: bytes, headers: Mapping[str, str] = {}) -> tuple[int, bytes]:
         """POST a webhook to the adapter; return status and body bytes."""
         connection = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=5)
         try:
-            connection.request("POST", f"/?{query}", body=body)
+            connection.request("POST", f"/?{query}", body=body, headers=dict(headers))
             response = connection.getresponse()
             return response.status, response.read()
         finally:

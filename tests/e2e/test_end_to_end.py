@@ -181,3 +181,39 @@ def test_refused_webhooks_get_4xx_and_record_nothing(deployment: Deployment) -> 
     assert group_state(deployment, "@TGS#signed").group_state.full
     assert "old-token" not in deployment.log("adapter")
     assert compute_sign("old-token", now) not in deployment.log("adapter")
+
+
+def json_lines(text: str) -> list[dict[str, object]]:
+    """A process's log, one JSON document per line (every line must be one)."""
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_a_request_id_is_logged_by_both_processes_and_secrets_by_neither(
+    deployment: Deployment,
+) -> None:
+    """The caller's X-Request-ID is on the adapter's line and on the service's lines of the
+    call it made; no token or Sign is in either log."""
+    deployment.env.update(CHAT_POLICY_SDKAPPIDS=str(SDKAPPID), CHAT_POLICY_CALLBACK_TOKENS="tok3n")
+    deployment.start_service()
+    deployment.start_adapter()
+    now = str(int(time.time()))
+    sign = compute_sign("tok3n", now)
+    status, _ = deployment.post(
+        query("Group.CallbackBeforeCreateGroup", RequestTime=now, Sign=sign),
+        body(BEFORE_CREATE_SAMPLE),
+        headers={"X-Request-ID": "e2e-trace-1"},
+    )
+    assert status == 200
+    adapter = [line for line in json_lines(deployment.log("adapter")) if line.get("request_id")]
+    assert [(line["logger"], line["outcome"]) for line in adapter] == [
+        ("adapter.request", "allowed")
+    ]
+    assert adapter[0]["request_id"] == "e2e-trace-1"
+    traced = {
+        str(line["message"])
+        for line in json_lines(deployment.log("service"))
+        if line.get("request_id") == "e2e-trace-1"
+    }
+    assert traced == {"decided allow by rule default", "rpc"}
+    for log in (deployment.log("adapter"), deployment.log("service")):
+        assert "tok3n" not in log and sign not in log
