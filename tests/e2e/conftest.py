@@ -197,12 +197,14 @@ def _ready(future: grpc.Future) -> bool:
     return True
 
 
-@pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[Deployment]:
-    """A deployment on free ports with its own data dir; every process stopped afterwards."""
+def new_deployment(tmp_path: Path, **env: str) -> Deployment:
+    """A deployment on free ports with its data dir in tmp_path, no CHAT_POLICY_* variable of
+    ours leaking in, two adapter workers, and `env` on top."""
     http_port, grpc_port = free_port(), free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CHAT_POLICY_")}
-    env.update(
+    environ = {
+        key: value for key, value in os.environ.items() if not key.startswith("CHAT_POLICY_")
+    }
+    environ.update(
         CHAT_POLICY_HTTP_BIND=f"127.0.0.1:{http_port}",
         CHAT_POLICY_GRPC_BIND=f"127.0.0.1:{grpc_port}",
         CHAT_POLICY_DATA_DIR=str(tmp_path / "data"),
@@ -210,7 +212,14 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
         # Any free port: replicas of one deployment, and tests running at once, never collide.
         CHAT_POLICY_METRICS_BIND="127.0.0.1:0",
     )
-    deployment = Deployment(tmp_path, env, http_port, grpc_port)
+    environ.update(env)
+    return Deployment(tmp_path, environ, http_port, grpc_port)
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[Deployment]:
+    """A deployment on free ports with its own data dir; every process stopped afterwards."""
+    deployment = new_deployment(tmp_path)
     yield deployment
     deployment.stop_all()
 

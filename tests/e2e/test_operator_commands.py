@@ -5,7 +5,6 @@ token on, shared by the tests of this module."""
 from __future__ import annotations
 
 import json
-import os
 import queue
 import re
 import signal
@@ -18,7 +17,7 @@ from typing import IO
 
 import pytest
 
-from tests.e2e.conftest import Deployment, free_port
+from tests.e2e.conftest import Deployment, free_port, new_deployment
 
 pytestmark = pytest.mark.e2e
 
@@ -34,18 +33,12 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """One deployment (service and adapter, token and SdkAppid configured, the default
     policy) for every test of this module; each test uses groups of its own."""
     tmp_path = tmp_path_factory.mktemp("operator-commands")
-    http_port, grpc_port = free_port(), free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CHAT_POLICY_")}
-    env.update(
-        CHAT_POLICY_HTTP_BIND=f"127.0.0.1:{http_port}",
-        CHAT_POLICY_GRPC_BIND=f"127.0.0.1:{grpc_port}",
-        CHAT_POLICY_DATA_DIR=str(tmp_path / "data"),
+    deployment = new_deployment(
+        tmp_path,
         CHAT_POLICY_HTTP_WORKERS="1",
-        CHAT_POLICY_METRICS_BIND="127.0.0.1:0",  # as conftest's `deployment`: never collides
         CHAT_POLICY_SDKAPPIDS=str(APP),
         CHAT_POLICY_CALLBACK_TOKENS=TOKEN,
     )
-    deployment = Deployment(tmp_path, env, http_port, grpc_port)
     try:
         deployment.start_service()
         deployment.start_adapter()
