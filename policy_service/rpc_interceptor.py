@@ -99,7 +99,9 @@ class _MethodObserver:
             metrics.STORE_ERRORS.labels(self._short_name).inc()
         if log.isEnabledFor(logging.INFO):
             log.info(
-                "rpc",
+                "%s answered %s",
+                self._short_name,
+                code.name,
                 extra={
                     "rpc_method": self.method,
                     "code": code.name,

@@ -214,6 +214,6 @@ def test_a_request_id_is_logged_by_both_processes_and_secrets_by_neither(
         for line in json_lines(deployment.log("service"))
         if line.get("request_id") == "e2e-trace-1"
     }
-    assert traced == {"decided allow by rule default", "rpc"}
+    assert traced == {"decided allow by rule default", "CheckGroupCreation answered OK"}
     for log in (deployment.log("adapter"), deployment.log("service")):
         assert "tok3n" not in log and sign not in log

@@ -133,7 +133,8 @@ class RecordedLines(logging.Handler):
         return [
             RpcLine(record.levelno, fields["code"], fields["latency_ms"], request_id)
             for record, request_id in self.lines
-            if record.getMessage() == "rpc" and (fields := vars(record)).get("rpc_method") == method
+            if record.name == "policy_service.rpc_interceptor"
+            and (fields := vars(record)).get("rpc_method") == method
         ]
 
 
