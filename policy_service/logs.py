@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_METADATA = "x-request-id"
@@ -43,12 +43,7 @@ class RequestIdFilter(logging.Filter):
 
 def formatter() -> logging.Formatter:
     """The JSON formatter: time (UTC, ISO 8601), level, logger, pid, message, then extras."""
-    json_formatter = JsonFormatter(
-        _FIELDS,
-        rename_fields=_RENAMED,
-        timestamp=False,
-        json_ensure_ascii=False,
-    )
+    json_formatter = OrjsonFormatter(_FIELDS, rename_fields=_RENAMED, timestamp=False)
     json_formatter.converter = time.gmtime
     json_formatter.default_msec_format = "%s.%03dZ"
     json_formatter.default_time_format = "%Y-%m-%dT%H:%M:%S"
