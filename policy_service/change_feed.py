@@ -4,7 +4,9 @@ One thread follows the log (woken by the store: in-process for SQLite, LISTEN/NO
 PostgreSQL, so changes made through any replica arrive) and keeps the newest changes in
 memory. A watcher reads from that memory once it has caught up, and from the store while it
 resumes from further back, so 50 watchers cost one reader, and a slow watcher only delays
-itself.
+itself. With no watcher the thread only takes the store's wake-ups (so that PostgreSQL's
+notifications do not pile up) and reads nothing; the first watcher to come makes it start again
+from the log's head.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class ChangeFeed:
         # thread has read the log's head, memory covers nothing: watchers read the store.
         self._memory: list[StateChange] = []
         self._memory_from = _NOT_YET
+        self._watchers = 0
 
     def start(self) -> None:
         """Start following the log from its head (read by the thread, retried until it can)."""
@@ -91,6 +94,22 @@ class ChangeFeed:
         after_sequence None starts from now. Raises ChangeLogExpired or SequenceAhead when
         the log cannot resume after after_sequence, ShuttingDown when the feed closes.
         """
+        with self._cond:
+            self._watchers += 1
+        try:
+            yield from self._batches(after_sequence, sdk_app_id, heartbeat_s, is_active)
+        finally:
+            with self._cond:
+                self._watchers -= 1
+
+    def _batches(
+        self,
+        after_sequence: int | None,
+        sdk_app_id: int,
+        heartbeat_s: float,
+        is_active: Callable[[], bool],
+    ) -> Iterator[WatchBatch]:
+        """watch(), for a watcher that is counted."""
         bounds = self._store.change_log_bounds()
         if after_sequence is None:
             after_sequence = bounds.head
@@ -161,6 +180,10 @@ class ChangeFeed:
         retry_s = RETRY_S
         while not self._closed:
             try:
+                if not self._watchers:
+                    self._forget()
+                    self._store.wait_for_changes(POLL_S)
+                    continue
                 if self._memory_from == _NOT_YET:
                     self._begin()
                 changes = self._store.changes_after(self._head, BATCH)
@@ -191,6 +214,14 @@ class ChangeFeed:
         head = self._store.change_log_bounds().head
         with self._cond:
             self._head = self._memory_from = head
+            # Watchers that came while the thread was idle may be waiting for this head.
+            self._cond.notify_all()
+
+    def _forget(self) -> None:
+        """No watcher: drop memory, so the next watcher's reader starts from the head."""
+        with self._cond:
+            self._memory_from = _NOT_YET
+            self._memory = []
 
     def _remember(self, changes: list[StateChange]) -> None:
         """Append changes read from the log, forget the oldest beyond MEMORY, wake watchers."""

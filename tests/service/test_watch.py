@@ -523,3 +523,41 @@ def test_resume_sends_progress_only_after_the_changes_when_the_feed_lags(
     finally:
         store.release.set()
     assert ([c.sequence for c in changes], progress) == (sequences[2:], sequences[4])
+
+
+class CountingStore:
+    """A real store that counts the change-log reads made through it (a named seam: the
+    store the service is given)."""
+
+    def __init__(self, store: GroupStateStore) -> None:
+        self._store = store
+        self.reads = 0
+
+    def changes_after(self, sequence: int, limit: int) -> Any:
+        """Count, then read."""
+        self.reads += 1
+        return self._store.changes_after(sequence, limit)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_an_idle_feed_reads_nothing_and_wakes_for_the_first_watcher(
+    serve: Serve, tmp_path: Path
+) -> None:
+    """With no watcher, writes cause no change-log reads; the first watcher then gets a new
+    change at once, not at its next heartbeat."""
+    store = CountingStore(open_store(f"sqlite:///{tmp_path / 'counted.sqlite'}"))
+    server = serve(store=store, watch_heartbeat_s=30.0)
+    for index in range(20):
+        record(server, f"idle-{index}", T0)
+    time.sleep(0.3)
+    assert store.reads == 0
+    with watching(server) as call:
+        assert not next(call).changes
+        started = time.monotonic()
+        sequence = record(server, "watched", T0)
+        message = next_with_changes(call)
+        assert [change.sequence for change in message.changes] == [sequence]
+        assert time.monotonic() - started < 5.0
+    assert store.reads > 0
