@@ -930,9 +930,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--groups", type=positive_int, default=MILLION, help="groups of the --million fill"
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers here")
-    parser.add_argument(
-        "--faults", action="store_true", help="fault injection runs (reserved: not yet)"
-    )
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.smoke else 3)
     args.duration = args.duration or (2 if args.smoke else 10)
@@ -958,9 +955,6 @@ def main(argv: list[str]) -> int:
     """Run the rounds (and --million), print the report; exit 1 if anything failed, 2 on
     bad usage, 3 without wrk."""
     args = parse_args(argv)
-    if args.faults:
-        print("scripts/bench --faults: not yet", file=sys.stderr)
-        return 2
     if args.configs and wrk_path() is None:
         print(f"scripts/bench: wrk is not installed; {INSTALL_HINT}", file=sys.stderr)
         return 3
