@@ -17,7 +17,6 @@ import platform
 import random
 import secrets
 import shlex
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -40,6 +39,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 
+from bench.processes import free_port
 from chatpolicy.v1 import group_state_service_pb2 as pb
 from chatpolicy.v1 import group_state_service_pb2_grpc as rpc
 from policy_service.group_state import GroupKey
@@ -236,13 +236,6 @@ def deep_page_token(db: Database, sdk_app_id: int) -> str:
 
 
 # --- the service -------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

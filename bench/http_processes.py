@@ -17,7 +17,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from adapter.settings import AdapterSettings
 from bench.bench_state import fresh_database
+from bench.processes import clean_env, exited, free_port, http_get, kill_group
 from bench.wrk import Webhook, body, compute_sign, query_string
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,22 +78,6 @@ def configurations() -> list[Configuration]:
             label = f"E2E {store_name} {name}"
             made.append(Configuration(f"{store}-{webhook}", label, "e2e", webhook, store))
     return made
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def clean_environ() -> dict[str, str]:
-    """This process's environment without any CHAT_POLICY_* setting: shipped defaults."""
-    return {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("CHAT_POLICY_") and key != "PROMETHEUS_MULTIPROC_DIR"
-    }
 
 
 # --- /proc -------------------------------------------------------------------------------
@@ -277,7 +261,7 @@ class Deployment:
         """The adapter's answers so far by outcome (its /metrics; empty for the baselines)."""
         if self.configuration.kind != "e2e":
             return Counter()
-        text = http_get(self.http_port, "/metrics")
+        text = http_get(self.http_port, "/metrics")[1].decode()
         counts: Counter[str] = Counter()
         for match in re.finditer(
             r"^chat_policy_adapter_webhook_requests_total\{([^}]*)\} ([0-9.e+]+)$",
@@ -362,40 +346,15 @@ class Deployment:
                 if not exited(pid, STOP_TIMEOUT_S):
                     os.kill(pid, signal.SIGKILL)
                     exited(pid, None)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+            kill_group(pid)
             process.popen.wait()
-
-
-def exited(pid: int, timeout_s: float | None) -> bool:
-    """Wait up to timeout_s (None: forever) for a child to exit, without reaping it."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while True:
-        try:
-            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-                return True
-        except ChildProcessError:  # already reaped
-            return True
-        if deadline is not None and time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-
-
-def http_get(port: int, path: str) -> str:
-    """The body of a GET on loopback."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request("GET", path)
-        return connection.getresponse().read().decode()
-    finally:
-        connection.close()
 
 
 def e2e_environ(deployment: Deployment, database_url: str) -> dict[str, str]:
     """The shipped defaults, except ports, data dir, auth on, the SdkAppid, the policy file
     (BeforeCreateGroup: examples/policy.toml; AfterGroupFull: the shipped default) and the
     database (PostgreSQL; SQLite is the default file in the data dir)."""
-    env = clean_environ()
+    env = clean_env()
     env.update(
         CHAT_POLICY_HTTP_BIND=f"127.0.0.1:{deployment.http_port}",
         CHAT_POLICY_GRPC_BIND=deployment.grpc_target,
@@ -426,7 +385,7 @@ def start(configuration: Configuration, workdir: Path, sdk_app_id: int) -> Itera
             http_port=free_port(),
             sdk_app_id=sdk_app_id,
             token=f"bench-token-{secrets.token_hex(8)}",
-            env=clean_environ(),
+            env=clean_env(),
         )
         stack.callback(deployment.stop)
         workers = AdapterSettings().http_workers

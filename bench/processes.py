@@ -37,8 +37,13 @@ def free_port() -> int:
 
 
 def clean_env(**settings: str) -> dict[str, str]:
-    """This process's environment without any CHAT_POLICY_* variable, plus `settings`."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CHAT_POLICY_")}
+    """This process's environment without any CHAT_POLICY_* variable (nor a metrics directory
+    of ours), plus `settings`."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("CHAT_POLICY_") and key != "PROMETHEUS_MULTIPROC_DIR"
+    }
     env.update(settings)
     return env
 
@@ -129,7 +134,7 @@ class ChatPolicyProcess:
     def running(self) -> bool:
         """True while the current start has not exited."""
         popen = self._popen
-        return popen is not None and popen.returncode is None and not _exited(popen.pid, 0)
+        return popen is not None and popen.returncode is None and not exited(popen.pid, 0)
 
     def check_alive(self) -> None:
         """HarnessError, with the end of the log, if the process has exited."""
@@ -149,7 +154,7 @@ class ChatPolicyProcess:
         """kill -9 the process and everything in its process group; reap it."""
         if self._popen is None or self._popen.returncode is not None:
             raise HarnessError(f"chat-policy {self.command} is not running")
-        _kill_group(self._popen.pid)  # the leader is unreaped, so its group id is still ours
+        kill_group(self._popen.pid)  # the leader is unreaped, so its group id is still ours
         self._popen.wait()
 
     def stop(self, timeout_s: float = 15.0) -> int | None:
@@ -159,30 +164,30 @@ class ChatPolicyProcess:
         if popen is None or popen.returncode is not None:
             return None if popen is None else popen.returncode
         killed = False
-        if not _exited(popen.pid, 0):
+        if not exited(popen.pid, 0):
             os.kill(popen.pid, signal.SIGTERM)
-            if not _exited(popen.pid, timeout_s):
+            if not exited(popen.pid, timeout_s):
                 killed = True
-        _kill_group(popen.pid)  # stragglers (workers) before the leader is reaped
+        kill_group(popen.pid)  # stragglers (workers) before the leader is reaped
         code = popen.wait()
         return None if killed else code
 
 
-def _exited(pid: int, timeout_s: float) -> bool:
-    """Wait up to timeout_s for a child to exit, without reaping it."""
-    deadline = time.monotonic() + timeout_s
+def exited(pid: int, timeout_s: float | None) -> bool:
+    """Wait up to timeout_s (None: forever) for a child to exit, without reaping it."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         try:
             if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
                 return True
         except ChildProcessError:  # already reaped
             return True
-        if time.monotonic() >= deadline:
+        if deadline is not None and time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
 
 
-def _kill_group(pgid: int) -> None:
+def kill_group(pgid: int) -> None:
     """SIGKILL every process of the group; nothing left of it is fine."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
