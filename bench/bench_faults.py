@@ -55,6 +55,7 @@ import psycopg
 from psycopg import sql
 
 from adapter.signature import compute_sign
+from bench.bench_state import positive
 from bench.processes import (
     ChatPolicyProcess,
     HarnessError,
@@ -916,14 +917,6 @@ def report(
 # --- command line ------------------------------------------------------------------------
 
 
-def positive(text: str) -> float:
-    """An argparse type: a number above zero."""
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The options of scripts/bench --faults."""
     parser = argparse.ArgumentParser(
@@ -935,9 +928,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         " acknowledged = found in the store. PostgreSQL: CHAT_POLICY_TEST_DATABASE_URL"
         f" (default {DEFAULT_TEST_DATABASE_URL}), a new schema per run, dropped after.",
     )
-    parser.add_argument("--duration", type=positive, default=60.0, help="seconds of load (60)")
     parser.add_argument(
-        "--rate", type=positive, default=200.0, help="webhooks per second, both kinds (200)"
+        "--duration", type=positive(float), default=60.0, help="seconds of load (60)"
+    )
+    parser.add_argument(
+        "--rate", type=positive(float), default=200.0, help="webhooks per second, both kinds (200)"
     )
     parser.add_argument(
         "--kill-at", type=float, help="seconds into the load to kill the service (a third in)"
@@ -960,7 +955,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--drain-timeout",
-        type=positive,
+        type=positive(float),
         default=60.0,
         help="seconds to wait after the load for the spool to drain (60)",
     )

@@ -58,6 +58,7 @@ from bench.bench_state import (
     FIRST_APP,
     fill_key,
     fresh_database,
+    positive,
     running_service,
 )
 from bench.bench_state import cell as _cell
@@ -850,27 +851,11 @@ def versions(configs: Iterable[Configuration], million_stores: Iterable[str]) ->
 # --- command line ------------------------------------------------------------------------
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer above zero."""
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
-
-
 def non_negative_int(text: str) -> int:
     """An argparse type: an integer, zero or more."""
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """An argparse type: a number above zero."""
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be positive")
     return value
 
 
@@ -887,10 +872,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         f" (default {DEFAULT_TEST_DATABASE_URL}), in a schema made and dropped per"
         " configuration. Needs wrk: " + INSTALL_HINT + ".",
     )
-    parser.add_argument("--rounds", type=positive_int, default=None, help="rounds (default 3)")
+    parser.add_argument("--rounds", type=positive(int), default=None, help="rounds (default 3)")
     parser.add_argument(
         "--duration",
-        type=positive_int,
+        type=positive(int),
         default=None,
         help="seconds of each closed-loop and each paced run (default 10; wrk takes whole seconds)",
     )
@@ -901,7 +886,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="seconds of unmeasured closed loop before the runs (default 2)",
     )
     parser.add_argument(
-        "--rate", type=positive_float, default=PACED_RATE, help="req/s of the paced runs"
+        "--rate", type=positive(float), default=PACED_RATE, help="req/s of the paced runs"
     )
     parser.add_argument(
         "--smoke",
@@ -925,7 +910,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         " that does not name it)",
     )
     parser.add_argument(
-        "--groups", type=positive_int, default=MILLION, help="groups of the --million fill"
+        "--groups", type=positive(int), default=MILLION, help="groups of the --million fill"
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers here")
     args = parser.parse_args(argv)
