@@ -55,12 +55,14 @@ GRPC_FAILURES = {
 
 
 class WebhookError(Exception):
-    """A webhook that cannot be answered with success; `detail` is safe to show the caller."""
+    """A webhook that cannot be answered with success; `detail` is safe to show the caller,
+    `reason` (optional) says in one word what exactly failed, for the metrics."""
 
-    def __init__(self, failure: Failure, detail: str = "") -> None:
+    def __init__(self, failure: Failure, detail: str = "", reason: str | None = None) -> None:
         super().__init__(f"{failure.summary}: {detail}" if detail else failure.summary)
         self.failure = failure
         self.detail = detail
+        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -100,13 +100,8 @@ SET_ASIDE = Counter(
     ["method"],
 )
 
-# What verify_sign's messages (adapter/signature.py) say, as a reason label.
-_SIGNATURE_REASONS = (
-    ("Sign and RequestTime are required", "signature_missing"),
-    ("RequestTime must be", "request_time_malformed"),
-    ("RequestTime is more than", "request_time_stale"),
-    ("Sign does not match", "signature_mismatch"),
-)
+# The reason label of each failure that refuses who sent a webhook; a signature failure has a
+# finer one of its own (SignatureError.reason, carried by the WebhookError).
 _AUTH_FAILURES = {
     Failure.SOURCE_NOT_ALLOWED: "source_not_allowed",
     Failure.UNKNOWN_SDKAPPID: "unknown_sdkappid",
@@ -127,12 +122,9 @@ def add_metrics(
 
 def refusal_reason(error: WebhookError) -> str | None:
     """The auth_refusals reason of a failed webhook; None if it was not refused for who sent it."""
-    reason = _AUTH_FAILURES.get(error.failure)
-    if error.failure is Failure.UNAUTHENTICATED:
-        for start, signature_reason in _SIGNATURE_REASONS:
-            if error.detail.startswith(start):
-                return signature_reason
-    return reason
+    if error.failure not in _AUTH_FAILURES:
+        return None
+    return error.reason or _AUTH_FAILURES[error.failure]
 
 
 def count_failure(error: WebhookError) -> None:

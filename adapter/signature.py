@@ -8,7 +8,12 @@ from collections.abc import Sequence
 
 
 class SignatureError(Exception):
-    """The request's Sign or RequestTime does not authenticate it; the message says why."""
+    """The request's Sign or RequestTime does not authenticate it; the message says why, and
+    `reason` in one word (the auth_refusals metric's label)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def compute_sign(token: str, request_time: str) -> str:
@@ -29,15 +34,17 @@ def verify_sign(
     so the time taken does not tell which one nearly matched.
     """
     if not sign or not request_time:
-        raise SignatureError("Sign and RequestTime are required")
+        raise SignatureError("signature_missing", "Sign and RequestTime are required")
     # Twelve digits reach the year 33658; longer is no Unix time (and would not fit a float).
     if not (request_time.isascii() and request_time.isdigit() and len(request_time) <= 12):
-        raise SignatureError("RequestTime must be Unix seconds")
+        raise SignatureError("request_time_malformed", "RequestTime must be Unix seconds")
     if abs(int(request_time) - now_s) > tolerance_s:
-        raise SignatureError(f"RequestTime is more than {tolerance_s}s away from now")
+        raise SignatureError(
+            "request_time_stale", f"RequestTime is more than {tolerance_s}s away from now"
+        )
     given = sign.lower().encode()
     matched = False
     for token in tokens:
         matched |= hmac.compare_digest(given, compute_sign(token, request_time).encode())
     if not matched:
-        raise SignatureError("Sign does not match")
+        raise SignatureError("signature_mismatch", "Sign does not match")

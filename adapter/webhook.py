@@ -114,7 +114,7 @@ class WebhookResource:
                 self._settings.sign_tolerance_s,
             )
         except SignatureError as error:
-            raise WebhookError(Failure.UNAUTHENTICATED, str(error)) from None
+            raise WebhookError(Failure.UNAUTHENTICATED, str(error), error.reason) from None
 
     def _sdk_app_id(self, req: falcon.Request) -> int:
         raw = req.get_param("SdkAppid") or ""
