@@ -12,6 +12,7 @@ from chatpolicy.v1 import creation_policy_service_pb2, creation_policy_service_p
 from policy_service.decision_log import DecisionCursor, DecisionLog, DecisionQuery, DecisionRecord
 from policy_service.decision_recorder import DecisionRecorder
 from policy_service.errors import InvalidArgument
+from policy_service.logs import describe_call
 from policy_service.metrics import count_decision
 from policy_service.pagination import (
     decode_decisions_token,
@@ -60,7 +61,7 @@ class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServ
     def CheckGroupCreation(
         self, request: pb.CheckGroupCreationRequest, context: grpc.ServicerContext
     ) -> pb.CheckGroupCreationResponse:
-        """Decide one group creation; log it and queue its record."""
+        """Decide one group creation; describe it on the RPC's log line and queue its record."""
         started = time.perf_counter_ns()
         if request.sdk_app_id == 0:
             raise InvalidArgument("sdk_app_id", "is required")
@@ -71,21 +72,17 @@ class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServ
         )
         latency_us = (time.perf_counter_ns() - started) // 1000
         outcome = decision.outcome
-        log.info(
-            "decided %s by rule %s",
-            outcome.effect.value,
-            decision.rule_id,
-            extra={
-                "decision_id": decision.decision_id,
-                "revision": decision.policy_revision,
-                "rule": decision.rule_id,
-                "effect": outcome.effect.value,
-                "error_code": outcome.error_code,
-                "shadow_rules": [hit.rule_id for hit in decision.shadow_hits],
-                "error_rules": [error.rule_id for error in decision.errors],
-                "latency_us": latency_us,
-                "reason": decision.reason,
-            },
+        describe_call(
+            f"decided {outcome.effect.value} by rule {decision.rule_id}",
+            decision_id=decision.decision_id,
+            revision=decision.policy_revision,
+            rule=decision.rule_id,
+            effect=outcome.effect.value,
+            error_code=outcome.error_code,
+            shadow_rules=[hit.rule_id for hit in decision.shadow_hits],
+            error_rules=[error.rule_id for error in decision.errors],
+            latency_us=latency_us,
+            reason=decision.reason,
         )
         for error in decision.errors:
             log.warning(

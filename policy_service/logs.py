@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from pythonjsonlogger.orjson import OrjsonFormatter
@@ -24,6 +25,8 @@ REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_METADATA = "x-request-id"
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+# The unary RPC being served: what its handler adds to the call's one canonical line.
+_call_line: ContextVar[CallLine | None] = ContextVar("call_line", default=None)
 
 _ACCEPTABLE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -87,6 +90,36 @@ def accepted_request_id(given: str | None) -> str:
     if given and _ACCEPTABLE_ID.fullmatch(given):
         return given
     return uuid.uuid4().hex
+
+
+@dataclass
+class CallLine:
+    """What the handler of an RPC says about it on the RPC's canonical line: a few words for
+    the message, and fields."""
+
+    summary: str = ""
+    fields: dict[str, object] = field(default_factory=dict)
+
+
+@contextmanager
+def describing_call() -> Iterator[CallLine]:
+    """Within the block, describe_call adds to the CallLine it yields."""
+    line = CallLine()
+    token = _call_line.set(line)
+    try:
+        yield line
+    finally:
+        _call_line.reset(token)
+
+
+def describe_call(summary: str, **fields: object) -> None:
+    """Put a summary and fields on the canonical line of the RPC being served (the policy
+    service's interceptor writes it), rather than logging a line of one's own; outside an
+    RPC, nothing."""
+    line = _call_line.get()
+    if line is not None:
+        line.summary = summary
+        line.fields.update(fields)
 
 
 @contextmanager

@@ -3,7 +3,9 @@
 For each RPC it takes the caller's request ID from the `x-request-id` metadata (or makes one)
 and runs the handler with it bound (policy_service.logs.serving), so every line logged while
 serving the call carries it; it counts the RPC by method and status code, observes its
-latency, and logs one `rpc` line when the call is answered (a stream: when it ends).
+latency, and logs one canonical line when the call is answered (a stream: when it ends). A
+unary handler puts what it did on that line with policy_service.logs.describe_call (the
+creation decision does), rather than writing a line of its own.
 
 The status code is what the handler left on its context: set_code, or abort (which raises);
 an exception without one is UNKNOWN, as grpc answers it; a call whose client went away
@@ -22,7 +24,13 @@ import grpc
 
 from policy_service import metrics
 from policy_service.errors import StoreUnavailable
-from policy_service.logs import REQUEST_ID_METADATA, accepted_request_id, serving
+from policy_service.logs import (
+    REQUEST_ID_METADATA,
+    CallLine,
+    accepted_request_id,
+    describing_call,
+    serving,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +89,14 @@ class _MethodObserver:
         self._short_name = method.rpartition("/")[2]
 
     def finish(
-        self, context: grpc.ServicerContext, started: float, error: BaseException | None
+        self,
+        context: grpc.ServicerContext,
+        started: float,
+        error: BaseException | None,
+        described: CallLine | None = None,
     ) -> None:
-        """Record one call that ended now, raising `error` (None: it returned)."""
+        """Record one call that ended now, raising `error` (None: it returned); its line
+        carries what the handler `described` of it."""
         elapsed = time.perf_counter() - started
         code = context.code()
         if code is None:
@@ -98,16 +111,16 @@ class _MethodObserver:
         if error is not None and _caused_by_store(error):
             metrics.STORE_ERRORS.labels(self._short_name).inc()
         if log.isEnabledFor(logging.INFO):
-            log.info(
-                "%s answered %s",
-                self._short_name,
-                code.name,
-                extra={
-                    "rpc_method": self.method,
-                    "code": code.name,
-                    "latency_ms": round(elapsed * 1000, 3),
-                },
-            )
+            fields: dict[str, object] = {
+                "rpc_method": self.method,
+                "code": code.name,
+                "latency_ms": round(elapsed * 1000, 3),
+            }
+            summary = ""
+            if described is not None:
+                fields.update(described.fields)
+                summary = f": {described.summary}" if described.summary else ""
+            log.info("%s answered %s%s", self._short_name, code.name, summary, extra=fields)
 
 
 def _caused_by_store(error: BaseException) -> bool:
@@ -151,13 +164,13 @@ Behaviour = Callable[..., Any]
 def _unary_response(behaviour: Behaviour, observer: _MethodObserver) -> Behaviour:
     def observed(request: Any, context: grpc.ServicerContext) -> Any:
         started = time.perf_counter()
-        with serving(request_id_of(context)):
+        with serving(request_id_of(context)), describing_call() as described:
             try:
                 response = behaviour(request, context)
             except BaseException as error:
-                observer.finish(context, started, error)
+                observer.finish(context, started, error, described)
                 raise
-            observer.finish(context, started, None)
+            observer.finish(context, started, None, described)
             return response
 
     return observed

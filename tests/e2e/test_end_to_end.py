@@ -192,7 +192,7 @@ def test_a_request_id_is_logged_by_both_processes_and_secrets_by_neither(
     deployment: Deployment,
 ) -> None:
     """The caller's X-Request-ID is on the adapter's line and on the service's lines of the
-    call it made; no token or Sign is in either log."""
+    call it made (one, with the decision); no token or Sign is in either log."""
     deployment.env.update(CHAT_POLICY_SDKAPPIDS=str(SDKAPPID), CHAT_POLICY_CALLBACK_TOKENS="tok3n")
     deployment.start_service()
     deployment.start_adapter()
@@ -209,11 +209,13 @@ def test_a_request_id_is_logged_by_both_processes_and_secrets_by_neither(
         ("adapter.request", "allowed")
     ]
     assert adapter[0]["request_id"] == "e2e-trace-1"
-    traced = {
-        str(line["message"])
+    traced = [
+        line
         for line in json_lines(deployment.log("service"))
         if line.get("request_id") == "e2e-trace-1"
-    }
-    assert traced == {"decided allow by rule default", "CheckGroupCreation answered OK"}
+    ]
+    assert [(line["message"], line["rule"], line["effect"]) for line in traced] == [
+        ("CheckGroupCreation answered OK: decided allow by rule default", "default", "allow")
+    ]
     for log in (deployment.log("adapter"), deployment.log("service")):
         assert "tok3n" not in log and sign not in log

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -27,7 +28,8 @@ WATCH = "/grpc.health.v1.Health/Watch"
 
 
 def unary(request: bytes, context: grpc.ServicerContext) -> bytes:
-    """Answer by the request: an abort, a set_code, an exception, the request ID, or an echo."""
+    """Answer by the request: an abort, a set_code, an exception, a description of the call,
+    the request ID, or an echo."""
     verb, _, argument = request.decode().partition(":")
     if verb == "abort":
         context.abort(grpc.StatusCode[argument], "aborted on request")
@@ -36,6 +38,11 @@ def unary(request: bytes, context: grpc.ServicerContext) -> bytes:
         return b""
     if verb == "raise":
         raise RuntimeError("a bug")
+    if verb == "describe":
+        logs.describe_call(f"did {argument}", what=argument)
+        if argument == "fail":
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "described, then failed")
+        return b""
     if verb == "request_id":
         logging.getLogger("tests.handler").info("handling")
         return (logs.request_id.get() or "").encode()
@@ -204,6 +211,25 @@ def test_the_request_id_comes_from_the_metadata(probe: Probe, lines: RecordedLin
     assert handled == ["chat-req.42:a_b"]
     assert [line.request_id for line in lines.rpc_lines(UNARY)] == ["chat-req.42:a_b"]
     assert logs.request_id.get() is None  # nothing leaks into the caller's thread
+
+
+@pytest.mark.parametrize(("argument", "code"), [("work", "OK"), ("fail", "FAILED_PRECONDITION")])
+def test_what_the_handler_describes_goes_on_the_one_rpc_line(
+    probe: Probe, lines: RecordedLines, argument: str, code: str
+) -> None:
+    """describe_call's summary ends the rpc line's message and its fields join the line's,
+    whether the call succeeds or fails; the handler writes no line of its own."""
+    with pytest.raises(grpc.RpcError) if code != "OK" else contextlib.nullcontext():
+        probe.unary(f"describe:{argument}".encode())
+    (record,) = [record for record, _ in lines.lines]
+    assert record.getMessage() == f"Unary answered {code}: did {argument}"
+    assert (vars(record)["what"], vars(record)["code"]) == (argument, code)
+
+
+def test_describe_call_outside_an_rpc_does_nothing(lines: RecordedLines) -> None:
+    """Outside a served RPC describe_call neither fails nor logs."""
+    logs.describe_call("nothing to describe", what="no")
+    assert lines.lines == []
 
 
 @pytest.mark.parametrize("given", [None, "has space", "x" * 129, "semi;colon"])
