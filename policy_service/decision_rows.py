@@ -10,6 +10,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from policy_service.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
 
 DECISION_COLUMNS = (
@@ -33,7 +35,7 @@ def row_from_decision(record: DecisionRecord) -> DecisionRow:
         record.rule_id,
         record.reason,
         record.policy_revision,
-        json.dumps(list(record.shadow_rule_ids), ensure_ascii=False),
+        orjson.dumps(record.shadow_rule_ids).decode(),
         record.latency_us,
         record.request_json,
     )
