@@ -8,6 +8,7 @@ JSON fields of their own.
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.config
 import re
@@ -19,7 +20,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from pythonjsonlogger.orjson import OrjsonFormatter
+import orjson
 
 REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_METADATA = "x-request-id"
@@ -30,8 +31,8 @@ _call_line: ContextVar[CallLine | None] = ContextVar("call_line", default=None)
 
 _ACCEPTABLE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
-_FIELDS = ("asctime", "levelname", "name", "process", "message")
-_RENAMED = {"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"}
+# Every attribute a LogRecord has of its own: any other one came from `extra=`.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 class RequestIdFilter(logging.Filter):
@@ -44,13 +45,44 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def formatter() -> logging.Formatter:
-    """The JSON formatter: time (UTC, ISO 8601), level, logger, pid, message, then extras."""
-    json_formatter = OrjsonFormatter(_FIELDS, rename_fields=_RENAMED, timestamp=False)
-    json_formatter.converter = time.gmtime
-    json_formatter.default_msec_format = "%s.%03dZ"
-    json_formatter.default_time_format = "%Y-%m-%dT%H:%M:%S"
-    return json_formatter
+class JsonFormatter(logging.Formatter):
+    """A record as one JSON object: time (UTC, ISO 8601, milliseconds), level, logger, pid,
+    message, then the fields given with `extra=`, and a traceback as `exc_info`.
+
+    Written for the hot path, where python-json-logger's OrjsonFormatter took about twice as
+    long a line: orjson serialises, and the time's text is made once a second.
+    """
+
+    _second: tuple[int, str] = (-1, "")
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record's line."""
+        document: dict[str, object] = {
+            "time": self._time(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "pid": record.process,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _RECORD_ATTRIBUTES:
+                document[key] = value
+        if record.exc_info:
+            document["exc_info"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            document["stack_info"] = self.formatStack(record.stack_info)
+        try:
+            return orjson.dumps(document, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:  # an integer beyond 64 bits, which orjson refuses
+            return json.dumps(document, default=str, ensure_ascii=False)
+
+    def _time(self, created: float) -> str:
+        second = int(created)
+        cached = self._second
+        if cached[0] != second:
+            cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+            self._second = cached
+        return f"{cached[1]}.{int((created - second) * 1000):03d}Z"
 
 
 def config(level: str = "INFO") -> dict[str, Any]:
@@ -59,7 +91,7 @@ def config(level: str = "INFO") -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "filters": {"request_id": {"()": RequestIdFilter}},
-        "formatters": {"json": {"()": formatter}},
+        "formatters": {"json": {"()": JsonFormatter}},
         "handlers": {
             "stdout": {
                 "class": "logging.StreamHandler",

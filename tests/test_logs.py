@@ -80,6 +80,33 @@ def test_a_traceback_stays_inside_its_line(
     assert "ValueError: boom" in str(line["exc_info"])
 
 
+def test_the_time_is_utc_with_milliseconds_across_seconds() -> None:
+    """Each line's time is its record's own, also when lines of two seconds interleave."""
+    formatter = logs.JsonFormatter()
+    record = logging.makeLogRecord({"msg": "tick"})
+    times = []
+    for created in (1_700_000_000.25, 1_700_000_001.999, 1_700_000_000.5):
+        record.created = created
+        times.append(json.loads(formatter.format(record))["time"])
+    assert times == [
+        "2023-11-14T22:13:20.250Z",
+        "2023-11-14T22:13:21.999Z",
+        "2023-11-14T22:13:20.500Z",
+    ]
+
+
+def test_any_extra_value_still_makes_one_json_line() -> None:
+    """Values JSON has no type for are written as text, and integers past 64 bits in full."""
+    extra = {"big": 2**70, "object": object(), "keys": {1: "one"}, "items": ("a", "é")}
+    record = logging.makeLogRecord({"msg": "odd values %s", "args": ("ok",), **extra})
+    line = json.loads(logs.JsonFormatter().format(record))
+    assert line["message"] == "odd values ok"
+    assert line["big"] == 2**70
+    assert str(line["object"]).startswith("<object object at")
+    assert line["keys"] == {"1": "one"}
+    assert line["items"] == ["a", "é"]
+
+
 def test_gunicorn_lines_go_through_the_json_handler(
     capsys: pytest.CaptureFixture[str], restored_logging: None
 ) -> None:

@@ -325,7 +325,7 @@ def test_one_log_line_per_request_without_secrets(
     params = signed("s3cret-token")
     chat.post(FULL, {"GroupId": "g"}, headers={"X-Request-ID": "r1"}, **params)
     chat.post(FULL, {"GroupId": "g"}, headers={"X-Request-ID": "r2"}, **signed("bad"))
-    rendered = [logs.formatter().format(record) for record in caplog.records]
+    rendered = [logs.JsonFormatter().format(record) for record in caplog.records]
     lines = [
         json.loads(line)
         for line, record in zip(rendered, caplog.records, strict=True)
