@@ -145,6 +145,9 @@ class RequestMetrics:
 
     def __init__(self, commands: Iterable[str]) -> None:
         self._commands = frozenset(commands)
+        # (command label, outcome) -> its counter and histogram children: labels() takes a
+        # lock and builds its key on every call. Both labels take a few dozen values at most.
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Start the clock."""
@@ -161,8 +164,14 @@ class RequestMetrics:
         command = self.command_label(
             req.context.get("command") or req.get_param("CallbackCommand") or ""
         )
-        WEBHOOKS.labels(command, answer.outcome).inc()
-        LATENCY.labels(command).observe(time.perf_counter() - started)
+        key = (command, answer.outcome)
+        children = self._children.get(key)
+        if children is None:
+            children = (WEBHOOKS.labels(*key), LATENCY.labels(command))
+            self._children[key] = children
+        requests, latency = children
+        requests.inc()
+        latency.observe(time.perf_counter() - started)
 
     def command_label(self, command: str) -> str:
         """The command as a label: itself if handled, else 'other' ('none' if there is none)."""
