@@ -12,8 +12,8 @@ import json
 import logging
 import logging.config
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -121,7 +121,7 @@ def accepted_request_id(given: str | None) -> str:
     """The caller's request ID if it is a short token of safe characters, else a new one."""
     if given and _ACCEPTABLE_ID.fullmatch(given):
         return given
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
 @dataclass
