@@ -31,12 +31,23 @@ rate-limit slots) is a transaction that first tries the schema's prune lock
 re-check what they delete, so racing passes never forget a state twice; a transaction lock,
 unlike a session lock held across batches, cannot outlive a failed pass on a pooled
 connection and works through a transaction-pooling proxy.
+
+Round trips. A call waits for the server once per read that its writes depend on, its
+statements otherwise pipelined: record twice (BEGIN, the group's lock and read; then the
+writes, the change log, NOTIFY and COMMIT); get, get_many, acquire, release and
+append_decisions once. A pooled connection is checked (an empty query, one more round
+trip) as it leaves the pool only when it has been idle there for _RECENTLY_USED_S or
+longer, so one killed while idle (server restart, terminated backend) is replaced rather
+than handed out; under load none is checked. One that died within that time fails its call
+as StoreUnavailable, never retried (a COMMIT whose answer was lost may have committed),
+and that call has every idle connection checked at once, so the next call gets a live one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -112,6 +123,9 @@ _INSERT_DECISION = insert_decisions("%s")
 
 # libpq waits forever for an unanswered connection unless told; a URL may set its own.
 _CONNECT_TIMEOUT_S = 5
+# A connection back in the pool for less than this long leaves it unchecked: it answered a
+# moment ago, and a check costs a round trip, on every call under load.
+_RECENTLY_USED_S = 1.0
 # How long a call waits for a pooled connection before it is StoreUnavailable; while the
 # server is known to be unreachable, and for the health check's ping, much less.
 _POOL_TIMEOUT_S = 5.0
@@ -131,6 +145,12 @@ _WAIT_SLICE_S = 0.2
 _CLOSE_WAIT_S = 1.0
 # The pause after the listener connection failed, so a dead server is not hammered.
 _LISTEN_RETRY_S = 1.0
+
+
+class _PooledConnection(psycopg.Connection[Any]):
+    """A pool's connection, stamped as it goes back to the pool (time.monotonic())."""
+
+    returned_at = -math.inf
 
 
 class PostgresGroupStateStore:
@@ -161,8 +181,9 @@ class PostgresGroupStateStore:
             with psycopg.connect(url, autocommit=True, **self._timeout) as conn:
                 _configure(conn)
                 self._schema = _migrate(conn)
-            self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            self._pool: ConnectionPool[_PooledConnection] = ConnectionPool(
                 url,
+                connection_class=_PooledConnection,
                 kwargs={"autocommit": True, **self._timeout},
                 min_size=min_size,
                 max_size=max_size,
@@ -189,15 +210,15 @@ class PostgresGroupStateStore:
         the group, existing rows or not, is released by COMMIT or ROLLBACK (also when the
         connection dies), and works through a transaction-pooling proxy. Read committed is
         required: each statement after the lock sees what the previous holder committed.
-        A hash collision between two groups only makes them wait for each other. The writes,
-        the change log's lock and rows, the NOTIFY and the COMMIT go in one round trip.
+        A hash collision between two groups only makes them wait for each other. Two round
+        trips: BEGIN, the lock and the read; then the writes, the change log's lock and rows,
+        the NOTIFY and the COMMIT.
         """
         key = event.key
         with (
             self._translated_errors(),
             self._connection() as conn,
-            conn.pipeline(),
-            conn.transaction(),
+            _pipelined_transaction(conn),
         ):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_group_lock_key(key),))
             rows = conn.execute(SELECT_GROUP, (key.sdk_app_id, key.group_id)).fetchall()
@@ -427,7 +448,7 @@ class PostgresGroupStateStore:
             self._listener = None
 
     @contextmanager
-    def _connection(self, timeout_s: float | None = None) -> Iterator[psycopg.Connection[Any]]:
+    def _connection(self, timeout_s: float | None = None) -> Iterator[_PooledConnection]:
         """A pooled connection, waiting for one at most timeout_s (default: the pool's
         timeout, or much less while the server is known to be unreachable) and never past
         the current call's deadline.
@@ -436,6 +457,10 @@ class PostgresGroupStateStore:
         _UNREACHABLE_TIMEOUT_S until one gets a connection: during an outage calls fail in
         a fraction of a second instead of each holding a server thread for the whole pool
         timeout, which would starve calls that need no database (creation decisions).
+
+        The connection is stamped as it goes back, for _check_connection. A call that finds
+        it broken has the pool check its idle connections at once, as _check_connection
+        does: they have likely died with it.
         """
         if timeout_s is None:
             timeout_s = _UNREACHABLE_TIMEOUT_S if self._unreachable else _POOL_TIMEOUT_S
@@ -443,20 +468,30 @@ class PostgresGroupStateStore:
         try:
             with self._pool.connection(timeout=wait_s) as conn:
                 self._unreachable = False
-                yield conn
+                try:
+                    yield conn
+                except psycopg.OperationalError:
+                    if conn.broken:
+                        self._pool.check()
+                    raise
+                finally:
+                    conn.returned_at = time.monotonic()
         except PoolTimeout:
             if wait_s >= _POOL_TIMEOUT_S:
                 self._unreachable = True
             raise
 
-    def _check_connection(self, conn: psycopg.Connection[Any]) -> None:
-        """Check a connection as it leaves the pool (ConnectionPool.check_connection).
+    def _check_connection(self, conn: _PooledConnection) -> None:
+        """Check a connection as it leaves the pool (ConnectionPool.check_connection), unless
+        it came back less than _RECENTLY_USED_S ago.
 
         A dead one (server restarted, backend terminated) is discarded and replaced, not
         handed out. One dead connection means the others idle beside it are dead too, so
         all of them are checked at once: otherwise the pool would hand them out one at a
         time, pausing about a second before each next try, and a large pool would time out.
         """
+        if time.monotonic() - conn.returned_at < _RECENTLY_USED_S:
+            return
         try:
             ConnectionPool.check_connection(conn)
         except Exception:
@@ -481,7 +516,8 @@ class PostgresGroupStateStore:
 @contextmanager
 def _pipelined_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
     """A read-committed transaction whose statements, BEGIN and COMMIT included, are sent
-    together and answered in one round trip.
+    together and answered in one round trip, plus one per fetch of rows inside the block
+    (a fetch sends what is queued and waits for the answer).
 
     Not conn.transaction() in a pipeline: psycopg syncs after its BEGIN and before its
     COMMIT, three round trips. The isolation level is spelled out because an explicit BEGIN

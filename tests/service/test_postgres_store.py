@@ -6,6 +6,7 @@ What every store does (events, pagination, concurrency) is in test_store_contrac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,9 +21,11 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from policy_service import postgres_store
 from policy_service.change_log import ChangeLogBounds, PruneOutcome, StateChange
-from policy_service.decision_log import DecisionCursor, DecisionQuery
+from policy_service.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
 from policy_service.decision_rows import list_decisions_query
 from policy_service.errors import StoreUnavailable
 from policy_service.group_state import EventKind, GroupCounts, GroupEvent, GroupKey, GroupState
@@ -808,6 +811,188 @@ def test_deep_decision_page_is_a_backward_index_range_scan(
         return int(plan["Shared Hit Blocks"]) + int(plan["Shared Read Blocks"])
 
     assert blocks(deep) <= blocks(shallow) + 6, plans
+
+
+# --- round trips, and the pool's connection checks ------------------------------------------
+
+
+class RoundTripCounter:
+    """A TCP proxy to the schema's server that counts round trips: the times the server
+    answers a connection whose client has sent something since the server last answered."""
+
+    def __init__(self, url: str) -> None:
+        params = conninfo_to_dict(url)
+        self._server = (str(params.get("host") or "localhost"), int(params.get("port") or 5432))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        port = self._listener.getsockname()[1]
+        self.url = make_conninfo(url, host="127.0.0.1", port=str(port))
+        self.round_trips = 0
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def count(self, call: Callable[[], object]) -> int:
+        """The round trips that call() takes."""
+        before = self.round_trips
+        call()
+        return self.round_trips - before
+
+    def close(self) -> None:
+        """Stop accepting, and close every proxied connection."""
+        self._listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self._listener.accept()
+                server = socket.create_connection(self._server)
+                with self._lock:
+                    self._sockets += [client, server]
+                client_spoke = [False]
+                for source, sink, from_client in ((client, server, True), (server, client, False)):
+                    threading.Thread(
+                        target=self._pump,
+                        args=(source, sink, from_client, client_spoke),
+                        daemon=True,
+                    ).start()
+
+    def _pump(
+        self,
+        source: socket.socket,
+        sink: socket.socket,
+        from_client: bool,
+        client_spoke: list[bool],
+    ) -> None:
+        """Forward source to sink, counting before forwarding: a reply cannot overtake the
+        request it answers, and a call's round trips are all counted when it returns."""
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                with self._lock:
+                    if from_client:
+                        client_spoke[0] = True
+                    elif client_spoke[0]:
+                        client_spoke[0] = False
+                        self.round_trips += 1
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)
+
+
+@pytest.fixture
+def proxy(postgres_schema: PostgresSchema) -> Iterator[RoundTripCounter]:
+    """A RoundTripCounter in front of the test's schema."""
+    counter = RoundTripCounter(postgres_schema.url)
+    yield counter
+    counter.close()
+
+
+def decision(decision_id: str) -> DecisionRecord:
+    """A decision record with that id."""
+    return DecisionRecord(
+        decision_id, 1000, KEY.sdk_app_id, "op", "allow", 0, "", "default", "", "rev", (), 1, "{}"
+    )
+
+
+def terminate_sessions(schema: PostgresSchema) -> int:
+    """Terminate the schema's other sessions, waiting until each is gone: how many."""
+    with schema.connect() as conn:
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000))"
+            " FROM pg_stat_activity WHERE application_name = %s AND pid <> pg_backend_pid()",
+            (schema.application_name,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_connection_used_a_moment_ago_is_not_checked(
+    proxy: RoundTripCounter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A get takes one round trip on a connection used a moment ago, two (the check) on a new
+    one or one idle for _RECENTLY_USED_S."""
+    monkeypatch.setattr(postgres_store, "_RECENTLY_USED_S", 60.0)
+    store = PostgresGroupStateStore(proxy.url, min_size=1, max_size=1)
+    try:
+        assert proxy.count(lambda: store.get(KEY)) == 2
+        assert proxy.count(lambda: store.get(KEY)) == 1
+        monkeypatch.setattr(postgres_store, "_RECENTLY_USED_S", 0.2)
+        time.sleep(0.3)
+        assert proxy.count(lambda: store.get(KEY)) == 2
+    finally:
+        store.close()
+
+
+def test_record_takes_two_round_trips_and_other_calls_one(
+    proxy: RoundTripCounter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a connection used a moment ago, record takes two round trips, applied or not, and
+    get, get_many, acquire, release and append_decisions one each."""
+    monkeypatch.setattr(postgres_store, "_RECENTLY_USED_S", 60.0)
+    store = PostgresGroupStateStore(proxy.url, min_size=1, max_size=1)
+    try:
+        store.ping()  # the new connection's check
+        assert proxy.count(lambda: store.record(FULL)) == 2
+        assert proxy.count(lambda: store.record(FULL)) == 2  # a redelivery: nothing to write
+        assert store.changes_after(0, 10)[0].state == store.get(KEY)
+        assert proxy.count(lambda: store.get(KEY)) == 1
+        assert proxy.count(lambda: store.get_many([KEY, group_of(1)])) == 1
+        acquired: list[Acquisition] = []
+
+        def acquire() -> None:
+            acquired.append(store.acquire("b", window_ms=10, limit=1, now_ms=1000))
+
+        assert proxy.count(acquire) == 1
+        (slot,) = [acquisition.slot for acquisition in acquired]
+        assert slot is not None
+        assert proxy.count(lambda: store.release(slot)) == 1
+        assert proxy.count(lambda: store.append_decisions([decision("a"), decision("b")])) == 1
+        assert store.acquire("b", window_ms=10, limit=1, now_ms=1000).count_before == 0
+        assert len(store.list_decisions(DecisionQuery(), 10, None)) == 2
+    finally:
+        store.close()
+
+
+def test_connection_killed_while_idle_is_not_handed_out(
+    postgres_schema: PostgresSchema, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection whose backend was terminated while it sat idle for _RECENTLY_USED_S is
+    checked and replaced, so the next call succeeds."""
+    monkeypatch.setattr(postgres_store, "_RECENTLY_USED_S", 0.2)
+    store = PostgresGroupStateStore(postgres_schema.url, min_size=1, max_size=1)
+    try:
+        outcome = store.record(FULL)
+        assert terminate_sessions(postgres_schema) == 1
+        time.sleep(0.3)
+        assert store.get(KEY) == outcome.state
+    finally:
+        store.close()
+
+
+def test_call_on_a_connection_killed_moments_ago_fails_and_purges_the_pool(
+    postgres_schema: PostgresSchema, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the backends of two connections used moments ago terminated, the first call fails
+    as StoreUnavailable and has the other checked, so the next call succeeds."""
+    monkeypatch.setattr(postgres_store, "_RECENTLY_USED_S", 60.0)
+    store = PostgresGroupStateStore(postgres_schema.url, min_size=2, max_size=2)
+    try:
+        outcome = store.record(FULL)
+        store.get(KEY)
+        with postgres_schema.connect() as conn:
+            row = conn.execute(
+                "SELECT count(*) FILTER (WHERE query <> '') FROM pg_stat_activity"
+                " WHERE application_name = %s AND pid <> pg_backend_pid()",
+                (postgres_schema.application_name,),
+            ).fetchone()
+        assert row == (2,)  # the pool took turns: both connections were used
+        assert terminate_sessions(postgres_schema) == 2
+        with pytest.raises(StoreUnavailable, match="PostgreSQL"):
+            store.get(KEY)
+        assert store.get(KEY) == outcome.state
+    finally:
+        store.close()
 
 
 # --- outage ---------------------------------------------------------------------------------
