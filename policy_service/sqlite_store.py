@@ -5,15 +5,23 @@ serialised and change-log sequences (AUTOINCREMENT: never reused) commit in orde
 condition variable wakes wait_for_changes when a change commits. Rate-limit slots and the
 decision log live in the same file, outside the change log; acquire counts and takes a slot
 in one transaction under the same lock.
+
+Writes are group-committed: each is a function queued for the connection, and the caller at
+the head of the queue runs the queued functions in arrival order (those queued while it runs
+too, up to _GROUP), each in a savepoint of its own, in one IMMEDIATE transaction, so
+concurrent writers share one COMMIT and its fsync. A caller returns only once the COMMIT
+holding its write succeeded; if the transaction fails, every caller in it gets
+StoreUnavailable and none of its writes stay.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from policy_service.change_log import ChangeLogBounds, PruneOutcome, StateChange
 from policy_service.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
@@ -129,6 +137,22 @@ _LOG = (
 _INSERT_DECISION = insert_decisions("?")
 # Rows per statement or transaction in bulk reads and pruning: bounded work under the lock.
 _BATCH = 1000
+# Writes per group commit: bounded work, and wait, under the lock.
+_GROUP = 64
+
+T = TypeVar("T")
+
+
+class _Write(Generic[T]):
+    """A queued write: its function, then its result or error once its transaction ended."""
+
+    __slots__ = ("done", "error", "function", "result")
+
+    def __init__(self, function: Callable[[], T]) -> None:
+        self.function = function
+        self.result: T
+        self.error: BaseException | None = None
+        self.done = False
 
 
 class SQLiteGroupStateStore:
@@ -138,6 +162,9 @@ class SQLiteGroupStateStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._queue = threading.Condition(threading.Lock())  # guards _pending: writes not done
+        self._pending: list[_Write[Any]] = []
+        self._logged = False  # the transaction under way appended to the change log
         self._changed = threading.Condition()
         self._generation = self._waited = 0  # commits made; commits wait_for_changes saw
         with self._translated_errors():
@@ -146,17 +173,18 @@ class SQLiteGroupStateStore:
             # FULL fsyncs the WAL on every commit: a 200 sent to Chat survives power loss too.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=5000")
-            self._migrate()
+            self._write(self._migrate)
 
     def record(self, event: GroupEvent) -> RecordOutcome:
         """Apply an event in one immediate transaction (to every topic, for a whole group)."""
-        with self._transaction():
+
+        def write() -> RecordOutcome:
             outcome = apply_to_group(self._select_group(event.key), event)
             self._db.executemany(_UPSERT, [row_from_state(state) for state in outcome.changed])
             self._log(outcome.changed, forgotten=False)
-        if outcome.changed:
-            self._notify()
-        return outcome
+            return outcome
+
+        return self._write(write)
 
     def get(self, key: GroupKey) -> GroupState | None:
         """The group's state, or None."""
@@ -229,40 +257,43 @@ class SQLiteGroupStateStore:
 
     def prune(self, destroyed_before_ms: int, changes_before_ms: int) -> PruneOutcome:
         """Forget old destroyed groups, then drop old changes, a batch per transaction."""
+
+        def forget() -> int:
+            rows = self._db.execute(
+                "DELETE FROM group_state WHERE (sdk_app_id, group_id, topic_id) IN"
+                " (SELECT sdk_app_id, group_id, topic_id FROM group_state"
+                " WHERE destroyed AND last_event_time_ms < ? LIMIT ?)"
+                f" RETURNING {_COLUMNS}",
+                (destroyed_before_ms, _BATCH),
+            ).fetchall()
+            self._log([state_from_row(row) for row in rows], forgotten=True)
+            return len(rows)
+
+        def delete_changes() -> int | None:
+            (newest,) = self._db.execute(
+                "SELECT max(sequence) FROM (SELECT sequence FROM group_state_change"
+                " WHERE change_time_ms < ? ORDER BY sequence LIMIT ?)",
+                (changes_before_ms, _BATCH),
+            ).fetchone()
+            if newest is None:
+                return None
+            count: int = self._db.execute(
+                "DELETE FROM group_state_change WHERE sequence <= ? AND change_time_ms < ?",
+                (newest, changes_before_ms),
+            ).rowcount
+            self._db.execute(
+                "UPDATE change_log_state SET pruned_through = max(pruned_through, ?)", (newest,)
+            )
+            return count
+
         forgotten = deleted = 0
         while True:
-            with self._transaction():
-                rows = self._db.execute(
-                    "DELETE FROM group_state WHERE (sdk_app_id, group_id, topic_id) IN"
-                    " (SELECT sdk_app_id, group_id, topic_id FROM group_state"
-                    " WHERE destroyed AND last_event_time_ms < ? LIMIT ?)"
-                    f" RETURNING {_COLUMNS}",
-                    (destroyed_before_ms, _BATCH),
-                ).fetchall()
-                self._log([state_from_row(row) for row in rows], forgotten=True)
-            if rows:
-                self._notify()
-            forgotten += len(rows)
-            if len(rows) < _BATCH:
+            count = self._write(forget)
+            forgotten += count
+            if count < _BATCH:
                 break
-        while True:
-            with self._transaction():
-                (newest,) = self._db.execute(
-                    "SELECT max(sequence) FROM (SELECT sequence FROM group_state_change"
-                    " WHERE change_time_ms < ? ORDER BY sequence LIMIT ?)",
-                    (changes_before_ms, _BATCH),
-                ).fetchone()
-                if newest is None:
-                    break
-                count = self._db.execute(
-                    "DELETE FROM group_state_change WHERE sequence <= ? AND change_time_ms < ?",
-                    (newest, changes_before_ms),
-                ).rowcount
-                self._db.execute(
-                    "UPDATE change_log_state SET pruned_through = max(pruned_through, ?)",
-                    (newest,),
-                )
-            deleted += count
+        while (changes := self._write(delete_changes)) is not None:
+            deleted += changes
         return PruneOutcome(forgotten, deleted)
 
     def acquire(
@@ -270,7 +301,8 @@ class SQLiteGroupStateStore:
     ) -> Acquisition:
         """Count the bucket's slots in the window and take one, in one immediate transaction
         under the connection's lock: no other thread or writer comes in between."""
-        with self._transaction():
+
+        def write() -> Acquisition:
             (count,) = self._db.execute(
                 "SELECT count(*) FROM rate_limit_slot WHERE bucket = ? AND stamped_ms > ?",
                 (bucket, now_ms - window_ms),
@@ -282,12 +314,13 @@ class SQLiteGroupStateStore:
                 "INSERT INTO rate_limit_slot (bucket, stamped_ms) VALUES (?, ?) RETURNING id",
                 (bucket, now_ms),
             ).fetchone()
-        return Acquisition(count, within, slot)
+            return Acquisition(count, within, slot)
+
+        return self._write(write)
 
     def release(self, slot: int) -> None:
         """Delete the slot (nothing if it is gone already)."""
-        with self._transaction():
-            self._db.execute("DELETE FROM rate_limit_slot WHERE id = ?", (slot,))
+        self._write(lambda: self._db.execute("DELETE FROM rate_limit_slot WHERE id = ?", (slot,)))
 
     def prune_slots(self, before_ms: int) -> int:
         """Delete slots stamped before before_ms, a batch per transaction."""
@@ -301,8 +334,7 @@ class SQLiteGroupStateStore:
         """Insert the records in one immediate transaction, skipping known decision_ids."""
         if not records:
             return
-        with self._transaction():
-            self._db.executemany(_INSERT_DECISION, map(row_from_decision, records))
+        self._write(lambda: self._db.executemany(_INSERT_DECISION, map(row_from_decision, records)))
 
     def list_decisions(
         self, query: DecisionQuery, limit: int, after: DecisionCursor | None
@@ -342,14 +374,15 @@ class SQLiteGroupStateStore:
         """Append a change per state to the log, in the caller's transaction."""
         stamp = now_ms()
         self._db.executemany(_LOG, [(stamp, *row_from_state(state), forgotten) for state in states])
+        if states:
+            self._logged = True
 
     def _delete_in_batches(self, delete: str, before_ms: int) -> int:
         """Run `delete` (parameters: the cutoff, the batch size) a transaction at a time until
         a batch deletes fewer than _BATCH rows; how many it deleted in all."""
         deleted = 0
         while True:
-            with self._transaction():
-                count = self._db.execute(delete, (before_ms, _BATCH)).rowcount
+            count = self._write(lambda: self._db.execute(delete, (before_ms, _BATCH)).rowcount)
             deleted += count
             if count < _BATCH:
                 return deleted
@@ -375,24 +408,72 @@ class SQLiteGroupStateStore:
         return [state_from_row(row) for row in rows]
 
     def _migrate(self) -> None:
-        with self._transaction():
-            (version,) = self._db.execute("PRAGMA user_version").fetchone()
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in filter(str.strip, script.split(";")):
-                    self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {number}")
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in filter(str.strip, script.split(";")):
+                self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {number}")
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """Hold the lock and an IMMEDIATE transaction; commit on success, else roll back."""
-        with self._lock, self._translated_errors():
-            self._db.execute("BEGIN IMMEDIATE")
+    def _write(self, function: Callable[[], T]) -> T:
+        """Run function against the connection in an IMMEDIATE transaction shared with other
+        callers' writes (group commit); its result, or its error, once that transaction ended.
+        The write at the head of the queue leads: it commits a group (_commit), then removes
+        it from the queue and wakes its callers and the next head."""
+        write = _Write(function)
+        with self._queue:
+            self._pending.append(write)
+            while not write.done and self._pending[0] is not write:
+                self._queue.wait()
+            leading = not write.done
+        if leading:
+            group: list[_Write[Any]] = [write]
             try:
-                yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._commit(group)
+            finally:
+                with self._queue:
+                    del self._pending[: len(group)]
+                    for each in group:
+                        each.done = True
+                    self._queue.notify_all()
+        if write.error is not None:
+            with self._translated_errors():
+                raise write.error
+        return write.result
+
+    def _commit(self, group: list[_Write[Any]]) -> None:
+        """Run the writes in group (at first, the queue's head) in order in one IMMEDIATE
+        transaction, those queued behind joining group as it runs, up to _GROUP; then commit.
+        Each runs in a savepoint: one that raises is rolled back alone and the error kept for
+        its caller. If the transaction fails, it is rolled back and its error kept for every
+        write in group."""
+        try:
+            with self._lock:
+                self._logged = False
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for write in group:  # group grows: after each write, the next queued joins
+                        self._db.execute("SAVEPOINT write")
+                        try:
+                            write.result = write.function()
+                        except BaseException as error:
+                            self._db.execute("ROLLBACK TO write")
+                            write.error = error
+                        self._db.execute("RELEASE write")
+                        with self._queue:
+                            if len(group) < min(len(self._pending), _GROUP):
+                                group.append(self._pending[len(group)])
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+                logged = self._logged
+        except BaseException as error:
+            for write in group:
+                write.error = error
+            return
+        if logged:
+            self._notify()
 
     @contextmanager
     def _translated_errors(self) -> Iterator[None]:
