@@ -3,7 +3,8 @@
 - B0: a bare Falcon app that reads the body, parses it as JSON and answers Chat's constant OK.
 - B1: the same plus one unary grpcio call per request to a do-nothing echo server: the floor
   an adapter that makes one gRPC call per webhook can approach.
-- echo: the do-nothing gRPC server B1 calls, one generic method with bytes in and out.
+- echo: the do-nothing gRPC server B1 calls, one generic method with bytes in and out;
+  echo-aio: the same on grpc.aio (scripts/bench --only floor compares them).
 
 Both apps are served by gunicorn with the adapter's own settings (AdapterApplication's
 load_config: gthread, CHAT_POLICY_HTTP_WORKERS workers, CHAT_POLICY_HTTP_THREADS threads,
@@ -15,6 +16,7 @@ interceptor, servicers or store.
     python -m bench.baseline_apps b0 --bind 127.0.0.1:8081
     python -m bench.baseline_apps b1 --bind 127.0.0.1:8082 --target 127.0.0.1:50052
     python -m bench.baseline_apps echo --bind 127.0.0.1:50052
+    python -m bench.baseline_apps echo-aio --bind unix:/tmp/echo.sock
 
 The bind addresses come from the command line; every other setting from the CHAT_POLICY_*
 environment, as for the adapter and the service (unset: their defaults).
@@ -23,6 +25,7 @@ environment, as for the adapter and the service (unset: their defaults).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -159,15 +162,46 @@ def serve_echo(bind: str) -> int:
     return 0
 
 
+async def _echo_async(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+    """The grpc.aio echo method: the request back."""
+    return request
+
+
+async def _serve_echo_aio(bind: str) -> None:
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    handler = grpc.method_handlers_generic_handler(
+        ECHO_SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(_echo_async)}
+    )
+    server.add_generic_rpc_handlers((handler,))
+    if server.add_insecure_port(bind) == 0:
+        raise SystemExit(f"echo server: cannot listen on {bind}")
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await server.stop(1)
+
+
+def serve_echo_aio(bind: str) -> int:
+    """The echo server on grpc.aio (one event loop, no thread pool) until SIGTERM or SIGINT:
+    the floor if the policy service were an asyncio server."""
+    asyncio.run(_serve_echo_aio(bind))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """Serve B0, B1 or the echo server."""
     parser = argparse.ArgumentParser(prog="python -m bench.baseline_apps", description=__doc__)
-    parser.add_argument("what", choices=(*APPS, "echo"))
+    parser.add_argument("what", choices=(*APPS, "echo", "echo-aio"))
     parser.add_argument("--bind", required=True, help="host:port to listen on")
     parser.add_argument("--target", default="", help="B1: the echo server's host:port")
     args = parser.parse_args(argv)
     if args.what == "echo":
         return serve_echo(args.bind)
+    if args.what == "echo-aio":
+        return serve_echo_aio(args.bind)
     if args.what == "b1" and not args.target:
         parser.error("b1 needs --target")
     settings = AdapterSettings.from_env({**os.environ, "CHAT_POLICY_HTTP_BIND": args.bind})

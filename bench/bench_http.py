@@ -899,7 +899,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="LIST",
         help="comma list of configurations to run, by id or word: "
         + ", ".join(words)
-        + " (e.g. b1,sqlite-after; 'million' alone runs only the --million measurement)",
+        + " (e.g. b1,sqlite-after; 'million' alone runs only the --million measurement;"
+        " 'floor' runs the B1 variants that might move the floor, left out otherwise: over"
+        " a Unix socket, a grpc.aio echo server, 2 or 8 threads per worker, 3 workers)",
     )
     parser.add_argument(
         "--million",
@@ -922,7 +924,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if unknown:
         choices = ", ".join(words)
         parser.error(f"--only: unknown {', '.join(sorted(unknown))}; choose from {choices}")
-    selected = [c for c in everything if not tokens or tokens & c.words]
+    selected = [c for c in everything if tokens & c.words or not (tokens or c.variant)]
     if tokens == {"million"}:
         selected = []
     if args.million is None:

@@ -58,11 +58,24 @@ class Configuration:
     kind: str  # "b0", "b1" or "e2e"
     webhook: Webhook
     store: str = ""  # e2e: "sqlite" or "postgresql"
+    variant: str = ""  # a B1 that moves the floor: a key of FLOOR_VARIANTS
 
     @property
     def words(self) -> frozenset[str]:
-        """The words --only can select it by."""
+        """The words --only can select it by (a floor variant: its id, or "floor")."""
+        if self.variant:
+            return frozenset({self.id, "floor"})
         return frozenset({self.id, self.kind, *self.id.split("-")})
+
+
+# B1 variants, run only when asked for (--only floor): what each changes, and its settings.
+FLOOR_VARIANTS: Mapping[str, tuple[str, Mapping[str, str]]] = {
+    "unix": ("B1 over a Unix socket", {}),
+    "aio": ("B1 with a grpc.aio echo server", {}),
+    "threads2": ("B1, 2 threads per worker", {"CHAT_POLICY_HTTP_THREADS": "2"}),
+    "threads8": ("B1, 8 threads per worker", {"CHAT_POLICY_HTTP_THREADS": "8"}),
+    "workers3": ("B1, 3 workers", {"CHAT_POLICY_HTTP_WORKERS": "3"}),
+}
 
 
 def configurations() -> list[Configuration]:
@@ -77,6 +90,8 @@ def configurations() -> list[Configuration]:
         for webhook, name in names.items():
             label = f"E2E {store_name} {name}"
             made.append(Configuration(f"{store}-{webhook}", label, "e2e", webhook, store))
+    for variant, (label, _) in FLOOR_VARIANTS.items():
+        made.append(Configuration(f"b1-{variant}", label, "b1", "before", variant=variant))
     return made
 
 
@@ -388,14 +403,19 @@ def start(configuration: Configuration, workdir: Path, sdk_app_id: int) -> Itera
             env=clean_env(),
         )
         stack.callback(deployment.stop)
-        workers = AdapterSettings().http_workers
+        if configuration.variant:
+            deployment.env.update(FLOOR_VARIANTS[configuration.variant][1])
+        workers = AdapterSettings.from_env(deployment.env).http_workers
         http = f"127.0.0.1:{deployment.http_port}"
         baseline = [PYTHON, "-m", "bench.baseline_apps"]
         if configuration.kind == "b0":
             deployment.start("http", "b0", [*baseline, "b0", "--bind", http], deployment.env)
         elif configuration.kind == "b1":
             deployment.grpc_target = f"127.0.0.1:{free_port()}"
-            command = [*baseline, "echo", "--bind", deployment.grpc_target]
+            if configuration.variant == "unix":
+                deployment.grpc_target = f"unix:{workdir.resolve()}/echo.sock"
+            echo_kind = "echo-aio" if configuration.variant == "aio" else "echo"
+            command = [*baseline, echo_kind, "--bind", deployment.grpc_target]
             echo = deployment.start("grpc", "echo", command, deployment.env)
             deployment.wait_for_grpc(echo)
             command = [*baseline, "b1", "--bind", http, "--target", deployment.grpc_target]

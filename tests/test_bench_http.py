@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.bench_http import parse_args
+
 pytestmark = pytest.mark.e2e
 
 BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench"
@@ -132,3 +134,36 @@ def test_bench_smoke_reports_every_configuration(
         if config["kind"] == "e2e":
             assert config["closed"]["ratio_medians"]["rate_b1"] > 0, config_id
     assert numbers["failures"] == []
+
+
+def test_floor_variants_run_only_when_asked_for() -> None:
+    """The B1 variants that may move the floor are left out of a plain run and of --only b1,
+    and `--only floor` selects exactly them."""
+    assert [c.id for c in parse_args([]).configs] == list(CONFIGURATIONS)
+    assert [c.id for c in parse_args(["--only", "b1"]).configs] == ["b1"]
+    floor = [c.id for c in parse_args(["--only", "floor"]).configs]
+    assert floor == ["b1-unix", "b1-aio", "b1-threads2", "b1-threads8", "b1-workers3"]
+
+
+@pytest.mark.timeout(120)
+def test_floor_variants_over_a_unix_socket_and_on_grpc_aio_answer(wrk: str, tmp_path: Path) -> None:
+    """B1 over a Unix socket and B1 against the grpc.aio echo server start, answer every
+    request, and get their throughput as a ratio to B1's of the same round."""
+    result = subprocess.run(
+        [str(BENCH), "--smoke", "--duration", "1", "--only", "b1,b1-unix,b1-aio"],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    closed = table(result.stdout, "| configuration | req/s | req/s ÷ B1 |")
+    assert list(closed) == [
+        "B1 Falcon + gRPC echo",
+        "B1 over a Unix socket",
+        "B1 with a grpc.aio echo server",
+    ]
+    for name, cells in closed.items():
+        rate, ratio, errors = cells[0], cells[1], cells[-1]
+        assert re.fullmatch(VALUE, rate) and re.fullmatch(VALUE, ratio), (name, cells)
+        assert errors == "0", (name, cells)
