@@ -56,6 +56,22 @@ def http_answers(port: int) -> bool:
     return True
 
 
+def adapter_serves(port: int) -> bool:
+    """True when an adapter on the port answers GET /healthz with 200.
+
+    Not a bare TCP connect: to a loopback port nothing listens on, a connect now and then
+    picks that very port as its source and connects to itself.
+    """
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+    try:
+        connection.request("GET", "/healthz")
+        return connection.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+
+
 @dataclass
 class Deployment:
     """One chat-policy deployment's ports, environment and the processes started for it."""
@@ -98,10 +114,10 @@ class Deployment:
     def start_adapter(
         self, extra_env: Mapping[str, str] = {}, *, new_session: bool = False
     ) -> subprocess.Popen[bytes]:
-        """Start the adapter (gunicorn) and wait until it accepts connections."""
+        """Start the adapter (gunicorn) and wait until it answers."""
         process = self.start("adapter", extra_env, new_session=new_session)
         wait_for(
-            lambda: self._alive(process, "adapter") and http_answers(self.http_port),
+            lambda: self._alive(process, "adapter") and adapter_serves(self.http_port),
             START_TIMEOUT_S,
             "the adapter to listen",
         )

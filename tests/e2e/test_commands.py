@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.chat_samples import OK
-from tests.e2e.conftest import Deployment, http_answers, wait_for
+from tests.e2e.conftest import Deployment, adapter_serves, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +36,7 @@ def start_run(deployment: Deployment) -> tuple[subprocess.Popen[bytes], list[int
     """Start `chat-policy run`, wait until the adapter answers; return it and its two children."""
     run = deployment.start("run")
     wait_for(
-        lambda: run.poll() is None and http_answers(deployment.http_port),
+        lambda: run.poll() is None and adapter_serves(deployment.http_port),
         30,
         "chat-policy run to serve webhooks",
     )

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.chat_samples import BEFORE_CREATE_SAMPLE, GROUP_FULL_SAMPLE
-from tests.e2e.conftest import Deployment, free_port, http_answers, wait_for
+from tests.e2e.conftest import Deployment, adapter_serves, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -132,7 +132,7 @@ def test_metrics_add_up_across_workers_and_survive_a_killed_worker(
     killed = min(workers(adapter.pid))
     os.kill(killed, signal.SIGKILL)
     wait_for(
-        lambda: len(workers(adapter.pid) - {killed}) == 2 and http_answers(deployment.http_port),
+        lambda: len(workers(adapter.pid) - {killed}) == 2 and adapter_serves(deployment.http_port),
         20,
         "gunicorn to replace the killed worker",
     )

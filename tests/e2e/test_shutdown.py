@@ -30,7 +30,7 @@ from chatpolicy.v1 import group_state_service_pb2 as pb
 from chatpolicy.v1 import group_state_service_pb2_grpc
 from tests.chat_samples import OK
 from tests.conftest import PostgresSchema
-from tests.e2e.conftest import START_TIMEOUT_S, Deployment, http_answers, wait_for
+from tests.e2e.conftest import START_TIMEOUT_S, Deployment, adapter_serves, wait_for
 from tests.e2e.test_outages import (
     GROUP_FULL,
     REPLAY_TIMEOUT_S,
@@ -393,7 +393,7 @@ def test_run_stops_the_adapter_first_then_the_service(deployment: Deployment) ->
     children: dict[str, int] = {}
     try:
         wait_for(
-            lambda: supervisor.poll() is None and http_answers(deployment.http_port),
+            lambda: supervisor.poll() is None and adapter_serves(deployment.http_port),
             START_TIMEOUT_S,
             "chat-policy run to start both",
         )

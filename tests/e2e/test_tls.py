@@ -13,7 +13,7 @@ from adapter.channel import ChannelSecurity, open_channel
 from chatpolicy.v1 import group_state_service_pb2 as pb
 from chatpolicy.v1 import group_state_service_pb2_grpc
 from tests.chat_samples import GROUP_FULL_SAMPLE, OK
-from tests.e2e.conftest import Deployment, http_answers, wait_for
+from tests.e2e.conftest import Deployment, adapter_serves, wait_for
 from tests.e2e.test_end_to_end import SDKAPPID, body, query
 from tests.tls_files import Pki
 
@@ -83,7 +83,7 @@ def test_unreadable_client_ca_stops_the_adapter_with_a_clear_message(
 def test_run_supervises_both_over_mutual_tls(mutual_tls: Deployment) -> None:
     """`chat-policy run` waits for the TLS service with the client certificate, then serves."""
     run = mutual_tls.start("run")
-    wait_for(lambda: http_answers(mutual_tls.http_port), 30, "the adapter to listen")
+    wait_for(lambda: adapter_serves(mutual_tls.http_port), 30, "the adapter to answer")
     sample = body(GROUP_FULL_SAMPLE, GroupId="@TGS#run", EventTime=1670574414123)
     status, answer = mutual_tls.post(query("Group.CallbackAfterGroupFull"), sample)
     assert (status, json.loads(answer)["ErrorCode"]) == (200, 0)
