@@ -60,7 +60,7 @@ from bench.processes import (
     ChatPolicyProcess,
     HarnessError,
     clean_env,
-    free_port,
+    free_ports,
     grpc_serving,
     http_get,
     tcp_listening,
@@ -480,7 +480,7 @@ def run_store(store: str, args: argparse.Namespace, workdir: Path, server_url: s
     run_id = secrets.token_hex(3).upper()
     data_dir = workdir / store
     data_dir.mkdir()
-    http_port, grpc_port = free_port(), free_port()
+    http_port, grpc_port = free_ports(2)
     token = secrets.token_hex(16)
     with database_url(store, server_url) as url:
         env = clean_env(

@@ -75,7 +75,7 @@ from bench.http_processes import (
     start,
     status_kb,
 )
-from bench.processes import clean_env, free_port, http_get
+from bench.processes import clean_env, free_ports, http_get
 from bench.wrk import INSTALL_HINT, Load, WrkError, run_wrk, wrk_path
 from chatpolicy.v1 import creation_policy_service_pb2 as creation_pb
 from chatpolicy.v1 import creation_policy_service_pb2_grpc as creation_rpc
@@ -327,8 +327,8 @@ def bench_million(store: str, groups: int, workdir: Path) -> MillionResult:
         fill_s = time.monotonic() - began
         config = Configuration(f"{store}-million", f"service on {store}", "e2e", "before", store)
         deployment = Deployment(config, workdir, 0, SDK_APP_ID, "unused", clean_env())
-        deployment.grpc_target = f"127.0.0.1:{free_port()}"
-        deployment.metrics_port = free_port()
+        grpc_port, deployment.metrics_port = free_ports(2)
+        deployment.grpc_target = f"127.0.0.1:{grpc_port}"
         try:
             service = deployment.start(
                 "grpc",

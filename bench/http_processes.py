@@ -30,7 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from adapter.settings import AdapterSettings
 from bench.bench_state import fresh_database
-from bench.processes import clean_env, exited, free_port, http_get, kill_group
+from bench.processes import clean_env, exited, free_ports, http_get, kill_group
 from bench.wrk import Webhook, body, compute_sign, query_string
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -390,6 +390,7 @@ def start(configuration: Configuration, workdir: Path, sdk_app_id: int) -> Itera
     """Start `configuration` fresh on free ports (a PostgreSQL store in a new schema, dropped
     afterwards), wait until it answers a sample webhook, and stop it when the block ends."""
     workdir.mkdir(parents=True, exist_ok=True)
+    http_port, grpc_port, metrics_port = free_ports(3)
     with contextlib.ExitStack() as stack:
         database_url = ""
         if configuration.store == "postgresql":
@@ -397,7 +398,7 @@ def start(configuration: Configuration, workdir: Path, sdk_app_id: int) -> Itera
         deployment = Deployment(
             configuration,
             workdir,
-            http_port=free_port(),
+            http_port=http_port,
             sdk_app_id=sdk_app_id,
             token=f"bench-token-{secrets.token_hex(8)}",
             env=clean_env(),
@@ -411,7 +412,7 @@ def start(configuration: Configuration, workdir: Path, sdk_app_id: int) -> Itera
         if configuration.kind == "b0":
             deployment.start("http", "b0", [*baseline, "b0", "--bind", http], deployment.env)
         elif configuration.kind == "b1":
-            deployment.grpc_target = f"127.0.0.1:{free_port()}"
+            deployment.grpc_target = f"127.0.0.1:{grpc_port}"
             if configuration.variant == "unix":
                 deployment.grpc_target = f"unix:{workdir.resolve()}/echo.sock"
             echo_kind = "echo-aio" if configuration.variant == "aio" else "echo"
@@ -421,8 +422,8 @@ def start(configuration: Configuration, workdir: Path, sdk_app_id: int) -> Itera
             command = [*baseline, "b1", "--bind", http, "--target", deployment.grpc_target]
             deployment.start("http", "b1", command, deployment.env)
         else:
-            deployment.grpc_target = f"127.0.0.1:{free_port()}"
-            deployment.metrics_port = free_port()
+            deployment.grpc_target = f"127.0.0.1:{grpc_port}"
+            deployment.metrics_port = metrics_port
             deployment.env = e2e_environ(deployment, database_url)
             service = deployment.start("grpc", "service", [CHAT_POLICY, "service"], deployment.env)
             deployment.wait_for_grpc(service)

@@ -20,6 +20,8 @@ import grpc
 import pytest
 
 from adapter.channel import ChannelSecurity, open_channel
+from bench.processes import free_port as free_port  # re-exported for the e2e tests
+from bench.processes import free_ports
 from tests.e2e.postgres_cluster import (
     PostgresBinaries,
     PostgresCluster,
@@ -29,13 +31,6 @@ from tests.e2e.postgres_cluster import (
 
 CHAT_POLICY = Path(sys.executable).with_name("chat-policy")
 START_TIMEOUT_S = 20.0
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -216,7 +211,7 @@ def _ready(future: grpc.Future) -> bool:
 def new_deployment(tmp_path: Path, **env: str) -> Deployment:
     """A deployment on free ports with its data dir in tmp_path, no CHAT_POLICY_* variable of
     ours leaking in, two adapter workers, and `env` on top."""
-    http_port, grpc_port = free_port(), free_port()
+    http_port, grpc_port = free_ports(2)
     environ = {
         key: value for key, value in os.environ.items() if not key.startswith("CHAT_POLICY_")
     }
