@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import os
 import shutil
@@ -20,8 +19,9 @@ import grpc
 import pytest
 
 from adapter.channel import ChannelSecurity, open_channel
+from bench.processes import exited, free_ports, kill_group
 from bench.processes import free_port as free_port  # re-exported for the e2e tests
-from bench.processes import free_ports
+from tests.conftest import PostgresSchema
 from tests.e2e.postgres_cluster import (
     PostgresBinaries,
     PostgresCluster,
@@ -152,7 +152,7 @@ class Deployment:
         """SIGKILL the whole process group of a process started with new_session; reap it."""
         assert process.pid in self.group_leaders, "kill_group needs start(new_session=True)"
         assert process.returncode is None, "the leader must be unreaped, so its group is ours"
-        _kill_group(process.pid)
+        kill_group(process.pid)
         process.wait()
 
     def stop_all(self) -> None:
@@ -162,42 +162,22 @@ class Deployment:
         reaped: until then the leader's pid, and so the group id, cannot be reused.
         """
         for process in reversed(self.processes):
-            if process.returncode is None and not _exited(process.pid, 0):
+            if process.returncode is None and not exited(process.pid, 0):
                 os.kill(process.pid, signal.SIGTERM)
         for process in self.processes:
             if process.returncode is not None:
                 continue
-            if not _exited(process.pid, 15):
+            if not exited(process.pid, 15):
                 os.kill(process.pid, signal.SIGKILL)
-                _exited(process.pid, None)
+                exited(process.pid, None)
             if process.pid in self.group_leaders:
-                _kill_group(process.pid)
+                kill_group(process.pid)
             process.wait()
 
     def _alive(self, process: subprocess.Popen[bytes], command: str) -> bool:
         if process.poll() is not None:
             pytest.fail(f"{command} exited with {process.returncode}:\n{self.log(command)}")
         return True
-
-
-def _exited(pid: int, timeout_s: float | None) -> bool:
-    """Wait up to timeout_s (None: forever) for a child to exit, without reaping it."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while True:
-        try:
-            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-                return True
-        except ChildProcessError:  # already reaped
-            return True
-        if deadline is not None and time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-
-
-def _kill_group(pgid: int) -> None:
-    """SIGKILL every process of the group; nothing left of it is fine."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
 
 
 def _ready(future: grpc.Future) -> bool:
@@ -267,3 +247,15 @@ def postgres_cluster(
     """
     with PostgresCluster(postgres_binaries, free_port(), template=postgres_template) as cluster:
         yield cluster
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """The service's database: "" (SQLite in the data dir) or a fresh PostgreSQL schema.
+
+    Requested before `deployment`, so that the service is stopped before the schema goes.
+    """
+    if request.param == "sqlite":
+        return ""
+    schema: PostgresSchema = request.getfixturevalue("postgres_schema")
+    return schema.url

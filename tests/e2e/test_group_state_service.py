@@ -367,18 +367,6 @@ def wait_for_replica(deployment: Deployment, process: subprocess.Popen[bytes], t
 # 1. Watch resume across a crash of the service.
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest) -> str:
-    """The service's database: "" (SQLite in the data dir) or a fresh PostgreSQL schema.
-
-    Requested before `deployment`, so that the service is stopped before the schema goes.
-    """
-    if request.param == "sqlite":
-        return ""
-    schema: PostgresSchema = request.getfixturevalue("postgres_schema")
-    return schema.url
-
-
 def test_a_watch_resumed_after_a_service_crash_gets_exactly_the_missed_changes(
     database_url: str, deployment: Deployment
 ) -> None:

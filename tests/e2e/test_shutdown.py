@@ -29,7 +29,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from chatpolicy.v1 import group_state_service_pb2 as pb
 from chatpolicy.v1 import group_state_service_pb2_grpc
 from tests.chat_samples import OK
-from tests.conftest import PostgresSchema
 from tests.e2e.conftest import START_TIMEOUT_S, Deployment, adapter_serves, wait_for
 from tests.e2e.test_outages import (
     GROUP_FULL,
@@ -98,18 +97,6 @@ def store_locked(deployment: Deployment) -> Iterator[StoreLock]:
             lock.release()
     finally:
         db.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest) -> str:
-    """The service's database: "" (SQLite in the data dir) or a fresh PostgreSQL schema.
-
-    Requested before `deployment`, so that the service is stopped before the schema goes.
-    """
-    if request.param == "sqlite":
-        return ""
-    schema: PostgresSchema = request.getfixturevalue("postgres_schema")
-    return schema.url
 
 
 def full_request(group_id: str, event_ms: int) -> pb.RecordGroupFullRequest:
