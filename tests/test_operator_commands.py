@@ -80,6 +80,15 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return status, captured.out, captured.err
 
 
+def simulate_signed(
+    capsys: pytest.CaptureFixture[str], url: str, command: str, *extra: str
+) -> tuple[int, str, str]:
+    """Run `chat-policy simulate COMMAND --url URL` for APP signed with TOKEN, plus `extra`."""
+    return run(
+        capsys, "simulate", command, "--url", url, "--app", str(APP), "--token", TOKEN, *extra
+    )
+
+
 # --- sign ------------------------------------------------------------------------------------
 
 
@@ -726,9 +735,7 @@ def test_simulate_sends_each_handled_command_and_shows_the_answer(
     (exit 0), and the output shows what was sent, the status, the request ID and the answer."""
     adapter = serve_adapter()
 
-    status, out, err = run(
-        capsys, "simulate", name, "--url", adapter.url, "--app", str(APP), "--token", TOKEN
-    )
+    status, out, err = simulate_signed(capsys, adapter.url, name)
 
     lines = out.splitlines()
     command = webhook_samples.resolve_command(name)
@@ -752,16 +759,10 @@ def test_simulate_exits_3_when_chat_would_see_a_refusal(
         decision=cpb.DECISION_DENY, error_code=10101, error_info="No public groups."
     )
 
-    status, out, _ = run(
+    status, out, _ = simulate_signed(
         capsys,
-        "simulate",
-        "BeforeCreateGroup",
-        "--url",
         adapter.url,
-        "--app",
-        str(APP),
-        "--token",
-        TOKEN,
+        "BeforeCreateGroup",
         "--platform",
         "Web",
         "--set",
@@ -853,17 +854,7 @@ def test_simulate_speaks_https_with_the_system_cas(
     ca.issue_cert("localhost").configure_cert(context)
     adapter = serve_adapter(tls=context, host="localhost")
 
-    status, out, _ = run(
-        capsys,
-        "simulate",
-        "AfterGroupFull",
-        "--url",
-        adapter.url,
-        "--app",
-        str(APP),
-        "--token",
-        TOKEN,
-    )
+    status, out, _ = simulate_signed(capsys, adapter.url, "AfterGroupFull")
 
     assert status == 0
     assert out.splitlines()[-1] == "ok: ErrorCode 0"
@@ -923,17 +914,7 @@ def test_simulate_notes_a_command_the_adapter_ignores(
     """Any other command is sent with a minimal body and acknowledged: exit 0, with a note."""
     adapter = serve_adapter()
 
-    status, out, err = run(
-        capsys,
-        "simulate",
-        "Group.CallbackAfterSendMsg",
-        "--url",
-        adapter.url,
-        "--app",
-        str(APP),
-        "--token",
-        TOKEN,
-    )
+    status, out, err = simulate_signed(capsys, adapter.url, "Group.CallbackAfterSendMsg")
 
     assert status == 0
     assert "does not act on 'Group.CallbackAfterSendMsg'" in err
@@ -949,16 +930,10 @@ def test_simulate_sends_a_body_file_as_it_is(
     body = tmp_path / "body.txt"
     body.write_text("not json\nat all\n")
 
-    status, out, _ = run(
+    status, out, _ = simulate_signed(
         capsys,
-        "simulate",
-        "AfterGroupFull",
-        "--url",
         adapter.url,
-        "--app",
-        str(APP),
-        "--token",
-        TOKEN,
+        "AfterGroupFull",
         "--body",
         str(body),
     )
