@@ -63,6 +63,7 @@ from bench.processes import (
     free_ports,
     grpc_serving,
     http_get,
+    machine,
     tcp_listening,
     wait_until,
 )
@@ -1027,12 +1028,7 @@ def main(argv: list[str]) -> int:
         document = {
             "command": ["scripts/bench", "--faults", *argv],
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": {
-                "cores": os.cpu_count(),
-                "system": platform.system(),
-                "machine": platform.machine(),
-                "python": platform.python_version(),
-            },
+            "machine": machine(),
             "versions": versions,
             "settings": vars(args),
             "total_s": total_s,

@@ -75,7 +75,7 @@ from bench.http_processes import (
     start,
     status_kb,
 )
-from bench.processes import clean_env, free_ports, http_get
+from bench.processes import clean_env, free_ports, http_get, machine
 from bench.wrk import INSTALL_HINT, Load, WrkError, run_wrk, wrk_path
 from chatpolicy.v1 import creation_policy_service_pb2 as creation_pb
 from chatpolicy.v1 import creation_policy_service_pb2_grpc as creation_rpc
@@ -801,13 +801,7 @@ def json_report(run: Run) -> dict[str, Any]:
     return {
         "command": ["scripts/bench", *run.argv],
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cores": os.cpu_count(),
-            "system": platform.system(),
-            "machine": platform.machine(),
-            "python": platform.python_version(),
-            **run.versions,
-        },
+        "machine": {**machine(), **run.versions},
         "settings": {
             **{k: v for k, v in vars(run.args).items() if k not in ("json", "configs")},
             "connections": CONNECTIONS,

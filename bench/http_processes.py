@@ -26,11 +26,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from adapter.settings import AdapterSettings
 from bench.bench_state import fresh_database
-from bench.processes import clean_env, exited, free_ports, http_get, kill_group
+from bench.processes import (
+    clean_env,
+    exited,
+    free_ports,
+    grpc_serving,
+    http_get,
+    kill_group,
+)
 from bench.wrk import Webhook, body, compute_sign, query_string
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -331,21 +337,13 @@ class Deployment:
     def wait_for_grpc(self, process: Process) -> None:
         """Wait until the gRPC server answers: health SERVING (the service), or a connection
         (the echo server, which has no health service)."""
+        answers = _accepts_connections if self.configuration.kind == "b1" else grpc_serving
         deadline = time.monotonic() + START_TIMEOUT_S
-        with grpc.insecure_channel(self.grpc_target) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                self.check_alive()
-                if self.configuration.kind == "b1":
-                    with contextlib.suppress(grpc.FutureTimeoutError):
-                        grpc.channel_ready_future(channel).result(timeout=0.5)
-                        return
-                    continue
-                with contextlib.suppress(grpc.RpcError):
-                    answer = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                time.sleep(0.1)
+        while time.monotonic() < deadline:
+            self.check_alive()
+            if answers(self.grpc_target):
+                return
+            time.sleep(0.1)
         raise StartError(f"{process.log.stem} did not answer gRPC:\n{process.tail()}")
 
     def stop(self) -> None:
@@ -363,6 +361,16 @@ class Deployment:
                     exited(pid, None)
             kill_group(pid)
             process.popen.wait()
+
+
+def _accepts_connections(target: str) -> bool:
+    """True when a gRPC server at target takes a connection (within half a second)."""
+    with grpc.insecure_channel(target) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=0.5)
+        except grpc.FutureTimeoutError:
+            return False
+    return True
 
 
 def e2e_environ(deployment: Deployment, database_url: str) -> dict[str, str]:
