@@ -1,0 +1,240 @@
+"""The adapter's WSGI app in process against B1's, per webhook: `scripts/bench-app` (--help).
+
+What the HTTP side of scripts/bench costs beyond the floor, without gunicorn, sockets or a
+policy service in the way: each app is called directly (app(environ, start_response)) on one
+thread, its gRPC answer given at once, and timed in CPU (time.process_time_ns) and wall time.
+
+- B1 app: bench/baseline_apps' ParseCallAndAnswer (read, parse, one call, answer), its call
+  an echo that returns at once;
+- the adapter: adapter.app.create_app as a worker builds it, authentication on, the request
+  log line formatted as the service's logs.configure() formats it (written to /dev/null) and
+  metrics in prometheus-client's multi-process mode as under gunicorn; its PolicyClient
+  (the named seam of adapter.policy_client) answers at once: allow, or applied;
+- the adapter once more without its canonical request line, to show what that line costs.
+
+Requests are signed as Chat signs them, with wrk's bodies (bench/wrk.py), built before the
+timing. Each round calls every app --calls times, the apps taking turns; each cell is the
+median of the rounds with min..max, ratios are taken within a round. Every answer is checked:
+200 with ErrorCode 0, or the run fails. The Markdown report goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import falcon
+
+from adapter.policy_client import RecordRequest
+from adapter.settings import AdapterSettings
+from bench.wrk import Webhook, body, compute_sign, query_string
+from chatpolicy.v1 import creation_policy_service_pb2 as cpb
+
+SDK_APP_ID = 1400000000
+TOKEN = "bench-app-token"
+WEBHOOK_PATH = "/webhook"
+REQUEST_LOGGER = "adapter.request"  # adapter/request_log.py's canonical line
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class InstantClient:
+    """A PolicyClient that answers at once: every creation allowed, every event applied."""
+
+    def check_group_creation(
+        self, request: cpb.CheckGroupCreationRequest, request_id: str
+    ) -> cpb.CheckGroupCreationResponse:
+        """Allow."""
+        return cpb.CheckGroupCreationResponse(decision=cpb.DECISION_ALLOW)
+
+    def record(self, request: RecordRequest, request_id: str) -> bool:
+        """Applied."""
+        return True
+
+    def check_health(self, timeout_s: float) -> str:
+        """Serving."""
+        return "SERVING"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One row of the report: an app and the webhook it is sent."""
+
+    name: str
+    app: WsgiApp
+    webhook: Webhook
+    request_line: bool = True  # False: the adapter's canonical request line is not written
+
+
+def adapter_app(spool_dir: Path) -> WsgiApp:
+    """The adapter's app as a worker builds it, with authentication on and InstantClient."""
+    from adapter.app import create_app  # after PROMETHEUS_MULTIPROC_DIR is set (main)
+    from adapter.spool import Spool
+
+    settings = AdapterSettings.from_env(
+        {
+            "CHAT_POLICY_SDKAPPIDS": str(SDK_APP_ID),
+            "CHAT_POLICY_CALLBACK_TOKENS": TOKEN,
+            "CHAT_POLICY_WEBHOOK_PATH": WEBHOOK_PATH,
+            "CHAT_POLICY_DATA_DIR": str(spool_dir),
+        }
+    )
+    spool = Spool(settings.spool_path, settings.spool_max_events)
+    return create_app(settings, InstantClient(), spool, lambda: None)
+
+
+def b1_app() -> WsgiApp:
+    """B1's app on the same path, its echo call returning at once."""
+    from bench.baseline_apps import ParseCallAndAnswer
+
+    def echo(raw: bytes, timeout: float) -> bytes:
+        return raw
+
+    app = falcon.App()
+    app.add_route(WEBHOOK_PATH, ParseCallAndAnswer(echo, 2.0))
+    return app
+
+
+def environs(webhook: Webhook, tag: str, count: int) -> list[dict[str, Any]]:
+    """count signed POSTs of `webhook` as gunicorn hands them to the app, each its own body."""
+    now_s = int(time.time())
+    query = f"{query_string(SDK_APP_ID, webhook)}&RequestTime={now_s}"
+    query += f"&Sign={compute_sign(TOKEN, now_s)}"
+    made = []
+    for n in range(count):
+        raw = body(webhook, tag, 0, n, now_s).encode()
+        made.append(
+            {
+                "REQUEST_METHOD": "POST",
+                "SCRIPT_NAME": "",
+                "PATH_INFO": WEBHOOK_PATH,
+                "QUERY_STRING": query,
+                "CONTENT_TYPE": "application/json",
+                "CONTENT_LENGTH": str(len(raw)),
+                "SERVER_NAME": "127.0.0.1",
+                "SERVER_PORT": "8080",
+                "SERVER_PROTOCOL": "HTTP/1.1",
+                "REMOTE_ADDR": "127.0.0.1",
+                "HTTP_HOST": "127.0.0.1:8080",
+                "wsgi.version": (1, 0),
+                "wsgi.url_scheme": "http",
+                "wsgi.input": io.BytesIO(raw),
+                "wsgi.errors": sys.stderr,
+                "wsgi.multithread": True,
+                "wsgi.multiprocess": True,
+                "wsgi.run_once": False,
+            }
+        )
+    return made
+
+
+def call_all(app: WsgiApp, requests: list[dict[str, Any]]) -> tuple[float, float]:
+    """Call app once per request; CPU and wall µs per call. Raises unless every answer is 200
+    with ErrorCode 0."""
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        statuses.append(status)
+
+    answers = []
+    cpu, wall = time.process_time_ns(), time.perf_counter_ns()
+    for environ in requests:
+        answers.append(b"".join(app(environ, start_response)))
+    cpu, wall = time.process_time_ns() - cpu, time.perf_counter_ns() - wall
+    for status, answer in zip(statuses, answers, strict=True):
+        if not status.startswith("200") or json.loads(answer).get("ErrorCode") != 0:
+            raise RuntimeError(f"answered {status} {answer[:200]!r}")
+    return cpu / 1e3 / len(requests), wall / 1e3 / len(requests)
+
+
+def run(subjects: list[Subject], rounds: int, calls: int) -> dict[str, list[tuple[float, float]]]:
+    """Every subject's (CPU, wall) µs per call in each round, the subjects taking turns."""
+    results: dict[str, list[tuple[float, float]]] = {s.name: [] for s in subjects}
+    for subject in subjects:  # warm up: imports, caches, the first metric children
+        call_all(subject.app, environs(subject.webhook, f"w{subject.webhook}", 200))
+    for number in range(rounds):
+        order = subjects[number % len(subjects) :] + subjects[: number % len(subjects)]
+        for subject in order:
+            requests = environs(subject.webhook, f"r{number}", calls)
+            logging.getLogger(REQUEST_LOGGER).disabled = not subject.request_line
+            results[subject.name].append(call_all(subject.app, requests))
+        print(f"round {number + 1} of {rounds} done", file=sys.stderr)
+    return results
+
+
+def cell(values: list[float]) -> str:
+    """Median (min..max)."""
+    return f"{statistics.median(values):,.1f} ({min(values):,.1f}..{max(values):,.1f})"
+
+
+def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespace) -> str:
+    """The Markdown table: CPU and wall µs per webhook, and CPU ÷ the B1 app's."""
+    baseline = results["B1 app"]
+    lines = [
+        f"`scripts/bench-app --rounds {args.rounds} --calls {args.calls}`, one thread,"
+        f" Python {sys.version.split()[0]}, falcon {falcon.__version__}:",
+        "",
+        "| app, webhook | CPU, µs/webhook | wall, µs/webhook | CPU ÷ B1 app |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, rows in results.items():
+        ratios = [cpu / base for (cpu, _), (base, _) in zip(rows, baseline, strict=True)]
+        lines.append(
+            f"| {name} | {cell([c for c, _ in rows])} | {cell([w for _, w in rows])}"
+            f" | {cell(ratios)} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """--rounds and --calls."""
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench-app", description=__doc__.split("\n\n")[0] if __doc__ else None
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
+    parser.add_argument("--calls", type=int, default=5000, help="calls per app per round")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.calls < 1:
+        parser.error("--rounds and --calls must be positive")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    """Build the apps, run the rounds, print the table."""
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-app-") as workdir:
+        metrics_dir = Path(workdir, "metrics")
+        metrics_dir.mkdir()
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        from policy_service import logs
+
+        logs.configure()
+        with open(os.devnull, "w") as devnull:
+            for handler in logging.getLogger().handlers:
+                if isinstance(handler, logging.StreamHandler):
+                    handler.setStream(devnull)
+            adapter = adapter_app(Path(workdir))
+            subjects = [
+                Subject("B1 app", b1_app(), "before"),
+                Subject("adapter, BeforeCreateGroup", adapter, "before"),
+                Subject("adapter, AfterGroupFull", adapter, "after"),
+                Subject("adapter, BeforeCreateGroup, no request line", adapter, "before", False),
+            ]
+            results = run(subjects, args.rounds, args.calls)
+    print(report(results, args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
