@@ -127,13 +127,11 @@ class WebhookResource:
 
     def _read_body(self, req: falcon.Request) -> bytes:
         limit = self._settings.max_body_bytes
-        too_large = WebhookError(Failure.BODY_TOO_LARGE, f"the limit is {limit} bytes")
-        if req.content_length is not None and req.content_length > limit:
-            raise too_large
-        raw: bytes = req.bounded_stream.read(limit + 1)
-        if len(raw) > limit:
-            raise too_large
-        return raw
+        if req.content_length is None or req.content_length <= limit:
+            raw: bytes = req.bounded_stream.read(limit + 1)
+            if len(raw) <= limit:
+                return raw
+        raise WebhookError(Failure.BODY_TOO_LARGE, f"the limit is {limit} bytes")
 
     def _ignore(self, command: str) -> Answer:
         """Acknowledge a command no family handles; count it and log it at 1, 10, 100, ... times."""
