@@ -128,7 +128,10 @@ class WebhookResource:
     def _read_body(self, req: falcon.Request) -> bytes:
         limit = self._settings.max_body_bytes
         if req.content_length is None or req.content_length <= limit:
-            raw: bytes = req.bounded_stream.read(limit + 1)
+            # Without Content-Length (a chunked body), falcon's bounded_stream reads nothing;
+            # the server's stream decodes the chunks, and reading stops one byte past the limit.
+            stream = req.stream if req.content_length is None else req.bounded_stream
+            raw: bytes = stream.read(limit + 1)
             if len(raw) <= limit:
                 return raw
         raise WebhookError(Failure.BODY_TOO_LARGE, f"the limit is {limit} bytes")

@@ -133,11 +133,20 @@ class Deployment:
         """host:port of the policy service."""
         return f"127.0.0.1:{self.grpc_port}"
 
-    def post(self, query: str, body: bytes, headers: Mapping[str, str] = {}) -> tuple[int, bytes]:
-        """POST a webhook to the adapter; return status and body bytes."""
+    def post(
+        self,
+        query: str,
+        body: bytes,
+        headers: Mapping[str, str] = {},
+        chunked: bool = False,
+    ) -> tuple[int, bytes]:
+        """POST a webhook to the adapter (chunked: in two chunks, without Content-Length);
+        return status and body bytes."""
+        half = len(body) // 2
+        payload = [body[:half], body[half:]] if chunked else body
         connection = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=5)
         try:
-            connection.request("POST", f"/?{query}", body=body, headers=dict(headers))
+            connection.request("POST", f"/?{query}", body=payload, headers=dict(headers))
             response = connection.getresponse()
             return response.status, response.read()
         finally:

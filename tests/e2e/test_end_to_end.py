@@ -114,6 +114,23 @@ def test_repeated_and_later_full_events_are_counted_once_each(running: Deploymen
     assert_not_found(running, "@TGS#2J4SZEAEL")
 
 
+def test_a_chunked_body_is_read_and_held_to_the_limit(running: Deployment) -> None:
+    """A webhook sent chunked, without Content-Length, is read like any other; one byte past
+    the body limit is 413 and records nothing."""
+    status, answer = running.post(
+        query("Group.CallbackAfterGroupFull"),
+        body(GROUP_FULL_SAMPLE, GroupId="@TGS#chunked"),
+        chunked=True,
+    )
+    assert (status, answer) == (200, OK)
+    assert group_state(running, "@TGS#chunked").group_state.full_event_count == 1
+    too_large = body(GROUP_FULL_SAMPLE, GroupId="@TGS#chunked-large")
+    too_large = too_large[:-1] + b" " * (65536 + 1 - len(too_large)) + b"}"
+    status, answer = running.post(query("Group.CallbackAfterGroupFull"), too_large, chunked=True)
+    assert (status, json.loads(answer)["ErrorCode"]) == (413, 413)
+    assert_not_found(running, "@TGS#chunked-large")
+
+
 def test_policy_refusal_reaches_chat_with_the_rules_code(deployment: Deployment) -> None:
     """A deny rule in the policy file becomes Chat's refusal answer, ActionStatus still OK."""
     policy = deployment.tmp_path / "policy.toml"
