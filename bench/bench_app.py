@@ -21,7 +21,6 @@ median of the rounds with min..max, ratios are taken within a round. Every answe
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import os
@@ -35,11 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import falcon
+import falcon.testing
 
 from adapter.policy_client import RecordRequest
 from adapter.settings import AdapterSettings
 from bench.wrk import Webhook, body, compute_sign, query_string
 from chatpolicy.v1 import creation_policy_service_pb2 as cpb
+from policy_service import logs
 
 SDK_APP_ID = 1400000000
 TOKEN = "bench-app-token"
@@ -79,7 +80,7 @@ class Subject:
 
 def adapter_app(spool_dir: Path) -> WsgiApp:
     """The adapter's app as a worker builds it, with authentication on and InstantClient."""
-    from adapter.app import create_app  # after PROMETHEUS_MULTIPROC_DIR is set (main)
+    from adapter.app import create_app  # imports prometheus_client: see main
     from adapter.spool import Spool
 
     settings = AdapterSettings.from_env(
@@ -96,7 +97,7 @@ def adapter_app(spool_dir: Path) -> WsgiApp:
 
 def b1_app() -> WsgiApp:
     """B1's app on the same path, its echo call returning at once."""
-    from bench.baseline_apps import ParseCallAndAnswer
+    from bench.baseline_apps import ParseCallAndAnswer  # imports prometheus_client: see main
 
     def echo(raw: bytes, timeout: float) -> bytes:
         return raw
@@ -111,32 +112,19 @@ def environs(webhook: Webhook, tag: str, count: int) -> list[dict[str, Any]]:
     now_s = int(time.time())
     query = f"{query_string(SDK_APP_ID, webhook)}&RequestTime={now_s}"
     query += f"&Sign={compute_sign(TOKEN, now_s)}"
-    made = []
-    for n in range(count):
-        raw = body(webhook, tag, 0, n, now_s).encode()
-        made.append(
-            {
-                "REQUEST_METHOD": "POST",
-                "SCRIPT_NAME": "",
-                "PATH_INFO": WEBHOOK_PATH,
-                "QUERY_STRING": query,
-                "CONTENT_TYPE": "application/json",
-                "CONTENT_LENGTH": str(len(raw)),
-                "SERVER_NAME": "127.0.0.1",
-                "SERVER_PORT": "8080",
-                "SERVER_PROTOCOL": "HTTP/1.1",
-                "REMOTE_ADDR": "127.0.0.1",
-                "HTTP_HOST": "127.0.0.1:8080",
-                "wsgi.version": (1, 0),
-                "wsgi.url_scheme": "http",
-                "wsgi.input": io.BytesIO(raw),
-                "wsgi.errors": sys.stderr,
-                "wsgi.multithread": True,
-                "wsgi.multiprocess": True,
-                "wsgi.run_once": False,
-            }
+    return [
+        falcon.testing.create_environ(
+            path=WEBHOOK_PATH,
+            query_string=query,
+            method="POST",
+            body=body(webhook, tag, 0, n, now_s).encode(),
+            headers={"Content-Type": "application/json"},
+            host="127.0.0.1",
+            port=8080,
+            remote_addr="127.0.0.1",
         )
-    return made
+        for n in range(count)
+    ]
 
 
 def call_all(app: WsgiApp, requests: list[dict[str, Any]]) -> tuple[float, float]:
@@ -216,9 +204,9 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-app-") as workdir:
         metrics_dir = Path(workdir, "metrics")
         metrics_dir.mkdir()
+        # prometheus-client picks multi-process mode when first imported: adapter_app and
+        # b1_app import it, after this.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        from policy_service import logs
-
         logs.configure()
         with open(os.devnull, "w") as devnull:
             for handler in logging.getLogger().handlers:
