@@ -16,9 +16,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from bench.processes import tcp_listening
 from chatpolicy.v1 import group_state_service_pb2, group_state_service_pb2_grpc
 from tests.chat_samples import BEFORE_CREATE_SAMPLE, OK
-from tests.e2e.conftest import Deployment, http_answers, wait_for
+from tests.e2e.conftest import Deployment, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -121,7 +122,7 @@ def wait_for_state(deployment: Deployment, expected: dict[str, Expected]) -> Non
 
 def wait_until_port_free(port: int) -> None:
     """Wait until nothing accepts connections on the HTTP port any more."""
-    wait_for(lambda: not http_answers(port), 10, f"port {port} to be free")
+    wait_for(lambda: not tcp_listening(port), 10, f"port {port} to be free")
 
 
 def test_events_during_a_service_crash_are_answered_in_time_and_replayed(
