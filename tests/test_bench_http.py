@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.bench_http import parse_args
+from tests.test_bench_policy import rows
 
 pytestmark = pytest.mark.e2e
 
@@ -51,26 +52,13 @@ def wrk() -> str:
     return path
 
 
-def table(stdout: str, header: str) -> dict[str, list[str]]:
-    """The rows of the Markdown table whose header starts with `header`, by first cell."""
-    lines = stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(header))
-    rows: dict[str, list[str]] = {}
-    for line in lines[start + 2 :]:
-        if not line.startswith("| "):
-            break
-        name, *cells = (cell.strip() for cell in line.strip("|").split("|"))
-        rows[name] = cells
-    return rows
-
-
 def check_cells(
-    rows: dict[str, list[str]], columns: int, what: str, absent: Callable[[str, int], bool]
+    table: dict[str, list[str]], columns: int, what: str, absent: Callable[[str, int], bool]
 ) -> None:
     """Every configuration has a row of `columns` cells, each a number, or "-" where
     absent(row, column) says it does not apply (B0 has no gRPC server, ...)."""
-    assert list(rows) == list(CONFIGURATIONS.values()), (what, list(rows))
-    for name, cells in rows.items():
+    assert list(table) == list(CONFIGURATIONS.values()), (what, list(table))
+    for name, cells in table.items():
         assert len(cells) == columns, (what, name, cells)
         for index, cell in enumerate(cells):
             if not (re.fullmatch(VALUE, cell) or (cell == ABSENT and absent(name, index))):
@@ -100,9 +88,9 @@ def test_bench_smoke_reports_every_configuration(
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "wrk runs on the same" in out
-    closed = table(out, "| configuration | req/s | req/s ÷ B1 |")
+    closed = rows(out, "| configuration | req/s | req/s ÷ B1 |")
     check_cells(closed, 9, "closed loop", never)
-    cpu = table(out, "| configuration | gunicorn (HTTP side), µs/req |")
+    cpu = rows(out, "| configuration | gunicorn (HTTP side), µs/req |")
     check_cells(
         cpu,
         6,
@@ -111,9 +99,9 @@ def test_bench_smoke_reports_every_configuration(
             (column == 1 and name.startswith("B0")) or (column == 2 and "PostgreSQL" not in name)
         ),
     )
-    paced = table(out, "| configuration | req/s (asked 300) |")
+    paced = rows(out, "| configuration | req/s (asked 300) |")
     check_cells(paced, 10, "paced", lambda name, column: column == 8 and name.startswith("B0"))
-    rss = table(out, "| configuration | gunicorn master, MB |")
+    rss = rows(out, "| configuration | gunicorn master, MB |")
     check_cells(rss, 3, "RSS", lambda name, column: column == 2 and name.startswith("B0"))
     goal_lines = [line for line in out.splitlines() if line.startswith("- ")]
     for goal in GOALS:
@@ -157,7 +145,7 @@ def test_floor_variants_over_a_unix_socket_and_on_grpc_aio_answer(wrk: str, tmp_
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    closed = table(result.stdout, "| configuration | req/s | req/s ÷ B1 |")
+    closed = rows(result.stdout, "| configuration | req/s | req/s ÷ B1 |")
     assert list(closed) == [
         "B1 Falcon + gRPC echo",
         "B1 over a Unix socket",
