@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.e2e.conftest import free_port, http_answers
+from bench.processes import free_port, tcp_listening
 from tests.e2e.postgres_cluster import (
     PostgresBinaries,
     PostgresCluster,
@@ -86,7 +86,7 @@ def test_close_leaves_nothing_behind(postgres_binaries: PostgresBinaries) -> Non
         with psycopg.connect(cluster.url, autocommit=True, connect_timeout=2) as conn:
             assert conn.execute("SHOW fsync").fetchone() == ("off",)
     assert not cluster.directory.exists()
-    assert not http_answers(cluster.port)
+    assert not tcp_listening(cluster.port)
     assert not process_running(pid)
 
 
