@@ -94,6 +94,10 @@ class AdapterSettings:
     spool_max_events: int = 100_000
     """Most after-events the spool holds before answering 503 (CHAT_POLICY_SPOOL_MAX_EVENTS)."""
 
+    max_event_ahead_s: int = 300
+    """Largest distance a group-state event's EventTime may be ahead of the adapter's clock
+    (CHAT_POLICY_MAX_EVENT_AHEAD_S); further ahead gets 400, so no clock can pin a group."""
+
     @property
     def auth_enabled(self) -> bool:
         """True when webhooks must carry a valid Sign and RequestTime."""
@@ -153,6 +157,9 @@ class AdapterSettings:
             data_dir=Path(environ.get("CHAT_POLICY_DATA_DIR", "") or defaults.data_dir),
             spool_max_events=_positive_int(
                 environ, "CHAT_POLICY_SPOOL_MAX_EVENTS", defaults.spool_max_events
+            ),
+            max_event_ahead_s=_positive_int(
+                environ, "CHAT_POLICY_MAX_EVENT_AHEAD_S", defaults.max_event_ahead_s
             ),
         )
 

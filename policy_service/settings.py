@@ -66,6 +66,11 @@ class ServiceSettings:
     """Watch streams one replica serves at once, each on a thread of its own
     (CHAT_POLICY_WATCH_MAX_STREAMS)."""
 
+    max_event_ahead_s: float = 300.0
+    """Largest distance a recorded event's time may be ahead of the service's clock
+    (CHAT_POLICY_MAX_EVENT_AHEAD_S); further ahead is INVALID_ARGUMENT, so no clock can pin a
+    group."""
+
     metrics_bind: str = "127.0.0.1:9464"
     """host:port of the Prometheus /metrics endpoint (CHAT_POLICY_METRICS_BIND); port 0 picks
     a free one."""
@@ -127,6 +132,9 @@ class ServiceSettings:
             ),
             watch_max_streams=_positive(
                 environ, "CHAT_POLICY_WATCH_MAX_STREAMS", defaults.watch_max_streams
+            ),
+            max_event_ahead_s=_positive(
+                environ, "CHAT_POLICY_MAX_EVENT_AHEAD_S", defaults.max_event_ahead_s
             ),
             metrics_bind=environ.get("CHAT_POLICY_METRICS_BIND", "") or defaults.metrics_bind,
         )
