@@ -15,6 +15,8 @@ MAX_ID_BYTES = 256
 MAX_ACCOUNT_BYTES = 256
 # A group's Name.
 MAX_NAME_BYTES = 1024
+# Any other short text that is kept: Type, ClientIP, OptPlatform, ...
+MAX_SHORT_TEXT_BYTES = 256
 # How much of a refused or unknown value an error message echoes back.
 ECHO_CHARS = 64
 
