@@ -8,6 +8,7 @@ from collections.abc import Callable
 import falcon
 
 from adapter import group_creation, group_state, health
+from adapter.answer_headers import AnswerHeaders
 from adapter.answers import Failure, WebhookError, failure_answer
 from adapter.metrics import add_metrics, count_failure
 from adapter.policy_client import GrpcPolicyClient, PolicyClient
@@ -32,7 +33,7 @@ def create_app(
     After-events the policy service cannot take go to `spool`; `wake_replayer` is called after
     each, so that a replayer in this process looks at the spool soon.
     """
-    app = falcon.App(middleware=[RequestLog()])
+    app = falcon.App(middleware=(RequestLog(), AnswerHeaders(settings.auth_enabled)))
     creation = group_creation.GroupCreationFamily(client, settings)
     state = group_state.GroupStateFamily(client, spool, wake_replayer)
     families: dict[str, WebhookFamily] = {group_creation.COMMAND: creation}
