@@ -6,8 +6,11 @@ hex SHA-256 of token + RequestTime (adapter/signature.py).
 `simulate COMMAND --url URL ...` sends a deployment the webhook Chat would send: a POST with
 SdkAppid, CallbackCommand, contenttype=json, ClientIP, OptPlatform and, with a token, Sign and
 RequestTime, and a body like Chat's documented sample (policy_service/webhook_samples.py);
-then prints the HTTP status, the X-Request-ID and the answer. Only the standard library
-speaks HTTP here; HTTPS is checked against the system's CAs.
+then prints the HTTP status, the X-Request-ID and the answer, and judges it by what the adapter
+says it did (adapter/answer_headers.py): an ErrorCode 0 the adapter gave without a decision
+(fail-open) or for an event it only spooled is a failure, and so is a token sent to an adapter
+that checks no signatures. Only the standard library speaks HTTP here; HTTPS is checked
+against the system's CAs.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from adapter.answer_headers import OUTCOME_HEADER, SIGNATURE_HEADER, SIGNATURE_UNCHECKED
 from adapter.signature import compute_sign
 from policy_service.command_output import (
     EXIT_CONFIG,
@@ -64,10 +68,15 @@ commands (short or full name, any case):
   with ErrorCode 0 without acting on it.
 
 exit status:
-  0  HTTP 200 with ErrorCode 0: Chat would see success
+  0  HTTP 200 with ErrorCode 0: Chat would see success, and the adapter acted on the webhook
   1  any other HTTP status (401 for a wrong token, 403 for an SdkAppid not accepted, ...), an
      answer that is not Chat's JSON, or no answer at all (connection refused, name not
-     resolved, TLS certificate not trusted, nothing within --timeout)
+     resolved, TLS certificate not trusted, nothing within --timeout); or an answer the
+     adapter gave without the policy service (its {OUTCOME_HEADER} says fail-open or
+     fail-closed: CHAT_POLICY_ON_POLICY_ERROR decided; or spooled: the event waits in its
+     spool); or a --token sent to an adapter whose {SIGNATURE_HEADER} says unchecked
+     (CHAT_POLICY_CALLBACK_TOKENS unset there: no token is tested). An answer without these
+     headers (an older adapter, a proxy's own answer) is judged by its status and ErrorCode
   2  bad arguments or configuration (an unreadable --body, a --set on a body that is not a
      JSON object, a URL that is not http:// or https://)
   {EXIT_REFUSED}  HTTP 200 with another ErrorCode: Chat would see a refusal (a group creation
@@ -298,15 +307,33 @@ def without_query(url: str) -> str:
 # --- simulate: sending -----------------------------------------------------------------------
 
 
+# What an X-Chat-Policy-Outcome that is no decision means, for the verdict.
+_UNDECIDED = {
+    "fail-open": "failed: the policy service could not decide; the adapter allowed it by"
+    " CHAT_POLICY_ON_POLICY_ERROR=allow (fail-open)",
+    "fail-closed": "failed: the policy service could not decide; the adapter refused it by"
+    " CHAT_POLICY_ON_POLICY_ERROR=deny (fail-closed)",
+    "spooled": "failed: the adapter spooled the event: the policy service is away (the"
+    " adapter replays it when the service is back)",
+}
+_UNCHECKED = (
+    "failed: the adapter does not check signatures (CHAT_POLICY_CALLBACK_TOKENS is unset"
+    " there), so the token was not tested"
+)
+
+
 @dataclass(frozen=True)
 class Reply:
-    """What the deployment answered."""
+    """What the deployment answered; outcome and signature are the adapter's
+    X-Chat-Policy-Outcome and X-Chat-Policy-Signature ("" when it sent none)."""
 
     http_status: int
     reason: str
     request_id: str
     body: bytes
     location: str = ""
+    outcome: str = ""
+    signature: str = ""
 
     def answer(self) -> dict[str, object] | None:
         """The body as a JSON object; None when it is not one."""
@@ -316,19 +343,29 @@ class Reply:
             return None
         return document if isinstance(document, dict) else None
 
-    def verdict(self) -> tuple[str, int, str]:
-        """(outcome, exit status, a line saying what Chat would see)."""
+    def verdict(self, signed: bool) -> tuple[str, int, list[str]]:
+        """(ok, failed or refused; the exit status; lines saying what Chat would see and, for
+        a failure, why). `signed`: the webhook carried a Sign."""
         answer = self.answer()
         code = answer.get("ErrorCode") if answer is not None else None
+        unchecked = [_UNCHECKED] if signed and self.signature == SIGNATURE_UNCHECKED else []
         if self.http_status != 200:
             moved = f" to {self.location}" if self.location else ""
-            return "failed", EXIT_FAILED, f"failed: HTTP {self.http_status}{moved}"
+            named = f" ({self.outcome})" if self.outcome else ""
+            return "failed", EXIT_FAILED, [f"failed: HTTP {self.http_status}{moved}{named}"]
         if type(code) is not int:
-            return "failed", EXIT_FAILED, "failed: HTTP 200, but not Chat's JSON answer"
+            return "failed", EXIT_FAILED, ["failed: HTTP 200, but not Chat's JSON answer"]
+        if self.outcome in _UNDECIDED:
+            return "failed", EXIT_FAILED, [_UNDECIDED[self.outcome], *unchecked]
+        if unchecked:
+            return "failed", EXIT_FAILED, unchecked
         if code == 0:
-            return "ok", EXIT_OK, "ok: ErrorCode 0"
+            said = [self.outcome] if self.outcome else []
+            said += [f"signature {self.signature}"] if self.signature else []
+            done = f" ({'; '.join(said)})" if said else ""
+            return "ok", EXIT_OK, [f"ok: ErrorCode 0{done}"]
         info = answer.get("ErrorInfo") if answer is not None else ""
-        return "refused", EXIT_REFUSED, f"refused: ErrorCode {code}, ErrorInfo {info!r}"
+        return "refused", EXIT_REFUSED, [f"refused: ErrorCode {code}, ErrorInfo {info!r}"]
 
 
 class Unreachable(Exception):
@@ -377,6 +414,8 @@ def _reply(status: int, reason: str, headers: Message, body: bytes) -> Reply:
         headers.get("X-Request-ID", ""),
         body,
         headers.get("Location", ""),
+        headers.get(OUTCOME_HEADER, ""),
+        headers.get(SIGNATURE_HEADER, ""),
     )
 
 
@@ -426,20 +465,22 @@ def run_simulate(args: argparse.Namespace) -> int:
                 {"request": sent, "response": None, "outcome": "failed", "error": str(error)}
             )
         return fail(args, str(error))
-    outcome, status, verdict = reply.verdict()
+    outcome, status, verdict = reply.verdict(signed=bool(token))
     if args.json:
         response = {
             "http_status": reply.http_status,
             "request_id": reply.request_id,
+            "outcome": reply.outcome or None,
+            "signature": reply.signature or None,
             "answer": _shown(reply.body),
         }
-        print_json({"request": sent, "response": response, "outcome": outcome})
+        print_json({"request": sent, "response": response, "outcome": outcome, "verdict": verdict})
     else:
         print("\n".join(exchange_lines(url, body, reply, verdict)))
     return status
 
 
-def exchange_lines(url: str, body: bytes, reply: Reply, verdict: str) -> list[str]:
+def exchange_lines(url: str, body: bytes, reply: Reply, verdict: Sequence[str]) -> list[str]:
     """What was sent (`> `), what came back (`< `), and what Chat would make of it."""
     request_id = f", X-Request-ID {reply.request_id}" if reply.request_id else ""
     return [
@@ -447,7 +488,7 @@ def exchange_lines(url: str, body: bytes, reply: Reply, verdict: str) -> list[st
         *_quoted(">", body),
         f"< HTTP {reply.http_status} {reply.reason}".rstrip() + request_id,
         *_quoted("<", reply.body),
-        verdict,
+        *verdict,
     ]
 
 

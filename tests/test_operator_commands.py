@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import trustme
 
@@ -28,7 +29,7 @@ from adapter.group_creation import check_request
 from adapter.group_state import record_request
 from adapter.payload import parse_body
 from adapter.policy_client import RecordRequest
-from adapter.settings import DEMO_SDKAPPID, AdapterSettings
+from adapter.settings import DEMO_SDKAPPID, AdapterSettings, OnPolicyError
 from adapter.signature import compute_sign
 from adapter.spool import Spool
 from adapter.webhook import Webhook
@@ -50,7 +51,7 @@ from policy_service.webhook_commands import (
     webhook_query,
     webhook_url,
 )
-from tests.webhook.conftest import FakePolicyClient
+from tests.webhook.conftest import FakePolicyClient, FakeRpcError
 
 VECTOR_SIGN = "17773bc39a671d7b9aa835458704d2a6db81360a5940292b587d6d760d484061"
 APP = 1400000000
@@ -696,16 +697,21 @@ class Adapter:
 
 @pytest.fixture
 def serve_adapter(tmp_path: Path) -> Iterator[Any]:
-    """Start the real adapter app (tokens on, SdkAppid APP) over HTTP, or HTTPS with a given
-    server context; stopped after the test."""
+    """Start the real adapter app (tokens on, SdkAppid APP, and `overrides` of its settings)
+    over HTTP, or HTTPS with a given server context; stopped after the test."""
     servers: list[tuple[wsgiref.simple_server.WSGIServer, threading.Thread, Spool]] = []
 
-    def start(tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> Adapter:
+    def start(
+        tls: ssl.SSLContext | None = None, host: str = "127.0.0.1", **overrides: Any
+    ) -> Adapter:
         settings = AdapterSettings(
-            sdk_app_ids=frozenset({APP}),
-            sdk_app_ids_configured=True,
-            callback_tokens=(TOKEN,),
-            data_dir=tmp_path / f"adapter{len(servers)}",
+            **{
+                "sdk_app_ids": frozenset({APP}),
+                "sdk_app_ids_configured": True,
+                "callback_tokens": (TOKEN,),
+                "data_dir": tmp_path / f"adapter{len(servers)}",
+                **overrides,
+            }
         )
         fake = FakePolicyClient()
         spool = Spool(settings.spool_path, settings.spool_max_events)
@@ -745,7 +751,8 @@ def test_simulate_sends_each_handled_command_and_shows_the_answer(
     assert json.loads(lines[1].removeprefix("> "))["CallbackCommand"] == command
     assert re.fullmatch(r"< HTTP 200 OK, X-Request-ID [0-9a-f]{32}", lines[2])
     assert json.loads(lines[3].removeprefix("< ")) == OK_ANSWER
-    assert lines[4:] == ["ok: ErrorCode 0"]
+    outcome = {"BeforeCreateGroup": "allowed", "AfterNewMemberJoin": "acknowledged"}
+    assert lines[4:] == [f"ok: ErrorCode 0 ({outcome.get(name, 'recorded')}; signature checked)"]
     recorded = name != "AfterNewMemberJoin"
     assert len(adapter.fake.calls) == (1 if recorded else 0)
 
@@ -817,7 +824,7 @@ def test_simulate_with_the_wrong_token_shows_the_401_answer_and_exits_1(
     assert out.splitlines()[3:] == [
         '< {"ActionStatus":"FAIL","ErrorCode":401,'
         '"ErrorInfo":"webhook signature rejected: Sign does not match"}',
-        "failed: HTTP 401",
+        "failed: HTTP 401 (unauthenticated)",
     ]
     assert adapter.fake.calls == []
 
@@ -834,6 +841,128 @@ def test_simulate_uses_the_demo_app_without_configuration(
     assert f"?SdkAppid={DEMO_SDKAPPID}&" in document["request"]["url"]
     assert "Sign=" not in document["request"]["url"]  # no token configured: unsigned
     assert (status, document["response"]["http_status"]) == (1, 401)
+
+
+DOWN = FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down")
+
+
+@pytest.mark.parametrize(
+    ("command", "settings", "outcome", "line"),
+    [
+        (
+            "BeforeCreateGroup",
+            {},
+            "fail-open",
+            "failed: the policy service could not decide; the adapter allowed it by"
+            " CHAT_POLICY_ON_POLICY_ERROR=allow (fail-open)",
+        ),
+        (
+            "BeforeCreateGroup",
+            {"on_policy_error": OnPolicyError.DENY},
+            "fail-closed",
+            "failed: the policy service could not decide; the adapter refused it by"
+            " CHAT_POLICY_ON_POLICY_ERROR=deny (fail-closed)",
+        ),
+        (
+            "AfterGroupFull",
+            {},
+            "spooled",
+            "failed: the adapter spooled the event: the policy service is away (the adapter"
+            " replays it when the service is back)",
+        ),
+    ],
+)
+def test_simulate_fails_when_the_adapter_answered_without_the_policy_service(
+    serve_adapter: Any,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    settings: dict[str, Any],
+    outcome: str,
+    line: str,
+) -> None:
+    """An answer the adapter gave while the policy service was down (fail-open, fail-closed,
+    spooled) is no working setup, whatever its ErrorCode: exit 1 with a line saying so."""
+    adapter = serve_adapter(**settings)
+    adapter.fake.error = DOWN
+
+    status, out, _ = simulate_signed(capsys, adapter.url, command)
+    json_status, json_out, _ = simulate_signed(capsys, adapter.url, command, "--json")
+
+    document = json.loads(json_out)
+    assert (status, out.splitlines()[-1]) == (1, line)
+    assert (json_status, document["outcome"], document["verdict"]) == (1, "failed", [line])
+    assert document["response"]["outcome"] == outcome
+    assert document["response"]["signature"] == "checked"
+
+
+def test_simulate_with_a_token_fails_when_the_adapter_checks_no_signatures(
+    serve_adapter: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A token sent to an adapter without CHAT_POLICY_CALLBACK_TOKENS tested nothing: exit 1
+    saying so, although the webhook itself was recorded."""
+    adapter = serve_adapter(callback_tokens=())
+
+    status, out, _ = simulate_signed(capsys, adapter.url, "AfterGroupFull", "--json")
+
+    document = json.loads(out)
+    assert status == 1
+    assert document["response"]["answer"] == OK_ANSWER
+    assert (document["response"]["outcome"], document["response"]["signature"]) == (
+        "recorded",
+        "unchecked",
+    )
+    assert document["verdict"] == [
+        "failed: the adapter does not check signatures (CHAT_POLICY_CALLBACK_TOKENS is unset"
+        " there), so the token was not tested"
+    ]
+    assert len(adapter.fake.calls) == 1
+
+
+def test_simulate_without_a_token_is_ok_with_an_adapter_that_checks_no_signatures(
+    serve_adapter: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Unsigned against an adapter that checks no signatures: exit 0, the last line says
+    signatures are unchecked."""
+    adapter = serve_adapter(callback_tokens=())
+
+    status, out, _ = run(
+        capsys, "simulate", "AfterGroupFull", "--url", adapter.url, "--app", str(APP)
+    )
+
+    assert (status, out.splitlines()[-1]) == (0, "ok: ErrorCode 0 (recorded; signature unchecked)")
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "line"),
+    [
+        (OK_ANSWER, 0, "ok: ErrorCode 0"),
+        ({**OK_ANSWER, "ErrorCode": 10101}, 3, "refused: ErrorCode 10101, ErrorInfo ''"),
+    ],
+)
+def test_simulate_judges_an_answer_without_the_headers_by_its_error_code(
+    capsys: pytest.CaptureFixture[str], answer: dict[str, object], status: int, line: str
+) -> None:
+    """An answer without X-Chat-Policy-Outcome and X-Chat-Policy-Signature (an older adapter,
+    a proxy) is judged by its status and ErrorCode alone, signed or not."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps(answer).encode()]
+
+    server = wsgiref.simple_server.make_server("127.0.0.1", 0, app, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/"
+        got, out, _ = simulate_signed(capsys, url, "BeforeCreateGroup", "--json")
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+    document = json.loads(out)
+    assert (got, document["verdict"]) == (status, [line])
+    assert (document["response"]["outcome"], document["response"]["signature"]) == (None, None)
 
 
 @pytest.fixture
@@ -857,7 +986,7 @@ def test_simulate_speaks_https_with_the_system_cas(
     status, out, _ = simulate_signed(capsys, adapter.url, "AfterGroupFull")
 
     assert status == 0
-    assert out.splitlines()[-1] == "ok: ErrorCode 0"
+    assert out.splitlines()[-1] == "ok: ErrorCode 0 (recorded; signature checked)"
     assert len(adapter.fake.calls) == 1
 
 
@@ -918,7 +1047,7 @@ def test_simulate_notes_a_command_the_adapter_ignores(
 
     assert status == 0
     assert "does not act on 'Group.CallbackAfterSendMsg'" in err
-    assert out.splitlines()[-1] == "ok: ErrorCode 0"
+    assert out.splitlines()[-1] == "ok: ErrorCode 0 (ignored; signature checked)"
     assert adapter.fake.calls == []
 
 
@@ -943,4 +1072,4 @@ def test_simulate_sends_a_body_file_as_it_is(
     assert lines[1:3] == ["> not json", "> at all"]
     assert lines[3].startswith("< HTTP 400 Bad Request")
     assert json.loads(lines[4].removeprefix("< "))["ErrorCode"] == 400
-    assert lines[5] == "failed: HTTP 400"
+    assert lines[5] == "failed: HTTP 400 (malformed_request)"

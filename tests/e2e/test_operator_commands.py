@@ -26,6 +26,11 @@ TOKEN = "operator-test-token"
 EXAMPLE_POLICY = Path(__file__).parents[2] / "examples" / "policy.toml"
 OK_ANSWER = {"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": ""}
 CLI = [sys.executable, "-m", "policy_service.cli"]
+OUTCOMES = {
+    "BeforeCreateGroup": "allowed",
+    "AfterNewMemberJoin": "acknowledged",
+    "Group.CallbackAfterSendMsg": "ignored",
+}
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +103,8 @@ def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
 )
 def test_simulate_gets_ok_for_every_command(shared: Deployment, command: str) -> None:
     """Each handled command, and one the adapter ignores, signed with the configured token:
-    HTTP 200, an X-Request-ID and ErrorCode 0; exit 0."""
+    HTTP 200, an X-Request-ID, ErrorCode 0, what the adapter did and that it checked the
+    signature; exit 0."""
     result = cli(shared, "simulate", command, "--url", url(shared), "--json")
 
     document = json.loads(result.stdout)
@@ -106,6 +112,8 @@ def test_simulate_gets_ok_for_every_command(shared: Deployment, command: str) ->
     assert document["response"]["http_status"] == 200
     assert re.fullmatch(r"[0-9a-f]{32}", document["response"]["request_id"])
     assert document["response"]["answer"] == OK_ANSWER
+    assert document["response"]["signature"] == "checked"
+    assert document["response"]["outcome"] == OUTCOMES.get(command, "recorded")
     assert f"SdkAppid={APP}&" in document["request"]["url"]
     assert "&Sign=" in document["request"]["url"]
 
@@ -118,7 +126,10 @@ def test_simulate_prints_status_request_id_and_answer(shared: Deployment) -> Non
     assert result.returncode == 0
     assert lines[0].startswith(f"> POST {url(shared)}?SdkAppid={APP}&CallbackCommand=Group.")
     assert re.fullmatch(r"< HTTP 200 OK, X-Request-ID [0-9a-f]{32}", lines[2])
-    assert lines[3:] == [f"< {json.dumps(OK_ANSWER, separators=(',', ':'))}", "ok: ErrorCode 0"]
+    assert lines[3:] == [
+        f"< {json.dumps(OK_ANSWER, separators=(',', ':'))}",
+        "ok: ErrorCode 0 (allowed; signature checked)",
+    ]
 
 
 def test_simulate_with_a_wrong_token_shows_the_adapters_refusal(shared: Deployment) -> None:
@@ -133,8 +144,79 @@ def test_simulate_with_a_wrong_token_shows_the_adapters_refusal(shared: Deployme
         "ErrorCode": 401,
         "ErrorInfo": "webhook signature rejected: Sign does not match",
     }
-    assert lines[4] == "failed: HTTP 401"
+    assert lines[4] == "failed: HTTP 401 (unauthenticated)"
     no_traceback(result)
+
+
+@pytest.fixture(scope="module")
+def adapter_alone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """An adapter without CHAT_POLICY_CALLBACK_TOKENS whose policy service is not running."""
+    deployment = new_deployment(
+        tmp_path_factory.mktemp("adapter-alone"),
+        CHAT_POLICY_HTTP_WORKERS="1",
+        CHAT_POLICY_SDKAPPIDS=str(APP),
+    )
+    try:
+        deployment.start_adapter()
+        yield deployment
+    finally:
+        deployment.stop_all()
+
+
+def test_simulate_fails_on_a_creation_the_adapter_allowed_without_the_service(
+    adapter_alone: Deployment,
+) -> None:
+    """The policy service stopped: Chat would see ErrorCode 0, but only because the adapter
+    failed open; simulate exits 1 and says so."""
+    result = cli(adapter_alone, "simulate", "BeforeCreateGroup", "--url", url(adapter_alone))
+
+    lines = result.stdout.splitlines()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert json.loads(lines[3].removeprefix("< ")) == OK_ANSWER
+    assert lines[4:] == [
+        "failed: the policy service could not decide; the adapter allowed it by"
+        " CHAT_POLICY_ON_POLICY_ERROR=allow (fail-open)"
+    ]
+    no_traceback(result)
+
+
+def test_simulate_fails_on_an_event_the_adapter_only_spooled(adapter_alone: Deployment) -> None:
+    """The policy service stopped: a group-state event is spooled and answered ErrorCode 0;
+    simulate exits 1 and says the event waits in the spool."""
+    result = cli(adapter_alone, "simulate", "AfterGroupFull", "--url", url(adapter_alone))
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        "failed: the adapter spooled the event: the policy service is away (the adapter"
+        " replays it when the service is back)"
+    )
+
+
+def test_simulate_with_a_token_fails_against_an_adapter_that_checks_none(
+    adapter_alone: Deployment,
+) -> None:
+    """--token to an adapter without CHAT_POLICY_CALLBACK_TOKENS: the webhook is answered
+    ErrorCode 0, but no signature was checked; simulate exits 1 and says so."""
+    result = cli(
+        adapter_alone,
+        "simulate",
+        "Group.CallbackAfterSendMsg",
+        "--url",
+        url(adapter_alone),
+        "--token",
+        "x",
+        "--json",
+    )
+
+    document = json.loads(result.stdout)
+    assert result.returncode == 1, result.stderr
+    assert "&Sign=" in document["request"]["url"]
+    assert document["response"]["answer"] == OK_ANSWER
+    assert document["response"]["signature"] == "unchecked"
+    assert document["verdict"] == [
+        "failed: the adapter does not check signatures (CHAT_POLICY_CALLBACK_TOKENS is unset"
+        " there), so the token was not tested"
+    ]
 
 
 def test_groups_get_shows_the_group_simulate_made_full(shared: Deployment) -> None:
