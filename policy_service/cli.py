@@ -6,13 +6,19 @@ service), `sign` and `simulate` (Chat's side of a webhook)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from policy_service import logs
-from policy_service.command_output import run_command
 from policy_service.decide_command import add_decide_command
 from policy_service.group_commands import add_group_commands
 from policy_service.webhook_commands import add_webhook_commands
+
+# A command whose reader closed its stdout early (`| head`) ends quietly with this status:
+# 128 + SIGPIPE, what a shell reports for a writer that SIGPIPE ended. Not 0 (the output was
+# cut short) nor 1 (the command did not fail).
+EXIT_CLOSED_PIPE = 141
+SERVERS = ("service", "adapter", "run")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,10 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     add_decide_command(commands)
     add_webhook_commands(commands)
     args = parser.parse_args(argv)
-    if hasattr(args, "run"):  # an operator command: it set its own run function
-        return run_command(args)
-    if args.command == "policy":
-        return run_policy_command(args)
+    if args.command not in SERVERS:
+        return run_printing(args)
     logs.configure()
     if args.command == "service":
         from policy_service.server import main as service_main
@@ -66,6 +70,28 @@ def add_policy_commands(policy: argparse.ArgumentParser) -> None:
         "--policy", metavar="FILE", help="the policy to test; overrides the cases file's `policy`"
     )
     test.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def run_printing(args: argparse.Namespace) -> int:
+    """Run a command that prints (`policy`, or an operator command); its exit status, or
+    EXIT_CLOSED_PIPE when its reader stopped reading, without a traceback.
+
+    As the Python docs' "Note on SIGPIPE" says: stdout is pointed at /dev/null, so that the
+    flush at exit does not fail again. The servers are left out: their stdout is the log,
+    which the logging module guards itself, and a BrokenPipeError in them is no reader gone.
+    """
+    try:
+        if hasattr(args, "run"):  # an operator command: it set its own run function
+            status: int = args.run(args)
+        else:
+            status = run_policy_command(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_CLOSED_PIPE
+    return status
 
 
 def run_policy_command(args: argparse.Namespace) -> int:

@@ -142,21 +142,6 @@ def add_grpc_options(parser: argparse.ArgumentParser, *, unary: bool = True) -> 
 # --- running a command ------------------------------------------------------------------------
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """Run the operator command args.run; its exit status. A reader that stops reading
-    stdout (`| head`) ends the command quietly, with 0."""
-    try:
-        status: int = args.run(args)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # Point stdout at /dev/null, so that the flush at exit does not fail again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return EXIT_OK
-    return status
-
-
 def call_service(args: argparse.Namespace, body: Callable[[grpc.Channel], int]) -> int:
     """Open a channel to args.target (TLS settings from the environment), run body on it and
     return its status; an RPC error prints one line and is 1, a bad TLS setting is 2."""

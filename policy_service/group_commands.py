@@ -315,7 +315,7 @@ def run_watch(args: argparse.Namespace) -> int:
 
     Both signals are made to interrupt here even when the process inherited them ignored (a
     background job of a non-interactive shell ignores SIGINT). A reader that stops reading
-    (`| head`) ends the watch quietly, with 0 (see run_command).
+    (`| head`) ends the watch quietly, with 141 (see cli.run_printing).
     """
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import re
+import socket
 import subprocess
 import sys
 import tomllib
@@ -494,3 +495,45 @@ def test_the_console_script_runs_the_example_cases() -> None:
     assert (result.returncode, result.stderr) == (0, "")
     assert re.search(r"^\d+ passed, 0 failed$", result.stdout, re.MULTILINE)
     assert "FAIL" not in result.stdout
+
+
+def output_cut_after_one_line(argv: list[str]) -> tuple[int, str]:
+    """Run `chat-policy ARGV...`, read one line of its stdout and close the pipe, as `| head -1`
+    does; its exit status and stderr. The output must be larger than a pipe holds (64 KiB),
+    so that the command always writes after the close."""
+    process = subprocess.Popen(
+        [str(CHAT_POLICY), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline()
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    process.stderr.close()
+    return process.wait(timeout=60), stderr
+
+
+def test_a_closed_pipe_ends_policy_test_quietly_with_141(tmp_path: Path) -> None:
+    """`policy test --json ... | head -1`: the reader goes after one line of ~1 MB; the
+    command exits 141 (128 + SIGPIPE) with nothing on stderr, every time."""
+    cases = '[[cases]]\nname = "{}"\n[cases.expect]\ndecision = "allow"\n'
+    path = cases_file(tmp_path, "".join(cases.format(i) for i in range(3000)), "version = 1\n")
+
+    status, stderr = output_cut_after_one_line(["policy", "test", "--json", str(path)])
+
+    assert (status, stderr) == (141, "")
+
+
+def test_a_closed_pipe_ends_an_operator_command_quietly_with_141(tmp_path: Path) -> None:
+    """`simulate --json --body BIG ... | head -1` (nothing listening: the JSON still shows the
+    ~1 MB body sent) exits 141 with nothing on stderr: the JSON comes first, and the line
+    saying why it failed is not written once the reader is gone."""
+    body = write(tmp_path, "body.json", json.dumps({"Name": "x" * 1_000_000}))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/"
+
+    status, stderr = output_cut_after_one_line(
+        ["simulate", "AfterGroupFull", "--url", url, "--body", str(body), "--json"]
+    )
+
+    assert (status, stderr) == (141, "")
