@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import cel
 
+from policy_service.cel_guards import unguarded_reads
 from policy_service.group_types import canonical_group_type
 
 if TYPE_CHECKING:
@@ -38,6 +39,10 @@ _VALUES: dict[str, Callable[[CreationRequest, int], object]] = {
     ),
 }
 VARIABLES = frozenset(_VALUES)
+# The variables that are null for some requests, each with the field of Chat's that is then
+# absent: CreateGroupNum (Chat's newest version omits it). Every other variable always has a
+# value: "" for an absent string, [] for no members, the service's clock for no EventTime.
+NULLABLE_VARIABLES = {"create_group_num": "CreateGroupNum"}
 
 # A sample request every expression is tried on at load: an undefined variable or a result
 # that is not a bool is a load error rather than a surprise in production.
@@ -89,6 +94,9 @@ class CelCondition:
         except ValueError as error:
             raise ValueError(f"not valid CEL: {_first_line(error)}") from None
         self.variables = variables_in(expression)
+        # The nullable variables it reads without a null check: for a request where one is
+        # null the expression fails and its rule is skipped (policy check warns).
+        self.unguarded = unguarded_reads(expression, self.variables & NULLABLE_VARIABLES.keys())
         try:
             result = self._program.execute(cel.Context(_SAMPLE))
         except Exception as error:

@@ -201,7 +201,8 @@ class Policy:
     """A loaded policy: its rules in order, its default and the revision of its sources.
 
     sources are the list files it read besides the policy file; longest_window_ms is its
-    longest rate-limit window (how long rate-limit slots must be kept).
+    longest rate-limit window (how long rate-limit slots must be kept); warnings are the
+    problems that did not stop it loading, each `FILE:LINE: rule 'ID' field 'KEY': ...`.
     """
 
     rules: tuple[Rule, ...]
@@ -209,6 +210,7 @@ class Policy:
     revision: str
     longest_window_ms: int = 0
     sources: tuple[Path, ...] = ()
+    warnings: tuple[str, ...] = ()
     _index: _RuleIndex = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -1,7 +1,9 @@
 """`chat-policy policy check` and `chat-policy policy test`: a policy file, without a server.
 
 `policy check FILE` loads a policy and prints `FILE: ok, N rules, revision sha256:...` (exit 0)
-or the error, which names the file, line, rule and field (exit 1).
+or the error, which names the file, line, rule and field (exit 1). Warnings, in the same form,
+go to stderr and leave the exit status 0: a `when` that reads a variable that can be null
+(create_group_num) without a null check, so that the rule is skipped for such a request.
 
 `policy test CASES [--policy FILE] [--json]` runs a TOML file of test cases against a policy:
 exit 0 when every case passes, 1 when one fails, 2 when the cases file or the policy cannot be
@@ -98,12 +100,15 @@ _TIME_FORMS = "an RFC 3339 time with an offset ('2026-01-01T12:00:00Z') or Unix 
 
 
 def check_policy_file(file: str) -> int:
-    """Load the policy FILE; print one line saying it is valid (0) or the error (1)."""
+    """Load the policy FILE; print one line saying it is valid (0) or the error (1). Its
+    warnings go to stderr and leave the status as it is: the service runs such a policy."""
     try:
         policy = load_policy(Path(file))
     except PolicyError as error:
         print(error, file=sys.stderr)
         return 1
+    for warning in policy.warnings:
+        print(warning, file=sys.stderr)
     count = len(policy.rules)
     print(f"{file}: ok, {count} rule{'' if count == 1 else 's'}, revision {policy.revision}")
     return 0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from policy_service.address_ranges import AddressRanges
 from policy_service.banned_words import BannedWords
-from policy_service.cel_conditions import CelCondition
+from policy_service.cel_conditions import NULLABLE_VARIABLES, CelCondition
 from policy_service.group_types import GROUP_TYPE_ALIASES, canonical_group_type
 from policy_service.policy import (
     CUSTOM_REFUSAL_CODES,
@@ -79,11 +79,22 @@ class PolicyError(ValueError):
     ) -> None:
         self.message, self.where, self.line = message, where, line
         self.rule_id, self.field = rule_id, field
-        location = f"{where}:{line}" if line else where
-        subject = f"rule {rule_id!r}" if rule_id else ""
-        if field:
-            subject = f"{subject} field {field!r}".strip()
-        super().__init__(f"{location}: {subject + ': ' if subject else ''}{message}")
+        super().__init__(located(message, where, line, rule_id, field))
+
+
+def located(
+    message: str,
+    where: str,
+    line: int | None = None,
+    rule_id: str | None = None,
+    field: str | None = None,
+) -> str:
+    """`FILE:LINE: rule 'ID' field 'KEY': message`, each part only when known."""
+    location = f"{where}:{line}" if line else where
+    subject = f"rule {rule_id!r}" if rule_id else ""
+    if field:
+        subject = f"{subject} field {field!r}".strip()
+    return f"{location}: {subject + ': ' if subject else ''}{message}"
 
 
 class _Problem(Exception):
@@ -126,6 +137,7 @@ class _Loader:
         self.lines = _KeyLines(text)
         self.digest = hashlib.sha256(source)
         self.sources: list[Path] = []
+        self.warnings: list[str] = []
 
     def error(self, problem: _Problem, section: str, rule_id: str | None = None) -> PolicyError:
         return PolicyError(
@@ -171,6 +183,7 @@ class _Loader:
             "sha256:" + self.digest.hexdigest()[:16],
             longest_window_ms=max(windows, default=0),
             sources=tuple(self.sources),
+            warnings=tuple(self.warnings),
         )
 
     def rule(self, raw: object, index: int) -> Rule:
@@ -199,11 +212,12 @@ class _Loader:
             if kind != "match" and table.get("effect", "deny") != "deny":
                 raise _Problem("effect", f"a {kind} rule can only deny")
             outcome = _outcome(table, Effect.ALLOW if kind == "match" else Effect.DENY)
+            when = _condition(table)
             scope = Scope(
                 group_types=frozenset(_group_types(table, "group_types")),
                 operator_accounts=frozenset(_strings(table, "operator_accounts")),
                 opt_platforms=frozenset(p.casefold() for p in _strings(table, "opt_platforms")),
-                when=_condition(table),
+                when=when,
             )
             required = _REQUIRED_ONE_OF.get(kind, frozenset())
             if required and not required & table.keys():
@@ -211,6 +225,11 @@ class _Loader:
             check = build(_Context(table, rule_id, shadow, self.read_list))
         except _Problem as problem:
             raise self.error(problem, section, rule_id) from None
+        if when is not None:
+            line = self.lines.line(section, "when")
+            for name in sorted(when.unguarded):
+                message = _unguarded_warning(name, outcome.effect)
+                self.warnings.append(located(message, self.where, line, rule_id, "when"))
         return Rule(rule_id, kind, outcome, scope, check, shadow)
 
     def read_list(self, table: Mapping[str, object], inline: str, file_key: str) -> list[str]:
@@ -417,6 +436,16 @@ def _condition(table: Mapping[str, object]) -> CelCondition | None:
         return CelCondition(expression)
     except ValueError as error:
         raise _Problem("when", str(error)) from None
+
+
+def _unguarded_warning(name: str, effect: Effect) -> str:
+    """The warning for a `when` that reads the nullable variable `name` unguarded."""
+    refuses = " (so this deny rule refuses nothing)" if effect is Effect.DENY else ""
+    return (
+        f"warning: {name} is read without a null check; it is null when Chat omits"
+        f" {NULLABLE_VARIABLES[name]}, and then this expression fails and the rule is"
+        f" skipped{refuses}. Guard the read: `{name} != null && ...`"
+    )
 
 
 def _effect_switch(table: Mapping[str, object], key: str) -> bool:

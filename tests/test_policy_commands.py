@@ -114,6 +114,64 @@ def test_check_reports_a_missing_file_in_one_line(
     assert err == f"{missing}: cannot read: No such file or directory\n"
 
 
+def test_check_warns_about_a_nullable_variable_read_without_a_null_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`when = 'create_group_num > 3'` loads (exit 0, the ok line), and stderr warns, as
+    FILE:LINE: rule: ..., that the rule is skipped when Chat omits CreateGroupNum."""
+    policy = write(
+        tmp_path,
+        "policy.toml",
+        "version = 1\n\n[[rules]]\n"
+        'id = "big-groups"\neffect = "deny"\nwhen = \'create_group_num > 3\'\n\n'
+        "[[rules]]\n"
+        'id = "small-groups-allowed"\nwhen = \'group_type == "Work" && create_group_num < 3\'\n',
+    )
+
+    status, out, err = run(capsys, "policy", "check", str(policy))
+
+    assert status == 0
+    assert out.startswith(f"{policy}: ok, 2 rules, revision sha256:")
+    assert err.splitlines() == [
+        f"{policy}:6: rule 'big-groups' field 'when': warning: create_group_num is read without"
+        " a null check; it is null when Chat omits CreateGroupNum, and then this expression"
+        " fails and the rule is skipped (so this deny rule refuses nothing). Guard the read:"
+        " `create_group_num != null && ...`",
+        f"{policy}:10: rule 'small-groups-allowed' field 'when': warning: create_group_num is"
+        " read without a null check; it is null when Chat omits CreateGroupNum, and then this"
+        " expression fails and the rule is skipped. Guard the read:"
+        " `create_group_num != null && ...`",
+    ]
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "create_group_num != null && create_group_num > 3",
+        "create_group_num == null || create_group_num <= 3",
+        "create_group_num != null ? create_group_num > 3 : false",
+        "size(members) > 2 && (create_group_num == null || create_group_num > 3)",
+        "create_group_num == 5 || create_group_num in [7, 8]",
+        "type(create_group_num) == int",
+        '"create_group_num > 3" == name',
+        "members.exists(create_group_num, create_group_num > 'a')",
+        "size(members) > 10",
+    ],
+)
+def test_check_does_not_warn_about_guarded_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], when: str
+) -> None:
+    """A read behind a null check, a comparison null cannot fail, a name in a string or a
+    macro's own variable: exit 0 and nothing on stderr."""
+    policy = write(
+        tmp_path, "policy.toml", f'version = 1\n[[rules]]\nid = "r"\nwhen = """{when}"""\n'
+    )
+
+    status, _, err = run(capsys, "policy", "check", str(policy))
+
+    assert (status, err) == (0, "")
+
+
 def test_the_example_cases_pass_and_cover_every_example_rule(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
