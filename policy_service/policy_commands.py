@@ -44,7 +44,9 @@ with an offset) are accepted too. Cases share one in-memory rate-limit counter, 
 cases tests a rate limit: a case's allowed requests count against the cases after it.
 
 The output has a line per case, `ok   INDEX NAME` or `FAIL INDEX NAME` (cases count from 1);
-under a failure, the expectation, what the policy decided (for a repeated case: at the first
+under it, passed or not, a line for each rule that could not be evaluated and was skipped (a
+CEL error: `create_group_num > 3` when the case has no create_group_num); under a failure, the
+expectation, what the policy decided (for a repeated case: at the first
 request that failed) and the rules it evaluated; last, `N passed, M failed`. With --json it is
 one JSON document: {"passed": N, "failed": M, "cases": [{"index", "name", "passed", "request",
 "repeat", "expected", "got": {"decision", "error_code", "rule", "reason", "shadow",
@@ -481,6 +483,10 @@ def text_report(results: Sequence[CaseResult]) -> list[str]:
     for result in results:
         status = "ok  " if result.passed else "FAIL"
         lines.append(f"{status} {result.case.index} {result.case.name}")
+        lines.extend(
+            f"{INDENT}error: rule {e.rule_id!r} could not be evaluated and was skipped: {e.reason}"
+            for e in result.decision.errors
+        )
         if not result.passed:
             lines.extend(INDENT + line for line in _failure_lines(result))
     failed = sum(not r.passed for r in results)

@@ -172,6 +172,31 @@ def test_check_does_not_warn_about_guarded_reads(
     assert (status, err) == (0, "")
 
 
+def test_test_shows_a_rule_that_could_not_be_evaluated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A case without create_group_num makes `create_group_num > 3` fail: the case passes
+    (the deny rule is skipped), and the text output says so under it."""
+    cases = cases_file(
+        tmp_path,
+        '[[cases]]\nname = "no CreateGroupNum"\n[cases.expect]\ndecision = "allow"\n'
+        '[[cases]]\nname = "five"\n[cases.request]\ncreate_group_num = 5\n'
+        '[cases.expect]\ndecision = "deny"\n',
+        'version = 1\n[[rules]]\nid = "big-groups"\neffect = "deny"\n'
+        "when = 'create_group_num > 3'\n",
+    )
+
+    status, out, err = run(capsys, "policy", "test", str(cases))
+
+    lines = out.splitlines()
+    assert (status, err) == (0, "")
+    assert lines[0] == "ok   1 no CreateGroupNum"
+    assert lines[1].startswith(
+        "     error: rule 'big-groups' could not be evaluated and was skipped: CEL error: "
+    )
+    assert lines[2:] == ["ok   2 five", "2 passed, 0 failed"]
+
+
 def test_the_example_cases_pass_and_cover_every_example_rule(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
