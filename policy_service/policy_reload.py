@@ -39,6 +39,7 @@ class PolicyHolder:
         self.loaded_at_ms = now_ms()
         self.status = ReloadStatus()
         self._lock = threading.Lock()
+        _log_warnings(policy)
 
     @property
     def source(self) -> str:
@@ -70,7 +71,14 @@ class PolicyHolder:
                 policy.revision,
                 len(policy.rules),
             )
+            _log_warnings(policy)
             return True
+
+
+def _log_warnings(policy: Policy) -> None:
+    """Log what `chat-policy policy check` warns about a policy the replica now runs."""
+    for warning in policy.warnings:
+        log.warning("policy %s: %s", policy.revision, warning)
 
 
 class PolicyFileWatcher:

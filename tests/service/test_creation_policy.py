@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import threading
 import time
@@ -13,7 +14,8 @@ import pytest
 
 from chatpolicy.v1 import creation_policy_service_pb2 as pb
 from policy_service.errors import StoreUnavailable
-from policy_service.policy_file import parse_policy
+from policy_service.policy_file import load_policy, parse_policy
+from policy_service.policy_reload import PolicyHolder
 from tests.service.conftest import APP, BrokenStore, Serve, Server, error_info
 
 POLICY = b"""version = 1
@@ -321,3 +323,33 @@ def test_get_policy_counts_decisions_shadow_hits_and_errors_per_rule(serve: Serv
         ("names", 1, 0, 0),
         ("shadow-short-names", 0, 2, 0),
     ]
+
+
+# A policy of one deny rule that reads create_group_num without a null check.
+UNGUARDED_RULE = (
+    'version = 1\n\n[[rules]]\nid = "{id}"\neffect = "deny"\n'
+    "when = 'create_group_num > {count}'\n"
+)
+
+
+def test_a_policy_taken_in_logs_what_policy_check_warns_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The policy a replica starts with, and each one a reload swaps in, has its warnings
+    (a rule reading create_group_num unguarded) logged at WARNING with its revision."""
+    path = tmp_path / "policy.toml"
+    path.write_text(UNGUARDED_RULE.format(id="big", count=3))
+    with caplog.at_level(logging.WARNING, logger="policy_service.policy_reload"):
+        holder = PolicyHolder(path, load_policy(path))
+        first_revision = holder.policy.revision
+        started = [record.getMessage() for record in caplog.records]
+        caplog.clear()
+        path.write_text(UNGUARDED_RULE.format(id="huge", count=30))
+        assert holder.reload()
+        reloaded = [record.getMessage() for record in caplog.records]
+    assert len(started) == 1
+    assert started[0].startswith(f"policy {first_revision}: ")
+    assert "rule 'big' field 'when': warning: create_group_num is read without" in started[0]
+    assert len(reloaded) == 1
+    assert reloaded[0].startswith(f"policy {holder.policy.revision}: ")
+    assert "rule 'huge'" in reloaded[0]
