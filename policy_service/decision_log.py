@@ -56,7 +56,8 @@ class DecisionCursor:
 
 
 class DecisionLog(Protocol):
-    """Recent decisions, newest first. Methods raise StoreUnavailable when the store fails."""
+    """Recent decisions, newest first. Methods raise StoreUnavailable when the store fails,
+    ValueNotStorable when it refuses a value of the call."""
 
     def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
         """Store the records in one transaction (a decision_id already stored is ignored)."""

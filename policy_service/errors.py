@@ -35,6 +35,11 @@ class StoreUnavailable(PolicyServiceError):
     """The state store could not be reached or failed; the caller may retry."""
 
 
+class ValueNotStorable(PolicyServiceError):
+    """The store refused a value as it stands (too large, out of range, text it cannot hold):
+    the same call fails the same way again, so it is not retried, nor a store failure."""
+
+
 class ChangeLogExpired(PolicyServiceError):
     """A watch asked to resume after a sequence whose following changes were pruned."""
 

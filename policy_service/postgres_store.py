@@ -68,7 +68,8 @@ from policy_service.decision_rows import (
     list_decisions_query,
     row_from_decision,
 )
-from policy_service.errors import StoreUnavailable
+from policy_service.errors import StoreUnavailable, ValueNotStorable
+from policy_service.field_limits import echo
 from policy_service.group_state import (
     GroupCounts,
     GroupEvent,
@@ -505,12 +506,31 @@ class PostgresGroupStateStore:
 
     @contextmanager
     def _translated_errors(self) -> Iterator[None]:
-        """Turn every psycopg error (the pool's PoolTimeout and PoolClosed are psycopg
-        OperationalErrors) into StoreUnavailable, never quoting the URL or its password."""
+        """Turn a refused value into ValueNotStorable (the server's primary message, cut: its
+        detail quotes the values), and every other psycopg error (the pool's PoolTimeout and
+        PoolClosed are psycopg OperationalErrors) into StoreUnavailable, never quoting the
+        URL or its password."""
         try:
             yield
+        except UnicodeEncodeError as error:
+            raise ValueNotStorable(f"PostgreSQL cannot store this text: {error.reason}") from error
         except psycopg.Error as error:
+            if _refuses_value(error):
+                primary = error.diag.message_primary or self._message(error).partition("\n")[0]
+                raise ValueNotStorable(
+                    f"PostgreSQL cannot store a value: {echo(primary)}"
+                ) from error
             raise StoreUnavailable(f"PostgreSQL: {self._message(error)}") from error
+
+
+def _refuses_value(error: psycopg.Error) -> bool:
+    """Whether `error` is about a value the server will never take, not about the server: a
+    data exception (SQLSTATE class 22, and psycopg's own refusal of NUL in text), an
+    integrity constraint violation (23) or a program limit exceeded (54, e.g. an index row
+    too large); psycopg files class 54 among its OperationalErrors."""
+    if isinstance(error, psycopg.DataError | psycopg.IntegrityError):
+        return True
+    return (error.sqlstate or "").startswith("54")
 
 
 @contextmanager

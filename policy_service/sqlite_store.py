@@ -31,7 +31,8 @@ from policy_service.decision_rows import (
     list_decisions_query,
     row_from_decision,
 )
-from policy_service.errors import StoreUnavailable
+from policy_service.errors import StoreUnavailable, ValueNotStorable
+from policy_service.field_limits import echo
 from policy_service.group_state import (
     GroupCounts,
     GroupEvent,
@@ -477,7 +478,20 @@ class SQLiteGroupStateStore:
 
     @contextmanager
     def _translated_errors(self) -> Iterator[None]:
+        """Turn a refused value into ValueNotStorable and any other SQLite error into
+        StoreUnavailable.
+
+        A value is refused by SQLite (a string or blob too big, a constraint) or, before it
+        gets there, by the sqlite3 module: an int beyond 64 bits, text that is not Unicode.
+        """
         try:
             yield
+        except (
+            sqlite3.DataError,
+            sqlite3.IntegrityError,
+            OverflowError,
+            UnicodeEncodeError,
+        ) as error:
+            raise ValueNotStorable(f"SQLite cannot store a value: {echo(str(error))}") from error
         except sqlite3.Error as error:
             raise StoreUnavailable(f"SQLite: {error}") from error

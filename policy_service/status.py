@@ -23,6 +23,7 @@ from policy_service.errors import (
     ShuttingDown,
     StoreUnavailable,
     TooManyWatchers,
+    ValueNotStorable,
 )
 
 ERROR_DOMAIN = "chatpolicy.v1"
@@ -43,6 +44,10 @@ STATUS_TABLE: dict[type[Exception], tuple[int, int]] = {
         error_reason_pb2.ERROR_REASON_TOO_MANY_WATCHERS,
     ),
     ShuttingDown: (code_pb2.UNAVAILABLE, error_reason_pb2.ERROR_REASON_SHUTTING_DOWN),
+    ValueNotStorable: (
+        code_pb2.INVALID_ARGUMENT,
+        error_reason_pb2.ERROR_REASON_VALUE_NOT_STORABLE,
+    ),
 }
 INTERNAL = (code_pb2.INTERNAL, error_reason_pb2.ERROR_REASON_INTERNAL)
 

@@ -24,8 +24,10 @@ from policy_service.rate_limit import RateCounter
 class GroupStateStore(Protocol):
     """Durable group states and their change log.
 
-    Every method raises StoreUnavailable when the store fails. Methods may be called from
-    many threads at once, except wait_for_changes, which one thread calls at a time.
+    Every method raises StoreUnavailable when the store fails, and ValueNotStorable when it
+    refuses a value of the call (too large, out of range, text it cannot hold), writing
+    nothing. Methods may be called from many threads at once, except wait_for_changes, which
+    one thread calls at a time.
     """
 
     def record(self, event: GroupEvent) -> RecordOutcome:

@@ -17,14 +17,14 @@ from chatpolicy.v1 import creation_policy_service_pb2 as cpb
 from chatpolicy.v1 import group_state_service_pb2 as pb
 from chatpolicy.v1 import group_state_service_pb2_grpc
 from policy_service import server as server_module
-from policy_service.errors import StoreUnavailable
+from policy_service.errors import StoreUnavailable, ValueNotStorable
 from policy_service.metrics import parse_bind, service_registry
 from policy_service.policy_file import load_policy, parse_policy
 from policy_service.policy_reload import PolicyHolder
 from policy_service.server import BindError, PolicyService
 from policy_service.settings import ServiceSettings
 from policy_service.store import Store, open_store
-from tests.service.conftest import APP, BrokenStore, Serve, full_event
+from tests.service.conftest import APP, BrokenStore, Serve, error_info, full_event
 
 POLICY = b"""version = 1
 [[rules]]
@@ -185,6 +185,19 @@ def test_an_rpc_failed_by_the_store_counts_a_store_error(serve: Serve) -> None:
         )
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     assert sample("chat_policy_service_store_errors_total", operation="GetGroupState") == before + 1
+
+
+def test_a_value_the_store_refuses_is_invalid_argument_and_no_store_error(serve: Serve) -> None:
+    """RecordGroupFull on a store that refuses a value answers INVALID_ARGUMENT with
+    ERROR_REASON_VALUE_NOT_STORABLE (not retried by the adapter), and counts no store error."""
+    server = serve(store=BrokenStore(ValueNotStorable("PostgreSQL cannot store a value: x")))
+    before = sample("chat_policy_service_store_errors_total", operation="RecordGroupFull")
+    with pytest.raises(grpc.RpcError) as raised:
+        server.groups.RecordGroupFull(full_event("@TGS#1", 1000), timeout=5)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details() == "PostgreSQL cannot store a value: x"
+    assert error_info(raised.value).reason == "ERROR_REASON_VALUE_NOT_STORABLE"
+    assert sample("chat_policy_service_store_errors_total", operation="RecordGroupFull") == before
 
 
 def test_the_reload_status_follows_the_policy_file(tmp_path: Path) -> None:

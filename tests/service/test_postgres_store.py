@@ -27,7 +27,7 @@ from policy_service import postgres_store
 from policy_service.change_log import ChangeLogBounds, PruneOutcome, StateChange
 from policy_service.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
 from policy_service.decision_rows import list_decisions_query
-from policy_service.errors import StoreUnavailable
+from policy_service.errors import StoreUnavailable, ValueNotStorable
 from policy_service.group_state import EventKind, GroupCounts, GroupEvent, GroupKey, GroupState
 from policy_service.pagination import FullGroupsCursor
 from policy_service.postgres_schema import MIGRATIONS, list_full_query
@@ -149,6 +149,31 @@ def test_failing_statement_is_store_unavailable(postgres_schema: PostgresSchema)
             store.record(FULL)
         with pytest.raises(StoreUnavailable, match="group_state"):
             store.get(KEY)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("group_id", "message"),
+    [
+        ("@TGS#\x00", "cannot contain NUL"),
+        (os.urandom(5000).hex(), "index row"),  # 10 KB that do not compress
+    ],
+    ids=["nul", "10KB"],
+)
+def test_an_id_postgresql_cannot_keep_is_not_storable_not_unavailable(
+    postgres_schema: PostgresSchema, group_id: str, message: str
+) -> None:
+    """PostgreSQL refuses NUL in text and an index entry over its size limit: the store
+    raises ValueNotStorable naming the server's reason without the value, writes nothing,
+    and its one connection serves the next call."""
+    store = PostgresGroupStateStore(postgres_schema.url, min_size=1, max_size=1)
+    try:
+        with pytest.raises(ValueNotStorable, match=message) as raised:
+            store.record(GroupEvent(GroupKey(1400000000, group_id), EventKind.FULL, 1000))
+        assert group_id[:20] not in str(raised.value)
+        assert store.count(0) == GroupCounts(0, 0, 0)
+        assert store.record(FULL).applied
     finally:
         store.close()
 

@@ -15,7 +15,7 @@ import pytest
 
 from policy_service.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
 from policy_service.decision_rows import list_decisions_query
-from policy_service.errors import GroupNotFound, StoreUnavailable
+from policy_service.errors import GroupNotFound, StoreUnavailable, ValueNotStorable
 from policy_service.group_state import (
     EventKind,
     GroupEvent,
@@ -201,7 +201,7 @@ def test_error_in_one_write_reaches_only_its_caller(path: Path) -> None:
     assert commits == 1
     recorded, unknown, half, appended, recorded_too = outcomes
     assert isinstance(unknown, GroupNotFound)
-    assert isinstance(half, OverflowError)
+    assert isinstance(half, ValueNotStorable)
     assert appended is None
     reopened = SQLiteGroupStateStore(path)
     for n, outcome in ((0, recorded), (1, recorded_too)):

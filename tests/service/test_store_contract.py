@@ -15,7 +15,7 @@ import pytest
 
 from policy_service.change_log import ChangeLogBounds, PruneOutcome, StateChange
 from policy_service.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
-from policy_service.errors import GroupNotFound
+from policy_service.errors import GroupNotFound, ValueNotStorable
 from policy_service.group_state import (
     EventKind,
     GroupCounts,
@@ -1264,3 +1264,49 @@ def test_slots_and_decisions_are_not_in_the_change_log(store: Store) -> None:
     started = time.monotonic()
     store.wait_for_changes(0.3)
     assert time.monotonic() - started >= 0.25
+
+
+# --- values a store cannot keep ---------------------------------------------------------------
+# The service's edge refuses these first (field_limits); called directly, every store refuses
+# them as ValueNotStorable, which is not retried, never as StoreUnavailable, which is.
+
+BEYOND_64_BITS = 2**63
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        GroupEvent(GroupKey(BEYOND_64_BITS, "@TGS#2J4SZEAEL"), EventKind.FULL, 1000),
+        GroupEvent(KEY, EventKind.FULL, BEYOND_64_BITS),
+        GroupEvent(KEY, EventKind.MEMBER_EXIT, -BEYOND_64_BITS - 1),
+    ],
+    ids=["sdk_app_id", "event_time", "negative_event_time"],
+)
+def test_an_event_with_a_number_beyond_64_bits_is_not_storable_and_writes_nothing(
+    store: Store, event: GroupEvent
+) -> None:
+    """Recording it raises ValueNotStorable; nothing is written, and the store serves on."""
+    with pytest.raises(ValueNotStorable):
+        store.record(event)
+    assert store.count(0) == GroupCounts(0, 0, 0)
+    assert store.change_log_bounds() == ChangeLogBounds(0, 0)
+    assert record_full(store, KEY, 1000).applied
+
+
+def test_a_decision_batch_with_a_number_beyond_64_bits_is_not_storable_and_writes_nothing(
+    store: Store,
+) -> None:
+    """The batch raises ValueNotStorable and stores none of its records; the store serves on."""
+    batch = [decision("d-1", 1000), decision("d-2", 1001, latency_us=BEYOND_64_BITS)]
+    with pytest.raises(ValueNotStorable):
+        store.append_decisions(batch)
+    assert store.list_decisions(DecisionQuery(), 10, None) == []
+    store.append_decisions(batch[:1])
+    assert store.list_decisions(DecisionQuery(), 10, None) == batch[:1]
+
+
+def test_a_rate_limit_bucket_that_is_not_text_is_not_storable(store: Store) -> None:
+    """A bucket holding a lone surrogate (no UTF-8 for it) raises ValueNotStorable."""
+    with pytest.raises(ValueNotStorable):
+        take(store, "rule:1400000000:\ud800", 1000)
+    assert take(store, "rule:1400000000:alice", 1000).within_limit
