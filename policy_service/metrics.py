@@ -80,6 +80,13 @@ STORE_ERRORS = Counter(
     " scrape without group counts (operation 'count_groups').",
     ["operation"],
 )
+UNSTORABLE_DECISION_RECORDS = Counter(
+    "chat_policy_service_unstorable_decision_records_total",
+    "Decision records the store refused as they stood (ValueNotStorable), by what became of"
+    " each: 'altered' (stored with NUL replaced and long text cut, marked in its reason) or"
+    " 'set_aside' (not stored: refused even so).",
+    ["outcome"],
+)
 
 COUNT_GROUPS_OPERATION = "count_groups"
 

@@ -3,15 +3,23 @@ to a store that fails for a while."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
-from policy_service.decision_log import DecisionRecord
+import pytest
+from prometheus_client import REGISTRY
+
+from policy_service.decision_log import DecisionQuery, DecisionRecord
 from policy_service.decision_recorder import DecisionRecorder
 from policy_service.errors import StoreUnavailable
 from policy_service.policy import CreationRequest
 from policy_service.policy_file import parse_policy
+from policy_service.store import Store, open_store
+from tests.conftest import PostgresSchema
+from tests.service.test_store_contract import open_fresh
 
 POLICY = parse_policy(b"version = 1\n", "p.toml")
 
@@ -36,10 +44,13 @@ class RecordingLog:
             return [record.operator_account for batch in self.appends for record in batch]
 
 
-def decide(recorder: DecisionRecorder, operator: str) -> None:
-    """Decide a creation by `operator` with the default policy and queue its record."""
+def decide(recorder: DecisionRecorder, operator: str, latency_us: int = 7) -> str:
+    """Decide a creation by `operator` with the default policy and queue its record; its
+    decision ID."""
     request = CreationRequest(1400000000, operator_account=operator)
-    recorder.record(request, POLICY.decide(request, now_ms=1), 1, 7)
+    decision = POLICY.decide(request, now_ms=1)
+    recorder.record(request, decision, 1, latency_us)
+    return decision.decision_id
 
 
 def eventually(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
@@ -88,3 +99,86 @@ def test_records_wait_out_a_store_outage() -> None:
     eventually(lambda: len(log.stored()) == 3)
     recorder.stop()
     assert sorted(log.stored()) == ["a", "b", "c"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A fresh, empty store of each kind, closed after the test."""
+    opened = open_fresh(request.param, request, tmp_path)
+    yield opened
+    opened.close()
+
+
+def stored(store: Store) -> dict[str, DecisionRecord]:
+    """The records in the store by decision ID."""
+    return {r.decision_id: r for r in store.list_decisions(DecisionQuery(), 1000, None)}
+
+
+def unstorable(outcome: str) -> float:
+    """chat_policy_service_unstorable_decision_records_total for `outcome`, so far."""
+    value = REGISTRY.get_sample_value(
+        "chat_policy_service_unstorable_decision_records_total", {"outcome": outcome}
+    )
+    return value or 0.0
+
+
+def test_a_record_no_store_can_keep_is_set_aside_and_the_rest_of_its_batch_stored(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch holding a record whose latency does not fit 64 bits: the others are stored,
+    that one is set aside, counted and logged once with its decision ID, and later decisions
+    are stored too."""
+    recorder = DecisionRecorder(store, retry_s=0.05, linger_s=0)
+    before = unstorable("set_aside")
+    good = [decide(recorder, f"op{n}") for n in range(3)]
+    bad = decide(recorder, "odd", latency_us=2**63)
+    good += [decide(recorder, f"op{n}") for n in range(3, 6)]
+    recorder.start()
+    eventually(lambda: set(good) <= stored(store).keys())
+    later = decide(recorder, "later")
+    eventually(lambda: later in stored(store))
+    recorder.stop()
+    assert bad not in stored(store)
+    assert unstorable("set_aside") == before + 1
+    set_aside = [r for r in caplog.records if bad in r.getMessage()]
+    assert len(set_aside) == 1 and set_aside[0].levelno == logging.ERROR
+    assert "set aside" in set_aside[0].getMessage()
+
+
+def test_records_postgresql_refuses_are_stored_altered_and_marked(
+    postgres_schema: PostgresSchema,
+) -> None:
+    """PostgreSQL refuses text with NUL and an index entry of 10 KB; such records in a batch
+    are stored with NUL replaced and the operator cut to 256 bytes, marked in their reason,
+    and every other record of the batch is stored as it was."""
+    store = open_store(postgres_schema.url)
+    try:
+        recorder = DecisionRecorder(store, retry_s=0.05, linger_s=0)
+        before = unstorable("altered")
+        long_operator = "".join(chr(0x4E00 + n % 20000) for n in range(3400))  # 10,200 bytes
+        ids = {
+            "plain": decide(recorder, "alice"),
+            "nul": decide(recorder, "ali\x00ce"),
+            "long": decide(recorder, long_operator),
+            "after": decide(recorder, "bob"),
+        }
+        recorder.start()
+        eventually(lambda: set(ids.values()) <= stored(store).keys())
+        recorder.stop()
+        records = stored(store)
+        assert records[ids["plain"]].operator_account == "alice"
+        assert records[ids["after"]].reason == records[ids["plain"]].reason
+        nul = records[ids["nul"]]
+        assert nul.operator_account == "ali\ufffdce"
+        assert nul.reason.endswith(
+            " [record altered to be stored: NUL replaced in operator_account]"
+        )
+        cut = records[ids["long"]]
+        assert long_operator.startswith(cut.operator_account)
+        assert len(cut.operator_account.encode()) == 255  # 85 characters of 3 bytes
+        assert cut.reason.endswith(
+            " [record altered to be stored: operator_account cut to 256 bytes]"
+        )
+        assert unstorable("altered") == before + 2
+    finally:
+        store.close()
