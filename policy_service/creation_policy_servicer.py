@@ -63,9 +63,8 @@ class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServ
     ) -> pb.CheckGroupCreationResponse:
         """Decide one group creation; describe it on the RPC's log line and queue its record."""
         started = time.perf_counter_ns()
-        if request.sdk_app_id == 0:
-            raise InvalidArgument("sdk_app_id", "is required")
         creation = creation_request(request)
+        creation.validate()
         decided_at = now_ms()
         decision = self._policy.policy.decide(
             creation, counter=self._counter, now_ms=decided_at, explain=request.explain

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from policy_service.errors import GroupNotFound, InvalidArgument
+from policy_service.field_limits import MAX_ID_BYTES, text_problem
 
 # ClearGroupFull's reason is for people: a sentence, not a document.
 MAX_CLEAR_REASON_CHARS = 256
@@ -21,15 +22,15 @@ class GroupKey:
     topic_id: str = ""
 
     def validate(self) -> None:
-        """Raise InvalidArgument unless the key names a group."""
+        """Raise InvalidArgument unless the key names a group with IDs every store can keep
+        (field_limits: at most MAX_ID_BYTES of UTF-8, no NUL)."""
         if not 0 < self.sdk_app_id < 2**63:
             raise InvalidArgument("sdk_app_id", "is required and must be below 2**63")
         if not self.group_id:
             raise InvalidArgument("group_id", "is required")
-        # PostgreSQL text cannot hold NUL; no store accepts what another would refuse.
         for field, value in (("group_id", self.group_id), ("topic_id", self.topic_id)):
-            if "\x00" in value:
-                raise InvalidArgument(field, "must not contain NUL characters")
+            if problem := text_problem(value, MAX_ID_BYTES):
+                raise InvalidArgument(field, problem)
 
     @property
     def group(self) -> GroupKey:
@@ -82,6 +83,9 @@ class GroupEvent:
             raise InvalidArgument("reason", "is required")
         if len(reason) > MAX_CLEAR_REASON_CHARS:
             raise InvalidArgument("reason", f"must be at most {MAX_CLEAR_REASON_CHARS} characters")
+        # Within that many characters only NUL can be refused (4 bytes of UTF-8 at most each).
+        if problem := text_problem(reason, 4 * MAX_CLEAR_REASON_CHARS):
+            raise InvalidArgument("reason", problem)
         return cls(key, EventKind.CLEARED, event_time_ms, reason)
 
     @property

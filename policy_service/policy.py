@@ -23,7 +23,13 @@ import cel
 
 from policy_service.address_ranges import Address
 from policy_service.cel_conditions import ConditionError
-from policy_service.errors import StoreUnavailable
+from policy_service.errors import InvalidArgument, StoreUnavailable
+from policy_service.field_limits import (
+    MAX_ACCOUNT_BYTES,
+    MAX_NAME_BYTES,
+    MAX_SHORT_TEXT_BYTES,
+    text_problem,
+)
 from policy_service.group_types import canonical_group_type
 from policy_service.rate_limit import RateCounter
 
@@ -55,6 +61,27 @@ class CreationRequest:
     event_time_ms: int | None = None
     client_ip: str = ""
     opt_platform: str = ""
+
+    def validate(self) -> None:
+        """Raise InvalidArgument, naming the field, unless the request names its application
+        and every text field can be kept by every store (field_limits)."""
+        if not 0 < self.sdk_app_id < 2**63:
+            raise InvalidArgument("sdk_app_id", "is required and must be below 2**63")
+        texts = [
+            ("operator_account", self.operator_account, MAX_ACCOUNT_BYTES),
+            ("owner_account", self.owner_account, MAX_ACCOUNT_BYTES),
+            ("group_type", self.group_type, MAX_SHORT_TEXT_BYTES),
+            ("name", self.name, MAX_NAME_BYTES),
+            ("client_ip", self.client_ip, MAX_SHORT_TEXT_BYTES),
+            ("opt_platform", self.opt_platform, MAX_SHORT_TEXT_BYTES),
+        ]
+        texts += [
+            (f"member_accounts[{index}]", account, MAX_ACCOUNT_BYTES)
+            for index, account in enumerate(self.member_accounts)
+        ]
+        for name, value, max_bytes in texts:
+            if problem := text_problem(value, max_bytes):
+                raise InvalidArgument(name, problem)
 
 
 @dataclass(frozen=True)
