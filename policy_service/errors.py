@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from policy_service.field_limits import echo
+
 
 class PolicyServiceError(Exception):
     """Base of every error the policy service reports to its callers."""
@@ -21,11 +23,15 @@ class InvalidPageToken(PolicyServiceError):
 
 
 class GroupNotFound(PolicyServiceError):
-    """No event was ever recorded for the group."""
+    """No event was ever recorded for the group.
+
+    The message and ErrorInfo metadata echo the IDs cut to a short prefix (echo): an
+    unknown ID of any length must not make the answer larger than a client accepts.
+    """
 
     def __init__(self, sdk_app_id: int, group_id: str, topic_id: str) -> None:
-        where = f" topic {topic_id!r}" if topic_id else ""
-        super().__init__(f"group {group_id!r}{where} of SdkAppid {sdk_app_id} is not known")
+        where = f" topic {echo(topic_id)!r}" if topic_id else ""
+        super().__init__(f"group {echo(group_id)!r}{where} of SdkAppid {sdk_app_id} is not known")
         self.sdk_app_id = sdk_app_id
         self.group_id = group_id
         self.topic_id = topic_id

@@ -25,6 +25,7 @@ from policy_service.errors import (
     TooManyWatchers,
     ValueNotStorable,
 )
+from policy_service.field_limits import echo
 
 ERROR_DOMAIN = "chatpolicy.v1"
 
@@ -121,7 +122,7 @@ def _metadata(error: Exception) -> dict[str, str]:
     if isinstance(error, GroupNotFound):
         return {
             "sdk_app_id": str(error.sdk_app_id),
-            "group_id": error.group_id,
-            "topic_id": error.topic_id,
+            "group_id": echo(error.group_id),
+            "topic_id": echo(error.topic_id),
         }
     return {}

@@ -109,6 +109,53 @@ def test_unknown_group_is_not_found_with_reason(serve: Serve) -> None:
     }
 
 
+def test_not_found_echoes_a_long_id_cut_to_a_prefix(serve: Serve) -> None:
+    """GetGroupState and ClearGroupFull of an unknown group and topic with IDs of the full
+    256 bytes are NOT_FOUND; the message and ErrorInfo metadata carry each ID's first 64
+    characters and its length, not the whole ID."""
+    server = serve()
+    group_id, topic_id = "g" * 256, "t" * 256
+    expected = {
+        "sdk_app_id": str(APP),
+        "group_id": f"{'g' * 64}… (256 characters)",
+        "topic_id": f"{'t' * 64}… (256 characters)",
+    }
+    calls = [
+        (
+            server.groups.GetGroupState,
+            pb.GetGroupStateRequest(sdk_app_id=APP, group_id=group_id, topic_id=topic_id),
+        ),
+        (
+            server.groups.ClearGroupFull,
+            pb.ClearGroupFullRequest(
+                sdk_app_id=APP, group_id=group_id, topic_id=topic_id, reason="room again"
+            ),
+        ),
+    ]
+    for call, request in calls:
+        with pytest.raises(grpc.RpcError) as raised:
+            call(request, timeout=5)
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+        assert dict(error_info(raised.value).metadata) == expected
+        assert raised.value.details() == (
+            f"group '{expected['group_id']}' topic '{expected['topic_id']}'"
+            f" of SdkAppid {APP} is not known"
+        )
+
+
+def test_a_10kb_unknown_id_gets_an_answer_the_client_accepts(serve: Serve) -> None:
+    """GetGroupState of a 10 KB group ID is refused as INVALID_ARGUMENT with a short message,
+    not failed by the client as RESOURCE_EXHAUSTED (metadata over its 16 KB limit) because
+    the answer repeated the ID."""
+    server = serve()
+    with pytest.raises(grpc.RpcError) as raised:
+        server.groups.GetGroupState(
+            pb.GetGroupStateRequest(sdk_app_id=APP, group_id="g" * 10_240), timeout=5
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details() == "group_id: must be at most 256 bytes of UTF-8 (it is 10240)"
+
+
 def test_list_full_groups_pages_to_the_end(serve: Serve) -> None:
     """Pages of 2 over 5 groups return all, oldest first; the last page has no token."""
     server = serve()
