@@ -10,11 +10,16 @@ from typing import Any
 
 from policy_service.decision_log import DecisionCursor, DecisionQuery
 from policy_service.errors import InvalidArgument, InvalidPageToken
+from policy_service.field_limits import text_problem
 from policy_service.group_state import GroupKey, GroupState
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+# Tokens this service issues are far shorter: two IDs of at most MAX_ID_BYTES, JSON-escaped,
+# and a few numbers, in base64.
+MAX_PAGE_TOKEN_CHARS = 16_384
 _TOKEN_VERSION = 2
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -65,24 +70,14 @@ def decode_page_token(token: str, list_filter: FullGroupsFilter) -> FullGroupsCu
     """The cursor in `token` (None for the first page); InvalidPageToken if it is not ours."""
     if not token:
         return None
-    try:
-        version, app_filter, duration_filter, full_since_ms, app, group, topic = _decode(token)
-    except (ValueError, TypeError):
-        raise InvalidPageToken("page_token is malformed") from None
-    if version != _TOKEN_VERSION or not _all_types(
-        (full_since_ms, int), (app, int), (group, str), (topic, str)
-    ):
-        raise InvalidPageToken("page_token is malformed")
+    _, app_filter, duration_filter, full_since_ms, app, group, topic = _decode(
+        token, (int, int, int, int, str, str)
+    )
     if app_filter != list_filter.sdk_app_id:
         raise InvalidPageToken("page_token was issued for a different sdk_app_id")
     if duration_filter != list_filter.min_full_duration_ms:
         raise InvalidPageToken("page_token was issued for a different min_full_duration")
     return FullGroupsCursor(full_since_ms, GroupKey(app, group, topic))
-
-
-def _all_types(*pairs: tuple[object, type]) -> bool:
-    """True when every value has exactly its type (bool is not accepted as int)."""
-    return all(type(value) is kind for value, kind in pairs)
 
 
 def encode_decisions_token(query: DecisionQuery, cursor: DecisionCursor) -> str:
@@ -94,12 +89,7 @@ def decode_decisions_token(token: str, query: DecisionQuery) -> DecisionCursor |
     """The cursor in `token` (None for the first page); InvalidPageToken if it is not ours."""
     if not token:
         return None
-    try:
-        version, digest, decided_at_ms, decision_id = _decode(token)
-    except (ValueError, TypeError):
-        raise InvalidPageToken("page_token is malformed") from None
-    if version != _TOKEN_VERSION or not _all_types((decided_at_ms, int), (decision_id, str)):
-        raise InvalidPageToken("page_token is malformed")
+    _, digest, decided_at_ms, decision_id = _decode(token, (str, int, str))
     if digest != _query_digest(query):
         raise InvalidPageToken("page_token was issued for different filters")
     return DecisionCursor(decided_at_ms, decision_id)
@@ -114,10 +104,55 @@ def _encode(fields: list[object]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode(token: str) -> list[Any]:
-    """The fields of a token; ValueError (binascii.Error and UnicodeDecodeError are ones)
-    or TypeError when it is not one of ours."""
-    fields = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    if not isinstance(fields, list):
-        raise TypeError("a token holds a list")
+def _decode(token: str, kinds: tuple[type, ...]) -> list[Any]:
+    """The fields of a token of this version: the version, then one field of each of `kinds`
+    (bool is not an int); InvalidPageToken unless it is exactly that.
+
+    Bounded whatever the caller sends: the token's length is checked before anything is
+    decoded, the JSON array is read one scalar at a time (an array or object inside it is
+    refused before it is parsed, so nothing recurses), every int must fit 64 bits and every
+    string be text that each store can compare (no NUL, valid Unicode).
+    """
+    if len(token) > MAX_PAGE_TOKEN_CHARS:
+        raise InvalidPageToken(
+            f"page_token is longer than any this service issues ({MAX_PAGE_TOKEN_CHARS} characters)"
+        )
+    malformed = InvalidPageToken("page_token is malformed")
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        fields = _flat_json_array(text)
+    except ValueError:  # binascii.Error, UnicodeDecodeError and JSONDecodeError are ones
+        raise malformed from None
+    if len(fields) != len(kinds) + 1:
+        raise malformed
+    for value, kind in zip(fields, (int, *kinds), strict=True):
+        if type(value) is not kind:
+            raise malformed
+        if isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX:
+            raise malformed
+        if isinstance(value, str) and text_problem(value, MAX_PAGE_TOKEN_CHARS) is not None:
+            raise malformed
+    if fields[0] != _TOKEN_VERSION:
+        raise malformed
     return fields
+
+
+def _flat_json_array(text: str) -> list[object]:
+    """The values of a JSON array of scalars, without whitespace (as _encode writes it);
+    ValueError for anything else."""
+    if not text.startswith("["):
+        raise ValueError("a token holds an array")
+    decoder = json.JSONDecoder()
+    values: list[object] = []
+    position = 1
+    while True:
+        if text[position : position + 1] in ("[", "{"):
+            raise ValueError("a token's array holds no arrays or objects")
+        value, position = decoder.raw_decode(text, position)
+        values.append(value)
+        separator = text[position : position + 1]
+        position += 1
+        if separator == "]" and position == len(text):
+            return values
+        if separator != ",":
+            raise ValueError("a token's array ends at its end")
