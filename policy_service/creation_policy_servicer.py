@@ -25,7 +25,7 @@ from policy_service.rate_limit import RateCounter
 from policy_service.rule_counts import RuleCounts
 from policy_service.status import maps_errors
 from policy_service.store import now_ms
-from policy_service.timestamps import timestamp
+from policy_service.timestamps import milliseconds, timestamp
 
 pb = creation_policy_service_pb2
 log = logging.getLogger(__name__)
@@ -147,12 +147,12 @@ class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServ
             rule_id=request.rule_id,
             decision_id=request.decision_id,
             decided_at_least_ms=(
-                request.decided_at_or_after.ToMilliseconds()
+                milliseconds("decided_at_or_after", request.decided_at_or_after)
                 if request.HasField("decided_at_or_after")
                 else None
             ),
             decided_at_most_ms=(
-                request.decided_at_or_before.ToMilliseconds()
+                milliseconds("decided_at_or_before", request.decided_at_or_before)
                 if request.HasField("decided_at_or_before")
                 else None
             ),
@@ -185,7 +185,9 @@ def creation_request(request: pb.CheckGroupCreationRequest) -> CreationRequest:
         ),
         member_accounts=tuple(request.member_accounts),
         event_time_ms=(
-            request.event_time.ToMilliseconds() if request.HasField("event_time") else None
+            milliseconds("event_time", request.event_time)
+            if request.HasField("event_time")
+            else None
         ),
         client_ip=request.client_ip,
         opt_platform=request.opt_platform,

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from chatpolicy.v1 import group_state_pb2, group_state_service_pb2, group_state_service_pb2_grpc
 from policy_service.change_feed import ChangeFeed
@@ -22,7 +23,7 @@ from policy_service.pagination import (
 )
 from policy_service.status import maps_errors, maps_stream_errors
 from policy_service.store import GroupStateStore, now_ms
-from policy_service.timestamps import timestamp
+from policy_service.timestamps import milliseconds, timestamp
 
 pb = group_state_service_pb2
 log = logging.getLogger(__name__)
@@ -48,9 +49,11 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
         *,
         watch_heartbeat_s: float,
         watch_max_streams: int,
+        max_event_ahead_s: float,
     ) -> None:
         self._store = store
         self._feed = feed
+        self._max_event_ahead_s = max_event_ahead_s
         self._heartbeat_s = watch_heartbeat_s
         self._watch_slots = threading.BoundedSemaphore(watch_max_streams)
 
@@ -91,7 +94,9 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
         """Apply one clear, stamped now unless the request says when."""
         key = _key(request)
         clear_ms = (
-            request.clear_time.ToMilliseconds() if request.HasField("clear_time") else now_ms()
+            self._event_time_ms("clear_time", request.clear_time)
+            if request.HasField("clear_time")
+            else now_ms()
         )
         outcome = self._store.record(GroupEvent.cleared(key, clear_ms, request.reason))
         if outcome.applied:
@@ -110,7 +115,22 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
         key = _key(request)
         if not request.HasField("event_time"):
             raise InvalidArgument("event_time", "is required")
-        return self._store.record(GroupEvent(key, kind, request.event_time.ToMilliseconds()))
+        event_time_ms = self._event_time_ms("event_time", request.event_time)
+        return self._store.record(GroupEvent(key, kind, event_time_ms))
+
+    def _event_time_ms(self, field: str, stamp: Timestamp) -> int:
+        """The event's time; InvalidArgument naming `field` if it is further ahead of this
+        service's clock than max_event_ahead_s: the newest event decides, so an event dated
+        in the future would keep the group's state until then."""
+        event_time_ms = milliseconds(field, stamp)
+        ahead_s = (event_time_ms - now_ms()) / 1000
+        if ahead_s > self._max_event_ahead_s:
+            raise InvalidArgument(
+                field,
+                f"is {ahead_s:.0f} s ahead of this service's clock"
+                f" (limit CHAT_POLICY_MAX_EVENT_AHEAD_S={self._max_event_ahead_s:g})",
+            )
+        return event_time_ms
 
     @maps_errors
     def GetGroupState(

@@ -106,6 +106,7 @@ class PolicyService:
                 self.feed,
                 watch_heartbeat_s=settings.watch_heartbeat_s,
                 watch_max_streams=settings.watch_max_streams,
+                max_event_ahead_s=settings.max_event_ahead_s,
             ),
             self.server,
         )
