@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import falcon
@@ -27,18 +28,20 @@ def create_app(
     client: PolicyClient,
     spool: Spool,
     wake_replayer: Callable[[], None],
+    clock: Callable[[], float] = time.time,
 ) -> falcon.App[falcon.Request, falcon.Response]:
     """The WSGI app: one webhook route, every answer in Chat's JSON shape.
 
     After-events the policy service cannot take go to `spool`; `wake_replayer` is called after
-    each, so that a replayer in this process looks at the spool soon.
+    each, so that a replayer in this process looks at the spool soon. `clock` (Unix seconds)
+    is what RequestTime and EventTime are held against.
     """
     app = falcon.App(middleware=(RequestLog(), AnswerHeaders(settings.auth_enabled)))
     creation = group_creation.GroupCreationFamily(client, settings)
     state = group_state.GroupStateFamily(client, spool, wake_replayer)
     families: dict[str, WebhookFamily] = {group_creation.COMMAND: creation}
     families.update(dict.fromkeys(group_state.COMMANDS, state))
-    app.add_route(settings.webhook_path, WebhookResource(settings, families))
+    app.add_route(settings.webhook_path, WebhookResource(settings, families, clock))
     health.add_routes(app, client)
     add_metrics(app, families, spool.depth)
     app.add_error_handler(Exception, _answer_unexpected)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from collections.abc import Sequence
 
 
@@ -30,15 +31,18 @@ def verify_sign(
 ) -> None:
     """Raise SignatureError unless `sign` matches one of `tokens` at a fresh `request_time`.
 
-    Hex digits are compared case-insensitively (the digest is the same); every token is tried,
-    so the time taken does not tell which one nearly matched.
+    Fresh is at most `tolerance_s` from `now_s` either way, counted in whole seconds as
+    RequestTime is: the fraction of the current second is dropped, so that exactly the
+    tolerance is accepted wherever in that second the request arrives. Hex digits are
+    compared case-insensitively (the digest is the same); every token is tried, so the time
+    taken does not tell which one nearly matched.
     """
     if not sign or not request_time:
         raise SignatureError("signature_missing", "Sign and RequestTime are required")
     # Twelve digits reach the year 33658; longer is no Unix time (and would not fit a float).
     if not (request_time.isascii() and request_time.isdigit() and len(request_time) <= 12):
         raise SignatureError("request_time_malformed", "RequestTime must be Unix seconds")
-    if abs(int(request_time) - now_s) > tolerance_s:
+    if abs(int(request_time) - math.floor(now_s)) > tolerance_s:
         raise SignatureError(
             "request_time_stale", f"RequestTime is more than {tolerance_s}s away from now"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,13 +107,17 @@ MakeChat = Callable[..., Chat]
 
 @pytest.fixture
 def make_chat(tmp_path: Path) -> Iterator[MakeChat]:
-    """Build the app from settings overrides and a fake; return a Chat posting to it.
+    """Build the app from settings overrides, a fake and a clock; return a Chat posting to it.
 
     The spool is a real one in tmp_path, left for the test to inspect (Chat.spool).
     """
     spools: list[Spool] = []
 
-    def make(fake: FakePolicyClient | None = None, **overrides: Any) -> Chat:
+    def make(
+        fake: FakePolicyClient | None = None,
+        clock: Callable[[], float] = time.time,
+        **overrides: Any,
+    ) -> Chat:
         settings = AdapterSettings(
             **{
                 "sdk_app_ids": frozenset({APP}),
@@ -124,7 +129,7 @@ def make_chat(tmp_path: Path) -> Iterator[MakeChat]:
         fake = fake or FakePolicyClient()
         spool = Spool(settings.spool_path, settings.spool_max_events)
         spools.append(spool)
-        client = falcon.testing.TestClient(create_app(settings, fake, spool, lambda: None))
+        client = falcon.testing.TestClient(create_app(settings, fake, spool, lambda: None, clock))
         return Chat(client, fake, spool, settings.webhook_path)
 
     yield make

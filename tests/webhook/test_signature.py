@@ -71,6 +71,22 @@ def test_tolerance_edges_hold_for_any_configured_tolerance(tolerance_s: int) -> 
             verify_sign(("xxxxyyyy",), VECTOR_SIGN, str(T), now_s, tolerance_s)
 
 
+@pytest.mark.parametrize("fraction_s", [0.0, 0.001, 0.7, 0.999])
+def test_tolerance_is_counted_in_whole_seconds_whatever_the_clocks_fraction(
+    fraction_s: float,
+) -> None:
+    """Within any second of the clock, RequestTime exactly the tolerance behind or ahead is
+    accepted and one second more either way is not."""
+    now_s = T + fraction_s
+    for request_time in (T - 60, T + 60):
+        sign = compute_sign("xxxxyyyy", str(request_time))
+        verify_sign(("xxxxyyyy",), sign, str(request_time), now_s, 60)
+    for request_time in (T - 61, T + 61):
+        sign = compute_sign("xxxxyyyy", str(request_time))
+        with pytest.raises(SignatureError, match="more than 60s away"):
+            verify_sign(("xxxxyyyy",), sign, str(request_time), now_s, 60)
+
+
 def test_a_removed_token_no_longer_signs() -> None:
     """After a rotation drops the old token, its Sign is refused though the new one passes."""
     old_sign = compute_sign("old", str(T))
@@ -211,6 +227,20 @@ def test_app_refuses_a_request_time_outside_the_tolerance_both_ways(
     assert (result.status_code, answer(result)["ErrorCode"]) == (401, 401)
     assert "more than 60s away" in str(answer(result)["ErrorInfo"])
     assert chat.fake.calls == []
+
+
+@pytest.mark.parametrize(("offset_s", "status"), [(-60, 200), (60, 200), (-61, 401), (61, 401)])
+def test_app_holds_the_tolerance_in_whole_seconds(
+    make_chat: MakeChat, offset_s: int, status: int
+) -> None:
+    """With the clock at 1700000000.7, RequestTime 60 s behind or ahead passes the 60 s
+    tolerance and 61 s either way is 401."""
+    chat = make_chat(callback_tokens=("tok",), sign_tolerance_s=60, clock=lambda: 1700000000.7)
+    request_time = str(1700000000 + offset_s)
+    params = {"Sign": compute_sign("tok", request_time), "RequestTime": request_time}
+    result = chat.post(FULL, {"GroupId": "g", "EventTime": 1700000000000}, **params)
+    assert result.status_code == status
+    assert len(chat.fake.calls) == (1 if status == 200 else 0)
 
 
 def _malformed(request_time: str) -> dict[str, str]:
