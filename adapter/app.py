@@ -38,7 +38,7 @@ def create_app(
     """
     app = falcon.App(middleware=(RequestLog(), AnswerHeaders(settings.auth_enabled)))
     creation = group_creation.GroupCreationFamily(client, settings)
-    state = group_state.GroupStateFamily(client, spool, wake_replayer)
+    state = group_state.GroupStateFamily(client, spool, wake_replayer, settings.max_event_ahead_s)
     families: dict[str, WebhookFamily] = {group_creation.COMMAND: creation}
     families.update(dict.fromkeys(group_state.COMMANDS, state))
     app.add_route(settings.webhook_path, WebhookResource(settings, families, clock))

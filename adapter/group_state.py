@@ -50,17 +50,25 @@ class GroupStateFamily:
 
     An event is answered 200 only once the service applied it or the spool holds it on disk.
     An event without EventTime is recorded at the time the adapter received it, so that a
-    replay of it is recognised as the same event.
+    replay of it is recognised as the same event. An EventTime more than `max_event_ahead_s`
+    ahead of that time is refused: a bad clock must not pin a group's state.
     """
 
-    def __init__(self, client: PolicyClient, spool: Spool, wake_replayer: Callable[[], None]):
+    def __init__(
+        self,
+        client: PolicyClient,
+        spool: Spool,
+        wake_replayer: Callable[[], None],
+        max_event_ahead_s: int,
+    ) -> None:
         self._client = client
         self._spool = spool
         self._wake_replayer = wake_replayer
+        self._max_event_ahead_s = max_event_ahead_s
 
     def handle(self, webhook: Webhook) -> Answer:
         """Record one event, or spool it while the policy service is away."""
-        request = record_request(webhook)
+        request = record_request(webhook, self._max_event_ahead_s)
         if request is None:
             return ok("acknowledged")
         try:
@@ -92,14 +100,26 @@ class GroupStateFamily:
         return ok("spooled")
 
 
-def record_request(webhook: Webhook) -> RecordRequest | None:
-    """The Record* request for a group-state webhook; None for one that records nothing."""
+def record_request(webhook: Webhook, max_event_ahead_s: int) -> RecordRequest | None:
+    """The Record* request for a group-state webhook; None for one that records nothing.
+
+    An EventTime more than `max_event_ahead_s` after the webhook was received is refused.
+    """
     body = webhook.body
     group_id = payload.text(body, "GroupId")
     if not group_id:
         raise WebhookError(Failure.INVALID_FIELD, "GroupId is required")
     event_time_ms = payload.event_time_ms(body)
-    event_time = timestamp_from_ms(webhook.received_ms if event_time_ms is None else event_time_ms)
+    if event_time_ms is None:
+        event_time_ms = webhook.received_ms
+    ahead_ms = event_time_ms - webhook.received_ms
+    if ahead_ms > max_event_ahead_s * 1000:
+        raise WebhookError(
+            Failure.INVALID_FIELD,
+            f"EventTime is {ahead_ms / 1000:g} s ahead of the adapter's clock; at most"
+            f" {max_event_ahead_s} s is accepted (CHAT_POLICY_MAX_EVENT_AHEAD_S)",
+        )
+    event_time = timestamp_from_ms(event_time_ms)
     texts, member_lists = _CHECKED_FIELDS[webhook.command]
     for field in texts:
         payload.text(body, field)

@@ -319,7 +319,7 @@ def test_commands_are_named_short_or_full_in_any_case(name: str, command: str) -
     assert webhook_samples.resolve_command(name) == command
 
 
-def webhook(command: str, body: bytes) -> Webhook:
+def webhook(command: str, body: bytes, received_ms: int = 0) -> Webhook:
     """The adapter's Webhook for a body, parsed by the adapter's own parser."""
     return Webhook(
         sdk_app_id=APP,
@@ -328,7 +328,7 @@ def webhook(command: str, body: bytes) -> Webhook:
         client_ip="127.0.0.1",
         opt_platform="iOS",
         request_id="r",
-        received_ms=0,
+        received_ms=received_ms,
     )
 
 
@@ -366,7 +366,7 @@ def test_each_group_state_sample_parses_as_its_record_request(
     now_ms = 1_700_000_000_456
     body = request_body(command, [], None, now_ms)
 
-    request = record_request(webhook(command, body))
+    request = record_request(webhook(command, body, now_ms), AdapterSettings().max_event_ahead_s)
 
     assert isinstance(request, request_type)
     assert re.fullmatch(r"@TGS#SIM[A-Z0-9]{7}", request.group_id)
@@ -379,7 +379,7 @@ def test_the_join_sample_is_checked_and_records_nothing() -> None:
     command = "Group.CallbackAfterNewMemberJoin"
     body = request_body(command, [], None, 1)
 
-    assert record_request(webhook(command, body)) is None
+    assert record_request(webhook(command, body, 1), AdapterSettings().max_event_ahead_s) is None
     assert json.loads(body)["NewMemberList"] == [
         {"Member_Account": "jared"},
         {"Member_Account": "tommy"},

@@ -88,6 +88,59 @@ def test_bad_membership_fields_are_400_naming_them(
     assert chat.fake.calls == []
 
 
+# The app's clock in these tests, and the millisecond the adapter received each webhook.
+NOW_S = 1_700_000_000.7
+RECEIVED_MS = 1_700_000_000_700
+
+
+@pytest.mark.parametrize("command", [FULL, EXIT, DESTROYED, JOIN])
+def test_event_time_up_to_the_limit_ahead_is_accepted(make_chat: MakeChat, command: str) -> None:
+    """An EventTime exactly CHAT_POLICY_MAX_EVENT_AHEAD_S ahead of the arrival is accepted."""
+    chat = make_chat(clock=lambda: NOW_S, max_event_ahead_s=300)
+    result = chat.post(command, {"GroupId": "g", "EventTime": RECEIVED_MS + 300_000})
+    assert (result.status_code, result.content) == (200, OK)
+    assert len(chat.fake.calls) == (0 if command == JOIN else 1)
+
+
+@pytest.mark.parametrize("command", [FULL, EXIT, DESTROYED, JOIN])
+@pytest.mark.parametrize(("ahead_ms", "said"), [(300_001, "300.001 s"), (3_600_000, "3600 s")])
+def test_event_time_further_ahead_is_400_and_never_spooled(
+    make_chat: MakeChat, command: str, ahead_ms: int, said: str
+) -> None:
+    """An EventTime further ahead is 400 INVALID_FIELD saying how far ahead it is and the
+    limit; even with the service away nothing is sent or spooled."""
+    chat = make_chat(
+        FakePolicyClient(error=FakeRpcError(grpc.StatusCode.UNAVAILABLE)),
+        clock=lambda: NOW_S,
+        max_event_ahead_s=300,
+    )
+    result = chat.post(command, {"GroupId": "g", "EventTime": str(RECEIVED_MS + ahead_ms)})
+    assert (result.status_code, answer(result)["ErrorInfo"]) == (
+        400,
+        f"invalid webhook field: EventTime is {said} ahead of the adapter's clock; at most"
+        " 300 s is accepted (CHAT_POLICY_MAX_EVENT_AHEAD_S)",
+    )
+    assert chat.fake.calls == []
+    assert chat.spool.depth() == 0
+
+
+def test_the_limit_ahead_is_the_configured_one(make_chat: MakeChat) -> None:
+    """With CHAT_POLICY_MAX_EVENT_AHEAD_S at 3600 an event an hour ahead is recorded."""
+    chat = make_chat(clock=lambda: NOW_S, max_event_ahead_s=3600)
+    assert chat.post(FULL, {"GroupId": "g", "EventTime": RECEIVED_MS + 3_600_000}).content == OK
+    result = chat.post(FULL, {"GroupId": "g", "EventTime": RECEIVED_MS + 3_600_001})
+    assert "at most 3600 s" in str(answer(result)["ErrorInfo"])
+
+
+def test_a_creation_in_the_future_is_still_decided(make_chat: MakeChat) -> None:
+    """The limit ahead is for group state only: a creation's EventTime a day ahead is asked."""
+    chat = make_chat(clock=lambda: NOW_S, max_event_ahead_s=300)
+    result = chat.post("Group.CallbackBeforeCreateGroup", {"EventTime": RECEIVED_MS + 86_400_000})
+    assert (result.status_code, result.content) == (200, OK)
+    [(request, _)] = chat.fake.calls
+    assert request.event_time.ToMilliseconds() == RECEIVED_MS + 86_400_000
+
+
 @pytest.mark.parametrize(
     "code",
     [

@@ -302,11 +302,14 @@ def test_no_command_shaped_body_gets_a_5xx(case: tuple[str, dict[str, object]]) 
 
 def valid_bodies(command: str) -> st.SearchStrategy[dict[str, object]]:
     """Well-formed bodies of `command`: every documented field optional but GroupId."""
-    texts = st.text(max_size=20)
+    # Short text without NUL is within every field's limit (policy_service/field_limits.py).
+    keepable = st.characters(exclude_characters="\x00")
+    texts = st.text(keepable, max_size=20)
     member_list = st.lists(
         st.fixed_dictionaries({}, optional={"Member_Account": texts, "Role": texts}), max_size=4
     )
-    event_times = st.integers(min_value=0, max_value=MAX_EVENT_TIME_MS - 1)
+    # Up to 2023-11-14: never ahead of the clock (CHAT_POLICY_MAX_EVENT_AHEAD_S).
+    event_times = st.integers(min_value=0, max_value=1_700_000_000_000)
     optional: dict[str, st.SearchStrategy[object]] = {
         "EventTime": event_times | event_times.map(str),
         "CallbackCommand": st.just(command),
@@ -319,7 +322,7 @@ def valid_bodies(command: str) -> st.SearchStrategy[dict[str, object]]:
     if command == BEFORE:
         counts = st.integers(min_value=0, max_value=2**63 - 1)
         optional["CreateGroupNum"] = counts | counts.map(str)
-    required = {} if command == BEFORE else {"GroupId": st.text(min_size=1, max_size=20)}
+    required = {} if command == BEFORE else {"GroupId": st.text(keepable, min_size=1, max_size=20)}
     optional.pop("GroupId", None)
     return st.fixed_dictionaries(required, optional=optional)
 
@@ -559,8 +562,9 @@ event_times = st.integers(min_value=0, max_value=MAX_EVENT_TIME_MS - 1)
 @example(event_time=MAX_EVENT_TIME_MS - 1, quoted=False)
 @example(event_time=MAX_EVENT_TIME_MS - 1, quoted=True)
 def test_event_time_in_range_reaches_the_service_exactly(event_time: int, quoted: bool) -> None:
-    """An EventTime in [0, year 10000), as a number or quoted, is sent as that many ms."""
-    with webhook_app() as (client, fake):
+    """An EventTime in [0, year 10000), as a number or quoted, is sent as that many ms (with
+    CHAT_POLICY_MAX_EVENT_AHEAD_S reaching past year 10000)."""
+    with webhook_app(max_event_ahead_s=MAX_EVENT_TIME_MS // 1000) as (client, fake):
         value: object = str(event_time) if quoted else event_time
         result = post(client, GROUP_FULL_QUERY, encode({"GroupId": "g", "EventTime": value}))
         assert (result.status_code, result.content) == (200, OK)
