@@ -1,7 +1,8 @@
 """Reading a Chat webhook body: UTF-8 JSON object, typed field access, Chat's quirks accepted.
 
 Every field but CallbackCommand is optional: a missing or null field reads as absent, and
-unknown fields are ignored. A field of the wrong type is an error naming the field.
+unknown fields are ignored. A field of the wrong type, or text a store cannot keep (too long,
+NUL, a lone surrogate), is an error naming the field.
 """
 
 from __future__ import annotations
@@ -10,9 +11,25 @@ import json
 from collections.abc import Mapping
 
 from adapter.answers import Failure, WebhookError
+from policy_service.field_limits import (
+    MAX_ACCOUNT_BYTES,
+    MAX_ID_BYTES,
+    MAX_NAME_BYTES,
+    MAX_SHORT_TEXT_BYTES,
+    text_problem,
+)
 
 # 10000-01-01T00:00:00Z: protobuf Timestamps end there.
 MAX_EVENT_TIME_MS = 253_402_300_800_000
+
+# The most bytes of UTF-8 each text field may hold; any other field: MAX_SHORT_TEXT_BYTES.
+TEXT_LIMITS: Mapping[str, int] = {
+    "GroupId": MAX_ID_BYTES,
+    "TopicId": MAX_ID_BYTES,
+    "Operator_Account": MAX_ACCOUNT_BYTES,
+    "Owner_Account": MAX_ACCOUNT_BYTES,
+    "Name": MAX_NAME_BYTES,
+}
 
 
 def parse_body(raw: bytes) -> Mapping[str, object]:
@@ -30,13 +47,13 @@ def parse_body(raw: bytes) -> Mapping[str, object]:
 
 
 def text(body: Mapping[str, object], field: str) -> str:
-    """A string field; empty when absent."""
+    """A string field within its limit (TEXT_LIMITS); empty when absent."""
     value = body.get(field)
     if value is None:
         return ""
     if not isinstance(value, str):
         raise _invalid(field, "must be a string")
-    return _utf8(value, field)
+    return checked_text(value, field, TEXT_LIMITS.get(field, MAX_SHORT_TEXT_BYTES))
 
 
 def integer(body: Mapping[str, object], field: str) -> int | None:
@@ -77,16 +94,17 @@ def member_accounts(body: Mapping[str, object], field: str = "MemberList") -> li
         if account is not None and not isinstance(account, str):
             raise _invalid(f"{field}[{index}].Member_Account", "must be a string")
         if account:
-            accounts.append(_utf8(account, f"{field}[{index}].Member_Account"))
+            name = f"{field}[{index}].Member_Account"
+            accounts.append(checked_text(account, name, MAX_ACCOUNT_BYTES))
     return accounts
 
 
-def _utf8(value: str, field: str) -> str:
-    """`value`, unless it holds a lone surrogate (JSON allows "\ud800"; UTF-8 does not)."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        raise _invalid(field, "must be valid Unicode text") from None
+def checked_text(value: str, field: str, max_bytes: int) -> str:
+    """`value`, unless a store cannot keep it: over `max_bytes` of UTF-8, a NUL, or a lone
+    surrogate (JSON allows "\ud800"; UTF-8 does not). Then an error naming `field`."""
+    problem = text_problem(value, max_bytes)
+    if problem is not None:
+        raise _invalid(field, problem)
     return value
 
 

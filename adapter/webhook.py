@@ -13,10 +13,11 @@ from typing import Protocol
 import falcon
 
 from adapter.answers import Answer, Failure, WebhookError, ok
-from adapter.payload import parse_body
+from adapter.payload import checked_text, parse_body
 from adapter.settings import AdapterSettings
 from adapter.signature import SignatureError, verify_sign
 from adapter.source import client_address, contains
+from policy_service.field_limits import MAX_SHORT_TEXT_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,8 @@ class WebhookResource:
                     sdk_app_id=sdk_app_id,
                     command=command,
                     body=body,
-                    client_ip=req.get_param("ClientIP") or "",
-                    opt_platform=req.get_param("OptPlatform") or "",
+                    client_ip=_passed_on(req, "ClientIP"),
+                    opt_platform=_passed_on(req, "OptPlatform"),
                     request_id=req.context.request_id,
                     received_ms=int(now_s * 1000),
                 )
@@ -150,6 +151,11 @@ class WebhookResource:
                     count,
                 )
         return ok("ignored")
+
+
+def _passed_on(req: falcon.Request, name: str) -> str:
+    """A query parameter passed on to the policy service; empty when absent."""
+    return checked_text(req.get_param(name) or "", name, MAX_SHORT_TEXT_BYTES)
 
 
 def write_answer(resp: falcon.Response, answer: Answer) -> None:
