@@ -43,7 +43,7 @@ def create_app(
     families.update(dict.fromkeys(group_state.COMMANDS, state))
     app.add_route(settings.webhook_path, WebhookResource(settings, families, clock))
     health.add_routes(app, client)
-    add_metrics(app, families, spool.depth)
+    add_metrics(app, families, spool)
     app.add_error_handler(Exception, _answer_unexpected)
     app.add_error_handler(falcon.HTTPError, _answer_http_error)
     app.add_error_handler(WebhookError, _answer_webhook_error)

@@ -6,10 +6,10 @@ each worker then writes its counters to files there, and /metrics, whichever wor
 adds up the files of every worker, dead ones included (a respawned worker loses nothing).
 Without that variable (the tests' in-process app) this process's own metrics are served.
 
-The spool's depth is no per-worker gauge: the spool is one SQLite file shared by the workers,
-so the worker answering the scrape reads it right then. (A gauge set by each worker would show
-each worker's latest look at the file: `max`/`livemax` would keep reporting a depth the leader
-has long drained.)
+The spool's depth and its set-aside events are no per-worker gauges: the spool is one SQLite
+file shared by the workers, so the worker answering the scrape reads it right then. (A gauge
+set by each worker would show each worker's latest look at the file: `max`/`livemax` would
+keep reporting a depth the leader has long drained.)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import falcon
 from prometheus_client import (
@@ -33,7 +33,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from adapter.answers import Answer, Failure, WebhookError
 from adapter.settings import METRICS_PATH
-from adapter.spool import SpoolUnavailable
+from adapter.spool import Spool, SpoolUnavailable
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -96,7 +96,8 @@ REPLAYED = Counter(
 )
 SET_ASIDE = Counter(
     "chat_policy_adapter_set_aside_events_total",
-    "Spooled events the policy service refused for good, set aside for an operator, by method.",
+    "Spooled events the policy service refused for good, set aside for an operator, by method"
+    " (chat_policy_adapter_spool_set_aside: how many are set aside now).",
     ["method"],
 )
 
@@ -112,12 +113,12 @@ _AUTH_FAILURES = {
 def add_metrics(
     app: falcon.App[falcon.Request, falcon.Response],
     commands: Iterable[str],
-    spool_depth: Callable[[], int],
+    spool: Spool,
 ) -> None:
     """Count and time the webhooks of `app` (`commands`: those it acts on) and serve GET
-    /metrics (AdapterSettings keeps the webhook off it)."""
+    /metrics (AdapterSettings keeps the webhook off it), with the gauges of `spool`."""
     app.add_middleware(RequestMetrics(commands))
-    app.add_route(METRICS_PATH, MetricsResource(spool_depth))
+    app.add_route(METRICS_PATH, MetricsResource(spool))
 
 
 def refusal_reason(error: WebhookError) -> str | None:
@@ -180,32 +181,40 @@ class RequestMetrics:
         return "other" if command else "none"
 
 
-class SpoolDepth:
-    """Collector of chat_policy_adapter_spool_depth, read from the spool at scrape time."""
+class SpoolGauges:
+    """Collector of chat_policy_adapter_spool_depth and _spool_set_aside, read from the spool
+    at scrape time."""
 
-    def __init__(self, depth: Callable[[], int]) -> None:
-        self._depth = depth
+    def __init__(self, spool: Spool) -> None:
+        self._spool = spool
 
     def collect(self) -> Iterable[Metric]:
-        """The depth now; nothing (and a warning) if the spool cannot be read."""
+        """Both counts now; nothing (and a warning) if the spool cannot be read."""
         try:
-            depth = self._depth()
+            depth = self._spool.depth()
+            set_aside = self._spool.set_aside_count()
         except SpoolUnavailable as error:
-            log.warning("metrics scrape without the spool depth: %s", error)
+            log.warning("metrics scrape without the spool's gauges: %s", error)
             return
         yield GaugeMetricFamily(
             "chat_policy_adapter_spool_depth",
             "After-events waiting in the spool for the policy service (all workers share it).",
             value=depth,
         )
+        yield GaugeMetricFamily(
+            "chat_policy_adapter_spool_set_aside",
+            "Spooled events the policy service refused for good, kept set aside until an"
+            " operator replays or drops them (chat-policy spool).",
+            value=set_aside,
+        )
 
 
 class MetricsResource:
     """GET /metrics: Prometheus' text format, every worker's metrics added up."""
 
-    def __init__(self, spool_depth: Callable[[], int]) -> None:
+    def __init__(self, spool: Spool) -> None:
         registry = CollectorRegistry()
-        registry.register(SpoolDepth(spool_depth))
+        registry.register(SpoolGauges(spool))
         if os.environ.get(MULTIPROC_DIR_ENV):
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         else:

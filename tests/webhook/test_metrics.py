@@ -191,10 +191,13 @@ def test_spooled_replayed_and_set_aside_events_are_counted(
     make_chat: MakeChat, tmp_path: Path
 ) -> None:
     """Events spooled while the service is away count, then each replay or setting aside;
-    a replay that fails for now counts as neither."""
+    a replay that fails for now counts as neither. The set-aside gauge counts those kept."""
     fake = FakePolicyClient(error=FakeRpcError(grpc.StatusCode.UNAVAILABLE))
     chat = make_chat(fake)
-    replayer = Replayer(chat.spool, replay_to(fake), tmp_path / "replay.lock")
+    now_s = [1_700_000_000.0]
+    replayer = Replayer(
+        chat.spool, replay_to(fake), tmp_path / "replay.lock", clock=lambda: now_s[0]
+    )
 
     def counts() -> list[float]:
         return [
@@ -204,6 +207,9 @@ def test_spooled_replayed_and_set_aside_events_are_counted(
 
     def depth() -> float:
         return scrape(chat)[("chat_policy_adapter_spool_depth", frozenset())]
+
+    def set_aside_now() -> float:
+        return scrape(chat)[("chat_policy_adapter_spool_set_aside", frozenset())]
 
     def spool(*groups: str) -> None:
         fake.error = FakeRpcError(grpc.StatusCode.UNAVAILABLE)
@@ -219,11 +225,16 @@ def test_spooled_replayed_and_set_aside_events_are_counted(
     spool("d", "e")
     assert replayer.run_once() == 0  # still unavailable: retried later, not counted
     assert depth() == 2
+    assert set_aside_now() == 0
     fake.error = FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "bad group")
+    now_s[0] += 60  # both are due again
     replayer.run_once()
     replayer.stop()
     assert depth() == 0
+    assert set_aside_now() == 2
     assert [b - a for a, b in zip(start, counts(), strict=True)] == [5, 3, 2]
+    chat.spool.drop()
+    assert set_aside_now() == 0
 
 
 def test_metrics_are_served_beside_a_webhook_at_the_root(chat: Chat) -> None:

@@ -18,10 +18,12 @@ from adapter.spool import (
     Rejected,
     Replayer,
     RetryLater,
+    SetAsideEvent,
     Spool,
     SpooledEvent,
     SpoolFull,
     SpoolUnavailable,
+    UnknownEvents,
 )
 
 METHOD = "RecordGroupFull"
@@ -163,7 +165,7 @@ def test_full_spool_refuses_and_set_aside_events_free_room(
 
     spool.remove(ids[0])
     fourth = spool.append(METHOD, b"x", "fits", 2)
-    spool.record_failure(ids[1])
+    spool.record_failure(ids[1], 10)
     spool.set_aside(ids[1], "INVALID_ARGUMENT: bad group", 3)
     assert spool.depth() == 2
     fifth = spool.append(METHOD, b"x", "fits-too", 4)
@@ -173,13 +175,41 @@ def test_full_spool_refuses_and_set_aside_events_free_room(
     assert set_aside_rows(path) == [(ids[1], "r-1", "INVALID_ARGUMENT: bad group", 1)]
 
 
-def test_record_failure_counts_attempts(spool: Spool) -> None:
-    """Each recorded failure adds one to the event's attempts, and only to that event."""
+def test_record_failure_counts_attempts_and_sets_the_next_one(spool: Spool) -> None:
+    """Each recorded failure adds one to the event's attempts and moves its next attempt, for
+    that event only; an event is due from its next attempt on, a new one at once."""
     ids = add(spool, 2)
-    spool.record_failure(ids[0])
-    spool.record_failure(ids[0])
-    spool.record_failure(999_999)
-    assert [event.attempts for event in spool.oldest(10)] == [2, 0]
+    spool.record_failure(ids[0], 5000)
+    spool.record_failure(ids[0], 7000)
+    spool.record_failure(999_999, 1)
+    assert [(event.attempts, event.next_attempt_ms) for event in spool.oldest(10)] == [
+        (2, 7000),
+        (0, 0),
+    ]
+    assert [event.id for event in spool.oldest(10, due_by_ms=6999)] == [ids[1]]
+    assert [event.id for event in spool.oldest(10, due_by_ms=7000)] == ids
+
+
+def test_a_spool_of_the_first_schema_is_migrated_and_its_events_are_due(path: Path) -> None:
+    """A file written before per-event backoff opens as is: its events wait, due at once."""
+    path.parent.mkdir(parents=True)
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0])
+    db.execute(
+        "INSERT INTO spooled_event (method, request, request_id, enqueued_ms, attempts)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (METHOD, b"old", "r-old", 1000, 4),
+    )
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    spool = Spool(path, 10)
+    try:
+        [event] = spool.oldest(10, due_by_ms=0)
+        assert (event.request_id, event.attempts, event.next_attempt_ms) == ("r-old", 4, 0)
+        assert spool.set_aside_count() == 0
+    finally:
+        spool.close()
 
 
 def test_threads_sharing_one_spool_lose_nothing(spool: Spool) -> None:
@@ -262,40 +292,136 @@ def test_only_one_replayer_leads_and_each_event_is_delivered_once(
     assert spool_a.depth() == 0
 
 
-def test_retry_later_stops_at_the_failing_event_and_keeps_it(
+class Clock:
+    """The replayer's clock, moved by hand (Unix seconds)."""
+
+    def __init__(self, now_s: float = 1_700_000_000.0) -> None:
+        self.now_s = now_s
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def test_an_event_failing_for_now_does_not_hold_the_ones_behind_it(
     spool: Spool, make_replayer: MakeReplayer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """RetryLater ends the pass at that event, counts the attempt, and a later pass delivers all."""
+    """With a poison event at the head that always says RetryLater, one pass delivers the three
+    behind it; the poison one is tried again only when due, with a growing backoff."""
     caplog.set_level(logging.INFO, logger="adapter.spool")
-    ids = add(spool, 4)
-    failing = {ids[1]}
+    poison, *good = add(spool, 4)
+    tried: list[int] = []
+
+    def deliver(event: SpooledEvent) -> None:
+        tried.append(event.id)
+        if event.id == poison:
+            raise RetryLater("UNAVAILABLE: store error")
+
+    clock = Clock()
+    replayer = make_replayer(spool, deliver, clock=clock, backoff_initial_s=1.0)
+    assert replayer.run_once() == 3
+    assert tried == [poison, *good]
+    [event] = spool.oldest(10)
+    assert event.attempts == 1
+    assert 500 <= event.next_attempt_ms - 1_700_000_000_000 <= 1000
+
+    for attempts in range(2, 10):
+        tried.clear()
+        clock.now_s = event.next_attempt_ms / 1000 - 0.001
+        assert replayer.run_once() == 0
+        assert tried == []  # not due yet
+        clock.now_s = event.next_attempt_ms / 1000
+        assert replayer.run_once() == 0
+        assert tried == [poison]
+        previous, [event] = event, spool.oldest(10)
+        assert event.attempts == attempts
+        # 1 s doubling up to 30 s, each jittered down by up to half.
+        ceiling_ms = min(30_000, 1000 * 2 ** (attempts - 1))
+        assert ceiling_ms / 2 <= event.next_attempt_ms - previous.next_attempt_ms <= ceiling_ms
+    assert not any("paused" in record.getMessage() for record in caplog.records)
+
+
+def test_an_event_that_keeps_failing_is_logged_at_the_tenth_attempt(
+    spool: Spool, make_replayer: MakeReplayer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An event failing for now is logged as a warning at its 10th failure, not before."""
+    (event_id,) = add(spool, 1)
+
+    def deliver(event: SpooledEvent) -> None:
+        raise RetryLater("UNAVAILABLE: store error")
+
+    clock = Clock()
+    replayer = make_replayer(spool, deliver, clock=clock)
+    for attempts in range(1, 11):
+        assert replayer.run_once() == 0
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == (1 if attempts == 10 else 0)
+        clock.now_s += 60
+    assert (
+        f"event {event_id} ({METHOD}, request_id=r-0) failed (10 attempts so far)" in (warnings[0])
+    )
+    assert "store error" in warnings[0]
+
+
+def test_when_the_service_looks_away_a_pass_stops_and_the_replayer_backs_off(
+    spool: Spool, make_replayer: MakeReplayer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With every event failing, a pass stops after three in a row (each backed off alone) and
+    the replay thread then waits its backoff instead of trying the others at once."""
+    ids = add(spool, 10)
+    tried: list[int] = []
+
+    def deliver(event: SpooledEvent) -> None:
+        tried.append(event.id)
+        raise RetryLater("UNAVAILABLE: connection refused")
+
+    clock = Clock()
+    replayer = make_replayer(spool, deliver, clock=clock)
+    assert replayer.run_once() == 0
+    assert tried == ids[:3]
+    assert [event.attempts for event in spool.oldest(10)] == [1, 1, 1] + [0] * 7
+    paused = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(paused) == 1
+    assert "spool replay paused: 3 events in a row failed" in paused[0]
+    assert f"event {ids[2]}" in paused[0] and "connection refused" in paused[0]
+
+    tried.clear()
+    threaded = make_replayer(
+        spool, deliver, clock=clock, idle_s=0.001, backoff_initial_s=3600, backoff_max_s=3600
+    )
+    replayer.stop()
+    threaded.start()
+    wait_until(lambda: len(tried) >= 3)
+    threaded.stop()
+    assert tried == ids[3:6]  # then the thread waited its backoff: no fourth attempt
+
+
+def test_after_an_outage_every_event_is_delivered(
+    spool: Spool, make_replayer: MakeReplayer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Events backed off during an outage are delivered once due and the service is back;
+    the drain is logged with the count."""
+    caplog.set_level(logging.INFO, logger="adapter.spool")
+    ids = add(spool, 5)
+    down = True
     delivered: list[int] = []
 
     def deliver(event: SpooledEvent) -> None:
-        if event.id in failing:
-            raise RetryLater("UNAVAILABLE: connection refused")
+        if down:
+            raise RetryLater("UNAVAILABLE")
         delivered.append(event.id)
 
-    replayer = make_replayer(spool, deliver)
-    assert replayer.run_once() == 1
+    clock = Clock()
+    replayer = make_replayer(spool, deliver, clock=clock)
     assert replayer.run_once() == 0
-    assert delivered == [ids[0]]
-    assert [(event.id, event.attempts) for event in spool.oldest(10)] == [
-        (ids[1], 2),
-        (ids[2], 0),
-        (ids[3], 0),
-    ]
-
-    failing.clear()
+    down = False
+    assert replayer.run_once() == 2  # the three tried are not due yet
+    clock.now_s += 60
     assert replayer.run_once() == 3
-    assert delivered == ids
+    assert sorted(delivered) == ids
     assert spool.depth() == 0
     messages = [(record.levelname, record.getMessage()) for record in caplog.records]
-    paused = [message for level, message in messages if level == "WARNING"]
-    assert len(paused) == 1
-    assert "spool replay paused" in paused[0] and "connection refused" in paused[0]
-    assert ("INFO", "spool drained: delivered 4") in messages
-    assert ("INFO", "spool depth=4") in messages
+    assert ("INFO", "spool drained: delivered 5") in messages
+    assert ("INFO", "spool depth=5") in messages
 
 
 def test_rejected_event_is_set_aside_and_replay_continues(
@@ -388,3 +514,82 @@ def test_closed_spool_is_unavailable_and_the_replayer_survives_it(
     with pytest.raises(SpoolUnavailable):
         spool.depth()
     assert make_replayer(spool, lambda event: None).run_once() == 0
+
+
+# --- set-aside events: what `chat-policy spool` does with them --------------------------------
+
+
+def set_aside(spool: Spool, n: int) -> list[int]:
+    """Append n events and set each aside; their ids."""
+    ids = add(spool, n, prefix="bad")
+    for event_id in ids:
+        spool.record_failure(event_id, 99)
+        spool.set_aside(event_id, f"INVALID_ARGUMENT: event {event_id}", 5000 + event_id)
+    return ids
+
+
+def test_set_aside_events_are_listed_and_counted(spool: Spool) -> None:
+    """Set-aside events come back with every field and are counted apart from the depth."""
+    add(spool, 1)
+    first, second = set_aside(spool, 2)
+    assert spool.set_aside_events() == [
+        SetAsideEvent(
+            first,
+            METHOD,
+            b"bad0",
+            "bad-0",
+            1000,
+            1,
+            f"INVALID_ARGUMENT: event {first}",
+            5000 + first,
+        ),
+        SetAsideEvent(
+            second,
+            METHOD,
+            b"bad1",
+            "bad-1",
+            1001,
+            1,
+            f"INVALID_ARGUMENT: event {second}",
+            5000 + second,
+        ),
+    ]
+    assert (spool.set_aside_count(), spool.depth()) == (2, 1)
+
+
+def test_restore_puts_events_back_due_at_once_with_attempts_reset(spool: Spool) -> None:
+    """Restored events wait again under their own ids, due at once, with no attempts."""
+    first, second, third = set_aside(spool, 3)
+    assert spool.restore([third, first]) == 2
+    assert [(e.id, e.request_id, e.attempts, e.next_attempt_ms) for e in spool.oldest(10)] == [
+        (first, "bad-0", 0, 0),
+        (third, "bad-2", 0, 0),
+    ]
+    assert [event.id for event in spool.set_aside_events()] == [second]
+    assert spool.restore() == 1
+    assert spool.set_aside_count() == 0
+    assert spool.depth() == 3
+
+
+def test_drop_deletes_set_aside_events_for_good(spool: Spool) -> None:
+    """Dropped events are gone from both tables; drop() without ids drops every one."""
+    (waiting,) = add(spool, 1)
+    first, second, third = set_aside(spool, 3)
+    assert spool.drop([second]) == 1
+    assert [event.id for event in spool.set_aside_events()] == [first, third]
+    assert spool.drop() == 2
+    assert spool.drop() == 0
+    assert spool.set_aside_count() == 0
+    assert [event.id for event in spool.oldest(10)] == [waiting]
+
+
+def test_an_unknown_id_changes_nothing(spool: Spool) -> None:
+    """Restoring or dropping an id that is not set aside (a waiting one, or none) raises
+    UnknownEvents naming it, and leaves every event where it was."""
+    (waiting,) = add(spool, 1)
+    (first,) = set_aside(spool, 1)
+    for change in (spool.restore, spool.drop):
+        with pytest.raises(UnknownEvents, match=f"no set-aside event with id {waiting}, 424242"):
+            change([first, 424242, waiting])
+    assert [event.id for event in spool.set_aside_events()] == [first]
+    assert [event.id for event in spool.oldest(10)] == [waiting]
