@@ -1,7 +1,8 @@
 """The `chat-policy` command: `service`, `adapter` or `run` (both, supervised), and
 `policy check` / `policy test` to check and test a policy file without a server; and the
 operator commands: `groups get|list|watch|clear` and `decide` (ask the running policy
-service), `sign` and `simulate` (Chat's side of a webhook)."""
+service), `sign` and `simulate` (Chat's side of a webhook), `spool list|replay|drop` (the
+adapter's set-aside events)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 from policy_service import logs
 from policy_service.decide_command import add_decide_command
 from policy_service.group_commands import add_group_commands
+from policy_service.spool_commands import add_spool_commands
 from policy_service.webhook_commands import add_webhook_commands
 
 # A command whose reader closed its stdout early (`| head`) ends quietly with this status:
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     add_group_commands(commands)
     add_decide_command(commands)
     add_webhook_commands(commands)
+    add_spool_commands(commands)
     args = parser.parse_args(argv)
     if args.command not in SERVERS:
         return run_printing(args)
