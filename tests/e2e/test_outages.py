@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pytest
 from bench.processes import tcp_listening
 from chatpolicy.v1 import group_state_service_pb2, group_state_service_pb2_grpc
 from tests.chat_samples import BEFORE_CREATE_SAMPLE, OK
-from tests.e2e.conftest import Deployment, wait_for
+from tests.e2e.conftest import CHAT_POLICY, Deployment, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -219,3 +221,79 @@ def test_creation_fails_closed_with_the_configured_code(deployment: Deployment) 
     assert document["ErrorCode"] == 10123
     assert document["ErrorInfo"]
     assert "fail-closed" in deployment.log("adapter")
+
+
+def chat_policy(deployment: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `chat-policy ARGS...` as an operator on the adapter's host: the deployment's
+    environment, so CHAT_POLICY_DATA_DIR is the adapter's."""
+    return subprocess.run(
+        [str(CHAT_POLICY), *args],
+        env=deployment.env,
+        cwd=deployment.tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def not_found(deployment: Deployment, group_id: str) -> bool:
+    """Whether the service answers NOT_FOUND for the group: it never recorded it."""
+    with grpc.insecure_channel(deployment.grpc_target) as channel:
+        stub = group_state_service_pb2_grpc.GroupStateServiceStub(channel)
+        request = group_state_service_pb2.GetGroupStateRequest(
+            sdk_app_id=SDKAPPID, group_id=group_id
+        )
+        try:
+            stub.GetGroupState(request, timeout=2)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return True
+            raise
+    return False
+
+
+def test_an_event_the_service_refuses_is_set_aside_and_the_others_are_delivered(
+    deployment: Deployment,
+) -> None:
+    """An event the adapter accepted but the service refuses on replay (an hour ahead: the
+    adapter allows 2 h, the service 1 s) is set aside, the three behind it are delivered, and
+    `chat-policy spool list` shows it until `spool drop` deletes it."""
+    deployment.start_adapter({"CHAT_POLICY_MAX_EVENT_AHEAD_S": "7200"})
+    future_ms = int(time.time() * 1000) + 3_600_000
+    assert post_timed(deployment, GROUP_FULL, after_event("future", future_ms)) == (200, OK)
+    for i in range(3):
+        assert post_timed(deployment, GROUP_FULL, after_event(f"ordinary{i}", BASE_MS + i)) == (
+            200,
+            OK,
+        )
+    assert spool_depth(deployment) == 4
+
+    service = deployment.start("service", {"CHAT_POLICY_MAX_EVENT_AHEAD_S": "1"})
+    deployment.wait_for_grpc(service)
+    wait_for_state(
+        deployment, {f"ordinary{i}": Expected(True, BASE_MS + i, 1, BASE_MS + i) for i in range(3)}
+    )
+    wait_for(
+        lambda: read_spool(deployment, "SELECT count(*) FROM set_aside_event") == 1,
+        REPLAY_TIMEOUT_S,
+        "the future event to be set aside",
+    )
+    assert spool_depth(deployment) == 0
+    assert not_found(deployment, "future")
+    assert "set aside" in deployment.log("adapter")
+    with urllib.request.urlopen(f"http://127.0.0.1:{deployment.http_port}/metrics") as response:
+        assert "chat_policy_adapter_spool_set_aside 1.0" in response.read().decode()
+
+    listed = chat_policy(deployment, "spool", "list")
+    assert listed.returncode == 0, listed.stderr
+    row, summary = listed.stdout.splitlines()[1:]
+    event_id = row.split()[0]
+    assert f"app {SDKAPPID} group future at " in row
+    assert "INVALID_ARGUMENT" in row
+    assert summary == "1 set-aside event; 0 events waiting for the policy service"
+
+    dropped = chat_policy(deployment, "spool", "drop", event_id)
+    assert (dropped.returncode, dropped.stdout) == (0, "dropped 1 set-aside event\n")
+    listed = chat_policy(deployment, "spool", "list", "--json")
+    assert json.loads(listed.stdout) == {"set_aside": [], "waiting": 0}
