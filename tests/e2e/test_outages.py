@@ -149,9 +149,10 @@ def test_events_during_a_service_crash_are_answered_in_time_and_replayed(
         ), f"{command} {group_id}"
     assert spool_depth(deployment) == len(events)
     assert "spooled" in deployment.log("adapter")
-    # Keep the service down until replay has failed a few times and is backing off.
+    # Keep the service down until replay has failed a few times and is backing off: two
+    # passes at least, each stopped after a few events failed in a row (adapter/spool.py).
     wait_for(
-        lambda: read_spool(deployment, "SELECT max(attempts) FROM spooled_event") >= 3,
+        lambda: read_spool(deployment, "SELECT sum(attempts) FROM spooled_event") >= 6,
         15,
         "the replayer to retry while the service is down",
     )
