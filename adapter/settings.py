@@ -11,6 +11,7 @@ from pathlib import Path
 from adapter.answers import is_refusal_code
 from adapter.channel import ChannelSecurity
 from adapter.source import Network, parse_networks
+from policy_service.listen_address import bind_problem
 
 # The SdkAppid of example.env: accepted when CHAT_POLICY_SDKAPPIDS is unset, with a warning.
 DEMO_SDKAPPID = 1400000000
@@ -50,7 +51,7 @@ class AdapterSettings:
     """Largest accepted distance of RequestTime from now (CHAT_POLICY_SIGN_TOLERANCE_S)."""
 
     http_bind: str = "127.0.0.1:8080"
-    """host:port gunicorn listens on (CHAT_POLICY_HTTP_BIND)."""
+    """HOST:PORT gunicorn listens on (CHAT_POLICY_HTTP_BIND); every worker binds it itself."""
 
     webhook_path: str = "/"
     """URL path Chat posts to (CHAT_POLICY_WEBHOOK_PATH), as in the console's callback URL."""
@@ -123,7 +124,9 @@ class AdapterSettings:
             raise SettingsError(
                 f"CHAT_POLICY_WEBHOOK_PATH={path!r} is taken by the adapter's own {path} endpoint"
             )
-        grpc_bind = environ.get("CHAT_POLICY_GRPC_BIND", "") or defaults.grpc_target
+        grpc_target = environ.get("CHAT_POLICY_GRPC_TARGET", "") or _grpc_bind_as_target(
+            environ.get("CHAT_POLICY_GRPC_BIND", "") or defaults.grpc_target
+        )
         deny_error_code = _positive_int(
             environ, "CHAT_POLICY_DENY_ERROR_CODE", defaults.deny_error_code
         )
@@ -138,9 +141,9 @@ class AdapterSettings:
             sign_tolerance_s=_positive_int(
                 environ, "CHAT_POLICY_SIGN_TOLERANCE_S", defaults.sign_tolerance_s
             ),
-            http_bind=environ.get("CHAT_POLICY_HTTP_BIND", "") or defaults.http_bind,
+            http_bind=_http_bind(environ.get("CHAT_POLICY_HTTP_BIND", "") or defaults.http_bind),
             webhook_path=path,
-            grpc_target=environ.get("CHAT_POLICY_GRPC_TARGET", "") or grpc_bind,
+            grpc_target=grpc_target,
             grpc_deadline_ms=deadline_ms,
             grpc_security=ChannelSecurity.from_env(environ),
             max_body_bytes=_positive_int(
@@ -171,6 +174,25 @@ class AdapterSettings:
 
 def _items(raw: str) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def _http_bind(raw: str) -> str:
+    # Port 0 would give each worker a port of its own.
+    problem = bind_problem(raw, port_zero_allowed=False)
+    if problem:
+        raise SettingsError(f"CHAT_POLICY_HTTP_BIND={raw!r} {problem}, e.g. 127.0.0.1:8080")
+    return raw
+
+
+def _grpc_bind_as_target(raw: str) -> str:
+    """The policy service's listen address, as the target to dial when none is set."""
+    problem = bind_problem(raw, port_zero_allowed=False)
+    if problem:
+        raise SettingsError(
+            f"CHAT_POLICY_GRPC_BIND={raw!r} {problem}, e.g. 127.0.0.1:50051"
+            " (or set CHAT_POLICY_GRPC_TARGET, which the adapter dials instead)"
+        )
+    return raw
 
 
 def _sdk_app_ids(raw: str) -> frozenset[int]:

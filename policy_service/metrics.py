@@ -15,6 +15,7 @@ import prometheus_client
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from policy_service.listen_address import parse_bind
 from policy_service.policy import Decision
 from policy_service.policy_reload import PolicyHolder
 from policy_service.store import GroupStateStore
@@ -167,15 +168,6 @@ def service_registry(store: GroupStateStore, policy: PolicyHolder) -> CollectorR
     registry.register(ServiceCollector(store, policy))
     registry.register(REGISTRY)
     return registry
-
-
-def parse_bind(bind: str) -> tuple[str, int]:
-    """host and port of a `host:port` (`[v6]:port` too); ValueError if it is not one."""
-    host, sep, port = bind.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isascii() or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"{bind!r} is not host:port")
-    return host, int(port)
 
 
 class MetricsEndpoint:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from policy_service.listen_address import bind_problem
+
 Number = TypeVar("Number", int, float)
 
 
@@ -20,7 +22,7 @@ class ServiceSettings:
     """How the policy service listens, where it keeps state and which policy it applies."""
 
     grpc_bind: str = "127.0.0.1:50051"
-    """host:port the gRPC server listens on (CHAT_POLICY_GRPC_BIND); port 0 picks a free one."""
+    """HOST:PORT the gRPC server listens on (CHAT_POLICY_GRPC_BIND); port 0 picks a free one."""
 
     data_dir: Path = Path("var")
     """Directory for the default SQLite file (CHAT_POLICY_DATA_DIR)."""
@@ -72,7 +74,7 @@ class ServiceSettings:
     group."""
 
     metrics_bind: str = "127.0.0.1:9464"
-    """host:port of the Prometheus /metrics endpoint (CHAT_POLICY_METRICS_BIND); port 0 picks
+    """HOST:PORT of the Prometheus /metrics endpoint (CHAT_POLICY_METRICS_BIND); port 0 picks
     a free one."""
 
     @property
@@ -109,7 +111,7 @@ class ServiceSettings:
                 " CHAT_POLICY_GRPC_TLS_CERT and CHAT_POLICY_GRPC_TLS_KEY"
             )
         return cls(
-            grpc_bind=environ.get("CHAT_POLICY_GRPC_BIND", "") or defaults.grpc_bind,
+            grpc_bind=_bind(environ, "CHAT_POLICY_GRPC_BIND", defaults.grpc_bind),
             data_dir=Path(environ.get("CHAT_POLICY_DATA_DIR", "") or defaults.data_dir),
             database_url=environ.get("CHAT_POLICY_DATABASE_URL", ""),
             policy_file=Path(policy_file) if policy_file else None,
@@ -136,8 +138,17 @@ class ServiceSettings:
             max_event_ahead_s=_positive(
                 environ, "CHAT_POLICY_MAX_EVENT_AHEAD_S", defaults.max_event_ahead_s
             ),
-            metrics_bind=environ.get("CHAT_POLICY_METRICS_BIND", "") or defaults.metrics_bind,
+            metrics_bind=_bind(environ, "CHAT_POLICY_METRICS_BIND", defaults.metrics_bind),
         )
+
+
+def _bind(environ: Mapping[str, str], name: str, default: str) -> str:
+    """A listen address (port 0: any free one), or the default when unset."""
+    raw = environ.get(name, "") or default
+    problem = bind_problem(raw, port_zero_allowed=True)
+    if problem:
+        raise SettingsError(f"{name}={raw!r} {problem}, e.g. {default}")
+    return raw
 
 
 def _path(environ: Mapping[str, str], name: str) -> Path | None:

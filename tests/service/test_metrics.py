@@ -18,7 +18,7 @@ from chatpolicy.v1 import group_state_service_pb2 as pb
 from chatpolicy.v1 import group_state_service_pb2_grpc
 from policy_service import server as server_module
 from policy_service.errors import StoreUnavailable, ValueNotStorable
-from policy_service.metrics import parse_bind, service_registry
+from policy_service.metrics import service_registry
 from policy_service.policy_file import load_policy, parse_policy
 from policy_service.policy_reload import PolicyHolder
 from policy_service.server import BindError, PolicyService
@@ -274,26 +274,6 @@ def test_stopping_the_service_releases_the_metrics_port(tmp_path: Path) -> None:
         again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", port))
         again.listen()
-
-
-@pytest.mark.parametrize(
-    ("bind", "expected"),
-    [
-        ("127.0.0.1:9464", ("127.0.0.1", 9464)),
-        ("[::1]:0", ("::1", 0)),
-        ("0.0.0.0:80", ("0.0.0.0", 80)),
-    ],
-)
-def test_parse_bind_accepts_host_and_port(bind: str, expected: tuple[str, int]) -> None:
-    """host:port and [v6]:port give their host and port."""
-    assert parse_bind(bind) == expected
-
-
-@pytest.mark.parametrize("bind", ["9464", ":9464", "host:", "host:http", "host:70000"])
-def test_parse_bind_refuses_what_is_no_address(bind: str) -> None:
-    """A bind without a host or a numeric port in range is refused."""
-    with pytest.raises(ValueError, match="host:port"):
-        parse_bind(bind)
 
 
 def test_the_metrics_bind_comes_from_the_environment() -> None:

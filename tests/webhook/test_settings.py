@@ -34,6 +34,33 @@ def test_lists_and_targets_are_parsed() -> None:
     assert AdapterSettings.from_env(explicit).grpc_target == "dns:///policy:6000"
 
 
+@pytest.mark.parametrize("bind", ["127.0.0.1:8081", "0.0.0.0:80", "[::1]:8081", "localhost:8081"])
+def test_the_http_bind_is_host_and_port(bind: str) -> None:
+    """CHAT_POLICY_HTTP_BIND takes HOST:PORT, an IPv6 host in brackets."""
+    assert AdapterSettings.from_env({"CHAT_POLICY_HTTP_BIND": bind}).http_bind == bind
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("CHAT_POLICY_HTTP_BIND", "127.0.0.1", "must be HOST:PORT (an IPv6 address as [::1]:PORT)"),
+        ("CHAT_POLICY_HTTP_BIND", "::1:8080", "must be HOST:PORT"),
+        ("CHAT_POLICY_HTTP_BIND", "127.0.0.1:0", "needs a port from 1 to 65535"),
+        ("CHAT_POLICY_GRPC_BIND", "localhost", "must be HOST:PORT"),
+        ("CHAT_POLICY_GRPC_BIND", "127.0.0.1:0", "set CHAT_POLICY_GRPC_TARGET"),
+    ],
+)
+def test_a_bind_that_is_not_host_and_port_is_refused(
+    variable: str, value: str, message: str
+) -> None:
+    """A listen address without a port, or with port 0 (each worker would get a port of its
+    own; the service's port could not be dialled), names the variable and the form."""
+    with pytest.raises(SettingsError) as raised:
+        AdapterSettings.from_env({variable: value})
+    assert str(raised.value).startswith(f"{variable}={value!r} ")
+    assert message in str(raised.value)
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
