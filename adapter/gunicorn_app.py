@@ -15,6 +15,7 @@ from gunicorn.util import import_app
 
 from adapter.settings import AdapterSettings
 from adapter.spool import Spool, SpoolUnavailable
+from policy_service.listen_address import listen_problem
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +82,12 @@ def main() -> int:
     try:
         settings = AdapterSettings.from_env()
         settings.grpc_security.credentials()  # the TLS files are readable
-        # Open (create, migrate) the spool once before forking, so a data dir the adapter
-        # cannot write is one clear line here rather than workers failing to boot.
-        Spool(settings.spool_path, settings.spool_max_events).close()
-    except (ValueError, SpoolUnavailable) as error:
+    except ValueError as error:
         log.error("adapter cannot start: %s", error)
+        return 2
+    problem = startup_problem(settings)
+    if problem is not None:
+        log.error("adapter cannot start: %s", problem)
         return 2
     if not settings.sdk_app_ids_configured:
         log.warning(
@@ -115,6 +117,25 @@ def main() -> int:
         if os.getpid() == master:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def startup_problem(settings: AdapterSettings) -> str | None:
+    """What keeps the adapter from starting on this host, naming the variable at fault, or None.
+
+    Looked at in the master, before forking: in a worker, each would be a worker failing to
+    boot, again and again.
+    """
+    try:
+        Spool(settings.spool_path, settings.spool_max_events).close()  # create, migrate
+    except SpoolUnavailable as error:
+        return str(error)
+    # Each worker binds with SO_REUSEPORT, which shares the port with any other socket that
+    # sets it, a second adapter's included: that one would take a share of the webhooks.
+    # Look without it first. (Two adapters started in the same instant may still both pass.)
+    problem = listen_problem(settings.http_bind)
+    if problem is not None:
+        return f"cannot listen on CHAT_POLICY_HTTP_BIND={settings.http_bind!r}: {problem}"
+    return None
 
 
 def private_metrics_dir() -> str:

@@ -23,6 +23,7 @@ from policy_service.health import (
     HEALTH_SERVICE,
     StoreHealth,
 )
+from policy_service.listen_address import listen_problem
 from policy_service.metrics import MetricsEndpoint, service_registry
 from policy_service.policy_file import PolicyError, load_policy
 from policy_service.policy_reload import PolicyFileWatcher, PolicyHolder
@@ -51,7 +52,10 @@ SERVER_OPTIONS = (
 
 
 class BindError(RuntimeError):
-    """The gRPC server could not listen on the configured address."""
+    """The gRPC server or the metrics endpoint could not listen on the configured address."""
+
+    def __init__(self, variable: str, bind: str, problem: str) -> None:
+        super().__init__(f"cannot listen on {variable}={bind!r}: {problem}")
 
 
 class PolicyService:
@@ -117,6 +121,11 @@ class PolicyService:
             self.server,
         )
         credentials = server_credentials(settings)
+        # grpc listens on whichever of the host's addresses it can bind, and says nothing of
+        # one in use: look first.
+        problem = listen_problem(settings.grpc_bind)
+        if problem is not None:
+            raise BindError("CHAT_POLICY_GRPC_BIND", settings.grpc_bind, problem)
         try:
             if credentials is None:
                 self.port = self.server.add_insecure_port(settings.grpc_bind)
@@ -124,21 +133,22 @@ class PolicyService:
                 self.port = self.server.add_secure_port(settings.grpc_bind, credentials)
         except RuntimeError:
             self.port = 0
-        if self.port == 0:
-            raise BindError(f"cannot listen on CHAT_POLICY_GRPC_BIND={settings.grpc_bind!r}")
+        if self.port == 0:  # taken since we looked
+            raise BindError("CHAT_POLICY_GRPC_BIND", settings.grpc_bind, "grpc could not bind it")
         self.metrics_port: int | None = None
         self._metrics: MetricsEndpoint | None = None
         if serve_metrics:
-            try:
-                self._metrics = MetricsEndpoint(
-                    settings.metrics_bind, service_registry(store, policy)
-                )
-            except (OSError, ValueError) as error:
+            problem = listen_problem(settings.metrics_bind)
+            if problem is None:
+                try:
+                    self._metrics = MetricsEndpoint(
+                        settings.metrics_bind, service_registry(store, policy)
+                    )
+                except OSError as error:
+                    problem = error.strerror or str(error)
+            if self._metrics is None:
                 self.server.stop(None)
-                raise BindError(
-                    f"cannot serve metrics on CHAT_POLICY_METRICS_BIND={settings.metrics_bind!r}:"
-                    f" {error}"
-                ) from None
+                raise BindError("CHAT_POLICY_METRICS_BIND", settings.metrics_bind, str(problem))
             self.metrics_port = self._metrics.port
 
     def start(self) -> None:

@@ -4,14 +4,21 @@ and what already runs keeps running."""
 
 from __future__ import annotations
 
+import http.client
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Deployment
+from tests.chat_samples import OK
+from tests.e2e.conftest import Deployment, free_port
 
 pytestmark = pytest.mark.e2e
+
+FULL = b'{"CallbackCommand":"Group.CallbackAfterGroupFull","GroupId":"@TGS#up","EventTime":1}'
+QUERY = "SdkAppid=1400000000&CallbackCommand=Group.CallbackAfterGroupFull&contenttype=json"
 
 
 def refusal(deployment: Deployment, command: str, extra_env: Mapping[str, str] = {}) -> str:
@@ -31,6 +38,83 @@ def refusal(deployment: Deployment, command: str, extra_env: Mapping[str, str] =
     [message] = [record["message"] for record in records if record["level"] == "ERROR"]
     assert isinstance(message, str)
     return message
+
+
+@pytest.fixture
+def second(deployment: Deployment, tmp_path: Path) -> Iterator[Deployment]:
+    """Another deployment on the first one's ports, with a directory (logs, data) of its own."""
+    directory = tmp_path / "second"
+    directory.mkdir()
+    env = {**deployment.env, "CHAT_POLICY_DATA_DIR": str(directory / "data")}
+    other = Deployment(directory, env, deployment.http_port, deployment.grpc_port)
+    yield other
+    other.stop_all()
+
+
+def test_a_second_adapter_on_a_port_in_use_refuses_to_start(
+    deployment: Deployment, second: Deployment
+) -> None:
+    """An adapter started on a running adapter's port, for another SdkAppid, exits 2 naming
+    CHAT_POLICY_HTTP_BIND (without it, the two shared the port and some webhooks got 403);
+    the first answers every webhook."""
+    first = deployment.start_adapter()
+    bind = f"127.0.0.1:{deployment.http_port}"
+
+    message = refusal(second, "adapter", {"CHAT_POLICY_SDKAPPIDS": "1400000001"})
+    assert message == (
+        f"adapter cannot start: cannot listen on CHAT_POLICY_HTTP_BIND='{bind}':"
+        f" {bind} is already in use"
+    )
+    assert [deployment.post(QUERY, FULL) for _ in range(12)] == [(200, OK)] * 12
+    assert first.poll() is None
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_a_second_service_on_a_grpc_port_in_use_refuses_to_start(
+    deployment: Deployment, second: Deployment, host: str
+) -> None:
+    """A service started on a running service's gRPC port exits 2 naming CHAT_POLICY_GRPC_BIND,
+    also when the host has another address free there (grpc would listen on that one alone);
+    the first keeps serving."""
+    first = deployment.start_service()
+    taken = f"127.0.0.1:{deployment.grpc_port}"
+    bind = f"{host}:{deployment.grpc_port}"
+
+    message = refusal(second, "service", {"CHAT_POLICY_GRPC_BIND": bind})
+    assert message == (
+        f"policy service cannot start: cannot listen on CHAT_POLICY_GRPC_BIND='{bind}':"
+        f" {taken} is already in use"
+    )
+    deployment.wait_for_grpc(first)
+
+
+def test_a_second_service_on_a_metrics_port_in_use_refuses_to_start(
+    deployment: Deployment, second: Deployment
+) -> None:
+    """A service whose metrics port a running service serves on exits 2 naming
+    CHAT_POLICY_METRICS_BIND; the first keeps serving its metrics."""
+    first = deployment.start_service()
+    served = re.search(r"serving metrics at http://127\.0\.0\.1:(\d+)/", deployment.log("service"))
+    assert served is not None
+    port = int(served[1])
+    bind = f"127.0.0.1:{port}"
+
+    message = refusal(
+        second,
+        "service",
+        {"CHAT_POLICY_GRPC_BIND": f"127.0.0.1:{free_port()}", "CHAT_POLICY_METRICS_BIND": bind},
+    )
+    assert message == (
+        f"policy service cannot start: cannot listen on CHAT_POLICY_METRICS_BIND='{bind}':"
+        f" {bind} is already in use"
+    )
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/metrics")
+        assert connection.getresponse().status == 200
+    finally:
+        connection.close()
+    assert first.poll() is None
 
 
 @pytest.mark.parametrize(
