@@ -15,6 +15,7 @@ from gunicorn.util import import_app
 
 from adapter.settings import AdapterSettings
 from adapter.spool import Spool, SpoolUnavailable
+from policy_service.data_directory import directory_problem
 from policy_service.listen_address import listen_problem
 
 log = logging.getLogger(__name__)
@@ -125,10 +126,14 @@ def startup_problem(settings: AdapterSettings) -> str | None:
     Looked at in the master, before forking: in a worker, each would be a worker failing to
     boot, again and again.
     """
+    data_dir = f"CHAT_POLICY_DATA_DIR={str(settings.data_dir)!r}"
+    problem = directory_problem(settings.data_dir)
+    if problem is not None:
+        return f"{data_dir}: {problem}"
     try:
         Spool(settings.spool_path, settings.spool_max_events).close()  # create, migrate
     except SpoolUnavailable as error:
-        return str(error)
+        return f"{data_dir}: {error}"
     # Each worker binds with SO_REUSEPORT, which shares the port with any other socket that
     # sets it, a second adapter's included: that one would take a share of the webhooks.
     # Look without it first. (Two adapters started in the same instant may still both pass.)

@@ -14,8 +14,9 @@ from grpc_reflection.v1alpha import reflection
 from chatpolicy.v1 import creation_policy_service_pb2_grpc, group_state_service_pb2_grpc
 from policy_service.change_feed import ChangeFeed
 from policy_service.creation_policy_servicer import CreationPolicyServicer
+from policy_service.data_directory import directory_problem
 from policy_service.decision_recorder import DecisionRecorder
-from policy_service.errors import PolicyServiceError
+from policy_service.errors import PolicyServiceError, StoreUnavailable
 from policy_service.group_state_servicer import GroupStateServicer
 from policy_service.health import (
     CREATION_POLICY_SERVICE,
@@ -30,7 +31,7 @@ from policy_service.policy_reload import PolicyFileWatcher, PolicyHolder
 from policy_service.retention import RetentionPruner
 from policy_service.rpc_interceptor import RpcInterceptor
 from policy_service.settings import ServiceSettings, SettingsError
-from policy_service.store import Store, open_store, redacted_url
+from policy_service.store import Store, open_store, redacted_url, sqlite_path
 from policy_service.tls import server_credentials
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ class PolicyService:
 def serve(settings: ServiceSettings) -> None:
     """Run the service until SIGTERM or SIGINT, then drain in-flight RPCs and close the store."""
     policy = PolicyHolder(settings.policy_file, load_policy(settings.policy_file))
-    store = open_store(settings.resolved_database_url)
+    store = open_configured_store(settings)
     try:
         service = PolicyService(settings, store, policy, serve_metrics=True)
         stop = threading.Event()
@@ -218,6 +219,26 @@ def serve(settings: ServiceSettings) -> None:
     finally:
         store.close()
     log.info("policy service stopped")
+
+
+def open_configured_store(settings: ServiceSettings) -> Store:
+    """Open the store the settings name; for an SQLite file, SettingsError naming the variable
+    that placed it, the path and why it cannot be used."""
+    url = settings.resolved_database_url
+    path = sqlite_path(url)
+    if path is None:
+        return open_store(url)
+    if settings.database_url:
+        variable, value = "CHAT_POLICY_DATABASE_URL", settings.database_url
+    else:
+        variable, value = "CHAT_POLICY_DATA_DIR", str(settings.data_dir)
+    problem = directory_problem(path.parent)
+    if problem is None:
+        try:
+            return open_store(url)
+        except StoreUnavailable as error:
+            problem = f"cannot open {path.absolute()}: {error}"
+    raise SettingsError(f"{variable}={value!r}: {problem}")
 
 
 def main() -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from policy_service.listen_address import bind_problem
+from policy_service.store import SQLITE_PREFIX
 
 Number = TypeVar("Number", int, float)
 
@@ -90,13 +91,19 @@ class ServiceSettings:
     @property
     def resolved_database_url(self) -> str:
         """The database URL in force: the configured one, or the SQLite file in data_dir."""
-        return self.database_url or f"sqlite:///{self.data_dir / 'chat-policy.db'}"
+        return self.database_url or f"{SQLITE_PREFIX}{self.data_dir / 'chat-policy.db'}"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServiceSettings:
         """Read the settings from the environment; unset or empty variables keep defaults."""
         defaults = cls()
         policy_file = environ.get("CHAT_POLICY_POLICY_FILE", "")
+        database_url = environ.get("CHAT_POLICY_DATABASE_URL", "")
+        if database_url.startswith(SQLITE_PREFIX) and not database_url[len(SQLITE_PREFIX) :]:
+            raise SettingsError(
+                f"CHAT_POLICY_DATABASE_URL={database_url!r} names no file: expected"
+                f" {SQLITE_PREFIX}relative/path or {SQLITE_PREFIX}/absolute/path"
+            )
         tls_cert_file = _path(environ, "CHAT_POLICY_GRPC_TLS_CERT")
         tls_key_file = _path(environ, "CHAT_POLICY_GRPC_TLS_KEY")
         tls_client_ca_file = _path(environ, "CHAT_POLICY_GRPC_TLS_CLIENT_CA")
@@ -113,7 +120,7 @@ class ServiceSettings:
         return cls(
             grpc_bind=_bind(environ, "CHAT_POLICY_GRPC_BIND", defaults.grpc_bind),
             data_dir=Path(environ.get("CHAT_POLICY_DATA_DIR", "") or defaults.data_dir),
-            database_url=environ.get("CHAT_POLICY_DATABASE_URL", ""),
+            database_url=database_url,
             policy_file=Path(policy_file) if policy_file else None,
             tls_cert_file=tls_cert_file,
             tls_key_file=tls_key_file,

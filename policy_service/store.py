@@ -20,6 +20,9 @@ from policy_service.group_state import (
 from policy_service.pagination import FullGroupsCursor
 from policy_service.rate_limit import RateCounter
 
+# A database URL that starts so names an SQLite file by the path after it.
+SQLITE_PREFIX = "sqlite:///"
+
 
 class GroupStateStore(Protocol):
     """Durable group states and their change log.
@@ -127,11 +130,11 @@ def open_store(database_url: str) -> Store:
     `sqlite:///PATH` is the embedded SQLite file (one service process); `postgresql://...` or
     `postgres://...` (any libpq URL) is PostgreSQL, which several replicas may share.
     """
-    prefix = "sqlite:///"
-    if database_url.startswith(prefix):
+    sqlite_file = sqlite_path(database_url)
+    if sqlite_file is not None:
         from policy_service.sqlite_store import SQLiteGroupStateStore
 
-        return SQLiteGroupStateStore(Path(database_url.removeprefix(prefix)))
+        return SQLiteGroupStateStore(sqlite_file)
     if database_url.startswith(("postgresql://", "postgres://")):
         from policy_service.postgres_store import PostgresGroupStateStore
 
@@ -140,6 +143,13 @@ def open_store(database_url: str) -> Store:
         f"unsupported database URL {redacted_url(database_url)!r}:"
         " expected sqlite:///PATH or postgresql://[USER@]HOST[:PORT]/DATABASE"
     )
+
+
+def sqlite_path(database_url: str) -> Path | None:
+    """The file an `sqlite:///PATH` URL names, or None for any other URL."""
+    if not database_url.startswith(SQLITE_PREFIX):
+        return None
+    return Path(database_url.removeprefix(SQLITE_PREFIX))
 
 
 def redacted_url(url: str) -> str:

@@ -29,8 +29,8 @@ def run_both() -> int:
 
     SIGINT/SIGTERM are forwarded as SIGTERM (graceful stop) and give exit status 0; SIGHUP
     is forwarded to the service (reload the policy). If either child exits on its own, the
-    other is stopped and the exit status is 1; bad configuration is status 2 before anything
-    starts.
+    other is stopped and the exit status is 1, or 2 when the child refused to start (exit
+    status 2, its one line said why); bad configuration is status 2 before anything starts.
     """
     try:
         ServiceSettings.from_env()
@@ -55,15 +55,15 @@ def run_both() -> int:
     signal.signal(signal.SIGHUP, forward_reload)
     try:
         children.append(("policy service", _spawn("service")))
-        if not _wait_until_serving(adapter, children[0], stop):
-            return 0 if stop.is_set() else 1
+        status = _wait_until_serving(adapter, children[0], stop)
+        if status is not None:
+            return status
         log.info("policy service answers on %s; starting the adapter", adapter.grpc_target)
         children.append(("adapter", _spawn("adapter")))
         while not stop.wait(POLL_S):
-            for name, process in children:
-                if process.poll() is not None:
-                    log.error("%s exited with status %s; stopping", name, process.returncode)
-                    return 1
+            for child in children:
+                if child[1].poll() is not None:
+                    return _exit_status(child)
         log.info("stop requested: stopping the adapter, then the policy service")
         return 0
     finally:
@@ -77,26 +77,38 @@ def _spawn(command: str) -> subprocess.Popen[bytes]:
     )
 
 
-def _wait_until_serving(adapter: AdapterSettings, service: Child, stop: threading.Event) -> bool:
-    """True once a channel to the adapter's target is ready; False if the service died or we
-    stop."""
+def _wait_until_serving(
+    adapter: AdapterSettings, service: Child, stop: threading.Event
+) -> int | None:
+    """None once a channel to the adapter's target is ready; else run's exit status: 0 if we
+    stop, the service's (_exit_status) if it exited, 1 if it did not answer in time."""
     name, process = service
     target = adapter.grpc_target
     with open_channel(target, adapter.grpc_security) as channel:
         ready = grpc.channel_ready_future(channel)
         for _ in range(int(READY_TIMEOUT_S / POLL_S)):
             if stop.is_set():
-                return False
+                return 0
             if process.poll() is not None:
-                log.error("%s exited with status %s", name, process.returncode)
-                return False
+                return _exit_status(service)
             try:
                 ready.result(timeout=POLL_S)
-                return True
+                return None
             except grpc.FutureTimeoutError:
                 continue
         log.error("%s did not answer on %s within %.0fs", name, target, READY_TIMEOUT_S)
-        return False
+        return 1
+
+
+def _exit_status(child: Child) -> int:
+    """run's exit status once a child has exited on its own: 2 if the child refused to start
+    (its own line said why), else 1, said in a line."""
+    name, process = child
+    if process.returncode == 2:
+        log.info("%s refused to start; stopping", name)
+        return 2
+    log.error("%s exited with status %s; stopping", name, process.returncode)
+    return 1
 
 
 def _stop_all(children: list[Child]) -> None:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,16 +69,22 @@ class Deployment:
     group_leaders: set[int] = field(default_factory=set)  # pids started with new_session
 
     def start(
-        self, command: str, extra_env: Mapping[str, str] = {}, *, new_session: bool = False
+        self,
+        command: str,
+        extra_env: Mapping[str, str] = {},
+        *,
+        new_session: bool = False,
+        wrapper: Sequence[str] = (),
     ) -> subprocess.Popen[bytes]:
         """Start `chat-policy COMMAND` in the deployment's directory, output to a log file.
 
         With new_session the process leads its own session and process group, so that
-        kill_group can kill it together with its children (gunicorn's workers).
+        kill_group can kill it together with its children (gunicorn's workers). A wrapper is
+        a command that ends by exec-ing its arguments, put in front (e.g. unshare).
         """
         with (self.tmp_path / f"{command}.log").open("ab") as log:
             process = subprocess.Popen(
-                [str(CHAT_POLICY), command],
+                [*wrapper, str(CHAT_POLICY), command],
                 cwd=self.tmp_path,
                 env={**self.env, **extra_env},
                 stdout=log,

@@ -79,7 +79,12 @@ def test_run_exits_nonzero_and_stops_the_adapter_when_the_service_dies(
         ("service", "CHAT_POLICY_POLICY_FILE", "/nonexistent/policy.toml", "cannot read"),
         ("service", "CHAT_POLICY_DATABASE_URL", "mysql://x", "unsupported database URL"),
         ("adapter", "CHAT_POLICY_ON_POLICY_ERROR", "maybe", "CHAT_POLICY_ON_POLICY_ERROR"),
-        ("adapter", "CHAT_POLICY_DATA_DIR", "/proc/chat-policy", "spool /proc/chat-policy"),
+        (
+            "adapter",
+            "CHAT_POLICY_DATA_DIR",
+            "/proc/chat-policy",
+            "CHAT_POLICY_DATA_DIR='/proc/chat-policy': cannot create directory /proc/chat-policy",
+        ),
     ],
 )
 def test_bad_configuration_is_refused_with_a_clear_message(

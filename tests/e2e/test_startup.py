@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
-from collections.abc import Iterator, Mapping
+import shutil
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,10 +25,15 @@ FULL = b'{"CallbackCommand":"Group.CallbackAfterGroupFull","GroupId":"@TGS#up","
 QUERY = "SdkAppid=1400000000&CallbackCommand=Group.CallbackAfterGroupFull&contenttype=json"
 
 
-def refusal(deployment: Deployment, command: str, extra_env: Mapping[str, str] = {}) -> str:
+def refusal(
+    deployment: Deployment,
+    command: str,
+    extra_env: Mapping[str, str] = {},
+    wrapper: Sequence[str] = (),
+) -> str:
     """Run `chat-policy COMMAND` to its end; assert exit status 2 and output of JSON log lines
     only, without a traceback, one of them an error; return that line's message."""
-    process = deployment.start(command, extra_env)
+    process = deployment.start(command, extra_env, wrapper=wrapper)
     status = process.wait(timeout=60)
     log = deployment.log(command)
     assert status == 2, log
@@ -132,3 +141,87 @@ def test_a_bind_without_a_port_is_refused(
     (it was port 443 for gRPC, 8000 for the adapter)."""
     message = refusal(deployment, command, {variable: value})
     assert f"{variable}={value!r} must be HOST:PORT (an IPv6 address as [::1]:PORT)" in message
+
+
+@dataclass(frozen=True)
+class Unwritable:
+    """A directory no file can be created in, when the command runs under `wrapper`."""
+
+    directory: Path
+    wrapper: tuple[str, ...]
+    cause: str
+
+
+@pytest.fixture
+def unwritable(tmp_path: Path) -> Iterator[Unwritable]:
+    """Mode 0555, or, for root (which mode bits do not stop), a read-only bind mount in a mount
+    namespace of the command's own; skipped where root may not make one."""
+    directory = tmp_path / "read-only"
+    directory.mkdir()
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        yield Unwritable(directory, (), "Permission denied")
+        directory.chmod(0o755)
+        return
+    remount = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+    wrapper = ("unshare", "--mount", "--propagation", "private", "sh", "-c", remount)
+    wrapper += (str(directory),)
+    if shutil.which("unshare") is None or subprocess.run([*wrapper, "true"]).returncode != 0:
+        pytest.skip("root ignores mode bits, and may not make a read-only bind mount here")
+    yield Unwritable(directory, wrapper, "Read-only file system")
+
+
+def data_dir_case(case: str, deployment: Deployment) -> tuple[dict[str, str], list[str]]:
+    """The environment of a data directory case, and what its line must say."""
+    data = deployment.tmp_path / "data"
+    if case == "a file":
+        data.write_text("")
+        return {}, [f"CHAT_POLICY_DATA_DIR='{data}'", f"{data} is not a directory"]
+    if case == "sqlite without a path":
+        return (
+            {"CHAT_POLICY_DATABASE_URL": "sqlite:///"},
+            ["CHAT_POLICY_DATABASE_URL='sqlite:///' names no file: expected sqlite:///"],
+        )
+    assert case == "spool only"  # the service's database is elsewhere: the adapter refuses
+    data.write_text("")
+    database = f"sqlite:///{deployment.tmp_path / 'db' / 'chat-policy.db'}"
+    return (
+        {"CHAT_POLICY_DATABASE_URL": database},
+        ["adapter cannot start", f"CHAT_POLICY_DATA_DIR='{data}'", f"{data} is not a directory"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "case"),
+    [
+        ("service", "a file"),
+        ("adapter", "a file"),
+        ("run", "a file"),
+        ("service", "sqlite without a path"),
+        ("run", "sqlite without a path"),
+        ("run", "spool only"),
+    ],
+)
+def test_a_data_directory_that_cannot_be_used_is_refused(
+    deployment: Deployment, command: str, case: str
+) -> None:
+    """A file where the data directory should be, or an SQLite URL without a path: exit 2 and
+    one line with the variable, the path and the cause, no traceback."""
+    env, expected = data_dir_case(case, deployment)
+    message = refusal(deployment, command, env)
+    for part in expected:
+        assert part in message
+
+
+@pytest.mark.parametrize("command", ["service", "adapter", "run"])
+def test_a_data_directory_that_cannot_be_written_is_refused(
+    deployment: Deployment, unwritable: Unwritable, command: str
+) -> None:
+    """A data directory no file can be created in: exit 2 and one line with the variable, the
+    path and the operating system's reason, no traceback."""
+    directory = unwritable.directory
+    message = refusal(
+        deployment, command, {"CHAT_POLICY_DATA_DIR": str(directory)}, unwritable.wrapper
+    )
+    assert f"CHAT_POLICY_DATA_DIR='{directory}'" in message
+    assert f"cannot create files in {directory}: {unwritable.cause}" in message

@@ -1,4 +1,4 @@
-"""Service settings from the environment: listen addresses."""
+"""Service settings from the environment: listen addresses and the database URL."""
 
 from __future__ import annotations
 
@@ -26,3 +26,21 @@ def test_a_bind_that_is_not_host_and_port_is_refused(variable: str, value: str) 
     assert str(raised.value).startswith(
         f"{variable}={value!r} must be HOST:PORT (an IPv6 address as [::1]:PORT), e.g. 127.0.0.1:"
     )
+
+
+def test_an_sqlite_url_without_a_path_is_refused() -> None:
+    """sqlite:/// names no file: a SettingsError saying the two forms that do."""
+    with pytest.raises(SettingsError) as raised:
+        ServiceSettings.from_env({"CHAT_POLICY_DATABASE_URL": "sqlite:///"})
+    assert str(raised.value) == (
+        "CHAT_POLICY_DATABASE_URL='sqlite:///' names no file: expected"
+        " sqlite:///relative/path or sqlite:////absolute/path"
+    )
+
+
+def test_an_sqlite_url_with_a_path_is_kept() -> None:
+    """A relative or absolute SQLite path is the database in force."""
+    for url in ("sqlite:///state/db.sqlite", "sqlite:////srv/db.sqlite"):
+        assert (
+            ServiceSettings.from_env({"CHAT_POLICY_DATABASE_URL": url}).resolved_database_url == url
+        )
