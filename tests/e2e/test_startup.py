@@ -155,7 +155,7 @@ class Unwritable:
 @pytest.fixture
 def unwritable(tmp_path: Path) -> Iterator[Unwritable]:
     """Mode 0555, or, for root (which mode bits do not stop), a read-only bind mount in a mount
-    namespace of the command's own; skipped where root may not make one."""
+    namespace of the command's own; where root may not make one, skipped (failed when CI is set)."""
     directory = tmp_path / "read-only"
     directory.mkdir()
     if os.geteuid() != 0:
@@ -167,7 +167,10 @@ def unwritable(tmp_path: Path) -> Iterator[Unwritable]:
     wrapper = ("unshare", "--mount", "--propagation", "private", "sh", "-c", remount)
     wrapper += (str(directory),)
     if shutil.which("unshare") is None or subprocess.run([*wrapper, "true"]).returncode != 0:
-        pytest.skip("root ignores mode bits, and may not make a read-only bind mount here")
+        reason = "root ignores mode bits, and may not make a read-only bind mount here"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)")
+        pytest.skip(f"{reason}; set CI=1 to make this a failure")
     yield Unwritable(directory, wrapper, "Read-only file system")
 
 
