@@ -114,6 +114,19 @@ class Deployment:
         )
         return process
 
+    def command(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run `chat-policy ARGS...` as an operator on the deployment's host: its environment
+        (target, TLS, token, SdkAppid, data dir) and directory; its status and output."""
+        return subprocess.run(
+            [str(CHAT_POLICY), *args],
+            env=self.env,
+            cwd=self.tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
     def wait_for_grpc(self, process: subprocess.Popen[bytes]) -> None:
         """Wait until the policy service answers on its port."""
         with open_channel(self.grpc_target, ChannelSecurity.from_env(self.env)) as channel:

@@ -57,24 +57,9 @@ def url(deployment: Deployment) -> str:
     return f"http://127.0.0.1:{deployment.http_port}/"
 
 
-def cli(deployment: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run `chat-policy ARGS...` with the deployment's environment (so the target, token and
-    SdkAppid are the deployment's); its status and output."""
-    return subprocess.run(
-        [*CLI, *args],
-        env=deployment.env,
-        cwd=deployment.tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-
-
 def simulate_full(deployment: Deployment, group_id: str) -> None:
     """Chat says the group is full, through the adapter."""
-    result = cli(
-        deployment,
+    result = deployment.command(
         "simulate",
         "AfterGroupFull",
         "--url",
@@ -105,7 +90,7 @@ def test_simulate_gets_ok_for_every_command(shared: Deployment, command: str) ->
     """Each handled command, and one the adapter ignores, signed with the configured token:
     HTTP 200, an X-Request-ID, ErrorCode 0, what the adapter did and that it checked the
     signature; exit 0."""
-    result = cli(shared, "simulate", command, "--url", url(shared), "--json")
+    result = shared.command("simulate", command, "--url", url(shared), "--json")
 
     document = json.loads(result.stdout)
     assert result.returncode == 0, result.stderr
@@ -120,7 +105,7 @@ def test_simulate_gets_ok_for_every_command(shared: Deployment, command: str) ->
 
 def test_simulate_prints_status_request_id_and_answer(shared: Deployment) -> None:
     """The text output: what was sent, `HTTP 200 OK, X-Request-ID ...`, the answer, ok."""
-    result = cli(shared, "simulate", "BeforeCreateGroup", "--url", url(shared))
+    result = shared.command("simulate", "BeforeCreateGroup", "--url", url(shared))
 
     lines = result.stdout.splitlines()
     assert result.returncode == 0
@@ -134,7 +119,7 @@ def test_simulate_prints_status_request_id_and_answer(shared: Deployment) -> Non
 
 def test_simulate_with_a_wrong_token_shows_the_adapters_refusal(shared: Deployment) -> None:
     """A token the adapter does not have: its 401 answer is shown and the exit status is 1."""
-    result = cli(shared, "simulate", "AfterGroupFull", "--url", url(shared), "--token", "wrong")
+    result = shared.command("simulate", "AfterGroupFull", "--url", url(shared), "--token", "wrong")
 
     lines = result.stdout.splitlines()
     assert result.returncode == 1
@@ -168,7 +153,7 @@ def test_simulate_fails_on_a_creation_the_adapter_allowed_without_the_service(
 ) -> None:
     """The policy service stopped: Chat would see ErrorCode 0, but only because the adapter
     failed open; simulate exits 1 and says so."""
-    result = cli(adapter_alone, "simulate", "BeforeCreateGroup", "--url", url(adapter_alone))
+    result = adapter_alone.command("simulate", "BeforeCreateGroup", "--url", url(adapter_alone))
 
     lines = result.stdout.splitlines()
     assert result.returncode == 1, result.stdout + result.stderr
@@ -183,7 +168,7 @@ def test_simulate_fails_on_a_creation_the_adapter_allowed_without_the_service(
 def test_simulate_fails_on_an_event_the_adapter_only_spooled(adapter_alone: Deployment) -> None:
     """The policy service stopped: a group-state event is spooled and answered ErrorCode 0;
     simulate exits 1 and says the event waits in the spool."""
-    result = cli(adapter_alone, "simulate", "AfterGroupFull", "--url", url(adapter_alone))
+    result = adapter_alone.command("simulate", "AfterGroupFull", "--url", url(adapter_alone))
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stdout.splitlines()[-1] == (
@@ -197,8 +182,7 @@ def test_simulate_with_a_token_fails_against_an_adapter_that_checks_none(
 ) -> None:
     """--token to an adapter without CHAT_POLICY_CALLBACK_TOKENS: the webhook is answered
     ErrorCode 0, but no signature was checked; simulate exits 1 and says so."""
-    result = cli(
-        adapter_alone,
+    result = adapter_alone.command(
         "simulate",
         "Group.CallbackAfterSendMsg",
         "--url",
@@ -223,8 +207,8 @@ def test_groups_get_shows_the_group_simulate_made_full(shared: Deployment) -> No
     """After a simulated full webhook, `groups get` shows the group full with one event."""
     simulate_full(shared, "@TGS#OPGET")
 
-    text = cli(shared, "groups", "get", str(APP), "@TGS#OPGET")
-    as_json = cli(shared, "groups", "get", str(APP), "@TGS#OPGET", "--json")
+    text = shared.command("groups", "get", str(APP), "@TGS#OPGET")
+    as_json = shared.command("groups", "get", str(APP), "@TGS#OPGET", "--json")
 
     lines = text.stdout.splitlines()
     state = json.loads(as_json.stdout)["group_state"]
@@ -242,7 +226,7 @@ def test_groups_get_shows_the_group_simulate_made_full(shared: Deployment) -> No
 
 def test_groups_get_of_an_unknown_group_is_one_line_with_the_reason(shared: Deployment) -> None:
     """NOT_FOUND: exit 1, one line with the code, the details and the ErrorInfo reason."""
-    result = cli(shared, "groups", "get", str(APP), "@TGS#NEVER")
+    result = shared.command("groups", "get", str(APP), "@TGS#NEVER")
 
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == (
@@ -255,8 +239,8 @@ def test_groups_list_lists_the_full_group(shared: Deployment) -> None:
     """`groups list` shows a simulated full group; --json pages through with --all."""
     simulate_full(shared, "@TGS#OPLIST")
 
-    text = cli(shared, "groups", "list", str(APP))
-    as_json = cli(shared, "groups", "list", str(APP), "--all", "--json")
+    text = shared.command("groups", "list", str(APP))
+    as_json = shared.command("groups", "list", str(APP), "--all", "--json")
 
     document = json.loads(as_json.stdout)
     rows = [line for line in text.stdout.splitlines() if line.endswith("  @TGS#OPLIST")]
@@ -273,7 +257,7 @@ def test_groups_list_pages_up_to_the_limit(shared: Deployment) -> None:
     simulate_full(shared, "@TGS#OPPAGE1")
     simulate_full(shared, "@TGS#OPPAGE2")
 
-    result = cli(shared, "groups", "list", str(APP), "--limit", "1")
+    result = shared.command("groups", "list", str(APP), "--limit", "1")
 
     lines = result.stdout.splitlines()
     assert result.returncode == 0
@@ -285,9 +269,11 @@ def test_groups_clear_clears_the_full_group(shared: Deployment) -> None:
     """`groups clear` makes a full group not full with the reason; again, it is unchanged."""
     simulate_full(shared, "@TGS#OPCLEAR")
 
-    cleared = cli(shared, "groups", "clear", str(APP), "@TGS#OPCLEAR", "--reason", "limit raised")
-    again = cli(shared, "groups", "clear", str(APP), "@TGS#OPCLEAR", "--json")
-    state = json.loads(cli(shared, "groups", "get", str(APP), "@TGS#OPCLEAR", "--json").stdout)
+    cleared = shared.command(
+        "groups", "clear", str(APP), "@TGS#OPCLEAR", "--reason", "limit raised"
+    )
+    again = shared.command("groups", "clear", str(APP), "@TGS#OPCLEAR", "--json")
+    state = json.loads(shared.command("groups", "get", str(APP), "@TGS#OPCLEAR", "--json").stdout)
 
     assert (cleared.returncode, again.returncode) == (0, 0)
     assert cleared.stdout.splitlines()[0] == "cleared: @TGS#OPCLEAR is not full any more"
@@ -360,7 +346,7 @@ def test_groups_watch_prints_a_change_and_stops_cleanly_on_sigint(shared: Deploy
 
 def test_groups_watch_reports_a_stream_error_in_one_line(shared: Deployment) -> None:
     """A watch that cannot resume (a sequence ahead of the log): exit 1, one clear line."""
-    result = cli(shared, "groups", "watch", str(APP), "--from", "999999999")
+    result = shared.command("groups", "watch", str(APP), "--from", "999999999")
 
     errors = result.stderr.splitlines()
     assert (result.returncode, result.stdout) == (1, "")
@@ -372,8 +358,8 @@ def test_groups_watch_reports_a_stream_error_in_one_line(shared: Deployment) -> 
 
 def test_decide_allows_with_the_default_policy(shared: Deployment) -> None:
     """`decide` against the shipped default policy: allow, rule default, exit 0."""
-    text = cli(shared, "decide", "--operator", "alice", "--type", "Public", "--name", "Books")
-    as_json = cli(shared, "decide", "--operator", "alice", "--json")
+    text = shared.command("decide", "--operator", "alice", "--type", "Public", "--name", "Books")
+    as_json = shared.command("decide", "--operator", "alice", "--json")
 
     lines = text.stdout.splitlines()
     document = json.loads(as_json.stdout)
@@ -399,8 +385,7 @@ def test_decide_denies_with_a_refusing_policy_and_still_exits_0(deployment: Depl
     deployment.env["CHAT_POLICY_POLICY_FILE"] = str(EXAMPLE_POLICY)
     deployment.start_service()
 
-    result = cli(
-        deployment,
+    result = deployment.command(
         "decide",
         "--app",
         str(APP),
@@ -452,7 +437,7 @@ def test_an_unreachable_target_is_exit_1_and_one_line(
     traceback."""
     target = f"127.0.0.1:{free_port()}"
 
-    result = cli(shared, *prog.split(), *args, "--target", target)
+    result = shared.command(*prog.split(), *args, "--target", target)
 
     errors = [line for line in result.stderr.splitlines() if not line.startswith("watching ")]
     assert (result.returncode, result.stdout) == (1, "")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import pytest
 from bench.processes import tcp_listening
 from chatpolicy.v1 import group_state_service_pb2, group_state_service_pb2_grpc
 from tests.chat_samples import BEFORE_CREATE_SAMPLE, OK
-from tests.e2e.conftest import CHAT_POLICY, Deployment, wait_for
+from tests.e2e.conftest import Deployment, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -224,20 +223,6 @@ def test_creation_fails_closed_with_the_configured_code(deployment: Deployment) 
     assert "fail-closed" in deployment.log("adapter")
 
 
-def chat_policy(deployment: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run `chat-policy ARGS...` as an operator on the adapter's host: the deployment's
-    environment, so CHAT_POLICY_DATA_DIR is the adapter's."""
-    return subprocess.run(
-        [str(CHAT_POLICY), *args],
-        env=deployment.env,
-        cwd=deployment.tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-
-
 def not_found(deployment: Deployment, group_id: str) -> bool:
     """Whether the service answers NOT_FOUND for the group: it never recorded it."""
     with grpc.insecure_channel(deployment.grpc_target) as channel:
@@ -286,7 +271,7 @@ def test_an_event_the_service_refuses_is_set_aside_and_the_others_are_delivered(
     with urllib.request.urlopen(f"http://127.0.0.1:{deployment.http_port}/metrics") as response:
         assert "chat_policy_adapter_spool_set_aside 1.0" in response.read().decode()
 
-    listed = chat_policy(deployment, "spool", "list")
+    listed = deployment.command("spool", "list")
     assert listed.returncode == 0, listed.stderr
     row, summary = listed.stdout.splitlines()[1:]
     event_id = row.split()[0]
@@ -294,7 +279,7 @@ def test_an_event_the_service_refuses_is_set_aside_and_the_others_are_delivered(
     assert "INVALID_ARGUMENT" in row
     assert summary == "1 set-aside event; 0 events waiting for the policy service"
 
-    dropped = chat_policy(deployment, "spool", "drop", event_id)
+    dropped = deployment.command("spool", "drop", event_id)
     assert (dropped.returncode, dropped.stdout) == (0, "dropped 1 set-aside event\n")
-    listed = chat_policy(deployment, "spool", "list", "--json")
+    listed = deployment.command("spool", "list", "--json")
     assert json.loads(listed.stdout) == {"set_aside": [], "waiting": 0}
