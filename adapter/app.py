@@ -62,7 +62,10 @@ def create_app_from_env() -> falcon.App[falcon.Request, falcon.Response]:
     )
     spool = Spool(settings.spool_path, settings.spool_max_events)
     replayer = Replayer(
-        spool, group_state.replay_to(client), settings.spool_path.with_suffix(".lock")
+        spool,
+        group_state.replay_to(client),
+        group_state.answers_health_checks(client, settings.grpc_deadline_ms / 1000),
+        settings.spool_path.with_suffix(".lock"),
     )
     replayer.start()
     return create_app(settings, client, spool, replayer.wake)

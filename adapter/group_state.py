@@ -140,6 +140,18 @@ def record_request(webhook: Webhook, max_event_ahead_s: int) -> RecordRequest | 
     return request
 
 
+def answers_health_checks(client: PolicyClient, timeout_s: float) -> Callable[[], bool]:
+    """The replayer's outage test: whether the service answers SERVING to a health check."""
+
+    def answers() -> bool:
+        try:
+            return client.check_health(timeout_s) == "SERVING"
+        except grpc.RpcError:
+            return False
+
+    return answers
+
+
 def replay_to(client: PolicyClient) -> Callable[[SpooledEvent], None]:
     """The replayer's delivery: rebuild the spooled request and record it."""
 

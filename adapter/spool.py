@@ -175,6 +175,14 @@ class Spool:
                 (next_attempt_ms, event_id),
             )
 
+    def make_due(self, event_ids: Collection[int]) -> None:
+        """Make waiting events due at once (their attempts stay counted)."""
+        with self._lock, self._translated_errors():
+            self._db.executemany(
+                "UPDATE spooled_event SET next_attempt_ms = 0 WHERE id = ?",
+                [(event_id,) for event_id in event_ids],
+            )
+
     def set_aside(self, event_id: int, reason: str, now_ms: int) -> None:
         """Move the event, in one transaction, to set_aside_event for an operator."""
         with self._transaction():
@@ -293,10 +301,13 @@ class Replayer:
 
     A pass tries every event that is due, oldest first. An event that fails for now is tried
     again after its own backoff, and the pass goes on to the next one: the order does not
-    matter, since the service applies each event once and orders them by EventTime. Only when
-    `pause_after_failures` events in a row fail does the service itself look away: the pass
-    stops, and the next one waits the replayer's backoff, which grows while passes keep
-    stopping so. Backoffs double from `backoff_initial_s` to `backoff_max_s`.
+    matter, since the service applies each event once and orders them by EventTime. When
+    `pause_after_failures` events in a row fail, `service_answers` (a health check) tells
+    an outage from events that fail alone: if the service answers, the pass goes on; if not,
+    the events of that run are made due again (the outage failed them, not their content),
+    the pass stops, and the next one waits the replayer's backoff, which grows while passes
+    keep stopping so. After an outage, then, every event is tried on the first pass that
+    finds the service back. Backoffs double from `backoff_initial_s` to `backoff_max_s`.
 
     Build it after fork: a lock inherited across fork would make two processes leaders.
     """
@@ -305,6 +316,7 @@ class Replayer:
         self,
         spool: Spool,
         deliver: Callable[[SpooledEvent], None],
+        service_answers: Callable[[], bool],
         lock_path: Path,
         *,
         batch_size: int = 100,
@@ -323,6 +335,7 @@ class Replayer:
             raise ValueError(f"pause_after_failures must be at least 1, not {pause_after_failures}")
         self._spool = spool
         self._deliver = deliver
+        self._service_answers = service_answers
         self._lock_path = lock_path
         self._batch_size = batch_size
         self._idle_s = idle_s
@@ -355,7 +368,7 @@ class Replayer:
             # Fixed for the pass: an event that fails now is not due again before it ends.
             now_ms = self._now_ms()
             delivered = 0
-            failures_in_a_row = 0
+            failed_in_a_row: list[int] = []
             try:
                 while not self._stopping.is_set():
                     batch = self._spool.oldest(self._batch_size, due_by_ms=now_ms)
@@ -369,14 +382,12 @@ class Replayer:
                             break
                         outcome = self._deliver_one(event)
                         if outcome is _Outcome.RETRY_LATER:
-                            failures_in_a_row += 1
-                            if failures_in_a_row >= self._pause_after_failures:
-                                raise RetryLater(
-                                    f"{failures_in_a_row} events in a row failed, the latest"
-                                    f" {self._last_failure}"
-                                )
+                            failed_in_a_row.append(event.id)
+                            if len(failed_in_a_row) >= self._pause_after_failures:
+                                self._stop_if_away(failed_in_a_row)
+                                failed_in_a_row = []
                             continue
-                        failures_in_a_row = 0
+                        failed_in_a_row = []
                         self._failure_streak = 0
                         if outcome is _Outcome.DELIVERED:
                             delivered += 1
@@ -480,6 +491,17 @@ class Replayer:
             return _Outcome.RETRY_LATER
         self._spool.remove(event.id)
         return _Outcome.DELIVERED
+
+    def _stop_if_away(self, failed: list[int]) -> None:
+        """After a run of failed events: RetryLater if the service does not answer its health
+        check, with those events due again; else the pass goes on (they failed alone)."""
+        if self._service_answers():
+            return
+        self._spool.make_due(failed)
+        raise RetryLater(
+            f"{len(failed)} events in a row failed and the service's health check fails,"
+            f" the latest {self._last_failure}"
+        )
 
     def _back_off(self, event: SpooledEvent, why: str) -> None:
         """Count the failed attempt and set the event's next one; log it at the 10th, 100th,

@@ -196,7 +196,11 @@ def test_spooled_replayed_and_set_aside_events_are_counted(
     chat = make_chat(fake)
     now_s = [1_700_000_000.0]
     replayer = Replayer(
-        chat.spool, replay_to(fake), tmp_path / "replay.lock", clock=lambda: now_s[0]
+        chat.spool,
+        replay_to(fake),
+        lambda: False,
+        tmp_path / "replay.lock",
+        clock=lambda: now_s[0],
     )
 
     def counts() -> list[float]:

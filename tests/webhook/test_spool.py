@@ -67,11 +67,17 @@ def spool(make_spool: MakeSpool) -> Spool:
 
 @pytest.fixture
 def make_replayer(lock_path: Path) -> Iterator[MakeReplayer]:
-    """Build replayers sharing `lock_path`; all are stopped afterwards."""
+    """Build replayers sharing `lock_path`, whose health check finds the service away unless
+    `service_answers` says otherwise; all are stopped afterwards."""
     built: list[Replayer] = []
 
-    def make(spool: Spool, deliver: Callable[[SpooledEvent], None], **options: Any) -> Replayer:
-        replayer = Replayer(spool, deliver, lock_path, **options)
+    def make(
+        spool: Spool,
+        deliver: Callable[[SpooledEvent], None],
+        service_answers: Callable[[], bool] = lambda: False,
+        **options: Any,
+    ) -> Replayer:
+        replayer = Replayer(spool, deliver, service_answers, lock_path, **options)
         built.append(replayer)
         return replayer
 
@@ -301,6 +307,10 @@ class Clock:
     def __call__(self) -> float:
         return self.now_s
 
+    def ms(self) -> int:
+        """The clock's time in Unix milliseconds."""
+        return int(self.now_s * 1000)
+
 
 def test_an_event_failing_for_now_does_not_hold_the_ones_behind_it(
     spool: Spool, make_replayer: MakeReplayer, caplog: pytest.LogCaptureFixture
@@ -365,8 +375,9 @@ def test_an_event_that_keeps_failing_is_logged_at_the_tenth_attempt(
 def test_when_the_service_looks_away_a_pass_stops_and_the_replayer_backs_off(
     spool: Spool, make_replayer: MakeReplayer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """With every event failing, a pass stops after three in a row (each backed off alone) and
-    the replay thread then waits its backoff instead of trying the others at once."""
+    """With every event failing and the health check failing too, a pass stops after three in
+    a row, makes them due again (the outage failed them), and the replay thread then waits its
+    backoff instead of trying the others at once."""
     ids = add(spool, 10)
     tried: list[int] = []
 
@@ -379,9 +390,13 @@ def test_when_the_service_looks_away_a_pass_stops_and_the_replayer_backs_off(
     assert replayer.run_once() == 0
     assert tried == ids[:3]
     assert [event.attempts for event in spool.oldest(10)] == [1, 1, 1] + [0] * 7
+    assert [event.id for event in spool.oldest(10, due_by_ms=clock.ms())] == ids
     paused = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(paused) == 1
-    assert "spool replay paused: 3 events in a row failed" in paused[0]
+    assert (
+        "spool replay paused: 3 events in a row failed and the service's health check fails"
+        in paused[0]
+    )
     assert f"event {ids[2]}" in paused[0] and "connection refused" in paused[0]
 
     tried.clear()
@@ -392,14 +407,41 @@ def test_when_the_service_looks_away_a_pass_stops_and_the_replayer_backs_off(
     threaded.start()
     wait_until(lambda: len(tried) >= 3)
     threaded.stop()
-    assert tried == ids[3:6]  # then the thread waited its backoff: no fourth attempt
+    assert tried == ids[:3]  # then the thread waited its backoff: no fourth attempt
+
+
+def test_events_failing_alone_in_a_row_do_not_stop_a_pass_while_the_service_answers(
+    spool: Spool, make_replayer: MakeReplayer
+) -> None:
+    """Three events in a row that fail for now while the service answers its health check
+    are backed off alone, and the same pass delivers the events behind them."""
+    *poison, good = add(spool, 4)
+    delivered: list[int] = []
+    checks: list[bool] = []
+
+    def deliver(event: SpooledEvent) -> None:
+        if event.id in poison:
+            raise RetryLater("DEADLINE_EXCEEDED")
+        delivered.append(event.id)
+
+    def service_answers() -> bool:
+        checks.append(True)
+        return True
+
+    clock = Clock()
+    replayer = make_replayer(spool, deliver, service_answers, clock=clock)
+    assert replayer.run_once() == 1
+    assert delivered == [good]
+    assert checks == [True]
+    assert [event.id for event in spool.oldest(10)] == poison
+    assert spool.oldest(10, due_by_ms=clock.ms()) == []  # each waits its own backoff
 
 
 def test_after_an_outage_every_event_is_delivered(
     spool: Spool, make_replayer: MakeReplayer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Events backed off during an outage are delivered once due and the service is back;
-    the drain is logged with the count."""
+    """Every event is delivered on the first pass after an outage, none waiting out a backoff
+    of its own; the drain is logged with the count."""
     caplog.set_level(logging.INFO, logger="adapter.spool")
     ids = add(spool, 5)
     down = True
@@ -414,9 +456,7 @@ def test_after_an_outage_every_event_is_delivered(
     replayer = make_replayer(spool, deliver, clock=clock)
     assert replayer.run_once() == 0
     down = False
-    assert replayer.run_once() == 2  # the three tried are not due yet
-    clock.now_s += 60
-    assert replayer.run_once() == 3
+    assert replayer.run_once() == 5
     assert sorted(delivered) == ids
     assert spool.depth() == 0
     messages = [(record.levelname, record.getMessage()) for record in caplog.records]
