@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 from adapter.settings import AdapterSettings
@@ -27,9 +28,17 @@ def test_example_env_reproduces_the_defaults() -> None:
     assert adapter == AdapterSettings(sdk_app_ids_configured=True)
 
 
+def product_packages() -> list[Path]:
+    """The folders of every top-level package pyproject installs, but the generated protos."""
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    tops = {name.split(".")[0] for name in packages["packages"]} - set(packages["package-dir"])
+    return sorted(ROOT / top for top in tops)
+
+
 def test_every_setting_is_in_example_env_and_readme() -> None:
     """Each CHAT_POLICY_* variable the code reads is listed in example.env and README."""
-    modules = [*(ROOT / "adapter").glob("*.py"), *(ROOT / "policy_service").glob("*.py")]
+    modules = [module for package in product_packages() for module in package.rglob("*.py")]
+    assert ROOT / "policy_service" / "settings.py" in modules
     sources = "".join(module.read_text() for module in modules)
     read_by_code = set(re.findall(r'"(CHAT_POLICY_[A-Z_]+)"', sources))
     readme = (ROOT / "README.md").read_text()
