@@ -9,8 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,18 +26,10 @@ from tests.e2e.postgres_cluster import (
     PostgresUnavailable,
     initdb,
 )
+from tests.waiting import wait_for
 
 CHAT_POLICY = Path(sys.executable).with_name("chat-policy")
 START_TIMEOUT_S = 20.0
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll `condition()` until true; fail the test with `what` after timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def adapter_serves(port: int) -> bool:

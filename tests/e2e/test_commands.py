@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.chat_samples import OK
-from tests.e2e.conftest import Deployment, adapter_serves, wait_for
+from tests.e2e.conftest import Deployment, adapter_serves
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,8 @@ import pytest
 from chatpolicy.v1 import creation_policy_service_pb2 as pb
 from chatpolicy.v1 import creation_policy_service_pb2_grpc
 from tests.conftest import PostgresSchema
-from tests.e2e.conftest import START_TIMEOUT_S, Deployment, free_port, wait_for
+from tests.e2e.conftest import START_TIMEOUT_S, Deployment, free_port
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -41,8 +41,9 @@ from chatpolicy.v1 import (
 )
 from tests.chat_samples import GROUP_FULL_SAMPLE, OK
 from tests.conftest import PostgresSchema
-from tests.e2e.conftest import START_TIMEOUT_S, Deployment, free_port, wait_for
+from tests.e2e.conftest import START_TIMEOUT_S, Deployment, free_port
 from tests.e2e.postgres_cluster import PostgresCluster
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import Deployment, wait_for
+from tests.e2e.conftest import Deployment
 from tests.e2e.postgres_cluster import PostgresCluster
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.chat_samples import BEFORE_CREATE_SAMPLE, GROUP_FULL_SAMPLE
-from tests.e2e.conftest import Deployment, adapter_serves, free_port, wait_for
+from tests.e2e.conftest import Deployment, adapter_serves, free_port
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 

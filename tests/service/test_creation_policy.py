@@ -17,6 +17,7 @@ from policy_service.errors import StoreUnavailable
 from policy_service.policy_file import load_policy, parse_policy
 from policy_service.policy_reload import PolicyHolder
 from tests.service.conftest import APP, BrokenStore, Serve, Server, error_info
+from tests.waiting import wait_for
 
 POLICY = b"""version = 1
 [[rules]]
@@ -60,14 +61,6 @@ def check(server: Server, **fields: object) -> pb.CheckGroupCreationResponse:
         pb.CheckGroupCreationRequest(sdk_app_id=APP, **fields), timeout=5
     )
     return response
-
-
-def eventually(condition, timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    """Wait until condition() is true, failing after timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def list_decisions(server: Server, **fields: object) -> pb.ListDecisionsResponse:
@@ -169,7 +162,7 @@ def test_a_changed_policy_file_is_reloaded(serve: Serve, policy_file: Path) -> N
     before = check(server, name="group")
     assert before.decision == pb.DECISION_ALLOW
     policy_file.write_bytes(DENY_ALL)
-    eventually(lambda: check(server, name="group").decision == pb.DECISION_DENY)
+    wait_for(lambda: check(server, name="group").decision == pb.DECISION_DENY)
     after = check(server, name="group")
     assert after.policy_revision == parse_policy(DENY_ALL).revision != before.policy_revision
     assert (after.error_code, after.rule_id) == (10150, "default")
@@ -189,14 +182,14 @@ def test_an_invalid_policy_is_refused_and_the_last_good_one_kept(
     def refused() -> bool:
         return bool(server.creation.GetPolicy(pb.GetPolicyRequest(), timeout=5).last_reload_error)
 
-    eventually(refused)
+    wait_for(refused)
     described = server.creation.GetPolicy(pb.GetPolicyRequest(), timeout=5)
     assert described.policy_revision == revision
     assert "rule 'rate' field 'window'" in described.last_reload_error
     assert f"{policy_file}:" in described.last_reload_error
     assert check(server, name="Casino").decision == pb.DECISION_DENY
     policy_file.write_bytes(DENY_ALL)
-    eventually(lambda: not refused())
+    wait_for(lambda: not refused())
     assert check(server, name="group").error_code == 10150
 
 
@@ -246,7 +239,7 @@ def test_a_reload_request_loads_a_change_that_polling_cannot_see(
     time.sleep(0.3)  # several polls
     assert check(server, name="group").decision == pb.DECISION_ALLOW
     server.service.policy_watcher.request_reload()
-    eventually(lambda: check(server, name="group").decision == pb.DECISION_DENY)
+    wait_for(lambda: check(server, name="group").decision == pb.DECISION_DENY)
 
 
 def test_decisions_are_recorded_and_listed_newest_first(serve: Serve) -> None:
@@ -254,7 +247,7 @@ def test_decisions_are_recorded_and_listed_newest_first(serve: Serve) -> None:
     server = serve(policy=parse_policy(POLICY))
     first = check(server, operator_account="alice", name="casino royale", member_accounts=["b"])
     second = check(server, operator_account="bob", name="group", create_group_num=2)
-    eventually(lambda: len(list_decisions(server).decisions) == 2)
+    wait_for(lambda: len(list_decisions(server).decisions) == 2)
     newest, oldest = list_decisions(server).decisions
     assert (newest.decision_id, oldest.decision_id) == (second.decision_id, first.decision_id)
     assert oldest.request.operator_account == "alice"
@@ -276,7 +269,7 @@ def test_list_decisions_filters_and_pages(serve: Serve) -> None:
     server = serve(policy=parse_policy(POLICY))
     ids = [check(server, operator_account="a", name=f"g{i}").decision_id for i in range(5)]
     check(server, operator_account="b", name="casino")
-    eventually(lambda: len(list_decisions(server).decisions) == 6)
+    wait_for(lambda: len(list_decisions(server).decisions) == 6)
     denied = list_decisions(server, decision=pb.DECISION_DENY).decisions
     assert [(d.request.operator_account, d.rule_id) for d in denied] == [
         ("b", "names"),
@@ -302,7 +295,7 @@ def test_a_page_token_is_bound_to_its_filters(serve: Serve) -> None:
     server = serve(policy=parse_policy(POLICY))
     for i in range(3):
         check(server, operator_account="a", name=f"g{i}")
-    eventually(lambda: len(list_decisions(server).decisions) == 3)
+    wait_for(lambda: len(list_decisions(server).decisions) == 3)
     token = list_decisions(server, page_size=1).next_page_token
     with pytest.raises(grpc.RpcError) as raised:
         list_decisions(server, page_size=1, page_token=token, operator_account="a")

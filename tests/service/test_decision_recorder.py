@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,8 @@ from policy_service.policy import CreationRequest
 from policy_service.policy_file import parse_policy
 from policy_service.store import Store, open_store
 from tests.conftest import PostgresSchema
-from tests.service.test_store_contract import open_fresh
+from tests.service.stores import open_fresh
+from tests.waiting import wait_for
 
 POLICY = parse_policy(b"version = 1\n", "p.toml")
 
@@ -53,14 +54,6 @@ def decide(recorder: DecisionRecorder, operator: str, latency_us: int = 7) -> st
     return decision.decision_id
 
 
-def eventually(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    """Wait until condition() holds; fail after timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
 def test_decisions_arriving_together_are_stored_in_one_append() -> None:
     """Decisions a few milliseconds apart, within the linger time, go to the store in one
     batch, in order."""
@@ -70,7 +63,7 @@ def test_decisions_arriving_together_are_stored_in_one_append() -> None:
     for index in range(10):
         decide(recorder, f"op{index}")
         time.sleep(0.005)
-    eventually(lambda: len(log.stored()) == 10)
+    wait_for(lambda: len(log.stored()) == 10)
     recorder.stop()
     assert len(log.appends) == 1
     assert log.stored() == [f"op{index}" for index in range(10)]
@@ -82,7 +75,7 @@ def test_a_record_keeps_the_request_as_json() -> None:
     recorder = DecisionRecorder(log, linger_s=0)
     recorder.start()
     decide(recorder, "alice")
-    eventually(lambda: log.stored() == ["alice"])
+    wait_for(lambda: log.stored() == ["alice"])
     recorder.stop()
     (record,) = log.appends[0]
     assert record.effect == "allow" and record.latency_us == 7
@@ -96,7 +89,7 @@ def test_records_wait_out_a_store_outage() -> None:
     recorder.start()
     for operator in ("a", "b", "c"):
         decide(recorder, operator)
-    eventually(lambda: len(log.stored()) == 3)
+    wait_for(lambda: len(log.stored()) == 3)
     recorder.stop()
     assert sorted(log.stored()) == ["a", "b", "c"]
 
@@ -134,9 +127,9 @@ def test_a_record_no_store_can_keep_is_set_aside_and_the_rest_of_its_batch_store
     bad = decide(recorder, "odd", latency_us=2**63)
     good += [decide(recorder, f"op{n}") for n in range(3, 6)]
     recorder.start()
-    eventually(lambda: set(good) <= stored(store).keys())
+    wait_for(lambda: set(good) <= stored(store).keys())
     later = decide(recorder, "later")
-    eventually(lambda: later in stored(store))
+    wait_for(lambda: later in stored(store))
     recorder.stop()
     assert bad not in stored(store)
     assert unstorable("set_aside") == before + 1
@@ -163,7 +156,7 @@ def test_records_postgresql_refuses_are_stored_altered_and_marked(
             "after": decide(recorder, "bob"),
         }
         recorder.start()
-        eventually(lambda: set(ids.values()) <= stored(store).keys())
+        wait_for(lambda: set(ids.values()) <= stored(store).keys())
         recorder.stop()
         records = stored(store)
         assert records[ids["plain"]].operator_account == "alice"

@@ -16,8 +16,8 @@ from chatpolicy.v1 import group_state_service_pb2 as pb
 from policy_service.pagination import MAX_PAGE_TOKEN_CHARS
 from policy_service.store import open_store
 from tests.service.conftest import APP, Serve, Server, error_info, full_event
-from tests.service.test_decision_recorder import eventually
-from tests.service.test_store_contract import open_fresh
+from tests.service.stores import open_fresh
+from tests.waiting import wait_for
 
 
 def forged(document: str) -> str:
@@ -70,7 +70,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path, serve: Serve) -> Serv
         started.creation.CheckGroupCreation(
             cpb.CheckGroupCreationRequest(sdk_app_id=APP, operator_account="alice"), timeout=5
         )
-    eventually(
+    wait_for(
         lambda: (
             len(started.creation.ListDecisions(cpb.ListDecisionsRequest(), timeout=5).decisions)
             == 2

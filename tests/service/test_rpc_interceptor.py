@@ -6,7 +6,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -19,6 +19,7 @@ from policy_service import logs
 from policy_service.errors import StoreUnavailable
 from policy_service.rpc_interceptor import RpcInterceptor
 from policy_service.status import maps_errors
+from tests.waiting import wait_for
 
 SERVICE = "test.v1.Probe"
 UNARY = f"/{SERVICE}/Unary"
@@ -168,14 +169,6 @@ def lines() -> Iterator[RecordedLines]:
     root.setLevel(previous)
 
 
-def eventually(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    """Wait until condition() holds; fail after timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
 @pytest.mark.parametrize(
     ("request_bytes", "code"),
     [
@@ -251,7 +244,7 @@ def test_a_stream_is_counted_and_logged_once_when_it_ends(
     counted = rpcs(STREAM, "OK")
     responses = list(probe.channel.unary_stream(STREAM)(b"3", timeout=5))
     assert responses == [b"0", b"1", b"2"]
-    eventually(lambda: rpcs(STREAM, "OK") == counted + 1)
+    wait_for(lambda: rpcs(STREAM, "OK") == counted + 1)
     assert [line.code for line in lines.rpc_lines(STREAM)] == ["OK"]
 
 
@@ -263,7 +256,7 @@ def test_a_stream_aborted_midway_counts_its_code(probe: Probe, lines: RecordedLi
         received.extend(probe.channel.unary_stream(STREAM)(b"1:OUT_OF_RANGE", timeout=5))
     assert raised.value.code() == grpc.StatusCode.OUT_OF_RANGE
     assert received == [b"0"]
-    eventually(lambda: rpcs(STREAM, "OUT_OF_RANGE") == counted + 1)
+    wait_for(lambda: rpcs(STREAM, "OUT_OF_RANGE") == counted + 1)
     assert [line.code for line in lines.rpc_lines(STREAM)] == ["OUT_OF_RANGE"]
 
 
@@ -275,8 +268,8 @@ def test_a_stream_the_client_cancels_counts_as_cancelled(
     call = probe.channel.unary_stream(STREAM)(b"1:wait", timeout=5)
     assert next(call) == b"0"
     call.cancel()
-    eventually(lambda: rpcs(STREAM, "CANCELLED") == counted + 1)
-    eventually(lambda: len(lines.rpc_lines(STREAM)) == 1)
+    wait_for(lambda: rpcs(STREAM, "CANCELLED") == counted + 1)
+    wait_for(lambda: len(lines.rpc_lines(STREAM)) == 1)
     assert [line.code for line in lines.rpc_lines(STREAM)] == ["CANCELLED"]
 
 
@@ -295,7 +288,7 @@ def test_the_health_watch_stays_non_blocking_and_is_counted_when_it_ends(
     for watch in watches:
         assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
         watch.cancel()
-    eventually(lambda: rpcs(WATCH, "CANCELLED") == counted + 3)
+    wait_for(lambda: rpcs(WATCH, "CANCELLED") == counted + 3)
     assert len(lines.rpc_lines(WATCH)) == 3
 
 

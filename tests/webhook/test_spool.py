@@ -25,6 +25,7 @@ from adapter.spool import (
     SpoolUnavailable,
     UnknownEvents,
 )
+from tests.waiting import wait_for
 
 METHOD = "RecordGroupFull"
 
@@ -91,14 +92,6 @@ def add(spool: Spool, n: int, prefix: str = "r") -> list[int]:
     return [
         spool.append(METHOD, f"{prefix}{i}".encode(), f"{prefix}-{i}", 1000 + i) for i in range(n)
     ]
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Poll until condition() holds; fail after timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def set_aside_rows(path: Path) -> list[tuple[int, str, str, int]]:
@@ -405,7 +398,7 @@ def test_when_the_service_looks_away_a_pass_stops_and_the_replayer_backs_off(
     )
     replayer.stop()
     threaded.start()
-    wait_until(lambda: len(tried) >= 3)
+    wait_for(lambda: len(tried) >= 3)
     threaded.stop()
     assert tried == ids[:3]  # then the thread waited its backoff: no fourth attempt
 
@@ -502,7 +495,7 @@ def test_unexpected_error_does_not_end_the_replay_thread(
     (event_id,) = add(spool, 1)
     replayer.start()
     replayer.start()
-    wait_until(lambda: spool.depth() == 0)
+    wait_for(lambda: spool.depth() == 0)
     assert calls == [event_id, event_id]
     assert any(
         record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)
@@ -523,11 +516,11 @@ def test_wake_ends_a_long_idle_wait_and_stop_is_prompt(
     replayer = make_replayer(spool, lambda event: delivered.append(event.request_id), idle_s=60.0)
     add(spool, 1, prefix="first")
     replayer.start()
-    wait_until(lambda: delivered == ["first-0"])
+    wait_for(lambda: delivered == ["first-0"])
 
     add(spool, 1, prefix="second")
     replayer.wake()
-    wait_until(lambda: delivered == ["first-0", "second-0"])
+    wait_for(lambda: delivered == ["first-0", "second-0"])
 
     began = time.monotonic()
     replayer.stop(timeout_s=5.0)
