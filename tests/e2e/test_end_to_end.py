@@ -14,27 +14,9 @@ from chatpolicy.v1 import group_state_service_pb2 as pb
 from chatpolicy.v1 import group_state_service_pb2_grpc
 from tests.chat_samples import BEFORE_CREATE_SAMPLE, GROUP_FULL_SAMPLE, OK
 from tests.e2e.conftest import Deployment
+from tests.e2e.webhook_requests import SDKAPPID, body, query
 
-SDKAPPID = 1400187352
 pytestmark = pytest.mark.e2e
-
-
-def query(command: str, sdk_app_id: int = SDKAPPID, **extra: str) -> str:
-    """The query string Chat sends for `command`."""
-    params = {
-        "SdkAppid": str(sdk_app_id),
-        "CallbackCommand": command,
-        "contenttype": "json",
-        "ClientIP": "203.0.113.7",
-        "OptPlatform": "iOS",
-        **extra,
-    }
-    return "&".join(f"{key}={value}" for key, value in params.items())
-
-
-def body(document: dict[str, object], **changes: object) -> bytes:
-    """A webhook body: the document with `changes` applied, as Chat's JSON."""
-    return json.dumps({**document, **changes}).encode()
 
 
 def group_state(deployment: Deployment, group_id: str) -> pb.GetGroupStateResponse:

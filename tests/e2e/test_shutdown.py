@@ -29,8 +29,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from chatpolicy.v1 import group_state_service_pb2 as pb
 from chatpolicy.v1 import group_state_service_pb2_grpc
 from tests.chat_samples import OK
-from tests.e2e.conftest import START_TIMEOUT_S, Deployment, adapter_serves, wait_for
-from tests.e2e.test_outages import (
+from tests.e2e.conftest import START_TIMEOUT_S, Deployment, adapter_serves
+from tests.e2e.spooled_events import (
     GROUP_FULL,
     REPLAY_TIMEOUT_S,
     SDKAPPID,
@@ -40,6 +40,7 @@ from tests.e2e.test_outages import (
     spool_depth,
     state_matches,
 )
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 

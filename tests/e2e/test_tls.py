@@ -13,9 +13,10 @@ from adapter.channel import ChannelSecurity, open_channel
 from chatpolicy.v1 import group_state_service_pb2 as pb
 from chatpolicy.v1 import group_state_service_pb2_grpc
 from tests.chat_samples import GROUP_FULL_SAMPLE, OK
-from tests.e2e.conftest import Deployment, adapter_serves, wait_for
-from tests.e2e.test_end_to_end import SDKAPPID, body, query
+from tests.e2e.conftest import Deployment, adapter_serves
+from tests.e2e.webhook_requests import SDKAPPID, body, query
 from tests.tls_files import Pki
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -33,7 +33,7 @@ from policy_service.store import (
     now_ms,
     open_store,
 )
-from tests.conftest import PostgresSchema
+from tests.service.stores import open_fresh
 
 APP = 1400000000
 OTHER_APP = 1400000123
@@ -109,16 +109,6 @@ def run_threads(*targets: Callable[[], None]) -> list[BaseException]:
     for thread in threads:
         thread.join()
     return raised
-
-
-def open_fresh(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    """A fresh, empty store of a kind (PostgreSQL: in a schema of its own)."""
-    if kind == "sqlite":
-        url = f"sqlite:///{tmp_path / 'state' / 'chat-policy.db'}"
-    else:
-        schema: PostgresSchema = request.getfixturevalue("postgres_schema")
-        url = schema.url
-    return open_store(url)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
