@@ -15,14 +15,14 @@ from gunicorn.util import import_app
 
 from adapter.settings import AdapterSettings
 from adapter.spool import Spool, SpoolUnavailable
-from policy_service.data_directory import directory_problem
-from policy_service.listen_address import listen_problem
+from chat_policy_shared.data_directory import directory_problem
+from chat_policy_shared.listen_address import listen_problem
 
 log = logging.getLogger(__name__)
 
 
 class GunicornLogger(Logger):  # type: ignore[misc]
-    """gunicorn's own lines go through the process's JSON handler (policy_service.logs).
+    """gunicorn's own lines go through the process's JSON handler (chat_policy_shared.logs).
 
     The access log stays off: the adapter writes one canonical line per request, without the
     query string that carries Sign.

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 
 from adapter.answers import Failure, WebhookError
-from policy_service.field_limits import (
+from chat_policy_shared.field_limits import (
     MAX_ACCOUNT_BYTES,
     MAX_ID_BYTES,
     MAX_NAME_BYTES,

@@ -9,14 +9,14 @@ import grpc
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from adapter.channel import ChannelSecurity, open_channel
+from chat_policy_shared.channel import ChannelSecurity, open_channel
+from chat_policy_shared.logs import REQUEST_ID_METADATA
 from chatpolicy.v1 import (
     creation_policy_service_pb2,
     creation_policy_service_pb2_grpc,
     group_state_service_pb2,
     group_state_service_pb2_grpc,
 )
-from policy_service.logs import REQUEST_ID_METADATA
 
 RecordRequest = (
     group_state_service_pb2.RecordGroupFullRequest

@@ -7,7 +7,7 @@ import time
 
 import falcon
 
-from policy_service.logs import REQUEST_ID_HEADER, accepted_request_id, request_id
+from chat_policy_shared.logs import REQUEST_ID_HEADER, accepted_request_id, request_id
 
 log = logging.getLogger("adapter.request")
 

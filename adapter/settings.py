@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapter.answers import is_refusal_code
-from adapter.channel import ChannelSecurity
 from adapter.source import Network, parse_networks
-from policy_service.listen_address import bind_problem
+from chat_policy_shared.channel import ChannelSecurity
+from chat_policy_shared.listen_address import bind_problem
 
 # The SdkAppid of example.env: accepted when CHAT_POLICY_SDKAPPIDS is unset, with a warning.
 DEMO_SDKAPPID = 1400000000

@@ -17,7 +17,7 @@ from adapter.payload import checked_text, parse_body
 from adapter.settings import AdapterSettings
 from adapter.signature import SignatureError, verify_sign
 from adapter.source import client_address, contains
-from policy_service.field_limits import MAX_SHORT_TEXT_BYTES
+from chat_policy_shared.field_limits import MAX_SHORT_TEXT_BYTES
 
 log = logging.getLogger(__name__)
 

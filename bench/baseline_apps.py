@@ -37,9 +37,9 @@ from typing import Any
 import falcon
 import grpc
 
-from adapter.channel import ChannelSecurity, open_channel
 from adapter.gunicorn_app import AdapterApplication
 from adapter.settings import AdapterSettings
+from chat_policy_shared.channel import ChannelSecurity, open_channel
 from policy_service.server import SERVER_OPTIONS
 from policy_service.settings import ServiceSettings
 

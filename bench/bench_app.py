@@ -39,8 +39,8 @@ import falcon.testing
 from adapter.policy_client import RecordRequest
 from adapter.settings import AdapterSettings
 from bench.wrk import Webhook, body, compute_sign, query_string
+from chat_policy_shared import logs
 from chatpolicy.v1 import creation_policy_service_pb2 as cpb
-from policy_service import logs
 
 SDK_APP_ID = 1400000000
 TOKEN = "bench-app-token"

@@ -43,10 +43,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from policy_service.group_types import canonical_group_type
-from policy_service.policy import CreationRequest, Decision, Effect, Policy, RuleResult
-from policy_service.policy_file import load_policy
-from policy_service.rate_limit import InMemoryRateCounter
+from policy_service.engine.group_types import canonical_group_type
+from policy_service.engine.policy import CreationRequest, Decision, Effect, Policy, RuleResult
+from policy_service.engine.policy_file import load_policy
+from policy_service.engine.rate_limit import InMemoryRateCounter
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_POLICY = ROOT / "examples" / "policy.toml"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from policy_service.field_limits import echo
+from chat_policy_shared.field_limits import echo
 
 
 class PolicyServiceError(Exception):

@@ -11,28 +11,28 @@ from types import FrameType
 import grpc
 from grpc_reflection.v1alpha import reflection
 
+from chat_policy_shared.data_directory import directory_problem
+from chat_policy_shared.listen_address import listen_problem
 from chatpolicy.v1 import creation_policy_service_pb2_grpc, group_state_service_pb2_grpc
-from policy_service.change_feed import ChangeFeed
-from policy_service.creation_policy_servicer import CreationPolicyServicer
-from policy_service.data_directory import directory_problem
-from policy_service.decision_recorder import DecisionRecorder
-from policy_service.errors import PolicyServiceError, StoreUnavailable
-from policy_service.group_state_servicer import GroupStateServicer
-from policy_service.health import (
+from policy_service.api.creation_policy_servicer import CreationPolicyServicer
+from policy_service.api.group_state_servicer import GroupStateServicer
+from policy_service.api.health import (
     CREATION_POLICY_SERVICE,
     GROUP_STATE_SERVICE,
     HEALTH_SERVICE,
     StoreHealth,
 )
-from policy_service.listen_address import listen_problem
-from policy_service.metrics import MetricsEndpoint, service_registry
-from policy_service.policy_file import PolicyError, load_policy
-from policy_service.policy_reload import PolicyFileWatcher, PolicyHolder
-from policy_service.retention import RetentionPruner
-from policy_service.rpc_interceptor import RpcInterceptor
+from policy_service.api.metrics import MetricsEndpoint, service_registry
+from policy_service.api.rpc_interceptor import RpcInterceptor
+from policy_service.api.tls import server_credentials
+from policy_service.engine.decision_recorder import DecisionRecorder
+from policy_service.engine.policy_file import PolicyError, load_policy
+from policy_service.engine.policy_reload import PolicyFileWatcher, PolicyHolder
+from policy_service.errors import PolicyServiceError, StoreUnavailable
+from policy_service.groups.change_feed import ChangeFeed
 from policy_service.settings import ServiceSettings, SettingsError
-from policy_service.store import Store, open_store, redacted_url, sqlite_path
-from policy_service.tls import server_credentials
+from policy_service.stores.retention import RetentionPruner
+from policy_service.stores.store import Store, open_store, redacted_url, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ SERVER_OPTIONS = (
     # grpc sets SO_REUSEPORT by default: a second service on the same port would silently share
     # its traffic. Refuse to start instead.
     ("grpc.so_reuseport", 0),
-    # Clients ping idle connections every 20 s (adapter/channel.py); allow it rather than
+    # Clients ping idle connections every 20 s (chat_policy_shared/channel.py); allow it rather than
     # answering GOAWAY "too many pings".
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from policy_service.listen_address import bind_problem
-from policy_service.store import SQLITE_PREFIX
+from chat_policy_shared.listen_address import bind_problem
+from policy_service.stores.store import SQLITE_PREFIX
 
 Number = TypeVar("Number", int, float)
 

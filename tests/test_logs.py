@@ -10,7 +10,7 @@ import pytest
 
 from adapter.gunicorn_app import AdapterApplication, GunicornLogger
 from adapter.settings import AdapterSettings
-from policy_service import logs
+from chat_policy_shared import logs
 
 
 class Stdout:

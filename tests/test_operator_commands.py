@@ -33,24 +33,24 @@ from adapter.settings import DEMO_SDKAPPID, AdapterSettings, OnPolicyError
 from adapter.signature import compute_sign
 from adapter.spool import Spool
 from adapter.webhook import Webhook
-from chatpolicy.v1 import creation_policy_service_pb2 as cpb
-from chatpolicy.v1 import group_state_pb2 as spb
-from chatpolicy.v1 import group_state_service_pb2 as gpb
-from policy_service import webhook_samples
-from policy_service.cli import main
-from policy_service.command_output import (
+from chat_policy_cli import webhook_samples
+from chat_policy_cli.command_output import (
     default_target,
     format_time,
     rpc_error_line,
 )
-from policy_service.decide_command import decision_lines
-from policy_service.group_commands import list_lines, state_lines, watch_line
-from policy_service.webhook_commands import (
+from chat_policy_cli.decide_command import decision_lines
+from chat_policy_cli.group_commands import list_lines, state_lines, watch_line
+from chat_policy_cli.main import main
+from chat_policy_cli.webhook_commands import (
     parse_value,
     request_body,
     webhook_query,
     webhook_url,
 )
+from chatpolicy.v1 import creation_policy_service_pb2 as cpb
+from chatpolicy.v1 import group_state_pb2 as spb
+from chatpolicy.v1 import group_state_service_pb2 as gpb
 from tests.webhook.conftest import FakePolicyClient, FakeRpcError
 
 VECTOR_SIGN = "17773bc39a671d7b9aa835458704d2a6db81360a5940292b587d6d760d484061"
@@ -127,7 +127,7 @@ def test_sign_defaults_to_now(capsys: pytest.CaptureFixture[str]) -> None:
 def test_sign_reads_the_token_from_stdin_with_a_dash() -> None:
     """`sign -` reads the token from stdin (kept out of the process list and shell history)."""
     result = subprocess.run(
-        [sys.executable, "-m", "policy_service.cli", "sign", "-", "--time", "1669872112"],
+        [sys.executable, "-m", "chat_policy_cli.main", "sign", "-", "--time", "1669872112"],
         input="xxxxyyyy\n",
         capture_output=True,
         text=True,
@@ -216,7 +216,7 @@ def test_the_command_line_parser_does_not_load_grpc() -> None:
     """`chat-policy --help` stays fast: building the parser imports neither grpc nor
     protobuf; only running a command that calls the service does."""
     code = (
-        "import sys; from policy_service.cli import main\n"
+        "import sys; from chat_policy_cli.main import main\n"
         "try:\n    main(['groups', '--help'])\nexcept SystemExit:\n    pass\n"
         "print(sorted(m for m in ('grpc', 'google.protobuf') if m in sys.modules))"
     )

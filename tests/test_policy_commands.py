@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from policy_service.cli import main
-from policy_service.policy_commands import DEFAULT_NOW_MS, parse_time_ms
-from policy_service.policy_file import load_policy
+from chat_policy_cli.main import main
+from chat_policy_cli.policy_commands import DEFAULT_NOW_MS, parse_time_ms
+from policy_service.engine.policy_file import load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_POLICY = ROOT / "examples" / "policy.toml"

@@ -11,8 +11,8 @@ import pytest
 
 from adapter.settings import AdapterSettings
 from adapter.spool import Spool
+from chat_policy_cli.main import main
 from chatpolicy.v1 import group_state_service_pb2 as pb
-from policy_service.cli import main
 
 APP = 1400000000
 REASON = (

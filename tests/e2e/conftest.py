@@ -16,9 +16,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from adapter.channel import ChannelSecurity, open_channel
 from bench.processes import exited, free_ports, kill_group
 from bench.processes import free_port as free_port  # re-exported for the e2e tests
+from chat_policy_shared.channel import ChannelSecurity, open_channel
 from tests.conftest import PostgresSchema
 from tests.e2e.postgres_cluster import (
     PostgresBinaries,

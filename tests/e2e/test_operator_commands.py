@@ -1,4 +1,4 @@
-"""The operator commands as an operator runs them (`python -m policy_service.cli ...`) against
+"""The operator commands as an operator runs them (`python -m chat_policy_cli.main ...`) against
 a real deployment: `chat-policy service` and `chat-policy adapter` on free ports, callback
 token on, shared by the tests of this module."""
 
@@ -25,7 +25,7 @@ APP = 1400187352
 TOKEN = "operator-test-token"
 EXAMPLE_POLICY = Path(__file__).parents[2] / "examples" / "policy.toml"
 OK_ANSWER = {"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": ""}
-CLI = [sys.executable, "-m", "policy_service.cli"]
+CLI = [sys.executable, "-m", "chat_policy_cli.main"]
 OUTCOMES = {
     "BeforeCreateGroup": "allowed",
     "AfterNewMemberJoin": "acknowledged",

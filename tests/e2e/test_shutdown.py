@@ -2,7 +2,7 @@
 
 A request is kept in flight without mocks by holding the store's write lock from the test:
 the service's writes (and, on SQLite, every store call queued behind them) wait for it.
-SQLite waits up to its busy timeout (5 s, policy_service/sqlite_store.py), PostgreSQL for as
+SQLite waits up to its busy timeout (5 s, policy_service/stores/sqlite_store.py), PostgreSQL for as
 long as it takes; every lock here is released well within that.
 """
 

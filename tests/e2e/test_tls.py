@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from adapter.channel import ChannelSecurity, open_channel
+from chat_policy_shared.channel import ChannelSecurity, open_channel
 from chatpolicy.v1 import group_state_service_pb2 as pb
 from chatpolicy.v1 import group_state_service_pb2_grpc
 from tests.chat_samples import GROUP_FULL_SAMPLE, OK

@@ -17,12 +17,12 @@ from chatpolicy.v1 import (
     group_state_service_pb2,
     group_state_service_pb2_grpc,
 )
-from policy_service.policy import Policy
-from policy_service.policy_file import load_policy
-from policy_service.policy_reload import PolicyHolder
+from policy_service.engine.policy import Policy
+from policy_service.engine.policy_file import load_policy
+from policy_service.engine.policy_reload import PolicyHolder
 from policy_service.server import PolicyService
 from policy_service.settings import ServiceSettings
-from policy_service.store import Store, open_store
+from policy_service.stores.store import Store, open_store
 
 pb = group_state_service_pb2
 APP = 1400000000

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from policy_service.store import Store, open_store
+from policy_service.stores.store import Store, open_store
 from tests.conftest import PostgresSchema
 
 

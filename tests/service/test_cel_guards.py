@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policy_service.cel_conditions import NULLABLE_VARIABLES
-from policy_service.cel_guards import unguarded_reads
-from policy_service.cel_syntax import CelSyntaxError, parse
+from policy_service.engine.cel_conditions import NULLABLE_VARIABLES
+from policy_service.engine.cel_guards import unguarded_reads
+from policy_service.engine.cel_syntax import CelSyntaxError, parse
 
 NULLABLE = frozenset(NULLABLE_VARIABLES)
 

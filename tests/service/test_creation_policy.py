@@ -13,9 +13,9 @@ import grpc
 import pytest
 
 from chatpolicy.v1 import creation_policy_service_pb2 as pb
+from policy_service.engine.policy_file import load_policy, parse_policy
+from policy_service.engine.policy_reload import PolicyHolder
 from policy_service.errors import StoreUnavailable
-from policy_service.policy_file import load_policy, parse_policy
-from policy_service.policy_reload import PolicyHolder
 from tests.service.conftest import APP, BrokenStore, Serve, Server, error_info
 from tests.waiting import wait_for
 
@@ -332,7 +332,7 @@ def test_a_policy_taken_in_logs_what_policy_check_warns_about(
     (a rule reading create_group_num unguarded) logged at WARNING with its revision."""
     path = tmp_path / "policy.toml"
     path.write_text(UNGUARDED_RULE.format(id="big", count=3))
-    with caplog.at_level(logging.WARNING, logger="policy_service.policy_reload"):
+    with caplog.at_level(logging.WARNING, logger="policy_service.engine.policy_reload"):
         holder = PolicyHolder(path, load_policy(path))
         first_revision = holder.policy.revision
         started = [record.getMessage() for record in caplog.records]

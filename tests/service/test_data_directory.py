@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from policy_service.data_directory import directory_problem
+from chat_policy_shared.data_directory import directory_problem
 from policy_service.server import open_configured_store
 from policy_service.settings import ServiceSettings, SettingsError
 

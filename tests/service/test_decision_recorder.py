@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from policy_service.decision_log import DecisionQuery, DecisionRecord
-from policy_service.decision_recorder import DecisionRecorder
+from policy_service.engine.decision_log import DecisionQuery, DecisionRecord
+from policy_service.engine.decision_recorder import DecisionRecorder
+from policy_service.engine.policy import CreationRequest
+from policy_service.engine.policy_file import parse_policy
 from policy_service.errors import StoreUnavailable
-from policy_service.policy import CreationRequest
-from policy_service.policy_file import parse_policy
-from policy_service.store import Store, open_store
+from policy_service.stores.store import Store, open_store
 from tests.conftest import PostgresSchema
 from tests.service.stores import open_fresh
 from tests.waiting import wait_for

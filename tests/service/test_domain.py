@@ -7,21 +7,21 @@ from __future__ import annotations
 
 import pytest
 
+from policy_service.api.page_tokens import (
+    FullGroupsCursor,
+    FullGroupsFilter,
+    decode_page_token,
+    encode_page_token,
+    page_size_from_request,
+)
 from policy_service.errors import InvalidArgument, InvalidPageToken
-from policy_service.group_state import (
+from policy_service.groups.state import (
     EventKind,
     GroupEvent,
     GroupKey,
     GroupState,
     apply_event,
     apply_to_group,
-)
-from policy_service.pagination import (
-    FullGroupsCursor,
-    FullGroupsFilter,
-    decode_page_token,
-    encode_page_token,
-    page_size_from_request,
 )
 
 KEY = GroupKey(1400000000, "@TGS#g")

@@ -9,7 +9,7 @@ import pytest
 from chatpolicy.v1 import creation_policy_service_pb2 as cpb
 from chatpolicy.v1 import group_state_pb2
 from chatpolicy.v1 import group_state_service_pb2 as pb
-from policy_service.store import open_store
+from policy_service.stores.store import open_store
 from tests.conftest import PostgresSchema
 from tests.service.conftest import APP, Serve, error_info, full_event
 

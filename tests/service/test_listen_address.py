@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from policy_service.listen_address import bind_problem, listen_problem, parse_bind
+from chat_policy_shared.listen_address import bind_problem, listen_problem, parse_bind
 
 
 @pytest.mark.parametrize(

@@ -17,13 +17,13 @@ from chatpolicy.v1 import creation_policy_service_pb2 as cpb
 from chatpolicy.v1 import group_state_service_pb2 as pb
 from chatpolicy.v1 import group_state_service_pb2_grpc
 from policy_service import server as server_module
+from policy_service.api.metrics import service_registry
+from policy_service.engine.policy_file import load_policy, parse_policy
+from policy_service.engine.policy_reload import PolicyHolder
 from policy_service.errors import StoreUnavailable, ValueNotStorable
-from policy_service.metrics import service_registry
-from policy_service.policy_file import load_policy, parse_policy
-from policy_service.policy_reload import PolicyHolder
 from policy_service.server import BindError, PolicyService
 from policy_service.settings import ServiceSettings
-from policy_service.store import Store, open_store
+from policy_service.stores.store import Store, open_store
 from tests.service.conftest import APP, BrokenStore, Serve, error_info, full_event
 
 POLICY = b"""version = 1

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policy_service.policy import (
+from policy_service.engine.policy import (
     CreationRequest,
     Decision,
     Effect,
@@ -18,8 +18,8 @@ from policy_service.policy import (
     RuleEvaluation,
     RuleResult,
 )
-from policy_service.policy_file import PolicyError, parse_policy
-from policy_service.rate_limit import InMemoryRateCounter
+from policy_service.engine.policy_file import PolicyError, parse_policy
+from policy_service.engine.rate_limit import InMemoryRateCounter
 
 APP = 1400000000
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from policy_service.policy import CreationRequest, Effect
-from policy_service.policy_file import PolicyError, load_policy, parse_policy
+from policy_service.engine.policy import CreationRequest, Effect
+from policy_service.engine.policy_file import PolicyError, load_policy, parse_policy
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 APP = 1400000000

@@ -10,18 +10,18 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from policy_service.address_ranges import AddressRanges, parse_address
-from policy_service.banned_words import BannedWords, fold
-from policy_service.errors import StoreUnavailable
-from policy_service.policy import (
+from policy_service.engine.address_ranges import AddressRanges, parse_address
+from policy_service.engine.banned_words import BannedWords, fold
+from policy_service.engine.policy import (
     CreationRequest,
     Effect,
     Outcome,
     Policy,
     RuleResult,
 )
-from policy_service.policy_file import parse_policy
-from policy_service.rate_limit import Acquisition, InMemoryRateCounter
+from policy_service.engine.policy_file import parse_policy
+from policy_service.engine.rate_limit import Acquisition, InMemoryRateCounter
+from policy_service.errors import StoreUnavailable
 
 APP = 1400000000
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z

@@ -23,22 +23,22 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from policy_service import postgres_store
-from policy_service.change_log import ChangeLogBounds, PruneOutcome, StateChange
-from policy_service.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
-from policy_service.decision_rows import list_decisions_query
+from policy_service.api.page_tokens import FullGroupsCursor
+from policy_service.engine.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
+from policy_service.engine.rate_limit import Acquisition
 from policy_service.errors import StoreUnavailable, ValueNotStorable
-from policy_service.group_state import EventKind, GroupCounts, GroupEvent, GroupKey, GroupState
-from policy_service.pagination import FullGroupsCursor
-from policy_service.postgres_schema import MIGRATIONS, list_full_query
-from policy_service.postgres_store import (
+from policy_service.groups.change_log import ChangeLogBounds, PruneOutcome, StateChange
+from policy_service.groups.state import EventKind, GroupCounts, GroupEvent, GroupKey, GroupState
+from policy_service.stores import postgres_store
+from policy_service.stores.decision_rows import list_decisions_query
+from policy_service.stores.postgres_schema import MIGRATIONS, list_full_query
+from policy_service.stores.postgres_store import (
     _BUCKET_LOCK,
     _BUCKET_LOCK_SEED,
     PostgresGroupStateStore,
     _log_changes,
 )
-from policy_service.rate_limit import Acquisition
-from policy_service.store import open_store
+from policy_service.stores.store import open_store
 from tests.conftest import PostgresSchema, with_params
 from tests.e2e.postgres_cluster import PostgresBinaries, PostgresCluster, PostgresUnavailable
 
@@ -560,7 +560,7 @@ def test_wait_survives_its_listener_being_terminated(
         (killed,) = listener_pids(postgres_schema)
         with postgres_schema.connect() as conn:
             conn.execute("SELECT pg_terminate_backend(%s)", (killed,))
-        with caplog.at_level(logging.WARNING, logger="policy_service.postgres_store"):
+        with caplog.at_level(logging.WARNING, logger="policy_service.stores.postgres_store"):
             assert timed_wait(store, 10) < 5  # the failure, and a pause of at most 1 s
             assert timed_wait(store, 10) < 5  # a new listener: returns at once to re-read
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

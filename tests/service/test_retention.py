@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from policy_service.decision_log import DecisionQuery, DecisionRecord
-from policy_service.retention import RetentionPruner
+from policy_service.engine.decision_log import DecisionQuery, DecisionRecord
 from policy_service.settings import ServiceSettings, SettingsError
-from policy_service.store import Store, now_ms, open_store
+from policy_service.stores.retention import RetentionPruner
+from policy_service.stores.store import Store, now_ms, open_store
 from tests.service.conftest import APP, Serve
 
 HOUR_S = 3600.0
@@ -72,7 +72,7 @@ def test_pass_deletes_old_decisions_and_slots_and_logs_the_counts(
         rate_slot_retention_ms=lambda: 10_000,
         interval_s=60,
     )
-    with caplog.at_level(logging.INFO, logger="policy_service.retention"):
+    with caplog.at_level(logging.INFO, logger="policy_service.stores.retention"):
         pruner.prune_once()
     assert decision_ids(store) == ["new"]
     assert slots_of(store, "b") == 1
@@ -97,7 +97,7 @@ def test_pass_with_nothing_to_delete_logs_nothing(
         rate_slot_retention_ms=lambda: 60_000,
         interval_s=60,
     )
-    with caplog.at_level(logging.INFO, logger="policy_service.retention"):
+    with caplog.at_level(logging.INFO, logger="policy_service.stores.retention"):
         pruner.prune_once()
     assert (decision_ids(store), slots_of(store, "b")) == (["new"], 1)
     assert caplog.messages == []

@@ -15,10 +15,10 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
-from policy_service import logs
+from chat_policy_shared import logs
+from policy_service.api.rpc_interceptor import RpcInterceptor
+from policy_service.api.status import maps_errors
 from policy_service.errors import StoreUnavailable
-from policy_service.rpc_interceptor import RpcInterceptor
-from policy_service.status import maps_errors
 from tests.waiting import wait_for
 
 SERVICE = "test.v1.Probe"
@@ -141,7 +141,7 @@ class RecordedLines(logging.Handler):
         return [
             RpcLine(record.levelno, fields["code"], fields["latency_ms"], request_id)
             for record, request_id in self.lines
-            if record.name == "policy_service.rpc_interceptor"
+            if record.name == "policy_service.api.rpc_interceptor"
             and (fields := vars(record)).get("rpc_method") == method
         ]
 

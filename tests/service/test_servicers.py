@@ -11,12 +11,12 @@ from chatpolicy.v1 import (
     creation_policy_service_pb2,
     group_state_service_pb2,
 )
+from policy_service.engine.policy_file import load_policy, parse_policy
+from policy_service.engine.policy_reload import PolicyHolder
 from policy_service.errors import StoreUnavailable
-from policy_service.policy_file import load_policy, parse_policy
-from policy_service.policy_reload import PolicyHolder
 from policy_service.server import BindError, PolicyService
 from policy_service.settings import ServiceSettings
-from policy_service.store import open_store
+from policy_service.stores.store import open_store
 from tests.service.conftest import APP, BrokenStore, Serve, error_info, full_event
 
 pb = group_state_service_pb2

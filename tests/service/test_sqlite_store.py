@@ -13,19 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from policy_service.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
-from policy_service.decision_rows import list_decisions_query
+from policy_service.engine.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
+from policy_service.engine.rate_limit import Acquisition
 from policy_service.errors import GroupNotFound, StoreUnavailable, ValueNotStorable
-from policy_service.group_state import (
+from policy_service.groups.state import (
     EventKind,
     GroupEvent,
     GroupKey,
     GroupState,
     RecordOutcome,
 )
-from policy_service.rate_limit import Acquisition
-from policy_service.sqlite_store import MIGRATIONS, SQLiteGroupStateStore
-from policy_service.store import open_store
+from policy_service.stores.decision_rows import list_decisions_query
+from policy_service.stores.sqlite_store import MIGRATIONS, SQLiteGroupStateStore
+from policy_service.stores.store import open_store
 
 KEY = GroupKey(1400000000, "@TGS#2J4SZEAEL")
 

@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
-from policy_service.change_log import ChangeLogBounds, PruneOutcome, StateChange
-from policy_service.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
+from policy_service.api.page_tokens import FullGroupsCursor
+from policy_service.engine.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
+from policy_service.engine.rate_limit import Acquisition, InMemoryRateCounter, RateCounter
 from policy_service.errors import GroupNotFound, ValueNotStorable
-from policy_service.group_state import (
+from policy_service.groups.change_log import ChangeLogBounds, PruneOutcome, StateChange
+from policy_service.groups.state import (
     EventKind,
     GroupCounts,
     GroupEvent,
@@ -24,9 +26,7 @@ from policy_service.group_state import (
     GroupState,
     RecordOutcome,
 )
-from policy_service.pagination import FullGroupsCursor
-from policy_service.rate_limit import Acquisition, InMemoryRateCounter, RateCounter
-from policy_service.store import (
+from policy_service.stores.store import (
     GroupStateStore,
     Store,
     UnsupportedDatabaseUrl,

@@ -10,9 +10,9 @@ import pytest
 import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from adapter.channel import ChannelSecurity, ChannelSettingsError, open_channel
+from chat_policy_shared.channel import ChannelSecurity, ChannelSettingsError, open_channel
+from policy_service.api.tls import server_credentials
 from policy_service.settings import ServiceSettings, SettingsError
-from policy_service.tls import server_credentials
 from tests.service.conftest import Serve, Server
 from tests.tls_files import Pki
 

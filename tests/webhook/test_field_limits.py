@@ -11,7 +11,7 @@ import pytest
 
 from adapter.group_creation import COMMAND as BEFORE
 from adapter.group_state import GROUP_DESTROYED, GROUP_FULL, MEMBER_EXIT, NEW_MEMBER_JOIN
-from policy_service.field_limits import (
+from chat_policy_shared.field_limits import (
     MAX_ACCOUNT_BYTES,
     MAX_ID_BYTES,
     MAX_NAME_BYTES,

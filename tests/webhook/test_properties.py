@@ -302,7 +302,7 @@ def test_no_command_shaped_body_gets_a_5xx(case: tuple[str, dict[str, object]]) 
 
 def valid_bodies(command: str) -> st.SearchStrategy[dict[str, object]]:
     """Well-formed bodies of `command`: every documented field optional but GroupId."""
-    # Short text without NUL is within every field's limit (policy_service/field_limits.py).
+    # Short text without NUL is within every field's limit (chat_policy_shared/field_limits.py).
     keepable = st.characters(codec="utf-8", exclude_characters="\x00")
     texts = st.text(keepable, max_size=20)
     member_list = st.lists(

@@ -1,0 +1,273 @@
+"""GroupStateService: translates protobuf to the group-state store and back."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from chatpolicy.v1 import group_state_pb2, group_state_service_pb2, group_state_service_pb2_grpc
+from policy_service.api.page_tokens import (
+    FullGroupsCursor,
+    FullGroupsFilter,
+    decode_page_token,
+    encode_page_token,
+    page_size_from_request,
+)
+from policy_service.api.status import maps_errors, maps_stream_errors
+from policy_service.api.timestamps import milliseconds, timestamp
+from policy_service.errors import GroupNotFound, InvalidArgument, TooManyWatchers
+from policy_service.groups.change_feed import ChangeFeed
+from policy_service.groups.change_log import StateChange
+from policy_service.groups.state import EventKind, GroupEvent, GroupKey, GroupState, RecordOutcome
+from policy_service.stores.store import GroupStateStore, now_ms
+
+pb = group_state_service_pb2
+log = logging.getLogger(__name__)
+
+# The most groups one BatchGetGroupStates may name.
+MAX_BATCH_GET = 1000
+
+_EVENT_KINDS = {
+    EventKind.FULL: group_state_pb2.GROUP_EVENT_KIND_FULL,
+    EventKind.MEMBER_EXIT: group_state_pb2.GROUP_EVENT_KIND_MEMBER_EXIT,
+    EventKind.DESTROYED: group_state_pb2.GROUP_EVENT_KIND_DESTROYED,
+    EventKind.CLEARED: group_state_pb2.GROUP_EVENT_KIND_CLEARED,
+}
+
+
+class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer):
+    """Serves group-full state from a GroupStateStore, and its changes from a ChangeFeed."""
+
+    def __init__(
+        self,
+        store: GroupStateStore,
+        feed: ChangeFeed,
+        *,
+        watch_heartbeat_s: float,
+        watch_max_streams: int,
+        max_event_ahead_s: float,
+    ) -> None:
+        self._store = store
+        self._feed = feed
+        self._max_event_ahead_s = max_event_ahead_s
+        self._heartbeat_s = watch_heartbeat_s
+        self._watch_slots = threading.BoundedSemaphore(watch_max_streams)
+
+    @maps_errors
+    def RecordGroupFull(
+        self, request: pb.RecordGroupFullRequest, context: grpc.ServicerContext
+    ) -> pb.RecordGroupFullResponse:
+        """Apply one group-full event."""
+        outcome = self._record(request, EventKind.FULL)
+        return pb.RecordGroupFullResponse(
+            group_state=_group_state_pb(outcome.state), applied=outcome.applied
+        )
+
+    @maps_errors
+    def RecordMemberExit(
+        self, request: pb.RecordMemberExitRequest, context: grpc.ServicerContext
+    ) -> pb.RecordMemberExitResponse:
+        """Apply one member-exit event to the group and its topics."""
+        outcome = self._record(request, EventKind.MEMBER_EXIT)
+        return pb.RecordMemberExitResponse(
+            group_state=_group_state_pb(outcome.state), applied=outcome.applied
+        )
+
+    @maps_errors
+    def RecordGroupDestroyed(
+        self, request: pb.RecordGroupDestroyedRequest, context: grpc.ServicerContext
+    ) -> pb.RecordGroupDestroyedResponse:
+        """Apply one group-destroyed event to the group and its topics."""
+        outcome = self._record(request, EventKind.DESTROYED)
+        return pb.RecordGroupDestroyedResponse(
+            group_state=_group_state_pb(outcome.state), applied=outcome.applied
+        )
+
+    @maps_errors
+    def ClearGroupFull(
+        self, request: pb.ClearGroupFullRequest, context: grpc.ServicerContext
+    ) -> pb.ClearGroupFullResponse:
+        """Apply one clear, stamped now unless the request says when."""
+        key = _key(request)
+        clear_ms = (
+            self._event_time_ms("clear_time", request.clear_time)
+            if request.HasField("clear_time")
+            else now_ms()
+        )
+        outcome = self._store.record(GroupEvent.cleared(key, clear_ms, request.reason))
+        if outcome.applied:
+            log.info(
+                "cleared full group %s of SdkAppid %d%s: %s",
+                key.group_id,
+                key.sdk_app_id,
+                f" topic {key.topic_id}" if key.topic_id else "",
+                request.reason,
+            )
+        return pb.ClearGroupFullResponse(
+            group_state=_group_state_pb(outcome.state), applied=outcome.applied
+        )
+
+    def _record(self, request: _EventRequest, kind: EventKind) -> RecordOutcome:
+        key = _key(request)
+        if not request.HasField("event_time"):
+            raise InvalidArgument("event_time", "is required")
+        event_time_ms = self._event_time_ms("event_time", request.event_time)
+        return self._store.record(GroupEvent(key, kind, event_time_ms))
+
+    def _event_time_ms(self, field: str, stamp: Timestamp) -> int:
+        """The event's time; InvalidArgument naming `field` if it is further ahead of this
+        service's clock than max_event_ahead_s: the newest event decides, so an event dated
+        in the future would keep the group's state until then."""
+        event_time_ms = milliseconds(field, stamp)
+        ahead_s = (event_time_ms - now_ms()) / 1000
+        if ahead_s > self._max_event_ahead_s:
+            raise InvalidArgument(
+                field,
+                f"is {ahead_s:.0f} s ahead of this service's clock"
+                f" (limit CHAT_POLICY_MAX_EVENT_AHEAD_S={self._max_event_ahead_s:g})",
+            )
+        return event_time_ms
+
+    @maps_errors
+    def GetGroupState(
+        self, request: pb.GetGroupStateRequest, context: grpc.ServicerContext
+    ) -> pb.GetGroupStateResponse:
+        """Return one group's state or NOT_FOUND."""
+        key = _key(request)
+        state = self._store.get(key)
+        if state is None:
+            raise GroupNotFound(key.sdk_app_id, key.group_id, key.topic_id)
+        return pb.GetGroupStateResponse(group_state=_group_state_pb(state))
+
+    @maps_errors
+    def BatchGetGroupStates(
+        self, request: pb.BatchGetGroupStatesRequest, context: grpc.ServicerContext
+    ) -> pb.BatchGetGroupStatesResponse:
+        """Return the known states of many groups, and which are unknown."""
+        if not 0 < len(request.groups) <= MAX_BATCH_GET:
+            raise InvalidArgument("groups", f"must name 1 to {MAX_BATCH_GET} groups")
+        keys = list(
+            dict.fromkeys(_batch_key(index, ref) for index, ref in enumerate(request.groups))
+        )
+        found = self._store.get_many(keys)
+        return pb.BatchGetGroupStatesResponse(
+            group_states=[_group_state_pb(found[key]) for key in keys if key in found],
+            missing=[_group_ref_pb(key) for key in keys if key not in found],
+        )
+
+    @maps_errors
+    def CountGroupStates(
+        self, request: pb.CountGroupStatesRequest, context: grpc.ServicerContext
+    ) -> pb.CountGroupStatesResponse:
+        """Count tracked, full and destroyed groups."""
+        counts = self._store.count(request.sdk_app_id)
+        return pb.CountGroupStatesResponse(
+            tracked_count=counts.tracked,
+            full_count=counts.full,
+            destroyed_count=counts.destroyed,
+        )
+
+    @maps_errors
+    def ListFullGroups(
+        self, request: pb.ListFullGroupsRequest, context: grpc.ServicerContext
+    ) -> pb.ListFullGroupsResponse:
+        """Return one keyset page of full groups."""
+        limit = page_size_from_request(request.page_size)
+        if request.min_full_duration.ToNanoseconds() < 0:
+            raise InvalidArgument("min_full_duration", "must not be negative")
+        min_full_ms = request.min_full_duration.ToMilliseconds()
+        list_filter = FullGroupsFilter(request.sdk_app_id, min_full_ms)
+        after = decode_page_token(request.page_token, list_filter)
+        full_since_at_most = now_ms() - min_full_ms if min_full_ms else None
+        # One extra row tells whether a next page exists without a second query.
+        states = self._store.list_full(request.sdk_app_id, limit + 1, after, full_since_at_most)
+        page, more = states[:limit], len(states) > limit
+        token = encode_page_token(list_filter, FullGroupsCursor.after(page[-1])) if more else ""
+        return pb.ListFullGroupsResponse(
+            group_states=[_group_state_pb(state) for state in page], next_page_token=token
+        )
+
+    @maps_stream_errors
+    def WatchGroupStates(
+        self, request: pb.WatchGroupStatesRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchGroupStatesResponse]:
+        """Stream changes after request.after_sequence (unset: from now) until cancelled."""
+        if not self._watch_slots.acquire(blocking=False):
+            raise TooManyWatchers(
+                "this replica serves as many watch streams as CHAT_POLICY_WATCH_MAX_STREAMS allows"
+            )
+        try:
+            # Wake the stream's thread when the client goes away, not at the next heartbeat.
+            context.add_callback(self._feed.wake)
+            batches = self._feed.watch(
+                request.after_sequence if request.HasField("after_sequence") else None,
+                request.sdk_app_id,
+                self._heartbeat_s,
+                context.is_active,
+            )
+            for batch in batches:
+                yield pb.WatchGroupStatesResponse(
+                    changes=[_change_pb(change) for change in batch.changes],
+                    sequence=batch.sequence,
+                )
+        finally:
+            self._watch_slots.release()
+
+
+_EventRequest = (
+    pb.RecordGroupFullRequest | pb.RecordMemberExitRequest | pb.RecordGroupDestroyedRequest
+)
+_KeyedRequest = (
+    _EventRequest | pb.ClearGroupFullRequest | pb.GetGroupStateRequest | group_state_pb2.GroupRef
+)
+
+
+def _key(request: _KeyedRequest) -> GroupKey:
+    topic_id = getattr(request, "topic_id", "")
+    key = GroupKey(request.sdk_app_id, request.group_id, topic_id)
+    key.validate()
+    return key
+
+
+def _batch_key(index: int, ref: group_state_pb2.GroupRef) -> GroupKey:
+    """The key of request.groups[index]; an invalid one names its place in the request."""
+    try:
+        return _key(ref)
+    except InvalidArgument as error:
+        raise InvalidArgument(f"groups[{index}].{error.field}", error.detail) from None
+
+
+def _group_state_pb(state: GroupState) -> group_state_pb2.GroupState:
+    message = group_state_pb2.GroupState(
+        sdk_app_id=state.key.sdk_app_id,
+        group_id=state.key.group_id,
+        topic_id=state.key.topic_id,
+        full=state.full,
+        last_event_time=timestamp(state.last_event_time_ms),
+        full_event_count=state.full_event_count,
+        destroyed=state.destroyed,
+        last_event_kind=_EVENT_KINDS[state.last_event_kind],
+        clear_reason=state.clear_reason,
+    )
+    if state.full_since_ms is not None:
+        message.full_since.CopyFrom(timestamp(state.full_since_ms))
+    return message
+
+
+def _group_ref_pb(key: GroupKey) -> group_state_pb2.GroupRef:
+    return group_state_pb2.GroupRef(
+        sdk_app_id=key.sdk_app_id, group_id=key.group_id, topic_id=key.topic_id
+    )
+
+
+def _change_pb(change: StateChange) -> group_state_service_pb2.GroupStateChange:
+    return group_state_service_pb2.GroupStateChange(
+        sequence=change.sequence,
+        group_state=_group_state_pb(change.state),
+        change_time=timestamp(change.change_time_ms),
+        forgotten=change.forgotten,
+    )

@@ -1,0 +1,128 @@
+"""The one table from domain errors to gRPC status codes with google.rpc.ErrorInfo details."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from chat_policy_shared.field_limits import echo
+from chatpolicy.v1 import error_reason_pb2
+from policy_service.errors import (
+    ChangeLogExpired,
+    GroupNotFound,
+    InvalidArgument,
+    InvalidPageToken,
+    SequenceAhead,
+    ShuttingDown,
+    StoreUnavailable,
+    TooManyWatchers,
+    ValueNotStorable,
+)
+from policy_service.stores.deadline import call_deadline
+
+ERROR_DOMAIN = "chatpolicy.v1"
+
+# Domain error -> (canonical code, ErrorReason). Anything else is INTERNAL, never UNKNOWN.
+STATUS_TABLE: dict[type[Exception], tuple[int, int]] = {
+    InvalidArgument: (code_pb2.INVALID_ARGUMENT, error_reason_pb2.ERROR_REASON_INVALID_ARGUMENT),
+    InvalidPageToken: (
+        code_pb2.INVALID_ARGUMENT,
+        error_reason_pb2.ERROR_REASON_INVALID_PAGE_TOKEN,
+    ),
+    GroupNotFound: (code_pb2.NOT_FOUND, error_reason_pb2.ERROR_REASON_GROUP_NOT_FOUND),
+    StoreUnavailable: (code_pb2.UNAVAILABLE, error_reason_pb2.ERROR_REASON_STORE_UNAVAILABLE),
+    ChangeLogExpired: (code_pb2.OUT_OF_RANGE, error_reason_pb2.ERROR_REASON_CHANGE_LOG_EXPIRED),
+    SequenceAhead: (code_pb2.OUT_OF_RANGE, error_reason_pb2.ERROR_REASON_SEQUENCE_AHEAD),
+    TooManyWatchers: (
+        code_pb2.RESOURCE_EXHAUSTED,
+        error_reason_pb2.ERROR_REASON_TOO_MANY_WATCHERS,
+    ),
+    ShuttingDown: (code_pb2.UNAVAILABLE, error_reason_pb2.ERROR_REASON_SHUTTING_DOWN),
+    ValueNotStorable: (
+        code_pb2.INVALID_ARGUMENT,
+        error_reason_pb2.ERROR_REASON_VALUE_NOT_STORABLE,
+    ),
+}
+INTERNAL = (code_pb2.INTERNAL, error_reason_pb2.ERROR_REASON_INTERNAL)
+
+log = logging.getLogger(__name__)
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def status_for(error: Exception) -> status_pb2.Status:
+    """The google.rpc.Status a caller receives for `error`."""
+    code, reason = STATUS_TABLE.get(type(error), INTERNAL)
+    message = str(error) if code != code_pb2.INTERNAL else "internal error"
+    info = error_details_pb2.ErrorInfo(
+        reason=error_reason_pb2.ErrorReason.Name(reason),
+        domain=ERROR_DOMAIN,
+        metadata=_metadata(error),
+    )
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    return status_pb2.Status(code=code, message=message, details=[detail])
+
+
+def maps_errors(method: Method) -> Method:
+    """Decorate a unary servicer method: it runs within the call's deadline (see
+    policy_service.stores.deadline), and every exception becomes a status from STATUS_TABLE."""
+
+    @functools.wraps(method)
+    def wrapper(self: object, request: object, context: grpc.ServicerContext) -> object:
+        try:
+            with call_deadline(context.time_remaining()):
+                return method(self, request, context)
+        except Exception as error:
+            _abort(context, error, method)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def maps_stream_errors(method: Method) -> Method:
+    """Like maps_errors, for a server-streaming method: errors raised while streaming, too."""
+
+    @functools.wraps(method)
+    def wrapper(self: object, request: object, context: grpc.ServicerContext) -> Iterator[object]:
+        try:
+            yield from method(self, request, context)
+        except Exception as error:
+            _abort(context, error, method)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _abort(context: grpc.ServicerContext, error: Exception, method: Callable[..., Any]) -> NoReturn:
+    if type(error) not in STATUS_TABLE:
+        log.exception("unexpected error in %s", method.__qualname__)
+    context.abort_with_status(rpc_status.to_status(status_for(error)))
+    raise AssertionError("abort_with_status returns only by raising") from error
+
+
+def _metadata(error: Exception) -> dict[str, str]:
+    if isinstance(error, InvalidArgument):
+        return {"field": error.field}
+    if isinstance(error, ChangeLogExpired):
+        return {
+            "after_sequence": str(error.after_sequence),
+            "oldest_sequence": str(error.oldest_sequence),
+        }
+    if isinstance(error, SequenceAhead):
+        return {
+            "after_sequence": str(error.after_sequence),
+            "head_sequence": str(error.head_sequence),
+        }
+    if isinstance(error, GroupNotFound):
+        return {
+            "sdk_app_id": str(error.sdk_app_id),
+            "group_id": echo(error.group_id),
+            "topic_id": echo(error.topic_id),
+        }
+    return {}

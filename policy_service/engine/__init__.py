@@ -1,0 +1,2 @@
+"""The group-creation policy: rules, their conditions, the policy file, hot reload, rate limits
+and the decision log."""

@@ -1,0 +1,226 @@
+"""Writes decision records to the store in batches, off the request path.
+
+A decision never waits for its record: decisions queue in memory and a thread turns them
+into records and appends them in one transaction per batch, the decisions of linger_s (20 ms)
+after the first one together. The record is for operators, not
+for deciding, so it is best effort: while the store is unreachable the thread retries and the
+queue holds up to max_queued decisions; beyond that, and at a crash, records are lost, counted
+and logged.
+
+One odd record never holds up the others. A batch the store refuses for a value
+(ValueNotStorable: the same batch would fail again, forever) is split in halves, each stored
+or split again, until the records it refuses are alone; each of those is stored altered (NUL
+replaced, the text of indexed columns cut, the alteration said in its reason) or, if the store
+refuses even that, set aside. Both are counted and logged with the decision's ID.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import orjson
+
+from chat_policy_shared.field_limits import MAX_ACCOUNT_BYTES, MAX_ID_BYTES, MAX_SHORT_TEXT_BYTES
+from policy_service.api.metrics import UNSTORABLE_DECISION_RECORDS
+from policy_service.engine.decision_log import DecisionRecord
+from policy_service.engine.policy import CreationRequest, Decision
+from policy_service.errors import StoreUnavailable, ValueNotStorable
+
+log = logging.getLogger(__name__)
+
+# A decision waiting for its record: the request, the decision, its time and latency.
+_Decided = tuple[CreationRequest, Decision, int, int]
+
+# The text columns a store indexes, and the bytes of UTF-8 an altered record keeps of each:
+# an index entry has a size limit (PostgreSQL's is about 2.7 KB).
+_INDEXED_TEXT_BYTES = {
+    "decision_id": MAX_ID_BYTES,
+    "operator_account": MAX_ACCOUNT_BYTES,
+    "effect": MAX_SHORT_TEXT_BYTES,
+    "rule_id": MAX_SHORT_TEXT_BYTES,
+}
+# The text columns that hold text as given (the others hold JSON, which escapes NUL).
+_PLAIN_TEXT_FIELDS = (*_INDEXED_TEXT_BYTES, "error_info", "reason", "policy_revision")
+
+
+class DecisionAppender(Protocol):
+    """What the recorder needs of the store (DecisionLog's append)."""
+
+    def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
+        """Store the records (StoreUnavailable while the store is unreachable, ValueNotStorable
+        when it refuses a value of one of them)."""
+        ...
+
+
+class DecisionRecorder:
+    """A bounded queue of decision records and the thread that stores them."""
+
+    def __init__(
+        self,
+        store: DecisionAppender,
+        *,
+        max_queued: int = 10_000,
+        batch_size: int = 500,
+        retry_s: float = 1.0,
+        linger_s: float = 0.02,
+    ) -> None:
+        self._store = store
+        self._queue: queue.Queue[_Decided] = queue.Queue(max_queued)
+        self._batch_size = batch_size
+        self._retry_s = retry_s
+        self._linger_s = linger_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="decision-recorder", daemon=True)
+        self.dropped = 0
+
+    def start(self) -> None:
+        """Start storing queued records."""
+        self._thread.start()
+
+    def record(
+        self, request: CreationRequest, decision: Decision, decided_at_ms: int, latency_us: int
+    ) -> None:
+        """Queue a decision's record; never blocks (a full queue drops it, counted)."""
+        try:
+            self._queue.put_nowait((request, decision, decided_at_ms, latency_us))
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("decision record queue full: %d records dropped so far", self.dropped)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Store what is queued (trying for up to timeout_s), then stop."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        left = self._queue.qsize()
+        if left:
+            log.warning("stopped with %d decision records not stored", left)
+
+    def _run(self) -> None:
+        batch: list[DecisionRecord] = []
+        while True:
+            if not batch:
+                try:
+                    batch.append(record_of(*self._queue.get(timeout=0.1)))
+                except queue.Empty:
+                    if self._stop.is_set():
+                        return
+                    continue
+                # Let the decisions of the next moments join this one: one wake-up and one
+                # write per batch, not per decision, under load.
+                self._stop.wait(self._linger_s)
+            while len(batch) < self._batch_size:
+                try:
+                    batch.append(record_of(*self._queue.get_nowait()))
+                except queue.Empty:
+                    break
+            try:
+                self._append(batch)
+            except StoreUnavailable as error:
+                log.warning(
+                    "cannot store %d decision records, retrying in %.0fs: %s",
+                    len(batch),
+                    self._retry_s,
+                    error,
+                )
+                if self._stop.wait(self._retry_s):
+                    log.warning("stopped with %d decision records not stored", len(batch))
+                    return
+                continue
+            except Exception:
+                log.exception("storing %d decision records failed; they are lost", len(batch))
+            batch = []
+
+    def _append(self, records: Sequence[DecisionRecord]) -> None:
+        """Store the records; those the store refuses for a value are found by halving the
+        batch, then stored altered or set aside. StoreUnavailable leaves the caller to retry
+        the whole batch: records stored already are skipped then, by their decision_id."""
+        try:
+            self._store.append_decisions(records)
+        except ValueNotStorable as error:
+            if len(records) > 1:
+                middle = len(records) // 2
+                self._append(records[:middle])
+                self._append(records[middle:])
+            else:
+                self._append_altered(records[0], error)
+
+    def _append_altered(self, record: DecisionRecord, refusal: ValueNotStorable) -> None:
+        """Store `record` altered to be storable, or set it aside if there is nothing to
+        alter or the store refuses even the altered record."""
+        altered = storable_record(record)
+        try:
+            if altered is None:
+                raise refusal
+            self._store.append_decisions([altered[0]])
+        except ValueNotStorable as error:
+            UNSTORABLE_DECISION_RECORDS.labels("set_aside").inc()
+            log.error(
+                "decision record %s set aside, not stored: %s",
+                record.decision_id,
+                error,
+                extra={"decision_id": record.decision_id},
+            )
+            return
+        UNSTORABLE_DECISION_RECORDS.labels("altered").inc()
+        log.warning(
+            "decision record %s stored altered (%s): %s",
+            record.decision_id,
+            altered[1],
+            refusal,
+            extra={"decision_id": record.decision_id},
+        )
+
+
+def storable_record(record: DecisionRecord) -> tuple[DecisionRecord, str] | None:
+    """`record` with NUL replaced by U+FFFD in its text and the text of indexed columns cut
+    to their limit in bytes, with what was done (also said at the end of its reason); None
+    when neither changes anything."""
+    changes: dict[str, Any] = {}
+    done: list[str] = []
+    for field in _PLAIN_TEXT_FIELDS:
+        value: str = getattr(record, field)
+        safe = value.replace("\x00", "\ufffd")
+        if safe != value:
+            done.append(f"NUL replaced in {field}")
+        limit = _INDEXED_TEXT_BYTES.get(field)
+        if limit is not None and len(encoded := safe.encode(errors="replace")) > limit:
+            safe = encoded[:limit].decode(errors="ignore")
+            done.append(f"{field} cut to {limit} bytes")
+        if safe != value:
+            changes[field] = safe
+    if not done:
+        return None
+    what = ", ".join(done)
+    reason = changes.get("reason", record.reason)
+    changes["reason"] = f"{reason} [record altered to be stored: {what}]"
+    return dataclasses.replace(record, **changes), what
+
+
+def record_of(
+    request: CreationRequest, decision: Decision, decided_at_ms: int, latency_us: int
+) -> DecisionRecord:
+    """The record of one decision, with its request as a JSON object (orjson writes the
+    dataclass's fields in order, as compact UTF-8 JSON)."""
+    outcome = decision.outcome
+    return DecisionRecord(
+        decision_id=decision.decision_id,
+        decided_at_ms=decided_at_ms,
+        sdk_app_id=request.sdk_app_id,
+        operator_account=request.operator_account,
+        effect=outcome.effect.value,
+        error_code=outcome.error_code,
+        error_info=outcome.error_info,
+        rule_id=decision.rule_id,
+        reason=decision.reason,
+        policy_revision=decision.policy_revision,
+        shadow_rule_ids=tuple(e.rule_id for e in decision.shadow_hits),
+        latency_us=latency_us,
+        request_json=orjson.dumps(request).decode(),
+    )

@@ -1,0 +1,138 @@
+"""Hot reload of the group-creation policy: on SIGHUP and when its files change.
+
+A reload loads and validates the whole policy beside the running one, then swaps one
+reference: a request in flight finishes with the policy it started with, and none waits for
+a load. A policy that fails to load is refused; the replica keeps the last good one and
+GetPolicy and the log say why.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from policy_service.engine.policy import Policy
+from policy_service.engine.policy_file import PolicyError, load_policy
+from policy_service.stores.store import now_ms
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReloadStatus:
+    """How the latest reload went: when it was tried and, if it was refused, why."""
+
+    attempted_at_ms: int | None = None
+    error: str = ""
+
+
+class PolicyHolder:
+    """The policy a replica runs now, and reloading it from its file."""
+
+    def __init__(self, path: Path | None, policy: Policy) -> None:
+        """Hold an already loaded policy; path None means the shipped default (never reloaded)."""
+        self.path = path
+        self.policy = policy
+        self.loaded_at_ms = now_ms()
+        self.status = ReloadStatus()
+        self._lock = threading.Lock()
+        _log_warnings(policy)
+
+    @property
+    def source(self) -> str:
+        """The policy file's path, or "default policy"."""
+        return str(self.path) if self.path is not None else "default policy"
+
+    def reload(self) -> bool:
+        """Load the file again and run it if valid; False (keeping the running policy) if not."""
+        if self.path is None:
+            return True
+        with self._lock:  # SIGHUP and a file change at once load once each, in turn.
+            attempted = now_ms()
+            try:
+                policy = load_policy(self.path)
+            except PolicyError as error:
+                self.status = ReloadStatus(attempted, str(error))
+                log.error(
+                    "policy reload refused, still running %s: %s", self.policy.revision, error
+                )
+                return False
+            self.status = ReloadStatus(attempted)
+            if policy.revision == self.policy.revision:
+                log.info("policy reloaded: unchanged, revision %s", policy.revision)
+                return True
+            previous, self.policy, self.loaded_at_ms = self.policy, policy, attempted
+            log.info(
+                "policy reloaded: revision %s -> %s, %d rules",
+                previous.revision,
+                policy.revision,
+                len(policy.rules),
+            )
+            _log_warnings(policy)
+            return True
+
+
+def _log_warnings(policy: Policy) -> None:
+    """Log what `chat-policy policy check` warns about a policy the replica now runs."""
+    for warning in policy.warnings:
+        log.warning("policy %s: %s", policy.revision, warning)
+
+
+class PolicyFileWatcher:
+    """Reloads a PolicyHolder when SIGHUP is signalled or its files change (polled)."""
+
+    def __init__(self, holder: PolicyHolder, interval_s: float) -> None:
+        self._holder = holder
+        self._interval_s = interval_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="policy-reload", daemon=True)
+        self._seen = self._signature()
+
+    def start(self) -> None:
+        """Start watching (a no-op for the shipped default policy)."""
+        if self._holder.path is not None:
+            self._thread.start()
+
+    def request_reload(self) -> None:
+        """Ask for a reload now; safe to call from a signal handler."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop watching, waiting for a reload in progress."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            signalled = self._wake.wait(self._interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            if signalled or self._signature() != self._seen:
+                try:
+                    self._holder.reload()
+                except Exception:
+                    log.exception("policy reload failed unexpectedly; still running the last")
+                # After the load: a new policy may read other list files.
+                self._seen = self._signature()
+
+    def _signature(self) -> tuple[tuple[int, int, int] | None, ...]:
+        """What identifies the content of the policy file and its list files on disk."""
+        holder = self._holder
+        if holder.path is None:
+            return ()
+        return tuple(_stat(path) for path in (holder.path, *holder.policy.sources))
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return (status.st_ino, status.st_size, status.st_mtime_ns)

@@ -1,0 +1,124 @@
+"""Creation decisions as database rows, and the list query, the same in both stores.
+
+A decision row has DecisionRecord's fields as columns, in its order (DECISION_COLUMNS);
+shadow_rule_ids is a JSON array of strings in a text column.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from policy_service.engine.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
+
+DECISION_COLUMNS = (
+    "decision_id, decided_at_ms, sdk_app_id, operator_account, effect, error_code, error_info,"
+    " rule_id, reason, policy_revision, shadow_rule_ids, latency_us, request_json"
+)
+
+DecisionRow = tuple[str, int, int, str, str, int, str, str, str, str, str, int, str]
+
+
+def row_from_decision(record: DecisionRecord) -> DecisionRow:
+    """The record's columns."""
+    return (
+        record.decision_id,
+        record.decided_at_ms,
+        record.sdk_app_id,
+        record.operator_account,
+        record.effect,
+        record.error_code,
+        record.error_info,
+        record.rule_id,
+        record.reason,
+        record.policy_revision,
+        orjson.dumps(record.shadow_rule_ids).decode(),
+        record.latency_us,
+        record.request_json,
+    )
+
+
+def decision_from_row(row: Sequence[Any]) -> DecisionRecord:
+    """The record a decision row holds."""
+    (
+        decision_id,
+        decided_at_ms,
+        sdk_app_id,
+        operator_account,
+        effect,
+        error_code,
+        error_info,
+        rule_id,
+        reason,
+        policy_revision,
+        shadow_rule_ids,
+        latency_us,
+        request_json,
+    ) = row
+    return DecisionRecord(
+        decision_id=decision_id,
+        decided_at_ms=decided_at_ms,
+        sdk_app_id=sdk_app_id,
+        operator_account=operator_account,
+        effect=effect,
+        error_code=error_code,
+        error_info=error_info,
+        rule_id=rule_id,
+        reason=reason,
+        policy_revision=policy_revision,
+        shadow_rule_ids=tuple(json.loads(shadow_rule_ids)),
+        latency_us=latency_us,
+        request_json=request_json,
+    )
+
+
+def insert_decisions(placeholder: str) -> str:
+    """The statement inserting one decision row, skipping a decision_id already stored."""
+    values = ", ".join([placeholder] * 13)
+    return (
+        f"INSERT INTO creation_decision ({DECISION_COLUMNS}) VALUES ({values})"
+        " ON CONFLICT (decision_id) DO NOTHING"
+    )
+
+
+def list_decisions_query(
+    query: DecisionQuery, limit: int, after: DecisionCursor | None, placeholder: str
+) -> tuple[str, list[object]]:
+    """The SQL and parameters of one page of list_decisions, newest first.
+
+    The order (decided_at_ms, decision_id) descending is the index creation_decision_time,
+    read backwards; with sdk_app_id or operator_account set, that column is an equality
+    followed by the same order: creation_decision_app_time or creation_decision_operator_time.
+    The cursor is a row comparison on the columns after the equality, so that it bounds the
+    index scan (the page starts at the cursor, however deep) instead of merely filtering.
+    """
+    p = placeholder
+    where: list[str] = []
+    params: list[object] = []
+    for column, value in (
+        ("sdk_app_id", query.sdk_app_id),
+        ("operator_account", query.operator_account),
+        ("effect", query.effect),
+        ("rule_id", query.rule_id),
+        ("decision_id", query.decision_id),
+    ):
+        if value:
+            where.append(f"{column} = {p}")
+            params.append(value)
+    if query.decided_at_least_ms is not None:
+        where.append(f"decided_at_ms >= {p}")
+        params.append(query.decided_at_least_ms)
+    if query.decided_at_most_ms is not None:
+        where.append(f"decided_at_ms <= {p}")
+        params.append(query.decided_at_most_ms)
+    if after is not None:
+        where.append(f"(decided_at_ms, decision_id) < ({p}, {p})")
+        params += [after.decided_at_ms, after.decision_id]
+    sql = f"SELECT {DECISION_COLUMNS} FROM creation_decision"
+    if where:
+        sql += f" WHERE {' AND '.join(where)}"
+    sql += f" ORDER BY decided_at_ms DESC, decision_id DESC LIMIT {p}"
+    return sql, [*params, limit]

@@ -1,0 +1,658 @@
+"""The PostgreSQL group-state store, shared by several policy-service replicas.
+
+Every replica opens its own connection pool on the same database (and schema: the tables go
+in the first schema of the URL's search_path, e.g. `?options=-csearch_path%3Dchat_policy`).
+A commit is durable when `record` returns, with PostgreSQL's default `synchronous_commit=on`.
+
+The change log. Each transaction that changes states appends a row per state to
+group_state_change, whose identity column numbers them. An identity alone does not commit in
+order (one transaction takes 5, another 6, and 6 commits first: a reader that saw 6 would
+skip 5), so appending takes the schema's change-log lock, a transaction-scoped advisory lock,
+just before the insert; it is held through the commit, so sequences become visible strictly
+in increasing order. The price: the changing transactions of every replica append and
+commit one at a time (reads, group locks and upserts still run side by side), so writes
+are bounded by the commit latency; record sends everything after its read, COMMIT included,
+in one round trip to keep the lock short. Locks are always taken in one order, so none
+deadlock: a group's lock, then its rows, then the change-log lock last (pruning: the rows it
+deletes, then the change-log lock); whoever holds the change-log lock waits for nothing.
+
+Wake-ups. A changing transaction also NOTIFYs channel chat_policy_changes with the schema's
+name as payload, delivered on commit. wait_for_changes LISTENs on a connection of its own,
+outside the pool, and ignores other schemas' notifications; a listener it (re)opens may
+have missed commits made before its LISTEN, so that call returns at once.
+
+Rate limits. acquire counts a bucket's window and takes a slot in one transaction holding
+the bucket's advisory lock, so replicas counting one bucket take turns; it holds no other
+lock. Slots and recorded decisions are not part of the change log: no sequence, no NOTIFY.
+
+Pruning. Each batch (forgetting destroyed states, or deleting old changes, decisions or
+rate-limit slots) is a transaction that first tries the schema's prune lock
+(pg_try_advisory_xact_lock): a replica that finds another pruning stops its pass. Batches
+re-check what they delete, so racing passes never forget a state twice; a transaction lock,
+unlike a session lock held across batches, cannot outlive a failed pass on a pooled
+connection and works through a transaction-pooling proxy.
+
+Round trips. A call waits for the server once per read that its writes depend on, its
+statements otherwise pipelined: record twice (BEGIN, the group's lock and read; then the
+writes, the change log, NOTIFY and COMMIT); get, get_many, acquire, release and
+append_decisions once. A pooled connection is checked (an empty query, one more round
+trip) as it leaves the pool only when it has been idle there for _RECENTLY_USED_S or
+longer, so one killed while idle (server restart, terminated backend) is replaced rather
+than handed out; under load none is checked. One that died within that time fails its call
+as StoreUnavailable, never retried (a COMMIT whose answer was lost may have committed),
+and that call has every idle connection checked at once, so the next call gets a live one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import IsolationLevel
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from chat_policy_shared.field_limits import echo
+from policy_service.api.page_tokens import FullGroupsCursor
+from policy_service.engine.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
+from policy_service.engine.rate_limit import Acquisition
+from policy_service.errors import StoreUnavailable, ValueNotStorable
+from policy_service.groups.change_log import ChangeLogBounds, PruneOutcome, StateChange
+from policy_service.groups.state import (
+    GroupCounts,
+    GroupEvent,
+    GroupKey,
+    GroupState,
+    RecordOutcome,
+    apply_to_group,
+)
+from policy_service.stores.deadline import capped
+from policy_service.stores.decision_rows import (
+    decision_from_row,
+    insert_decisions,
+    list_decisions_query,
+    row_from_decision,
+)
+from policy_service.stores.postgres_schema import (
+    ACQUIRE_SLOT,
+    CHANGE_LOG_BOUNDS,
+    CHANGES_AFTER,
+    CHANGES_CHANNEL,
+    COUNT,
+    DELETE_CHANGES,
+    DELETE_DECISIONS,
+    DELETE_SLOTS,
+    FORGET_DESTROYED,
+    LOG_CHANGE,
+    MIGRATIONS,
+    RELEASE_SLOT,
+    SELECT_GROUP,
+    SELECT_MANY,
+    SELECT_ONE,
+    UPSERT,
+    list_full_query,
+)
+from policy_service.stores.state_rows import (
+    change_from_row,
+    key_tuple,
+    row_from_state,
+    state_from_row,
+)
+from policy_service.stores.store import now_ms
+
+log = logging.getLogger(__name__)
+
+# Schema-wide advisory locks use the two-int form, so they never collide with the one-bigint
+# group locks; the class is the first key, the schema name's hash the second, so stores in
+# different schemas of one database never contend.
+_MIGRATION_LOCK_CLASS = 0x43504D47  # "CPMG": taken by every replica before migrating
+_CHANGE_LOG_LOCK_CLASS = 0x43504C47  # "CPLG": held from appending changes through commit
+_PRUNE_LOCK_CLASS = 0x43505052  # "CPPR": tried by each pruning batch
+_LOCK = "SELECT pg_advisory_xact_lock(%s, hashtext(coalesce(current_schema(), '')))"
+_TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%s, hashtext(coalesce(current_schema(), '')))"
+# A rate-limit bucket's lock: a one-bigint lock, like a group's, on a hash of the schema and
+# the bucket, seeded with a constant of its own ("CPRL") so that its keys are unrelated to
+# every other hash (a collision with a group's key would only make the two wait).
+_BUCKET_LOCK_SEED = 0x4350524C
+_BUCKET_LOCK = (
+    "SELECT pg_advisory_xact_lock(hashtextextended("
+    "coalesce(current_schema(), '') || '/' || %s, %s))"
+)
+_INSERT_DECISION = insert_decisions("%s")
+
+# libpq waits forever for an unanswered connection unless told; a URL may set its own.
+_CONNECT_TIMEOUT_S = 5
+# A connection back in the pool for less than this long leaves it unchecked: it answered a
+# moment ago, and a check costs a round trip, on every call under load.
+_RECENTLY_USED_S = 1.0
+# How long a call waits for a pooled connection before it is StoreUnavailable; while the
+# server is known to be unreachable, and for the health check's ping, much less.
+_POOL_TIMEOUT_S = 5.0
+_UNREACHABLE_TIMEOUT_S = 0.25
+_PING_TIMEOUT_S = 1.0
+# A failed connection attempt of the pool is retried with backoff (1 s, doubling) for this
+# long, then given up; the next call that waits starts a fresh attempt. This bounds the
+# delay between the server's return and the pool's reconnection to a few seconds, whatever
+# the outage's length (psycopg_pool's default gives up after 5 minutes, by then retrying
+# only every minute or two).
+_RECONNECT_TIMEOUT_S = 10.0
+# Rows per pruning transaction: bounded locks and WAL per commit.
+_PRUNE_BATCH = 1000
+# wait_for_changes waits in slices this long, so that close() is noticed within one.
+_WAIT_SLICE_S = 0.2
+# How long close() waits for wait_for_changes to let go of the listener connection.
+_CLOSE_WAIT_S = 1.0
+# The pause after the listener connection failed, so a dead server is not hammered.
+_LISTEN_RETRY_S = 1.0
+
+
+class _PooledConnection(psycopg.Connection[Any]):
+    """A pool's connection, stamped as it goes back to the pool (time.monotonic())."""
+
+    returned_at = -math.inf
+
+
+class PostgresGroupStateStore:
+    """Group states, rate-limit slots and decisions in PostgreSQL, through a pool of
+    connections shared by the threads."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.Error:
+            # The parser's message quotes the URL, password included: say nothing of it.
+            raise StoreUnavailable("PostgreSQL: the database URL cannot be parsed") from None
+        password = params.get("password")
+        self._secret = str(password) if password else None
+        self._url = url
+        self._timeout: dict[str, Any] = {}
+        if "connect_timeout" not in params:
+            self._timeout["connect_timeout"] = _CONNECT_TIMEOUT_S
+        # wait_for_changes' connection, opened by its first call; the lock is its owner's.
+        self._listener: psycopg.Connection[Any] | None = None
+        self._listener_lock = threading.Lock()
+        self._listener_down = False
+        self._closing = threading.Event()
+        self._unreachable = False  # the last wait for a pooled connection timed out
+        with self._translated_errors():
+            # Migrate on a connection of its own: a wrong host or password fails at once with
+            # libpq's own reason, rather than as a pool timeout.
+            with psycopg.connect(url, autocommit=True, **self._timeout) as conn:
+                _configure(conn)
+                self._schema = _migrate(conn)
+            self._pool: ConnectionPool[_PooledConnection] = ConnectionPool(
+                url,
+                connection_class=_PooledConnection,
+                kwargs={"autocommit": True, **self._timeout},
+                min_size=min_size,
+                max_size=max_size,
+                open=False,
+                configure=_configure,
+                check=self._check_connection,
+                timeout=_POOL_TIMEOUT_S,
+                reconnect_timeout=_RECONNECT_TIMEOUT_S,
+                name="chat-policy-store",
+            )
+            try:
+                self._pool.open(wait=True, timeout=_POOL_TIMEOUT_S)
+            except BaseException:
+                self._pool.close()
+                raise
+
+    def record(self, event: GroupEvent) -> RecordOutcome:
+        """Apply an event in one transaction holding its group's lock (every topic, too).
+
+        The lock is a transaction-scoped advisory lock on (sdk_app_id, group_id), not
+        SELECT ... FOR UPDATE: row locks cannot cover rows that do not exist yet, so two
+        first events for a new group (or a topic new to it) would both read nothing and the
+        second upsert would overwrite the first. The advisory lock serialises every event of
+        the group, existing rows or not, is released by COMMIT or ROLLBACK (also when the
+        connection dies), and works through a transaction-pooling proxy. Read committed is
+        required: each statement after the lock sees what the previous holder committed.
+        A hash collision between two groups only makes them wait for each other. Two round
+        trips: BEGIN, the lock and the read; then the writes, the change log's lock and rows,
+        the NOTIFY and the COMMIT.
+        """
+        key = event.key
+        with (
+            self._translated_errors(),
+            self._connection() as conn,
+            _pipelined_transaction(conn),
+        ):
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_group_lock_key(key),))
+            rows = conn.execute(SELECT_GROUP, (key.sdk_app_id, key.group_id)).fetchall()
+            outcome = apply_to_group([state_from_row(row) for row in rows], event)
+            if outcome.changed:
+                with conn.cursor() as cursor:
+                    cursor.executemany(UPSERT, [row_from_state(s) for s in outcome.changed])
+                _log_changes(conn, outcome.changed, forgotten=False)
+        return outcome
+
+    def get(self, key: GroupKey) -> GroupState | None:
+        """The group's state, or None."""
+        with self._translated_errors(), self._connection() as conn:
+            row = conn.execute(SELECT_ONE, key_tuple(key)).fetchone()
+        return None if row is None else state_from_row(row)
+
+    def get_many(self, keys: Sequence[GroupKey]) -> dict[GroupKey, GroupState]:
+        """The states of those keys that have one: one query, the keys passed as arrays."""
+        if not keys:
+            return {}
+        columns = list(zip(*map(key_tuple, dict.fromkeys(keys)), strict=True))
+        with self._translated_errors(), self._connection() as conn:
+            rows = conn.execute(SELECT_MANY, [list(column) for column in columns]).fetchall()
+        states = map(state_from_row, rows)
+        return {state.key: state for state in states}
+
+    def list_full(
+        self,
+        sdk_app_id: int,
+        limit: int,
+        after: FullGroupsCursor | None,
+        full_since_at_most_ms: int | None = None,
+    ) -> list[GroupState]:
+        """One keyset page of full groups: an index range scan, whatever the depth."""
+        query, params = list_full_query(sdk_app_id, limit, after, full_since_at_most_ms)
+        with self._translated_errors(), self._connection() as conn:
+            rows = conn.execute(query, params).fetchall()
+        return [state_from_row(row) for row in rows]
+
+    def count(self, sdk_app_id: int) -> GroupCounts:
+        """Count states, full ones and destroyed ones in one pass over the app's rows."""
+        where, params = (" WHERE sdk_app_id = %s", (sdk_app_id,)) if sdk_app_id else ("", ())
+        with self._translated_errors(), self._connection() as conn:
+            row = conn.execute(COUNT + where, params).fetchone()
+        assert row is not None, "an aggregate always returns a row"
+        return GroupCounts(*row)
+
+    def changes_after(self, sequence: int, limit: int) -> list[StateChange]:
+        """Logged changes after `sequence`, oldest first."""
+        with self._translated_errors(), self._connection() as conn:
+            rows = conn.execute(CHANGES_AFTER, (sequence, limit)).fetchall()
+        return [change_from_row(row) for row in rows]
+
+    def change_log_bounds(self) -> ChangeLogBounds:
+        """The pruning watermark and the newest sequence, read in one statement."""
+        with self._translated_errors(), self._connection() as conn:
+            row = conn.execute(CHANGE_LOG_BOUNDS).fetchone()
+        if row is None:
+            raise StoreUnavailable("PostgreSQL: change_log_state has no row")
+        return ChangeLogBounds(*row)
+
+    def prune(self, destroyed_before_ms: int, changes_before_ms: int) -> PruneOutcome:
+        """Forget old destroyed states, then delete old changes, a batch per transaction.
+
+        Forgetting logs each state, stamped now, so a pass never deletes what it just logged
+        (unless changes_before_ms is in the future). The pass stops, keeping what it did,
+        at the first batch that finds another replica pruning.
+        """
+        deleted = 0
+        with self._translated_errors(), self._connection() as conn:
+            # A batch short of full may have skipped states that events changed meanwhile,
+            # with more to forget after them: forgetting ends with a batch that forgot none.
+            forgotten, finished = _repeat(
+                lambda: _forget_batch(conn, destroyed_before_ms), until_below=1
+            )
+            if finished:
+                deleted, _ = _repeat(
+                    lambda: _delete_changes_batch(conn, changes_before_ms),
+                    until_below=_PRUNE_BATCH,
+                )
+        return PruneOutcome(forgotten, deleted)
+
+    def acquire(
+        self, bucket: str, *, window_ms: int, limit: int, now_ms: int, force: bool = False
+    ) -> Acquisition:
+        """Count the bucket's window and take a slot in one transaction holding the bucket's
+        lock, so that callers on every replica take turns per bucket.
+
+        The lock is a transaction-scoped advisory lock, as for record (rows cannot be locked
+        before they exist; read committed lets the count, a statement after the lock, see the
+        slots the previous holder committed). BEGIN, the lock, the count and insert (one
+        statement) and COMMIT go in one round trip. Slots are not part of the change log.
+        """
+        params = {
+            "bucket": bucket,
+            "since": now_ms - window_ms,
+            "now": now_ms,
+            "limit": limit,
+            "force": force,
+        }
+        with self._translated_errors(), self._connection() as conn:
+            with _pipelined_transaction(conn):
+                conn.execute(_BUCKET_LOCK, (bucket, _BUCKET_LOCK_SEED))
+                cursor = conn.execute(ACQUIRE_SLOT, params)
+            row = cursor.fetchone()
+        if row is None:
+            raise StoreUnavailable("PostgreSQL: counting a rate-limit window returned no row")
+        count, slot = row
+        return Acquisition(count, count < limit, slot)
+
+    def release(self, slot: int) -> None:
+        """Delete the slot (nothing if it is gone already)."""
+        with self._translated_errors(), self._connection() as conn:
+            conn.execute(RELEASE_SLOT, (slot,))
+
+    def prune_slots(self, before_ms: int) -> int:
+        """Delete slots stamped before before_ms, a batch per transaction; the pass stops at
+        the first batch that finds another replica pruning."""
+        with self._translated_errors(), self._connection() as conn:
+            deleted, _ = _repeat(
+                lambda: _delete_batch(conn, DELETE_SLOTS, before_ms), until_below=_PRUNE_BATCH
+            )
+        return deleted
+
+    def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
+        """Insert the records in one transaction and one round trip, skipping known
+        decision_ids. Inserted in decision_id order, so that two appends sharing records
+        wait for each other rather than deadlock."""
+        if not records:
+            return
+        rows = sorted(map(row_from_decision, records), key=lambda row: row[0])
+        with (
+            self._translated_errors(),
+            self._connection() as conn,
+            _pipelined_transaction(conn),
+            conn.cursor() as cursor,
+        ):
+            cursor.executemany(_INSERT_DECISION, rows)
+
+    def list_decisions(
+        self, query: DecisionQuery, limit: int, after: DecisionCursor | None
+    ) -> list[DecisionRecord]:
+        """One keyset page of decisions, newest first: an index range scan, whatever the depth."""
+        sql, params = list_decisions_query(query, limit, after, "%s")
+        with self._translated_errors(), self._connection() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [decision_from_row(row) for row in rows]
+
+    def prune_decisions(self, before_ms: int) -> int:
+        """Delete decisions made before before_ms, a batch per transaction; the pass stops
+        at the first batch that finds another replica pruning."""
+        with self._translated_errors(), self._connection() as conn:
+            deleted, _ = _repeat(
+                lambda: _delete_batch(conn, DELETE_DECISIONS, before_ms),
+                until_below=_PRUNE_BATCH,
+            )
+        return deleted
+
+    def wait_for_changes(self, timeout_s: float) -> None:
+        """Wait for a NOTIFY of this schema (others are ignored), at most timeout_s.
+
+        A call that opens the listener (the first, or the first after a failure) returns at
+        once: commits before its LISTEN sent it nothing, so the caller reads the log again.
+        A failed listener is closed, and the call returns after a pause of up to a second.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._listener_lock:
+            try:
+                if self._listener is None:
+                    if not self._closing.is_set():
+                        self._listener = self._listen()
+                    return
+                while not self._closing.is_set():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    slice_s = min(remaining, _WAIT_SLICE_S)
+                    with closing(self._listener.notifies(timeout=slice_s, stop_after=1)) as got:
+                        if any(notify.payload == self._schema for notify in got):
+                            return
+            except psycopg.Error as error:
+                self._close_listener()
+                if not self._listener_down:
+                    self._listener_down = True
+                    log.warning(
+                        "PostgreSQL change notifications lost, reconnecting: %s",
+                        self._message(error),
+                    )
+                self._closing.wait(min(max(deadline - time.monotonic(), 0), _LISTEN_RETRY_S))
+            finally:
+                if self._closing.is_set():
+                    self._close_listener()
+
+    def ping(self) -> None:
+        """Run SELECT 1 on a pooled connection, waiting at most _PING_TIMEOUT_S for one."""
+        with self._translated_errors(), self._connection(_PING_TIMEOUT_S) as conn:
+            conn.execute("SELECT 1")
+
+    def close(self) -> None:
+        """Close the listener, waking wait_for_changes within a slice, and the pool."""
+        self._closing.set()
+        # A waiter busy connecting keeps the lock longer; it closes the listener itself.
+        if self._listener_lock.acquire(timeout=_CLOSE_WAIT_S):
+            try:
+                self._close_listener()
+            finally:
+                self._listener_lock.release()
+        self._pool.close()
+
+    def _listen(self) -> psycopg.Connection[Any]:
+        """A new autocommit connection, outside the pool, listening for changes."""
+        conn = psycopg.connect(self._url, autocommit=True, **self._timeout)
+        try:
+            conn.execute(f"LISTEN {CHANGES_CHANNEL}")
+        except BaseException:
+            conn.close()
+            raise
+        if self._listener_down:
+            self._listener_down = False
+            log.info("PostgreSQL change notifications received again")
+        return conn
+
+    def _close_listener(self) -> None:
+        """Close the listener connection, if open (the caller holds the listener lock)."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    @contextmanager
+    def _connection(self, timeout_s: float | None = None) -> Iterator[_PooledConnection]:
+        """A pooled connection, waiting for one at most timeout_s (default: the pool's
+        timeout, or much less while the server is known to be unreachable) and never past
+        the current call's deadline.
+
+        Once a full pool timeout has passed without a connection, later calls wait only
+        _UNREACHABLE_TIMEOUT_S until one gets a connection: during an outage calls fail in
+        a fraction of a second instead of each holding a server thread for the whole pool
+        timeout, which would starve calls that need no database (creation decisions).
+
+        The connection is stamped as it goes back, for _check_connection. A call that finds
+        it broken has the pool check its idle connections at once, as _check_connection
+        does: they have likely died with it.
+        """
+        if timeout_s is None:
+            timeout_s = _UNREACHABLE_TIMEOUT_S if self._unreachable else _POOL_TIMEOUT_S
+        wait_s = capped(timeout_s)
+        try:
+            with self._pool.connection(timeout=wait_s) as conn:
+                self._unreachable = False
+                try:
+                    yield conn
+                except psycopg.OperationalError:
+                    if conn.broken:
+                        self._pool.check()
+                    raise
+                finally:
+                    conn.returned_at = time.monotonic()
+        except PoolTimeout:
+            if wait_s >= _POOL_TIMEOUT_S:
+                self._unreachable = True
+            raise
+
+    def _check_connection(self, conn: _PooledConnection) -> None:
+        """Check a connection as it leaves the pool (ConnectionPool.check_connection), unless
+        it came back less than _RECENTLY_USED_S ago.
+
+        A dead one (server restarted, backend terminated) is discarded and replaced, not
+        handed out. One dead connection means the others idle beside it are dead too, so
+        all of them are checked at once: otherwise the pool would hand them out one at a
+        time, pausing about a second before each next try, and a large pool would time out.
+        """
+        if time.monotonic() - conn.returned_at < _RECENTLY_USED_S:
+            return
+        try:
+            ConnectionPool.check_connection(conn)
+        except Exception:
+            self._pool.check()
+            raise
+
+    def _message(self, error: psycopg.Error) -> str:
+        """The error's message, never quoting the URL's password."""
+        message = str(error).strip() or type(error).__name__
+        return message.replace(self._secret, "***") if self._secret else message
+
+    @contextmanager
+    def _translated_errors(self) -> Iterator[None]:
+        """Turn a refused value into ValueNotStorable (the server's primary message, cut: its
+        detail quotes the values), and every other psycopg error (the pool's PoolTimeout and
+        PoolClosed are psycopg OperationalErrors) into StoreUnavailable, never quoting the
+        URL or its password."""
+        try:
+            yield
+        except UnicodeEncodeError as error:
+            raise ValueNotStorable(f"PostgreSQL cannot store this text: {error.reason}") from error
+        except psycopg.Error as error:
+            if _refuses_value(error):
+                primary = error.diag.message_primary or self._message(error).partition("\n")[0]
+                raise ValueNotStorable(
+                    f"PostgreSQL cannot store a value: {echo(primary)}"
+                ) from error
+            raise StoreUnavailable(f"PostgreSQL: {self._message(error)}") from error
+
+
+def _refuses_value(error: psycopg.Error) -> bool:
+    """Whether `error` is about a value the server will never take, not about the server: a
+    data exception (SQLSTATE class 22, and psycopg's own refusal of NUL in text), an
+    integrity constraint violation (23) or a program limit exceeded (54, e.g. an index row
+    too large); psycopg files class 54 among its OperationalErrors."""
+    if isinstance(error, psycopg.DataError | psycopg.IntegrityError):
+        return True
+    return (error.sqlstate or "").startswith("54")
+
+
+@contextmanager
+def _pipelined_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """A read-committed transaction whose statements, BEGIN and COMMIT included, are sent
+    together and answered in one round trip, plus one per fetch of rows inside the block
+    (a fetch sends what is queued and waits for the answer).
+
+    Not conn.transaction() in a pipeline: psycopg syncs after its BEGIN and before its
+    COMMIT, three round trips. The isolation level is spelled out because an explicit BEGIN
+    on an autocommit connection would take the server's default, not _configure's. A failed
+    statement leaves the transaction aborted; the pooled connection's block (_connection)
+    rolls it back as the error passes.
+    """
+    with conn.pipeline():
+        conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+        yield
+        conn.execute("COMMIT")
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """Read committed whatever the server's default: record's lock relies on it."""
+    conn.isolation_level = IsolationLevel.READ_COMMITTED
+
+
+def _migrate(conn: psycopg.Connection[Any]) -> str:
+    """Apply the missing migrations in one transaction, under the schema's migration lock.
+
+    Replicas starting together queue on the lock; each one then reads the versions the
+    previous one committed (read committed), so every migration runs exactly once. Any
+    failure rolls back all of it, the versions table included. Returns the schema's name.
+    """
+    with conn.transaction():
+        conn.execute(_LOCK, (_MIGRATION_LOCK_CLASS,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INT PRIMARY KEY,"
+            " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        row = conn.execute(
+            "SELECT coalesce(max(version), 0), current_schema() FROM schema_migrations"
+        ).fetchone()
+        assert row is not None, "an aggregate always returns a row"
+        version, schema = row
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            conn.execute(script)
+            conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
+    return str(schema)
+
+
+def _log_changes(
+    conn: psycopg.Connection[Any], states: Sequence[GroupState], *, forgotten: bool
+) -> None:
+    """Append the states to the change log under its lock, and NOTIFY, in conn's transaction.
+
+    The caller holds every other lock it needs: the change-log lock is the last one taken.
+    """
+    stamp = now_ms()
+    conn.execute(_LOCK, (_CHANGE_LOG_LOCK_CLASS,))
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            LOG_CHANGE, [(stamp, *row_from_state(state), forgotten) for state in states]
+        )
+    conn.execute("SELECT pg_notify(%s, current_schema())", (CHANGES_CHANNEL,))
+
+
+def _repeat(batch: Callable[[], int | None], *, until_below: int) -> tuple[int, bool]:
+    """Run pruning batches until one does fewer than until_below rows: the rows done, and
+    False if a batch found another replica pruning."""
+    total = 0
+    while (count := batch()) is not None:
+        total += count
+        if count < until_below:
+            return total, True
+    return total, False
+
+
+def _forget_batch(conn: psycopg.Connection[Any], before_ms: int) -> int | None:
+    """Forget up to a batch of old destroyed states, logging each; None if another prunes."""
+    with conn.transaction():
+        if not _try_prune_lock(conn):
+            return None
+        rows = conn.execute(
+            FORGET_DESTROYED, {"before": before_ms, "batch": _PRUNE_BATCH}
+        ).fetchall()
+        if rows:
+            _log_changes(conn, [state_from_row(row) for row in rows], forgotten=True)
+    return len(rows)
+
+
+def _delete_changes_batch(conn: psycopg.Connection[Any], before_ms: int) -> int | None:
+    """Delete up to a batch of old changes, raising the watermark; None if another prunes."""
+    with conn.transaction():
+        if not _try_prune_lock(conn):
+            return None
+        row = conn.execute(DELETE_CHANGES, {"before": before_ms, "batch": _PRUNE_BATCH}).fetchone()
+    if row is None:
+        raise StoreUnavailable("PostgreSQL: change_log_state has no row")
+    return int(row[0])
+
+
+def _delete_batch(conn: psycopg.Connection[Any], delete: str, before_ms: int) -> int | None:
+    """Run one batch of a DELETE taking `before` and `batch`; None if another replica prunes."""
+    with conn.transaction():
+        if not _try_prune_lock(conn):
+            return None
+        count = conn.execute(delete, {"before": before_ms, "batch": _PRUNE_BATCH}).rowcount
+    return count
+
+
+def _try_prune_lock(conn: psycopg.Connection[Any]) -> bool:
+    """Take the schema's prune lock for this transaction, unless another holds it."""
+    row = conn.execute(_TRY_LOCK, (_PRUNE_LOCK_CLASS,)).fetchone()
+    return row is not None and bool(row[0])
+
+
+def _group_lock_key(key: GroupKey) -> int:
+    """The advisory-lock key of a group: a stable signed 64-bit hash of (app, group)."""
+    name = f"chat-policy/group_state/{key.sdk_app_id}/{key.group_id}".encode()
+    return int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big", signed=True)

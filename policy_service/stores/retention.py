@@ -1,0 +1,76 @@
+"""Retention: forget destroyed groups and delete old change-log entries, decisions and
+rate-limit slots, in a background thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from policy_service.errors import StoreUnavailable
+from policy_service.stores.store import Store, now_ms
+
+log = logging.getLogger(__name__)
+
+
+class RetentionPruner:
+    """Prunes the store every interval_s until stopped (a failed pass is retried next time).
+
+    rate_slot_retention_ms is asked at each pass how long a rate-limit slot must be kept (the
+    policy's longest window, which may change while the service runs).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        destroyed_retention_s: float,
+        change_log_retention_s: float,
+        decision_retention_s: float,
+        rate_slot_retention_ms: Callable[[], int],
+        interval_s: float,
+    ) -> None:
+        self._store = store
+        self._destroyed_ms = int(destroyed_retention_s * 1000)
+        self._changes_ms = int(change_log_retention_s * 1000)
+        self._decisions_ms = int(decision_retention_s * 1000)
+        self._rate_slot_retention_ms = rate_slot_retention_ms
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
+
+    def start(self) -> None:
+        """Start pruning: the first pass runs at once."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop, waiting for a pass in progress."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def prune_once(self) -> None:
+        """One pass with cutoffs from the service's clock now; logs what it removed."""
+        now = now_ms()
+        outcome = self._store.prune(now - self._destroyed_ms, now - self._changes_ms)
+        decisions = self._store.prune_decisions(now - self._decisions_ms)
+        slots = self._store.prune_slots(now - self._rate_slot_retention_ms())
+        if outcome.forgotten or outcome.changes_deleted or decisions or slots:
+            log.info(
+                "retention forgot %d destroyed group states and deleted %d changes,"
+                " %d decisions and %d rate-limit slots",
+                outcome.forgotten,
+                outcome.changes_deleted,
+                decisions,
+                slots,
+            )
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.prune_once()
+            except StoreUnavailable as error:
+                log.warning("retention pass failed, retrying in %.0fs: %s", self._interval_s, error)
+            except Exception:
+                log.exception("retention pass failed unexpectedly, retrying")
+            self._stop.wait(self._interval_s)
