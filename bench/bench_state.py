@@ -42,8 +42,9 @@ from psycopg import sql
 from bench.processes import free_port
 from chatpolicy.v1 import group_state_service_pb2 as pb
 from chatpolicy.v1 import group_state_service_pb2_grpc as rpc
-from policy_service.api.page_tokens import FullGroupsCursor, FullGroupsFilter, encode_page_token
+from policy_service.api.page_tokens import FullGroupsFilter, encode_page_token
 from policy_service.groups.state import GroupKey
+from policy_service.groups.store import FullGroupsCursor
 from policy_service.settings import ServiceSettings
 
 CHAT_POLICY = Path(sys.executable).with_name("chat-policy")

@@ -18,6 +18,7 @@ from policy_service.api.page_tokens import (
 )
 from policy_service.api.status import maps_errors
 from policy_service.api.timestamps import milliseconds, timestamp
+from policy_service.clock import now_ms
 from policy_service.engine.decision_log import (
     DecisionCursor,
     DecisionLog,
@@ -30,7 +31,6 @@ from policy_service.engine.policy_reload import PolicyHolder
 from policy_service.engine.rate_limit import RateCounter
 from policy_service.engine.rule_counts import RuleCounts
 from policy_service.errors import InvalidArgument
-from policy_service.stores.store import now_ms
 
 pb = creation_policy_service_pb2
 log = logging.getLogger(__name__)

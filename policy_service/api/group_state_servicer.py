@@ -11,7 +11,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from chatpolicy.v1 import group_state_pb2, group_state_service_pb2, group_state_service_pb2_grpc
 from policy_service.api.page_tokens import (
-    FullGroupsCursor,
     FullGroupsFilter,
     decode_page_token,
     encode_page_token,
@@ -19,11 +18,12 @@ from policy_service.api.page_tokens import (
 )
 from policy_service.api.status import maps_errors, maps_stream_errors
 from policy_service.api.timestamps import milliseconds, timestamp
+from policy_service.clock import now_ms
 from policy_service.errors import GroupNotFound, InvalidArgument, TooManyWatchers
 from policy_service.groups.change_feed import ChangeFeed
 from policy_service.groups.change_log import StateChange
 from policy_service.groups.state import EventKind, GroupEvent, GroupKey, GroupState, RecordOutcome
-from policy_service.stores.store import GroupStateStore, now_ms
+from policy_service.groups.store import FullGroupsCursor, GroupStateStore
 
 pb = group_state_service_pb2
 log = logging.getLogger(__name__)

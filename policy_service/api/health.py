@@ -12,7 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from chatpolicy.v1 import creation_policy_service_pb2, group_state_service_pb2
 from policy_service.errors import StoreUnavailable
-from policy_service.stores.store import GroupStateStore
+from policy_service.groups.store import GroupStateStore
 
 log = logging.getLogger(__name__)
 

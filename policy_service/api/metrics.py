@@ -18,7 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from chat_policy_shared.listen_address import parse_bind
 from policy_service.engine.policy import Decision
 from policy_service.engine.policy_reload import PolicyHolder
-from policy_service.stores.store import GroupStateStore
+from policy_service.groups.store import GroupStateStore
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +80,6 @@ STORE_ERRORS = Counter(
     "Store failures (StoreUnavailable) that failed an RPC, by RPC method name, or that left a"
     " scrape without group counts (operation 'count_groups').",
     ["operation"],
-)
-UNSTORABLE_DECISION_RECORDS = Counter(
-    "chat_policy_service_unstorable_decision_records_total",
-    "Decision records the store refused as they stood (ValueNotStorable), by what became of"
-    " each: 'altered' (stored with NUL replaced and long text cut, marked in its reason) or"
-    " 'set_aside' (not stored: refused even so).",
-    ["outcome"],
 )
 
 COUNT_GROUPS_OPERATION = "count_groups"

@@ -11,7 +11,8 @@ from typing import Any
 from chat_policy_shared.field_limits import text_problem
 from policy_service.engine.decision_log import DecisionCursor, DecisionQuery
 from policy_service.errors import InvalidArgument, InvalidPageToken
-from policy_service.groups.state import GroupKey, GroupState
+from policy_service.groups.state import GroupKey
+from policy_service.groups.store import FullGroupsCursor
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -20,20 +21,6 @@ MAX_PAGE_SIZE = 1000
 MAX_PAGE_TOKEN_CHARS = 16_384
 _TOKEN_VERSION = 2
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-
-
-@dataclass(frozen=True)
-class FullGroupsCursor:
-    """Position after the last group of a page, in the list's order (full_since, key)."""
-
-    full_since_ms: int
-    key: GroupKey
-
-    @classmethod
-    def after(cls, state: GroupState) -> FullGroupsCursor:
-        """The cursor that continues after `state`, a full group."""
-        assert state.full_since_ms is not None, "only full groups are listed"
-        return cls(state.full_since_ms, state.key)
 
 
 def page_size_from_request(page_size: int) -> int:

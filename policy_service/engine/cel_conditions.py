@@ -14,15 +14,12 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import cel
 
 from policy_service.engine.cel_guards import unguarded_reads
 from policy_service.engine.group_types import canonical_group_type
-
-if TYPE_CHECKING:
-    from policy_service.engine.policy import CreationRequest, Evaluation
+from policy_service.engine.policy import ConditionError, CreationRequest, Evaluation
 
 _VALUES: dict[str, Callable[[CreationRequest, int], object]] = {
     "sdk_app_id": lambda r, now: r.sdk_app_id,
@@ -77,10 +74,6 @@ _STRING_LITERAL = re.compile(
     r"|'(?:\\.|[^'\\\n])*'"
 )
 _IDENTIFIER = re.compile(r"(?<![.\w])([A-Za-z_]\w*)")
-
-
-class ConditionError(Exception):
-    """A condition could not be evaluated for this request; the message says why."""
 
 
 class CelCondition:

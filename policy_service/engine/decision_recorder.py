@@ -24,14 +24,22 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import orjson
+from prometheus_client import Counter
 
 from chat_policy_shared.field_limits import MAX_ACCOUNT_BYTES, MAX_ID_BYTES, MAX_SHORT_TEXT_BYTES
-from policy_service.api.metrics import UNSTORABLE_DECISION_RECORDS
 from policy_service.engine.decision_log import DecisionRecord
 from policy_service.engine.policy import CreationRequest, Decision
 from policy_service.errors import StoreUnavailable, ValueNotStorable
 
 log = logging.getLogger(__name__)
+
+UNSTORABLE_DECISION_RECORDS = Counter(
+    "chat_policy_service_unstorable_decision_records_total",
+    "Decision records the store refused as they stood (ValueNotStorable), by what became of"
+    " each: 'altered' (stored with NUL replaced and long text cut, marked in its reason) or"
+    " 'set_aside' (not stored: refused even so).",
+    ["outcome"],
+)
 
 # A decision waiting for its record: the request, the decision, its time and latency.
 _Decided = tuple[CreationRequest, Decision, int, int]

@@ -27,8 +27,8 @@ from chat_policy_shared.field_limits import (
     MAX_SHORT_TEXT_BYTES,
     text_problem,
 )
+from policy_service import clock
 from policy_service.engine.address_ranges import Address
-from policy_service.engine.cel_conditions import ConditionError
 from policy_service.engine.group_types import canonical_group_type
 from policy_service.engine.rate_limit import RateCounter
 from policy_service.errors import InvalidArgument, StoreUnavailable
@@ -145,6 +145,10 @@ class Evaluation:
         self.slots: list[int] = []
 
 
+class ConditionError(Exception):
+    """A condition could not be evaluated for this request; the message says why."""
+
+
 class Condition(Protocol):
     """A condition a rule's scope may carry (a CEL expression)."""
 
@@ -258,7 +262,7 @@ class Policy:
         default. A refusal gives back the rate-limit slots the evaluation took.
         """
         if now_ms is None:
-            now_ms = time.time_ns() // 1_000_000
+            now_ms = clock.now_ms()
         evaluation = Evaluation(request, now_ms, counter)
         # Explaining walks every rule, so that the ones the index skips show as not applicable.
         rules = (

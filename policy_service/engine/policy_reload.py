@@ -14,9 +14,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from policy_service.clock import now_ms
 from policy_service.engine.policy import Policy
 from policy_service.engine.policy_file import PolicyError, load_policy
-from policy_service.stores.store import now_ms
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 from policy_service.engine.address_ranges import AddressRanges, parse_address
 from policy_service.engine.banned_words import BannedWords, fold
-from policy_service.engine.cel_conditions import ConditionError
-from policy_service.engine.policy import Evaluation
+from policy_service.engine.policy import ConditionError, Evaluation
 from policy_service.errors import StoreUnavailable
 
 

@@ -25,7 +25,7 @@ from policy_service.errors import (
     StoreUnavailable,
 )
 from policy_service.groups.change_log import StateChange
-from policy_service.stores.store import GroupStateStore
+from policy_service.groups.store import GroupStateStore
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from policy_service.api.page_tokens import FullGroupsCursor
+from policy_service.groups.store import FullGroupsCursor
 from policy_service.stores.state_rows import key_tuple
 
 # Schema versions, applied in order; schema_migrations records each one applied. The key

@@ -7,8 +7,9 @@ import logging
 import threading
 from collections.abc import Callable
 
+from policy_service.clock import now_ms
 from policy_service.errors import StoreUnavailable
-from policy_service.stores.store import Store, now_ms
+from policy_service.stores.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from chat_policy_shared.field_limits import echo
-from policy_service.api.page_tokens import FullGroupsCursor
+from policy_service.clock import now_ms
 from policy_service.engine.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
 from policy_service.engine.rate_limit import Acquisition
 from policy_service.errors import StoreUnavailable, ValueNotStorable
@@ -37,6 +37,7 @@ from policy_service.groups.state import (
     RecordOutcome,
     apply_to_group,
 )
+from policy_service.groups.store import FullGroupsCursor
 from policy_service.stores.decision_rows import (
     decision_from_row,
     insert_decisions,
@@ -49,7 +50,6 @@ from policy_service.stores.state_rows import (
     row_from_state,
     state_from_row,
 )
-from policy_service.stores.store import now_ms
 
 # Schema versions, applied in order; PRAGMA user_version records how many have run.
 MIGRATIONS = (

@@ -23,12 +23,12 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from policy_service.api.page_tokens import FullGroupsCursor
 from policy_service.engine.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
 from policy_service.engine.rate_limit import Acquisition
 from policy_service.errors import StoreUnavailable, ValueNotStorable
 from policy_service.groups.change_log import ChangeLogBounds, PruneOutcome, StateChange
 from policy_service.groups.state import EventKind, GroupCounts, GroupEvent, GroupKey, GroupState
+from policy_service.groups.store import FullGroupsCursor
 from policy_service.stores import postgres_store
 from policy_service.stores.decision_rows import list_decisions_query
 from policy_service.stores.postgres_schema import MIGRATIONS, list_full_query

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from policy_service.clock import now_ms
 from policy_service.engine.decision_log import DecisionQuery, DecisionRecord
 from policy_service.settings import ServiceSettings, SettingsError
 from policy_service.stores.retention import RetentionPruner
-from policy_service.stores.store import Store, now_ms, open_store
+from policy_service.stores.store import Store, open_store
 from tests.service.conftest import APP, Serve
 
 HOUR_S = 3600.0

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from policy_service.api.page_tokens import FullGroupsCursor
+from policy_service.clock import now_ms
 from policy_service.engine.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
 from policy_service.engine.rate_limit import Acquisition, InMemoryRateCounter, RateCounter
 from policy_service.errors import GroupNotFound, ValueNotStorable
@@ -26,11 +26,11 @@ from policy_service.groups.state import (
     GroupState,
     RecordOutcome,
 )
+from policy_service.groups.store import FullGroupsCursor
 from policy_service.stores.store import (
     GroupStateStore,
     Store,
     UnsupportedDatabaseUrl,
-    now_ms,
     open_store,
 )
 from tests.service.stores import open_fresh

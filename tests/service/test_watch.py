@@ -14,8 +14,10 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from chatpolicy.v1 import group_state_pb2, group_state_service_pb2
+from policy_service.clock import now_ms
 from policy_service.errors import StoreUnavailable
-from policy_service.stores.store import GroupStateStore, now_ms, open_store
+from policy_service.groups.store import GroupStateStore
+from policy_service.stores.store import open_store
 from tests.service.conftest import APP, BrokenStore, Serve, Server, error_info, full_event
 
 pb = group_state_service_pb2

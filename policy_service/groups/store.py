@@ -1,0 +1,113 @@
+"""What the group-state domain needs of a store: durable states, their change log, and the
+position a page of full groups continues from."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from policy_service.groups.change_log import ChangeLogBounds, PruneOutcome, StateChange
+from policy_service.groups.state import (
+    GroupCounts,
+    GroupEvent,
+    GroupKey,
+    GroupState,
+    RecordOutcome,
+)
+
+
+@dataclass(frozen=True)
+class FullGroupsCursor:
+    """Position after the last group of a page, in the list's order (full_since, key)."""
+
+    full_since_ms: int
+    key: GroupKey
+
+    @classmethod
+    def after(cls, state: GroupState) -> FullGroupsCursor:
+        """The cursor that continues after `state`, a full group."""
+        assert state.full_since_ms is not None, "only full groups are listed"
+        return cls(state.full_since_ms, state.key)
+
+
+class GroupStateStore(Protocol):
+    """Durable group states and their change log.
+
+    Every method raises StoreUnavailable when the store fails, and ValueNotStorable when it
+    refuses a value of the call (too large, out of range, text it cannot hold), writing
+    nothing. Methods may be called from many threads at once, except wait_for_changes, which
+    one thread calls at a time.
+    """
+
+    def record(self, event: GroupEvent) -> RecordOutcome:
+        """Apply an event atomically and durably before returning.
+
+        A whole-group event (member exit, destruction) applies to the group and to every
+        topic of it; the outcome's state is the one of the event's own key. Each changed
+        state is appended to the change log in the same transaction, stamped now_ms().
+        Sequences are committed in increasing order: once a reader sees sequence n, no
+        change with a smaller sequence can appear later. A clear of a key without a state
+        raises GroupNotFound.
+        """
+        ...
+
+    def get(self, key: GroupKey) -> GroupState | None:
+        """The group's state, or None if no event was ever recorded for it (or it was forgotten)."""
+        ...
+
+    def get_many(self, keys: Sequence[GroupKey]) -> dict[GroupKey, GroupState]:
+        """The states of those of `keys` that have one, in one round trip."""
+        ...
+
+    def list_full(
+        self,
+        sdk_app_id: int,
+        limit: int,
+        after: FullGroupsCursor | None,
+        full_since_at_most_ms: int | None = None,
+    ) -> list[GroupState]:
+        """Up to `limit` full groups after `after`, ordered by (full_since, key).
+
+        sdk_app_id 0 lists every application's groups; full_since_at_most_ms, when given,
+        keeps only groups with full_since_ms <= it.
+        """
+        ...
+
+    def count(self, sdk_app_id: int) -> GroupCounts:
+        """How many states there are (sdk_app_id 0: of every application)."""
+        ...
+
+    def changes_after(self, sequence: int, limit: int) -> list[StateChange]:
+        """Up to `limit` logged changes with a sequence above `sequence`, oldest first."""
+        ...
+
+    def change_log_bounds(self) -> ChangeLogBounds:
+        """Which sequences the change log can replay."""
+        ...
+
+    def prune(self, destroyed_before_ms: int, changes_before_ms: int) -> PruneOutcome:
+        """Apply retention.
+
+        Forget destroyed states whose last event is before destroyed_before_ms (logging a
+        forgotten change for each), and delete logged changes stamped before
+        changes_before_ms. Safe to run from several replicas at once.
+        """
+        ...
+
+    def wait_for_changes(self, timeout_s: float) -> None:
+        """Block until a change may have been committed since the previous call returned, by
+        this process or another replica sharing the database, or until timeout_s passes.
+
+        The first call starts listening and returns at once when timeout_s is 0; a commit
+        made after it is never missed. Spurious wake-ups are allowed.
+        """
+        ...
+
+    def ping(self) -> None:
+        """Return when the store answers; StoreUnavailable otherwise."""
+        ...
+
+    def close(self) -> None:
+        """Release the store's connections and wake wait_for_changes."""
+        ...
