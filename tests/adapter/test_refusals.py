@@ -10,8 +10,8 @@ import pytest
 from adapter.answers import GRPC_FAILURES, Failure, WebhookError, failure_answer, grpc_failure
 from adapter.settings import OnPolicyError
 from adapter.source import client_address, parse_address, parse_networks
+from tests.adapter.conftest import Chat, FakePolicyClient, FakeRpcError, MakeChat, answer
 from tests.chat_samples import OK
-from tests.webhook.conftest import Chat, FakePolicyClient, FakeRpcError, MakeChat, answer
 
 BEFORE = "Group.CallbackBeforeCreateGroup"
 FULL = "Group.CallbackAfterGroupFull"

@@ -33,7 +33,7 @@ from policy_service.stores.store import (
     UnsupportedDatabaseUrl,
     open_store,
 )
-from tests.service.stores import open_fresh
+from tests.policy_service.stores import open_fresh
 
 APP = 1400000000
 OTHER_APP = 1400000123

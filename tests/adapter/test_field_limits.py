@@ -17,8 +17,8 @@ from chat_policy_shared.field_limits import (
     MAX_NAME_BYTES,
     MAX_SHORT_TEXT_BYTES,
 )
+from tests.adapter.conftest import Chat, FakePolicyClient, FakeRpcError, MakeChat, answer
 from tests.chat_samples import OK
-from tests.webhook.conftest import Chat, FakePolicyClient, FakeRpcError, MakeChat, answer
 
 Body = Callable[[str], dict[str, object]]
 

@@ -11,7 +11,7 @@ from chatpolicy.v1 import group_state_pb2
 from chatpolicy.v1 import group_state_service_pb2 as pb
 from policy_service.stores.store import open_store
 from tests.conftest import PostgresSchema
-from tests.service.conftest import APP, Serve, error_info, full_event
+from tests.policy_service.conftest import APP, Serve, error_info, full_event
 
 # 86 characters of 3 bytes: 258 bytes of UTF-8, over a 256-byte limit.
 CHINESE_258_BYTES = "群" * 86

@@ -8,8 +8,8 @@ import grpc
 import pytest
 
 from adapter.health import READINESS_DEADLINE_S
+from tests.adapter.conftest import FakePolicyClient, FakeRpcError, MakeChat, answer
 from tests.chat_samples import OK
-from tests.webhook.conftest import FakePolicyClient, FakeRpcError, MakeChat, answer
 
 GROUP_FULL = "Group.CallbackAfterGroupFull"
 

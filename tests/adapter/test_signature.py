@@ -7,8 +7,8 @@ import time
 import pytest
 
 from adapter.signature import SignatureError, compute_sign, verify_sign
+from tests.adapter.conftest import MakeChat, answer
 from tests.chat_samples import OK
-from tests.webhook.conftest import MakeChat, answer
 
 VECTOR_SIGN = "17773bc39a671d7b9aa835458704d2a6db81360a5940292b587d6d760d484061"
 T = 1669872112

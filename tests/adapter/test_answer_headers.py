@@ -14,8 +14,8 @@ import pytest
 from adapter.settings import OnPolicyError
 from adapter.signature import compute_sign
 from chatpolicy.v1 import creation_policy_service_pb2 as cpb
+from tests.adapter.conftest import FakePolicyClient, FakeRpcError, MakeChat
 from tests.chat_samples import BEFORE_CREATE_SAMPLE
-from tests.webhook.conftest import FakePolicyClient, FakeRpcError, MakeChat
 
 BEFORE = "Group.CallbackBeforeCreateGroup"
 FULL = "Group.CallbackAfterGroupFull"

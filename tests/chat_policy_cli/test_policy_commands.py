@@ -17,7 +17,7 @@ from chat_policy_cli.main import main
 from chat_policy_cli.policy_commands import DEFAULT_NOW_MS, parse_time_ms
 from policy_service.engine.policy_file import load_policy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_POLICY = ROOT / "examples" / "policy.toml"
 EXAMPLE_CASES = ROOT / "examples" / "policy_cases.toml"
 CHAT_POLICY = Path(sys.executable).with_name("chat-policy")

@@ -17,8 +17,8 @@ from adapter.settings import OnPolicyError
 from adapter.signature import compute_sign
 from adapter.spool import Replayer
 from chatpolicy.v1 import creation_policy_service_pb2 as cpb
+from tests.adapter.conftest import APP, Chat, FakePolicyClient, FakeRpcError, MakeChat
 from tests.chat_samples import BEFORE_CREATE_SAMPLE, GROUP_FULL_SAMPLE
-from tests.webhook.conftest import APP, Chat, FakePolicyClient, FakeRpcError, MakeChat
 
 REQUESTS = "chat_policy_adapter_webhook_requests_total"
 LATENCY_COUNT = "chat_policy_adapter_webhook_duration_seconds_count"

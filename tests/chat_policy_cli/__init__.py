@@ -1,0 +1,1 @@
+"""Tests of the chat-policy command and its operator commands (chat_policy_cli)."""

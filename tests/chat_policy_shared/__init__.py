@@ -1,0 +1,1 @@
+"""Tests of what both deployables share (chat_policy_shared)."""
