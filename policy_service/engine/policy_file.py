@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -41,6 +40,15 @@ from policy_service.engine.rules import (
     QuotaCheck,
     RateLimitCheck,
 )
+from policy_service.engine.toml_tables import (
+    KeyLines,
+    LocatedError,
+    Problem,
+    located,
+    only_keys,
+    parse_toml,
+    read_file,
+)
 
 SUPPORTED_VERSION = 1
 GROUP_TYPES = frozenset({"Work", "Public", "Meeting", "AVChatRoom", "Community"})
@@ -65,7 +73,7 @@ _COMMON_KEYS = frozenset(
 )
 
 
-class PolicyError(ValueError):
+class PolicyError(LocatedError):
     """The policy cannot be used; str() reads `FILE:LINE: rule 'ID' field 'KEY': problem`."""
 
     def __init__(
@@ -77,32 +85,16 @@ class PolicyError(ValueError):
         rule_id: str | None = None,
         field: str | None = None,
     ) -> None:
-        self.message, self.where, self.line = message, where, line
         self.rule_id, self.field = rule_id, field
-        super().__init__(located(message, where, line, rule_id, field))
+        super().__init__(message, where=where, line=line, subject=_subject(rule_id, field))
 
 
-def located(
-    message: str,
-    where: str,
-    line: int | None = None,
-    rule_id: str | None = None,
-    field: str | None = None,
-) -> str:
-    """`FILE:LINE: rule 'ID' field 'KEY': message`, each part only when known."""
-    location = f"{where}:{line}" if line else where
+def _subject(rule_id: str | None, field: str | None) -> str:
+    """`rule 'ID' field 'KEY'`, each part only when known."""
     subject = f"rule {rule_id!r}" if rule_id else ""
     if field:
         subject = f"{subject} field {field!r}".strip()
-    return f"{location}: {subject + ': ' if subject else ''}{message}"
-
-
-class _Problem(Exception):
-    """A problem found inside one rule or table, before its line is known."""
-
-    def __init__(self, field: str | None, message: str) -> None:
-        super().__init__(message)
-        self.field, self.message = field, message
+    return subject
 
 
 def load_policy(path: Path | None) -> Policy:
@@ -110,59 +102,47 @@ def load_policy(path: Path | None) -> Policy:
     if path is None:
         source = resources.files("policy_service").joinpath("default_policy.toml").read_bytes()
         return parse_policy(source, "default policy")
-    try:
-        source = path.read_bytes()
-    except OSError as error:
-        raise PolicyError(f"cannot read: {error.strerror}", where=str(path)) from None
-    return parse_policy(source, str(path), base_dir=path.parent)
+    return parse_policy(read_file(path, PolicyError), str(path), base_dir=path.parent)
 
 
 def parse_policy(source: bytes, where: str = "policy", base_dir: Path | None = None) -> Policy:
     """Parse policy TOML; list files are read relative to base_dir (none when None)."""
-    try:
-        text = source.decode("utf-8-sig")
-        document = tomllib.loads(text)
-    except UnicodeDecodeError as error:
-        raise PolicyError(f"not UTF-8: {error}", where=where) from None
-    except tomllib.TOMLDecodeError as error:
-        match = re.search(r"\(at line (\d+)", str(error))
-        line = int(match.group(1)) if match else None
-        raise PolicyError(f"not valid TOML: {error}", where=where, line=line) from None
+    text, document = parse_toml(source, where, PolicyError)
     return _Loader(text, where, base_dir, source).policy(document)
 
 
 class _Loader:
     def __init__(self, text: str, where: str, base_dir: Path | None, source: bytes) -> None:
         self.where, self.base_dir = where, base_dir
-        self.lines = _KeyLines(text)
+        self.lines = KeyLines(text, "rules")
         self.digest = hashlib.sha256(source)
         self.sources: list[Path] = []
         self.warnings: list[str] = []
 
-    def error(self, problem: _Problem, section: str, rule_id: str | None = None) -> PolicyError:
+    def error(self, problem: Problem, section: str, rule_id: str | None = None) -> PolicyError:
         return PolicyError(
             problem.message,
             where=self.where,
-            line=self.lines.line(section, problem.field),
+            line=self.lines.line(section, problem.key),
             rule_id=rule_id,
-            field=problem.field,
+            field=problem.key,
         )
 
     def policy(self, document: Mapping[str, object]) -> Policy:
         try:
-            _only_keys(document, {"version", "default", "rules"})
+            only_keys(document, {"version", "default", "rules"})
             version = document.get("version")
             if type(version) is not int or version != SUPPORTED_VERSION:
-                raise _Problem("version", f"must be {SUPPORTED_VERSION}, got {version!r}")
+                raise Problem("version", f"must be {SUPPORTED_VERSION}, got {version!r}")
             if not isinstance(document.get("rules", []), list):
-                raise _Problem("rules", "must be an array of tables ([[rules]])")
-        except _Problem as problem:
+                raise Problem("rules", "must be an array of tables ([[rules]])")
+        except Problem as problem:
             raise self.error(problem, "") from None
         try:
             default_table = _table(document.get("default", {}), "default")
-            _only_keys(default_table, {"effect", "error_code", "error_info"})
+            only_keys(default_table, {"effect", "error_code", "error_info"})
             default = _outcome(default_table, Effect.ALLOW)
-        except _Problem as problem:
+        except Problem as problem:
             raise self.error(problem, "default", DEFAULT_RULE_ID) from None
         raw_rules = document.get("rules", [])
         assert isinstance(raw_rules, list)
@@ -172,7 +152,7 @@ class _Loader:
             rule = self.rule(raw, index)
             if rule.id in seen:
                 raise self.error(
-                    _Problem("id", "is used by an earlier rule"), f"rules.{index}", rule.id
+                    Problem("id", "is used by an earlier rule"), f"rules.{index}", rule.id
                 )
             seen.add(rule.id)
             rules.append(rule)
@@ -193,24 +173,24 @@ class _Loader:
             table = _table(raw, f"rules[{index}]")
             candidate = table.get("id")
             if not isinstance(candidate, str) or not _RULE_ID.fullmatch(candidate):
-                raise _Problem(
+                raise Problem(
                     "id",
                     "must be 1-64 of A-Z a-z 0-9 _ . -, starting with a letter or digit",
                 )
             if candidate == DEFAULT_RULE_ID:
-                raise _Problem("id", f"{DEFAULT_RULE_ID!r} names the default, not a rule")
+                raise Problem("id", f"{DEFAULT_RULE_ID!r} names the default, not a rule")
             rule_id = candidate
             kind = table.get("kind", "match")
             if not isinstance(kind, str) or kind not in _KINDS:
-                raise _Problem("kind", f"must be one of {', '.join(_KINDS)}, got {kind!r}")
+                raise Problem("kind", f"must be one of {', '.join(_KINDS)}, got {kind!r}")
             keys, build = _KINDS[kind]
-            _only_keys(table, _COMMON_KEYS | keys)
+            only_keys(table, _COMMON_KEYS | keys)
             _string(table, "description")
             shadow = table.get("shadow", False)
             if not isinstance(shadow, bool):
-                raise _Problem("shadow", "must be true or false")
+                raise Problem("shadow", "must be true or false")
             if kind != "match" and table.get("effect", "deny") != "deny":
-                raise _Problem("effect", f"a {kind} rule can only deny")
+                raise Problem("effect", f"a {kind} rule can only deny")
             outcome = _outcome(table, Effect.ALLOW if kind == "match" else Effect.DENY)
             when = _condition(table)
             scope = Scope(
@@ -221,15 +201,15 @@ class _Loader:
             )
             required = _REQUIRED_ONE_OF.get(kind, frozenset())
             if required and not required & table.keys():
-                raise _Problem(None, f"a {kind} rule must set one of {', '.join(sorted(required))}")
+                raise Problem(None, f"a {kind} rule must set one of {', '.join(sorted(required))}")
             check = build(_Context(table, rule_id, shadow, self.read_list))
-        except _Problem as problem:
+        except Problem as problem:
             raise self.error(problem, section, rule_id) from None
         if when is not None:
             line = self.lines.line(section, "when")
             for name in sorted(when.unguarded):
                 message = _unguarded_warning(name, outcome.effect)
-                self.warnings.append(located(message, self.where, line, rule_id, "when"))
+                self.warnings.append(located(message, self.where, line, _subject(rule_id, "when")))
         return Rule(rule_id, kind, outcome, scope, check, shadow)
 
     def read_list(self, table: Mapping[str, object], inline: str, file_key: str) -> list[str]:
@@ -238,15 +218,15 @@ class _Loader:
         if not name:
             return entries
         if self.base_dir is None:
-            raise _Problem(file_key, "list files need a policy file to be relative to")
+            raise Problem(file_key, "list files need a policy file to be relative to")
         path = self.base_dir / name
         try:
             content = path.read_bytes()
             lines = content.decode("utf-8-sig").splitlines()
         except OSError as error:
-            raise _Problem(file_key, f"cannot read {str(path)!r}: {error.strerror}") from None
+            raise Problem(file_key, f"cannot read {str(path)!r}: {error.strerror}") from None
         except UnicodeDecodeError:
-            raise _Problem(file_key, f"{str(path)!r} is not UTF-8") from None
+            raise Problem(file_key, f"{str(path)!r} is not UTF-8") from None
         self.sources.append(path)
         self.digest.update(b"\0" + name.encode() + b"\0" + content)
         return entries + [s for line in lines if (s := line.strip()) and not s.startswith("#")]
@@ -285,11 +265,11 @@ def _name(context: _Context) -> Check:
     try:
         compiled = re.compile(pattern) if pattern else None
     except re.error as error:
-        raise _Problem("pattern", f"not a valid regular expression: {error}") from None
+        raise Problem("pattern", f"not a valid regular expression: {error}") from None
     words = context.read_list(table, "banned_words", "banned_words_file")
     minimum, maximum = _optional_count(table, "min_length"), _optional_count(table, "max_length")
     if minimum is not None and maximum is not None and minimum > maximum:
-        raise _Problem("min_length", f"is above max_length ({minimum} > {maximum})")
+        raise Problem("min_length", f"is above max_length ({minimum} > {maximum})")
     return NameCheck(minimum, maximum, compiled, BannedWords(words) if words else None)
 
 
@@ -297,10 +277,10 @@ def _members(context: _Context) -> Check:
     table = context.table
     reject_duplicates = table.get("reject_duplicates", False)
     if not isinstance(reject_duplicates, bool):
-        raise _Problem("reject_duplicates", "must be true or false")
+        raise Problem("reject_duplicates", "must be true or false")
     minimum, maximum = _optional_count(table, "min_members"), _optional_count(table, "max_members")
     if minimum is not None and maximum is not None and minimum > maximum:
-        raise _Problem("min_members", f"is above max_members ({minimum} > {maximum})")
+        raise Problem("min_members", f"is above max_members ({minimum} > {maximum})")
     blocked = context.read_list(table, "blocked_accounts", "blocked_accounts_file")
     return MembersCheck(minimum, maximum, reject_duplicates, frozenset(blocked))
 
@@ -313,7 +293,7 @@ def _blocked(context: _Context) -> Check:
     table = context.table
     check_owner = table.get("check_owner", False)
     if not isinstance(check_owner, bool):
-        raise _Problem("check_owner", "must be true or false")
+        raise Problem("check_owner", "must be true or false")
     return BlockedCheck(
         frozenset(context.read_list(table, "accounts", "accounts_file")), check_owner
     )
@@ -338,7 +318,7 @@ def _client_ip(context: _Context) -> Check:
         try:
             ranges[key] = AddressRanges(cidrs) if cidrs else None
         except ValueError as error:
-            raise _Problem(key, str(error)) from None
+            raise Problem(key, str(error)) from None
     return ClientIpCheck(
         ranges["allow_cidrs"], ranges["deny_cidrs"], _effect_switch(table, "when_missing")
     )
@@ -347,10 +327,10 @@ def _client_ip(context: _Context) -> Check:
 def _rate_limit(context: _Context) -> Check:
     table = context.table
     if "limit" not in table or "window" not in table:
-        raise _Problem("limit" if "limit" not in table else "window", "is required")
+        raise Problem("limit" if "limit" not in table else "window", "is required")
     per = table.get("per", "operator")
     if per not in ("operator", "owner"):
-        raise _Problem("per", f"must be 'operator' or 'owner', got {per!r}")
+        raise Problem("per", f"must be 'operator' or 'owner', got {per!r}")
     return RateLimitCheck(
         rule_id=context.rule_id,
         limit=_count(table["limit"], "limit", minimum=1),
@@ -413,18 +393,18 @@ def _outcome(table: Mapping[str, object], default_effect: Effect) -> Outcome:
     try:
         effect = Effect(effect_name)
     except ValueError:
-        raise _Problem("effect", f"must be 'allow' or 'deny', got {effect_name!r}") from None
+        raise Problem("effect", f"must be 'allow' or 'deny', got {effect_name!r}") from None
     info = table.get("error_info", "")
     if not isinstance(info, str):
-        raise _Problem("error_info", "must be a string")
+        raise Problem("error_info", "must be a string")
     if effect is Effect.ALLOW:
         if "error_code" in table or info:
             field = "error_code" if "error_code" in table else "error_info"
-            raise _Problem(field, "only applies to effect 'deny'")
+            raise Problem(field, "only applies to effect 'deny'")
         return Outcome(Effect.ALLOW)
     code = table.get("error_code", REFUSAL_CODE)
     if type(code) is not int or (code != REFUSAL_CODE and code not in CUSTOM_REFUSAL_CODES):
-        raise _Problem("error_code", f"must be 1 or in [10100, 10200], got {code!r}")
+        raise Problem("error_code", f"must be 1 or in [10100, 10200], got {code!r}")
     return Outcome(Effect.DENY, code, info)
 
 
@@ -435,7 +415,7 @@ def _condition(table: Mapping[str, object]) -> CelCondition | None:
     try:
         return CelCondition(expression)
     except ValueError as error:
-        raise _Problem("when", str(error)) from None
+        raise Problem("when", str(error)) from None
 
 
 def _unguarded_warning(name: str, effect: Effect) -> str:
@@ -452,7 +432,7 @@ def _effect_switch(table: Mapping[str, object], key: str) -> bool:
     """An "allow"/"deny" setting (default allow); True means deny."""
     value = table.get(key, "allow")
     if value not in ("allow", "deny"):
-        raise _Problem(key, f"must be 'allow' or 'deny', got {value!r}")
+        raise Problem(key, f"must be 'allow' or 'deny', got {value!r}")
     return value == "deny"
 
 
@@ -461,7 +441,7 @@ def _window_s(value: object) -> int:
     if isinstance(value, str) and (match := _WINDOW.fullmatch(value)):
         seconds = int(match.group(1)) * _UNITS[match.group(2)]
     if seconds is None or not 1 <= seconds <= MAX_WINDOW_S:
-        raise _Problem(
+        raise Problem(
             "window",
             f"must be seconds or like '90s', '10m', '1h', '1d', at most 31d; got {value!r}",
         )
@@ -470,7 +450,7 @@ def _window_s(value: object) -> int:
 
 def _count(value: object, field: str, minimum: int) -> int:
     if type(value) is not int or value < minimum:
-        raise _Problem(field, f"must be an integer >= {minimum}, got {value!r}")
+        raise Problem(field, f"must be an integer >= {minimum}, got {value!r}")
     return value
 
 
@@ -485,7 +465,7 @@ def _group_types(table: Mapping[str, object], field: str) -> list[str]:
 
 def _type_list(value: object, field: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _Problem(field, "must be a list of group types")
+        raise Problem(field, "must be a list of group types")
     return [_known_type(t, field) for t in value]
 
 
@@ -493,67 +473,25 @@ def _known_type(group_type: str, field: str) -> str:
     canonical = canonical_group_type(group_type)
     if canonical not in GROUP_TYPES:
         known = ", ".join(sorted(GROUP_TYPES | set(GROUP_TYPE_ALIASES)))
-        raise _Problem(field, f"unknown group type {group_type!r} (known: {known})")
+        raise Problem(field, f"unknown group type {group_type!r} (known: {known})")
     return canonical
 
 
 def _table(raw: object, field: str) -> Mapping[str, object]:
     if not isinstance(raw, dict):
-        raise _Problem(field, "must be a table")
+        raise Problem(field, "must be a table")
     return raw
 
 
 def _string(table: Mapping[str, object], field: str) -> str:
     value = table.get(field, "")
     if not isinstance(value, str):
-        raise _Problem(field, "must be a string")
+        raise Problem(field, "must be a string")
     return value
 
 
 def _strings(table: Mapping[str, object], field: str) -> list[str]:
     values = table.get(field, [])
     if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
-        raise _Problem(field, "must be a list of non-empty strings")
+        raise Problem(field, "must be a list of non-empty strings")
     return values
-
-
-def _only_keys(table: Mapping[str, object], allowed: set[str] | frozenset[str]) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise _Problem(unknown[0], f"unknown key (expected one of {', '.join(sorted(allowed))})")
-
-
-class _KeyLines:
-    """Where each key of each table starts in the TOML text: `rules.N` (the N-th [[rules]]),
-    `default` and "" (top level). Sub-tables of a rule ([rules.x]) count as its key x."""
-
-    _HEADER = re.compile(r"\s*\[(\[)?\s*([A-Za-z0-9_.\"' -]+?)\s*\]")
-    _KEY = re.compile(r"\s*[\"']?([A-Za-z0-9_-]+)[\"']?\s*[=.]")
-
-    def __init__(self, text: str) -> None:
-        self._lines: dict[tuple[str, str | None], int] = {}
-        section, prefix, rules = "", "", -1
-        for number, line in enumerate(text.splitlines(), start=1):
-            if header := self._HEADER.match(line):
-                name = header.group(2).replace(" ", "")
-                prefix = ""
-                if header.group(1) and name == "rules":
-                    rules += 1
-                    section = f"rules.{rules}"
-                elif name.startswith("rules.") and rules >= 0:
-                    section, prefix = f"rules.{rules}", name.removeprefix("rules.") + "."
-                    self._lines.setdefault((section, prefix[:-1]), number)
-                else:
-                    section = name
-                self._lines.setdefault((section, None), number)
-            elif key := self._KEY.match(line):
-                self._lines.setdefault((section, prefix + key.group(1)), number)
-
-    def line(self, section: str, key: str | None) -> int | None:
-        # A field inside a sub-table ("allowed.Mac") is found at its own key when that has a
-        # line of its own, else at the sub-table's.
-        while key:
-            if (section, key) in self._lines:
-                return self._lines[(section, key)]
-            key = key.rpartition(".")[0]
-        return self._lines.get((section, None))
