@@ -89,7 +89,11 @@ class KeyLines:
                     section = f"{array}.{entries}"
                 elif name.startswith(f"{array}.") and entries >= 0:
                     section, prefix = f"{array}.{entries}", name.removeprefix(f"{array}.") + "."
-                    self._lines.setdefault((section, prefix[:-1]), number)
+                    # [rules.a.b] defines a.b, and a too when no [rules.a] came first.
+                    table = prefix[:-1]
+                    while table:
+                        self._lines.setdefault((section, table), number)
+                        table = table.rpartition(".")[0]
                 else:
                     section = name
                 self._lines.setdefault((section, None), number)

@@ -146,6 +146,11 @@ def test_example_policy_with_a_list_file(tmp_path: Path) -> None:
             "p.toml:7: rule 'p' field 'allowed.Mac': unknown group type 'Bogus'",
         ),
         (
+            'version = 1\n[[rules]]\nid = "n"\nkind = "name"\nmax_length = 9\n'
+            "[rules.allowed.Mac]\nWork = 1\n",
+            "p.toml:6: rule 'n' field 'allowed': unknown key (expected one of ",
+        ),
+        (
             'version = 1\n[default]\neffect = "deny"\nerror_code = 7\n',
             "p.toml:4: rule 'default' field 'error_code': must be 1 or in [10100, 10200], got 7",
         ),
