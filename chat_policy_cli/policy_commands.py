@@ -60,7 +60,6 @@ import datetime
 import json
 import re
 import sys
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +67,14 @@ from pathlib import Path
 from policy_service.engine.policy import CreationRequest, Decision, Effect, Policy
 from policy_service.engine.policy_file import PolicyError, load_policy
 from policy_service.engine.rate_limit import InMemoryRateCounter
+from policy_service.engine.toml_tables import (
+    KeyLines,
+    LocatedError,
+    Problem,
+    only_keys,
+    parse_toml,
+    read_file,
+)
 
 DEFAULT_SDK_APP_ID = 1400000000
 DEFAULT_NOW = "2026-01-01T00:00:00Z"
@@ -119,7 +126,7 @@ def check_policy_file(file: str) -> int:
 # --- policy test: the cases file ---------------------------------------------------------
 
 
-class CasesError(ValueError):
+class CasesError(LocatedError):
     """The cases file cannot be used; str() reads `FILE:LINE: case N 'NAME' key 'KEY': problem`."""
 
     def __init__(
@@ -132,16 +139,18 @@ class CasesError(ValueError):
         name: str | None = None,
         key: str | None = None,
     ) -> None:
-        self.message, self.where, self.line = message, where, line
         self.case, self.name, self.key = case, name, key
-        location = f"{where}:{line}" if line else where
-        parts = []
-        if case is not None:
-            parts.append(f"case {case}" + (f" {name!r}" if name else ""))
-        if key:
-            parts.append(f"key {key!r}")
-        subject = " ".join(parts)
-        super().__init__(f"{location}: {subject + ': ' if subject else ''}{message}")
+        super().__init__(message, where=where, line=line, subject=_subject(case, name, key))
+
+
+def _subject(case: int | None, name: str | None, key: str | None) -> str:
+    """`case N 'NAME' key 'KEY'`, each part only when known."""
+    parts = []
+    if case is not None:
+        parts.append(f"case {case}" + (f" {name!r}" if name else ""))
+    if key:
+        parts.append(f"key {key!r}")
+    return " ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -198,14 +207,6 @@ class CasesFile:
     policy: Path | None
 
 
-class _Problem(Exception):
-    """A problem with one key, before the case and line it belongs to are known."""
-
-    def __init__(self, key: str | None, message: str) -> None:
-        super().__init__(message)
-        self.key, self.message = key, message
-
-
 @dataclass(frozen=True)
 class _Table:
     """A TOML table of the cases file and the prefix its keys are named with in errors."""
@@ -219,36 +220,33 @@ class _Table:
 
     def only(self, allowed: frozenset[str]) -> None:
         """Fail on the first key not in allowed."""
-        unknown = sorted(set(self.values) - allowed)
-        if unknown:
-            expected = ", ".join(sorted(allowed))
-            raise _Problem(self.key(unknown[0]), f"unknown key (expected one of {expected})")
+        only_keys(self.values, allowed, self.prefix)
 
     def table(self, name: str, *, required: bool = False) -> _Table:
         """The sub-table under name (empty when absent and not required)."""
         if name not in self.values:
             if required:
-                raise _Problem(self.key(name), "is required")
+                raise Problem(self.key(name), "is required")
             return _Table({}, self.key(name) + ".")
         value = self.values[name]
         if not isinstance(value, dict):
-            raise _Problem(self.key(name), "must be a table")
+            raise Problem(self.key(name), "must be a table")
         return _Table(value, self.key(name) + ".")
 
     def string(self, name: str) -> str | None:
         """A string value; None when absent."""
         value = self.values.get(name)
         if value is not None and not isinstance(value, str):
-            raise _Problem(self.key(name), "must be a string")
+            raise Problem(self.key(name), "must be a string")
         return value
 
     def required_string(self, name: str) -> str:
         """A non-empty string value that must be present."""
         value = self.string(name)
         if value is None:
-            raise _Problem(self.key(name), "is required")
+            raise Problem(self.key(name), "is required")
         if not value:
-            raise _Problem(self.key(name), "must not be empty")
+            raise Problem(self.key(name), "must not be empty")
         return value
 
     def integer(self, name: str, minimum: int) -> int | None:
@@ -257,7 +255,7 @@ class _Table:
         if value is None:
             return None
         if type(value) is not int or value < minimum:
-            raise _Problem(self.key(name), f"must be an integer >= {minimum}, got {value!r}")
+            raise Problem(self.key(name), f"must be an integer >= {minimum}, got {value!r}")
         return value
 
     def strings(self, name: str) -> tuple[str, ...] | None:
@@ -266,7 +264,7 @@ class _Table:
         if value is None:
             return None
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise _Problem(self.key(name), "must be a list of strings")
+            raise Problem(self.key(name), "must be a list of strings")
         return tuple(value)
 
     def time_ms(self, name: str) -> int | None:
@@ -277,7 +275,7 @@ class _Table:
         try:
             return parse_time_ms(value)
         except ValueError as error:
-            raise _Problem(self.key(name), str(error)) from None
+            raise Problem(self.key(name), str(error)) from None
 
 
 def parse_time_ms(value: object) -> int:
@@ -309,28 +307,18 @@ DEFAULT_NOW_MS = parse_time_ms(DEFAULT_NOW)
 def load_cases(path: Path) -> CasesFile:
     """Read and validate a cases file; CasesError names the file, line, case and key."""
     where = str(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-        document = tomllib.loads(text)
-    except OSError as error:
-        raise CasesError(f"cannot read: {error.strerror}", where=where) from None
-    except UnicodeDecodeError as error:
-        raise CasesError(f"not UTF-8: {error}", where=where) from None
-    except tomllib.TOMLDecodeError as error:
-        match = re.search(r"\(at line (\d+)", str(error))
-        line = int(match.group(1)) if match else None
-        raise CasesError(f"not valid TOML: {error}", where=where, line=line) from None
-    lines = _KeyLines(text)
+    text, document = parse_toml(read_file(path, CasesError), where, CasesError)
+    lines = KeyLines(text, "cases")
     top = _Table(document)
     try:
         top.only(_TOP_KEYS)
         policy = top.string("policy")
         if policy == "":
-            raise _Problem("policy", "must name the policy file")
+            raise Problem("policy", "must name the policy file")
         raw_cases = document.get("cases")
         if not isinstance(raw_cases, list) or not raw_cases:
-            raise _Problem("cases", "must be one or more [[cases]] tables")
-    except _Problem as problem:
+            raise Problem("cases", "must be one or more [[cases]] tables")
+    except Problem as problem:
         raise CasesError(
             problem.message, where=where, line=lines.line("", problem.key), key=problem.key
         ) from None
@@ -338,13 +326,13 @@ def load_cases(path: Path) -> CasesFile:
     return CasesFile(cases, None if policy is None else path.parent / policy)
 
 
-def _case(raw: object, index: int, where: str, lines: _KeyLines) -> Case:
+def _case(raw: object, index: int, where: str, lines: KeyLines) -> Case:
     """Validate the index-th (from 1) [[cases]] table."""
-    section = f"cases.{index}"
+    section = f"cases.{index - 1}"  # KeyLines counts [[cases]] from 0
     name: str | None = None
     try:
         if not isinstance(raw, dict):
-            raise _Problem(None, "must be a table ([[cases]])")
+            raise Problem(None, "must be a table ([[cases]])")
         table = _Table(raw)
         table.only(_CASE_KEYS)
         name = table.required_string("name")
@@ -352,7 +340,7 @@ def _case(raw: object, index: int, where: str, lines: _KeyLines) -> Case:
         repeat = table.integer("repeat", minimum=1)
         request = _request(table.table("request"))
         expect = _expectation(table.table("expect", required=True))
-    except _Problem as problem:
+    except Problem as problem:
         raise CasesError(
             problem.message,
             where=where,
@@ -394,56 +382,19 @@ def _expectation(table: _Table) -> Expectation:
     table.only(_EXPECT_KEYS)
     decision = table.values.get("decision")
     if decision is None:
-        raise _Problem(table.key("decision"), "is required")
+        raise Problem(table.key("decision"), "is required")
     if decision not in ("allow", "deny"):
-        raise _Problem(table.key("decision"), f"must be 'allow' or 'deny', got {decision!r}")
+        raise Problem(table.key("decision"), f"must be 'allow' or 'deny', got {decision!r}")
     effect = Effect(decision)
     error_code = table.integer("error_code", minimum=0)
     if effect is Effect.ALLOW and error_code not in (None, 0):
-        raise _Problem(table.key("error_code"), "an allowed request has error_code 0")
+        raise Problem(table.key("error_code"), "an allowed request has error_code 0")
     rule = table.string("rule")
     if rule == "":
-        raise _Problem(table.key("rule"), "must be a rule id or 'default'")
+        raise Problem(table.key("rule"), "must be a rule id or 'default'")
     return Expectation(
         effect, error_code, rule, table.strings("shadow"), table.string("reason_contains")
     )
-
-
-class _KeyLines:
-    """Where keys start in the cases file: sections "" (top level), `cases.N` (the N-th
-    [[cases]], from 1) and `cases.N.request` / `cases.N.expect`. Good enough for messages."""
-
-    _HEADER = re.compile(r"\s*\[(\[)?\s*([A-Za-z0-9_.\"' -]+?)\s*\]")
-    _KEY = re.compile(r"\s*[\"']?([A-Za-z0-9_-]+)[\"']?\s*[=.]")
-
-    def __init__(self, text: str) -> None:
-        self._lines: dict[tuple[str, str | None], int] = {}
-        section, cases = "", 0
-        for number, line in enumerate(text.splitlines(), start=1):
-            if header := self._HEADER.match(line):
-                name = header.group(2).replace(" ", "")
-                if header.group(1) and name == "cases":
-                    cases += 1
-                    section = f"cases.{cases}"
-                elif name.startswith("cases.") and cases:
-                    sub = name.split(".")[1]
-                    self._lines.setdefault((f"cases.{cases}", sub), number)
-                    section = f"cases.{cases}.{sub}"
-                else:
-                    section = name
-                self._lines.setdefault((section, None), number)
-            elif key := self._KEY.match(line):
-                self._lines.setdefault((section, key.group(1)), number)
-
-    def line(self, section: str, key: str | None) -> int | None:
-        """The line of key in section, else of the nearest enclosing table; None if unknown."""
-        candidates: list[tuple[str, str | None]] = []
-        if key and "." in key:
-            sub, leaf = key.split(".", 1)
-            candidates += [(f"{section}.{sub}", leaf), (f"{section}.{sub}", None)]
-            key = sub
-        candidates += [(section, key), (section, None)]
-        return next((self._lines[c] for c in candidates if c in self._lines), None)
 
 
 # --- policy test: running ------------------------------------------------------------------

@@ -293,6 +293,14 @@ def test_every_expectation_key_is_checked(
             id="unknown-request-key",
         ),
         pytest.param(
+            'policy = "policy.toml"\n[[cases]]\nname = "a"\n[cases.request]\ngroup_type = "Work"\n'
+            '[cases.request.extra]\nx = 1\n[cases.expect]\ndecision = "allow"\n',
+            "cases.toml:6: case 1 'a' key 'request.extra': unknown key (expected one of"
+            " client_ip, create_group_num, event_time, group_type, members, name, operator,"
+            " owner, platform, sdk_app_id)",
+            id="table-in-request",
+        ),
+        pytest.param(
             'policy = "policy.toml"\n[[cases]]\nname = "a"\n[cases.expect]\ndecision = "refuse"\n',
             "cases.toml:5: case 1 'a' key 'expect.decision': must be 'allow' or 'deny',"
             " got 'refuse'",
@@ -378,6 +386,21 @@ def test_the_policy_option_overrides_the_cases_file(
 
     assert run(capsys, "policy", "test", str(cases))[0] == 1
     assert run(capsys, "policy", "test", str(cases), "--policy", str(allow_all))[0] == 0
+
+
+def test_a_cases_file_may_start_with_a_byte_order_mark(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cases file saved with a UTF-8 byte order mark (as some Windows editors do) is read
+    like one without, as a policy file is."""
+    cases = cases_file(
+        tmp_path, '[[cases]]\nname = "public"\nexpect = { decision = "allow", rule = "default" }\n'
+    )
+    cases.write_text(cases.read_text(encoding="utf-8"), encoding="utf-8-sig")
+
+    status, out, err = run(capsys, "policy", "test", str(cases))
+
+    assert (status, out, err) == (0, "ok   1 public\n1 passed, 0 failed\n", "")
 
 
 def test_json_output_has_the_counts_and_each_decision(
