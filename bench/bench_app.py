@@ -24,7 +24,6 @@ import argparse
 import json
 import logging
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ import falcon.testing
 
 from adapter.policy_client import RecordRequest
 from adapter.settings import AdapterSettings
+from bench.report import cell, progress
 from bench.wrk import Webhook, body, compute_sign, query_string
 from chat_policy_shared import logs
 from chatpolicy.v1 import creation_policy_service_pb2 as cpb
@@ -157,13 +157,13 @@ def run(subjects: list[Subject], rounds: int, calls: int) -> dict[str, list[tupl
             requests = environs(subject.webhook, f"r{number}", calls)
             logging.getLogger(REQUEST_LOGGER).disabled = not subject.request_line
             results[subject.name].append(call_all(subject.app, requests))
-        print(f"round {number + 1} of {rounds} done", file=sys.stderr)
+        progress("bench-app", f"round {number + 1} of {rounds} done")
     return results
 
 
-def cell(values: list[float]) -> str:
-    """Median (min..max)."""
-    return f"{statistics.median(values):,.1f} ({min(values):,.1f}..{max(values):,.1f})"
+def tenths(values: list[float]) -> str:
+    """Median (min..max), to a tenth: the rounds' spread is shown even when there is none."""
+    return cell(values, lambda value: f"{value:,.1f}", always_range=True)
 
 
 def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespace) -> str:
@@ -179,8 +179,8 @@ def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespa
     for name, rows in results.items():
         ratios = [cpu / base for (cpu, _), (base, _) in zip(rows, baseline, strict=True)]
         lines.append(
-            f"| {name} | {cell([c for c, _ in rows])} | {cell([w for _, w in rows])}"
-            f" | {cell(ratios)} |"
+            f"| {name} | {tenths([c for c, _ in rows])} | {tenths([w for _, w in rows])}"
+            f" | {tenths(ratios)} |"
         )
     return "\n".join(lines)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import http.client
 import itertools
 import json
@@ -67,6 +68,8 @@ from bench.processes import (
     tcp_listening,
     wait_until,
 )
+from bench.report import number, verdict
+from bench.report import progress as report_progress
 from chatpolicy.v1 import group_state_pb2, group_state_service_pb2, group_state_service_pb2_grpc
 
 STORES = ("sqlite", "postgresql")
@@ -88,10 +91,7 @@ SPOOL_POLL_S = 0.1
 BATCH_GET_LIMIT = 1000
 WARMUP_REQUESTS = 10  # of each kind, before the load; not counted
 
-
-def progress(message: str) -> None:
-    """Tell the person waiting what is happening (stderr, so stdout stays the report)."""
-    print(f"bench-faults: {message}", file=sys.stderr, flush=True)
+progress = functools.partial(report_progress, "bench-faults")
 
 
 # --- webhooks ----------------------------------------------------------------------------
@@ -711,25 +711,11 @@ def summarize(run: StoreRun, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def number(value: float | None, digits: int = 3) -> str:
-    """Whole numbers with thousands separators, others to `digits` significant digits."""
-    if value is None:
-        return "-"
-    if abs(value) >= 100 or float(value).is_integer():
-        return f"{value:,.0f}"
-    return f"{value:#.{digits}g}".rstrip(".")
-
-
 def share(part: int, whole: int) -> str:
     """`part / whole (percent)`."""
     percent = 100 * part / whole if whole else 0.0
     text = f"{percent:.2f}".rstrip("0").rstrip(".") if percent not in (0, 100) else f"{percent:g}"
     return f"{part:,} / {whole:,} ({text}%)"
-
-
-def verdict(met: bool) -> str:
-    """met, or a loud **missed**."""
-    return "met" if met else "**missed**"
 
 
 def latency_cell(latency: dict[str, float | None]) -> str:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.metadata
 import json
 import os
@@ -61,8 +62,6 @@ from bench.bench_state import (
     positive,
     running_service,
 )
-from bench.bench_state import cell as _cell
-from bench.bench_state import number as _number
 from bench.http_processes import (
     MB,
     NORMAL_OUTCOMES,
@@ -76,6 +75,8 @@ from bench.http_processes import (
     status_kb,
 )
 from bench.processes import clean_env, free_ports, http_get, machine
+from bench.report import cell, number, verdict
+from bench.report import progress as report_progress
 from bench.wrk import INSTALL_HINT, Load, WrkError, run_wrk, wrk_path
 from chatpolicy.v1 import creation_policy_service_pb2 as creation_pb
 from chatpolicy.v1 import creation_policy_service_pb2_grpc as creation_rpc
@@ -105,10 +106,7 @@ QUIET_BUSY_PCT = 15.0
 QUIET_WAIT_S = 120.0
 OTHER_WORK_FLAG_PCT = 10.0
 
-
-def progress(message: str) -> None:
-    """Tell the person waiting what is happening (stderr, so stdout stays the report)."""
-    print(f"bench: {message}", file=sys.stderr, flush=True)
+progress = functools.partial(report_progress, "bench")
 
 
 # --- one configuration, one round ---------------------------------------------------------
@@ -290,20 +288,20 @@ _NONE = RoundResult()
 def run_rounds(run: Run, workdir: Path) -> None:
     """--rounds rounds, every configuration once per round, in order."""
     args = run.args
-    for number in range(1, args.rounds + 1):
+    for round_number in range(1, args.rounds + 1):
         results: dict[str, RoundResult] = {}
         run.rounds.append(results)
         for configuration in run.configs:
-            progress(f"round {number} of {args.rounds}: {configuration.label}")
-            directory = workdir / f"round{number}-{configuration.id}"
+            progress(f"round {round_number} of {args.rounds}: {configuration.label}")
+            directory = workdir / f"round{round_number}-{configuration.id}"
             try:
                 results[configuration.id] = bench_configuration(
-                    configuration, args, directory, number
+                    configuration, args, directory, round_number
                 )
             except (StartError, WrkError, OSError, psycopg.Error, subprocess.SubprocessError) as e:
                 traceback.print_exc()
                 message = " ".join(str(e).split())[:500]
-                run.failures.append(f"round {number}, {configuration.label}: {message}")
+                run.failures.append(f"round {round_number}, {configuration.label}: {message}")
                 continue
             for problem in results[configuration.id].problems:
                 progress(f"  {configuration.label}: {problem}")
@@ -422,21 +420,6 @@ def run_million(run: Run, workdir: Path) -> None:
 
 
 # --- the report ----------------------------------------------------------------------------
-
-
-def number(value: float) -> str:
-    """Whole numbers as they are, others to three significant digits (bench_state's)."""
-    return _number(value)
-
-
-def cell(values: list[float]) -> str:
-    """The median, with min..max when the rounds differ; "-" without values."""
-    return _cell(values) if values else "-"
-
-
-def verdict(met: bool) -> str:
-    """met, or **missed** in bold."""
-    return "met" if met else "**missed**"
 
 
 def errors_cell(run: Run, config_id: str, mode: str) -> str:

@@ -20,6 +20,7 @@ The Markdown report goes to stdout (and --json writes the numbers), progress to 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import ipaddress
 import json
@@ -43,6 +44,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.report import cell, number, verdict
+from bench.report import progress as report_progress
 from policy_service.engine.group_types import canonical_group_type
 from policy_service.engine.policy import CreationRequest, Decision, Effect, Policy, RuleResult
 from policy_service.engine.policy_file import load_policy
@@ -119,10 +122,7 @@ KIND_SHARES = {  # of --rules; every other rule is a scoped `match` rule
 }
 NAME_PATTERNS = (r"[^<>]*", r"(?s)(?!.*(?:https?://|www\.)).*", r"[^\x00-\x1f]*")
 
-
-def progress(message: str) -> None:
-    """Tell the person waiting what is happening (stderr, so stdout stays the report)."""
-    print(f"bench-policy: {message}", file=sys.stderr, flush=True)
+progress = functools.partial(report_progress, "bench-policy")
 
 
 # --- the world, the large policy and the requests ----------------------------------------
@@ -620,10 +620,10 @@ def measure(
     """Warm up, then --rounds rounds of --decisions decisions per subject, taking turns."""
     for subject in subjects:
         run(subject, requests, WARMUP_DECISIONS)
-    for number in range(args.rounds):
-        turn = number % len(subjects)
+    for round_number in range(args.rounds):
+        turn = round_number % len(subjects)
         for subject in subjects[turn:] + subjects[:turn]:
-            progress(f"round {number + 1} of {args.rounds}: {subject.name}")
+            progress(f"round {round_number + 1} of {args.rounds}: {subject.name}")
             gc.collect()
             for key, value in run(subject, requests, args.decisions).items():
                 subject.values.setdefault(key, []).append(value)
@@ -639,26 +639,12 @@ def measure(
 # --- the report --------------------------------------------------------------------------
 
 
-def number(value: float) -> str:
-    """Whole numbers as they are, others to three significant digits: 0, 0.410, 12.3, 4,210."""
-    if abs(value) >= 100 or float(value).is_integer():
-        return f"{value:,.0f}"
-    return f"{value:#.3g}".rstrip(".")  # 99.96 gives "100."
-
-
-def cell(values: list[float]) -> str:
-    """The median, with min..max when the rounds differ."""
-    median = number(statistics.median(values))
-    low, high = number(min(values)), number(max(values))
-    return median if low == high else f"{median} ({low}..{high})"
-
-
 def goal_cell(subject: Subject) -> str:
     """The p99 goal and whether the median p99 meets it."""
     if subject.goal_p99_us is None:
         return ""
     met = statistics.median(subject.values["p99"]) <= subject.goal_p99_us
-    return f"≤ {subject.goal_p99_us:g}: {'met' if met else '**missed**'}"
+    return f"≤ {subject.goal_p99_us:g}: {verdict(met)}"
 
 
 def latency_table(subjects: list[Subject]) -> list[str]:
@@ -701,8 +687,8 @@ def goals_line(subjects: list[Subject]) -> str:
     for s in subjects:
         if s.goal_p99_us is not None:
             p99 = statistics.median(s.values["p99"])
-            verdict = "met" if p99 <= s.goal_p99_us else "**missed**"
-            parts.append(f"{s.name} p99 {number(p99)} µs ≤ {s.goal_p99_us:g} µs: {verdict}")
+            met = verdict(p99 <= s.goal_p99_us)
+            parts.append(f"{s.name} p99 {number(p99)} µs ≤ {s.goal_p99_us:g} µs: {met}")
     return "Goals (median p99 of the rounds): " + "; ".join(parts) + "."
 
 

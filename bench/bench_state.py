@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import platform
 import random
@@ -40,6 +41,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 
 from bench.processes import free_port
+from bench.report import cell
+from bench.report import progress as report_progress
 from chatpolicy.v1 import group_state_service_pb2 as pb
 from chatpolicy.v1 import group_state_service_pb2_grpc as rpc
 from policy_service.api.page_tokens import FullGroupsFilter, encode_page_token
@@ -89,13 +92,11 @@ FILL_ROWS = """
 FULL_ORDER = "full_since_ms, sdk_app_id, group_id, topic_id"
 
 
+progress = functools.partial(report_progress, "bench-state")
+
+
 class BenchError(Exception):
     """The benchmark cannot go on: the service did not start, a watcher failed, ..."""
-
-
-def progress(message: str) -> None:
-    """Tell the person waiting what is happening (stderr, so stdout stays the table)."""
-    print(f"bench-state: {message}", file=sys.stderr, flush=True)
 
 
 # --- the fill and the databases ----------------------------------------------------------
@@ -590,20 +591,6 @@ def metric_labels(args: argparse.Namespace) -> dict[str, str]:
         "size_mb": "store size on disk after the fill, MB",
         "size_per_group": "store size on disk per group, bytes",
     }
-
-
-def number(value: float) -> str:
-    """Whole numbers as they are, others to three significant digits: 0, 0.410, 12.3, 4,210."""
-    if abs(value) >= 100 or float(value).is_integer():
-        return f"{value:,.0f}"
-    return f"{value:#.3g}".rstrip(".")  # 99.96 gives "100."
-
-
-def cell(values: list[float]) -> str:
-    """The median, with min..max when the rounds differ."""
-    median = number(statistics.median(values))
-    low, high = number(min(values)), number(max(values))
-    return median if low == high else f"{median} ({low}..{high})"
 
 
 def table(args: argparse.Namespace, runs: dict[str, StoreRun]) -> list[str]:

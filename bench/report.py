@@ -1,0 +1,44 @@
+"""What every bench's report is made of: progress lines, numbers and cells, so that the
+same column reads the same in every report.
+
+A cell is the median of the rounds, with their min..max when they differ.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+
+ABSENT = "-"  # a cell without a value
+
+
+def progress(bench: str, message: str) -> None:
+    """Tell the person waiting what `bench` is doing (stderr, so stdout stays the report)."""
+    print(f"{bench}: {message}", file=sys.stderr, flush=True)
+
+
+def number(value: float | None) -> str:
+    """Whole numbers as they are, others to three significant digits: 0, 0.410, 12.3, 4,210;
+    "-" for None."""
+    if value is None:
+        return ABSENT
+    if abs(value) >= 100 or float(value).is_integer():
+        return f"{value:,.0f}"
+    return f"{value:#.3g}".rstrip(".")  # 99.96 gives "100."
+
+
+def cell(
+    values: Sequence[float], show: Callable[[float], str] = number, *, always_range: bool = False
+) -> str:
+    """The median, with min..max when the rounds differ (or always); "-" without values."""
+    if not values:
+        return ABSENT
+    median = show(statistics.median(values))
+    low, high = show(min(values)), show(max(values))
+    return median if low == high and not always_range else f"{median} ({low}..{high})"
+
+
+def verdict(met: bool) -> str:
+    """met, or **missed** in bold."""
+    return "met" if met else "**missed**"
