@@ -68,7 +68,7 @@ from bench.processes import (
     tcp_listening,
     wait_until,
 )
-from bench.report import number, verdict
+from bench.report import number, percentile, verdict
 from bench.report import progress as report_progress
 from chatpolicy.v1 import group_state_pb2, group_state_service_pb2, group_state_service_pb2_grpc
 
@@ -619,11 +619,6 @@ def measure(
 
 
 # --- summary and report --------------------------------------------------------------------
-
-
-def percentile(ordered: list[float], p: float) -> float:
-    """The p-th percentile (nearest rank) of sorted samples."""
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 def summarize(run: StoreRun, args: argparse.Namespace) -> dict[str, Any]:

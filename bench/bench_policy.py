@@ -24,7 +24,6 @@ import functools
 import gc
 import ipaddress
 import json
-import math
 import os
 import platform
 import random
@@ -44,7 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.report import cell, number, verdict
+from bench.report import cell, number, percentile, verdict
 from bench.report import progress as report_progress
 from policy_service.engine.group_types import canonical_group_type
 from policy_service.engine.policy import CreationRequest, Decision, Effect, Policy, RuleResult
@@ -521,14 +520,6 @@ class Subject:
     values: dict[str, list[float]] = field(default_factory=dict)
     tried: float = 0.0  # rules applying (scope matched) per decision (mean, with explain)
     indexed: float = 0.0  # rules indexed for the request's group type (mean)
-
-
-def percentile(ordered: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100) of sorted values, interpolated (statistics' inclusive)."""
-    position = (len(ordered) - 1) * q / 100
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def run(subject: Subject, requests: Sequence[CreationRequest], count: int) -> dict[str, float]:

@@ -19,7 +19,6 @@ import random
 import secrets
 import shlex
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 
 from bench.processes import free_port
-from bench.report import cell
+from bench.report import cell, percentile
 from bench.report import progress as report_progress
 from chatpolicy.v1 import group_state_service_pb2 as pb
 from chatpolicy.v1 import group_state_service_pb2_grpc as rpc
@@ -290,11 +289,6 @@ def wait_until_serving(target: str, process: subprocess.Popen[bytes], log_path: 
 # --- measurements ------------------------------------------------------------------------
 
 
-def percentile(samples: list[float], p: int) -> float:
-    """The p-th percentile (1-99) of the samples, interpolated."""
-    return statistics.quantiles(samples, n=100, method="inclusive")[p - 1]
-
-
 def time_alternately(calls: dict[str, Callable[[], object]], count: int) -> dict[str, list[float]]:
     """Milliseconds of `count` calls of each, taking turns so that drift hits all alike."""
     for _ in range(WARMUP_CALLS):
@@ -333,13 +327,13 @@ def measure_lookups(channel: grpc.Channel, groups: int, rng: random.Random) -> d
         },
         LATENCY_CALLS,
     )
-    health_p50 = percentile(samples["health"], 50)
-    get_p50 = percentile(samples["get"], 50)
+    health, get = sorted(samples["health"]), sorted(samples["get"])
+    health_p50, get_p50 = percentile(health, 50), percentile(get, 50)
     return {
         "health_p50": health_p50,
-        "health_p99": percentile(samples["health"], 99),
+        "health_p99": percentile(health, 99),
         "get_p50": get_p50,
-        "get_p99": percentile(samples["get"], 99),
+        "get_p99": percentile(get, 99),
         "get_ratio": get_p50 / health_p50,
     }
 
@@ -404,7 +398,7 @@ def measure_pages(channel: grpc.Channel, deep_all: str, deep_app: str) -> dict[s
         },
         PAGE_CALLS,
     )
-    p50 = {name: percentile(values, 50) for name, values in samples.items()}
+    p50 = {name: percentile(sorted(values), 50) for name, values in samples.items()}
     return {
         "page_first": p50["first"],
         "page_deep": p50["deep"],
@@ -493,11 +487,11 @@ def measure_watch(channel: grpc.Channel, target: str, watchers: int, tag: str) -
     failed = [subscriber.error for subscriber in subscribers if subscriber.error]
     if failed:
         raise BenchError(f"{len(failed)} watch streams failed, e.g. {failed[0]}")
-    latencies = [
+    latencies = sorted(
         (received_ns - returned[group_id]) / 1e6
         for subscriber in subscribers
         for group_id, received_ns in subscriber.received
-    ]
+    )
     missed = duplicated = 0
     for subscriber in subscribers:
         counts = Counter(group_id for group_id, _ in subscriber.received)

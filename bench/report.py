@@ -1,11 +1,14 @@
-"""What every bench's report is made of: progress lines, numbers and cells, so that the
-same column reads the same in every report.
+"""What every bench's report is made of: progress lines, percentiles, numbers and cells, so
+that the same column means the same in every report.
 
-A cell is the median of the rounds, with their min..max when they differ.
+A percentile is interpolated linearly between the two closest ranks (numpy's default,
+`statistics.quantiles(method="inclusive")`); a cell is the median of the rounds, with their
+min..max when they differ.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -16,6 +19,15 @@ ABSENT = "-"  # a cell without a value
 def progress(bench: str, message: str) -> None:
     """Tell the person waiting what `bench` is doing (stderr, so stdout stays the report)."""
     print(f"{bench}: {message}", file=sys.stderr, flush=True)
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) of sorted values, interpolated linearly between the two
+    closest ranks."""
+    position = (len(ordered) - 1) * q / 100
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def number(value: float | None) -> str:
