@@ -37,7 +37,7 @@ import falcon.testing
 
 from adapter.policy_client import RecordRequest
 from adapter.settings import AdapterSettings
-from bench.report import cell, progress
+from bench.report import cell, markdown_table, progress
 from bench.wrk import Webhook, body, compute_sign, query_string
 from chat_policy_shared import logs
 from chatpolicy.v1 import creation_policy_service_pb2 as cpb
@@ -169,20 +169,17 @@ def tenths(values: list[float]) -> str:
 def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespace) -> str:
     """The Markdown table: CPU and wall µs per webhook, and CPU ÷ the B1 app's."""
     baseline = results["B1 app"]
-    lines = [
+    rows = []
+    for name, times in results.items():
+        cpu, wall = [c for c, _ in times], [w for _, w in times]
+        ratios = [c / base for c, (base, _) in zip(cpu, baseline, strict=True)]
+        rows.append([name, tenths(cpu), tenths(wall), tenths(ratios)])
+    columns = ["app, webhook", "CPU, µs/webhook", "wall, µs/webhook", "CPU ÷ B1 app"]
+    heading = (
         f"`scripts/bench-app --rounds {args.rounds} --calls {args.calls}`, one thread,"
-        f" Python {sys.version.split()[0]}, falcon {falcon.__version__}:",
-        "",
-        "| app, webhook | CPU, µs/webhook | wall, µs/webhook | CPU ÷ B1 app |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, rows in results.items():
-        ratios = [cpu / base for (cpu, _), (base, _) in zip(rows, baseline, strict=True)]
-        lines.append(
-            f"| {name} | {tenths([c for c, _ in rows])} | {tenths([w for _, w in rows])}"
-            f" | {tenths(ratios)} |"
-        )
-    return "\n".join(lines)
+        f" Python {sys.version.split()[0]}, falcon {falcon.__version__}:"
+    )
+    return "\n".join([heading, "", *markdown_table(columns, rows)])
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

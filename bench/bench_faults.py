@@ -68,7 +68,7 @@ from bench.processes import (
     tcp_listening,
     wait_until,
 )
-from bench.report import number, percentile, verdict
+from bench.report import markdown_table, number, percentile, verdict
 from bench.report import progress as report_progress
 from chatpolicy.v1 import group_state_pb2, group_state_service_pb2, group_state_service_pb2_grpc
 
@@ -807,13 +807,8 @@ ROWS: list[tuple[str, Any]] = [
 
 def table(summaries: list[dict[str, Any]]) -> list[str]:
     """The Markdown table: a row per metric, a column per store."""
-    lines = [
-        f"| metric | {' | '.join(s['store'] for s in summaries)} |",
-        f"|---|{'---:|' * len(summaries)}",
-    ]
-    for name, cell in ROWS:
-        lines.append(f"| {name} | {' | '.join(cell(s) for s in summaries)} |")
-    return lines
+    columns = ["metric", *(s["store"] for s in summaries)]
+    return markdown_table(columns, ([name, *map(cell, summaries)] for name, cell in ROWS))
 
 
 def missed(summary: dict[str, Any]) -> list[str]:

@@ -75,7 +75,7 @@ from bench.http_processes import (
     status_kb,
 )
 from bench.processes import clean_env, free_ports, http_get, machine
-from bench.report import cell, number, verdict
+from bench.report import cell, markdown_table, number, verdict
 from bench.report import progress as report_progress
 from bench.wrk import INSTALL_HINT, Load, WrkError, run_wrk, wrk_path
 from chatpolicy.v1 import creation_policy_service_pb2 as creation_pb
@@ -430,11 +430,11 @@ def errors_cell(run: Run, config_id: str, mode: str) -> str:
 
 def closed_table(run: Run) -> list[str]:
     """The closed-loop table: throughput, latency, CPU per request, ratios, errors."""
-    lines = [
-        "| configuration | req/s | req/s ÷ B1 | req/s ÷ B0 | p50, ms | p99, ms"
-        " | server CPU, µs/req | CPU ÷ B1 | CPU ÷ B0 | errors |",
-        f"|---|{'---:|' * 9}",
+    columns = [
+        *("configuration", "req/s", "req/s ÷ B1", "req/s ÷ B0", "p50, ms", "p99, ms"),
+        *("server CPU, µs/req", "CPU ÷ B1", "CPU ÷ B0", "errors"),
     ]
+    rows = []
     for c in run.configs:
         cells = [
             cell(run.values(c.id, "closed", "rate")),
@@ -447,18 +447,18 @@ def closed_table(run: Run) -> list[str]:
             cell(run.ratios(c.id, "closed", "cpu_us", "b0")),
             errors_cell(run, c.id, "closed"),
         ]
-        lines.append(f"| {c.label} | {' | '.join(cells)} |")
-    return lines
+        rows.append([c.label, *cells])
+    return markdown_table(columns, rows)
 
 
 def cpu_table(run: Run) -> list[str]:
     """Where the CPU went in the closed loop: per process kind, and the rest of the machine."""
-    lines = [
-        "| configuration | gunicorn (HTTP side), µs/req | gRPC server, µs/req"
-        " | PostgreSQL server, µs/req | wrk, µs/req | other work, % of the machine"
-        " | stolen, % of the machine |",
-        f"|---|{'---:|' * 6}",
+    columns = [
+        *("configuration", "gunicorn (HTTP side), µs/req", "gRPC server, µs/req"),
+        *("PostgreSQL server, µs/req", "wrk, µs/req", "other work, % of the machine"),
+        "stolen, % of the machine",
     ]
+    rows = []
     for c in run.configs:
         cells = [
             cell(run.values(c.id, "closed", "cpu_http_us")),
@@ -470,18 +470,18 @@ def cpu_table(run: Run) -> list[str]:
             cell([max(0.0, v) for v in run.values(c.id, "closed", "other_pct")]),
             cell(run.values(c.id, "closed", "steal_pct")),
         ]
-        lines.append(f"| {c.label} | {' | '.join(cells)} |")
-    return lines
+        rows.append([c.label, *cells])
+    return markdown_table(columns, rows)
 
 
 def paced_table(run: Run) -> list[str]:
     """The paced table: achieved rate, latency, CPU per request, errors."""
-    lines = [
-        f"| configuration | req/s (asked {run.args.rate:g}) | p50, ms | p90, ms | p99, ms"
-        " | max, ms | server CPU, µs/req | CPU ÷ B1 | HTTP side, µs/req | gRPC side, µs/req"
-        " | errors |",
-        f"|---|{'---:|' * 10}",
+    columns = [
+        *("configuration", f"req/s (asked {run.args.rate:g})", "p50, ms", "p90, ms", "p99, ms"),
+        *("max, ms", "server CPU, µs/req", "CPU ÷ B1", "HTTP side, µs/req", "gRPC side, µs/req"),
+        "errors",
     ]
+    rows = []
     for c in run.configs:
         cells = [
             cell(run.values(c.id, "paced", "rate")),
@@ -492,35 +492,37 @@ def paced_table(run: Run) -> list[str]:
             cell(run.values(c.id, "paced", "cpu_grpc_us")) if c.kind != "b0" else "-",
             errors_cell(run, c.id, "paced"),
         ]
-        lines.append(f"| {c.label} | {' | '.join(cells)} |")
-    return lines
+        rows.append([c.label, *cells])
+    return markdown_table(columns, rows)
 
 
 def rss_table(run: Run) -> list[str]:
     """Peak RSS (VmHWM) of each configuration's processes over the rounds."""
-    lines = [
-        "| configuration | gunicorn master, MB | largest gunicorn worker, MB | gRPC server, MB |",
-        "|---|---:|---:|---:|",
+    columns = [
+        *("configuration", "gunicorn master, MB", "largest gunicorn worker, MB"),
+        "gRPC server, MB",
     ]
-    for c in run.configs:
-        cells = [
+    rows = [
+        [
+            c.label,
             cell(run.rss(c.id, "http_master")),
             cell(run.rss(c.id, "http_worker")),
             cell(run.rss(c.id, "grpc")) if c.kind != "b0" else "-",
         ]
-        lines.append(f"| {c.label} | {' | '.join(cells)} |")
-    return lines
+        for c in run.configs
+    ]
+    return markdown_table(columns, rows)
 
 
 def million_table(run: Run) -> list[str]:
     """The policy service's memory on the filled stores."""
-    lines = [
-        "| store | groups | fill, s | full groups listed | VmHWM once serving, MB"
-        " | VmHWM after the calls, MB | VmRSS at the end, MB | calls, s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    columns = [
+        *("store", "groups", "fill, s", "full groups listed", "VmHWM once serving, MB"),
+        *("VmHWM after the calls, MB", "VmRSS at the end, MB", "calls, s"),
     ]
-    for m in run.million.values():
-        cells = [
+    rows = [
+        [
+            m.store,
             f"{m.groups:,}",
             f"{m.fill_s:.1f}",
             f"{m.calls.get('full groups listed', 0):,}",
@@ -529,8 +531,9 @@ def million_table(run: Run) -> list[str]:
             f"{m.rss_mb:.1f}",
             f"{m.calls_s:.1f}",
         ]
-        lines.append(f"| {m.store} | {' | '.join(cells)} |")
-    return lines
+        for m in run.million.values()
+    ]
+    return markdown_table(columns, rows)
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.report import cell, number, percentile, verdict
+from bench.report import cell, markdown_table, number, percentile, verdict
 from bench.report import progress as report_progress
 from policy_service.engine.group_types import canonical_group_type
 from policy_service.engine.policy import CreationRequest, Decision, Effect, Policy, RuleResult
@@ -640,36 +640,37 @@ def goal_cell(subject: Subject) -> str:
 
 def latency_table(subjects: list[Subject]) -> list[str]:
     """A row per subject: rules, allowed share, latencies, ratios, goal."""
-    lines = [
-        "| policy | rules | rules applying per decision (of its type's) | allowed, % | p50, µs"
-        " | p99, µs | p99.9, µs | mean, µs | p50 / baseline | p99 / baseline | p99 goal, µs |",
-        f"|---|{'---:|' * 10}",
+    columns = [
+        *("policy", "rules", "rules applying per decision (of its type's)", "allowed, %"),
+        *("p50, µs", "p99, µs", "p99.9, µs", "mean, µs", "p50 / baseline", "p99 / baseline"),
+        "p99 goal, µs",
     ]
-    for s in subjects:
-        cells = [
+    rows = [
+        [
+            s.name,
             f"{len(s.policy.rules):,}",
             f"{number(s.tried)} ({number(s.indexed)})",
             *(cell(s.values[k]) for k in ("allowed", "p50", "p99", "p99_9", "mean")),
             *(cell(s.values[k]) for k in ("p50_ratio", "p99_ratio")),
             goal_cell(s),
         ]
-        lines.append(f"| {s.name} | {' | '.join(cells)} |")
-    return lines
+        for s in subjects
+    ]
+    return markdown_table(columns, rows)
 
 
 def load_table(loads: dict[str, Load]) -> list[str]:
     """A row per loaded policy: load time and memory."""
-    lines = [
-        "| policy | load, ms | tracemalloc net, MB | tracemalloc peak, MB | RSS before, MB"
-        " | RSS after, MB | RSS growth, MB |",
-        f"|---|{'---:|' * 6}",
+    columns = [
+        *("policy", "load, ms", "tracemalloc net, MB", "tracemalloc peak, MB", "RSS before, MB"),
+        *("RSS after, MB", "RSS growth, MB"),
     ]
+    rows = []
     for name, load in loads.items():
         megabytes = [load.traced_net_mb, load.traced_peak_mb, load.rss_before_mb]
         megabytes += [load.rss_after_mb, load.rss_after_mb - load.rss_before_mb]
-        cells = [number(load.load_ms), *(f"{value:,.1f}" for value in megabytes)]
-        lines.append(f"| {name} | {' | '.join(cells)} |")
-    return lines
+        rows.append([name, number(load.load_ms), *(f"{value:,.1f}" for value in megabytes)])
+    return markdown_table(columns, rows)
 
 
 def goals_line(subjects: list[Subject]) -> str:

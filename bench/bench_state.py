@@ -40,7 +40,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 
 from bench.processes import free_port
-from bench.report import cell, percentile
+from bench.report import cell, markdown_table, percentile
 from bench.report import progress as report_progress
 from chatpolicy.v1 import group_state_service_pb2 as pb
 from chatpolicy.v1 import group_state_service_pb2_grpc as rpc
@@ -589,11 +589,11 @@ def metric_labels(args: argparse.Namespace) -> dict[str, str]:
 
 def table(args: argparse.Namespace, runs: dict[str, StoreRun]) -> list[str]:
     """The Markdown table: a row per metric, a column per store that finished."""
-    stores = list(runs)
-    lines = [f"| metric | {' | '.join(stores)} |", f"|---|{'---:|' * len(stores)}"]
-    for key, label in metric_labels(args).items():
-        lines.append(f"| {label} | {' | '.join(cell(runs[s].values[key]) for s in stores)} |")
-    return lines
+    rows = (
+        [label, *(cell(run.values[key]) for run in runs.values())]
+        for key, label in metric_labels(args).items()
+    )
+    return markdown_table(["metric", *runs], rows)
 
 
 def report(

@@ -1,5 +1,5 @@
-"""What every bench's report is made of: progress lines, percentiles, numbers and cells, so
-that the same column means the same in every report.
+"""What every bench's report is made of: progress lines, percentiles, numbers, cells and
+Markdown tables, so that the same column means the same in every report.
 
 A percentile is interpolated linearly between the two closest ranks (numpy's default,
 `statistics.quantiles(method="inclusive")`); a cell is the median of the rounds, with their
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 ABSENT = "-"  # a cell without a value
 
@@ -54,3 +54,11 @@ def cell(
 def verdict(met: bool) -> str:
     """met, or **missed** in bold."""
     return "met" if met else "**missed**"
+
+
+def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """A Markdown table's lines: the first column (names) left-aligned, the others (numbers)
+    right-aligned."""
+    lines = [f"| {' | '.join(columns)} |", f"|---|{'---:|' * (len(columns) - 1)}"]
+    lines += [f"| {' | '.join(row)} |" for row in rows]
+    return lines
