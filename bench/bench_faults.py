@@ -34,10 +34,8 @@ import itertools
 import json
 import math
 import os
-import platform
 import re
 import secrets
-import shlex
 import sqlite3
 import sys
 import tempfile
@@ -64,11 +62,10 @@ from bench.processes import (
     free_ports,
     grpc_serving,
     http_get,
-    machine,
     tcp_listening,
     wait_until,
 )
-from bench.report import markdown_table, number, percentile, verdict
+from bench.report import heading, machine, markdown_table, number, percentile, verdict
 from bench.report import progress as report_progress
 from chatpolicy.v1 import group_state_pb2, group_state_service_pb2, group_state_service_pb2_grpc
 
@@ -836,14 +833,8 @@ def report(
 ) -> str:
     """The Markdown report: command, machine, what was done, the table, verdicts, notes."""
     lines = [
-        "```sh",
-        shlex.join(["scripts/bench", "--faults", *argv]),
-        "```",
-        "",
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, {platform.system()}"
-        f" {platform.machine()}, Python {platform.python_version()},"
-        f" {', '.join(versions[s['store']] for s in summaries)}; load generator on the same"
-        " cores.",
+        *heading(["scripts/bench", "--faults", *argv], (versions[s["store"]] for s in summaries)),
+        "The load generator runs on the same cores.",
         f"Per store: `chat-policy service` and `chat-policy adapter` on free ports (auth on,"
         f" shipped defaults otherwise), {args.rate:g} signed webhooks/s for {args.duration:g} s"
         f" from {args.connections} keep-alive connections, half BeforeCreateGroup (allowed by"

@@ -34,10 +34,8 @@ import functools
 import importlib.metadata
 import json
 import os
-import platform
 import random
 import secrets
-import shlex
 import sqlite3
 import statistics
 import subprocess
@@ -74,8 +72,8 @@ from bench.http_processes import (
     start,
     status_kb,
 )
-from bench.processes import clean_env, free_ports, http_get, machine
-from bench.report import cell, markdown_table, number, verdict
+from bench.processes import clean_env, free_ports, http_get
+from bench.report import cell, heading, machine, markdown_table, number, verdict
 from bench.report import progress as report_progress
 from bench.wrk import INSTALL_HINT, Load, WrkError, run_wrk, wrk_path
 from chatpolicy.v1 import creation_policy_service_pb2 as creation_pb
@@ -664,15 +662,8 @@ def problem_lines(run: Run) -> list[str]:
 
 def report(run: Run) -> str:
     """The Markdown report: command, machine, what was measured, tables, goals, problems."""
-    versions = ", ".join(f"{name} {version}" for name, version in run.versions.items())
-    lines = [
-        "```sh",
-        shlex.join(["scripts/bench", *run.argv]),
-        "```",
-        "",
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, {platform.system()}"
-        f" {platform.machine()}, Python {platform.python_version()}, {versions}.",
-    ]
+    versions = (f"{name} {version}" for name, version in run.versions.items())
+    lines = heading(["scripts/bench", *run.argv], versions)
     if run.configs:
         lines += load_section(run)
     if run.million:

@@ -25,10 +25,8 @@ import gc
 import ipaddress
 import json
 import os
-import platform
 import random
 import resource
-import shlex
 import statistics
 import string
 import sys
@@ -43,7 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.report import cell, markdown_table, number, percentile, verdict
+from bench.report import cell, heading, machine, markdown_table, number, percentile, verdict
 from bench.report import progress as report_progress
 from policy_service.engine.group_types import canonical_group_type
 from policy_service.engine.policy import CreationRequest, Decision, Effect, Policy, RuleResult
@@ -703,12 +701,7 @@ def report(run_: Run, subjects: list[Subject]) -> str:
     args = run_.args
     kinds = ", ".join(f"{count:,} {kind}" for kind, count in run_.counts.items())
     lines = [
-        "```sh",
-        shlex.join(["scripts/bench-policy", *run_.argv]),
-        "```",
-        "",
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, {platform.system()}"
-        f" {platform.machine()}, Python {platform.python_version()}.",
+        *heading(["scripts/bench-policy", *run_.argv]),
         f"Policy.decide in process, {args.decisions:,} decisions per policy per round, each"
         f" timed on its own; each cell is the median of {args.rounds} rounds (min..max), the"
         " policies taking turns within a round; ratios within a round. Requests: a pool of"
@@ -751,12 +744,7 @@ def json_report(run_: Run, subjects: list[Subject]) -> dict[str, object]:
     return {
         "command": ["scripts/bench-policy", *run_.argv],
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cores": os.cpu_count(),
-            "system": platform.system(),
-            "machine": platform.machine(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
         "settings": {**vars(run_.args), "pool": POOL_SIZE, "clock_step_ms": CLOCK_STEP_MS},
         "large_policy_kinds": run_.counts,
         "timer_overhead_us": run_.timer_us,

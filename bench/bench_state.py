@@ -14,10 +14,8 @@ import argparse
 import contextlib
 import functools
 import os
-import platform
 import random
 import secrets
-import shlex
 import sqlite3
 import subprocess
 import sys
@@ -28,7 +26,6 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -40,7 +37,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 
 from bench.processes import free_port
-from bench.report import cell, markdown_table, percentile
+from bench.report import cell, heading, markdown_table, percentile
 from bench.report import progress as report_progress
 from chatpolicy.v1 import group_state_service_pb2 as pb
 from chatpolicy.v1 import group_state_service_pb2_grpc as rpc
@@ -605,14 +602,8 @@ def report(
     load_at_start: float,
 ) -> str:
     """The Markdown report: command, machine, the table, fill times and failures."""
-    versions = "".join(f", {run.version}" for run in runs.values())
     lines = [
-        "```sh",
-        shlex.join(["scripts/bench-state", *argv]),
-        "```",
-        "",
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, {platform.system()}"
-        f" {platform.machine()}, Python {platform.python_version()}{versions}.",
+        *heading(["scripts/bench-state", *argv], (run.version for run in runs.values())),
         f"{args.groups:,} groups over {APPS} SdkAppids, 20% full, 5% destroyed. Each cell is"
         f" the median of {args.rounds} rounds (min..max). Latencies: {LATENCY_CALLS:,}"
         f" sequential calls ({PAGE_CALLS} per kind of page), ratios within a round. Watch"

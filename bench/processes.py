@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -200,13 +199,3 @@ def kill_group(pgid: int) -> None:
     """SIGKILL every process of the group; nothing left of it is fine."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
-
-
-def machine() -> dict[str, object]:
-    """The machine a run measured on, as the --json reports give it."""
-    return {
-        "cores": os.cpu_count(),
-        "system": platform.system(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-    }

@@ -1,5 +1,5 @@
-"""What every bench's report is made of: progress lines, percentiles, numbers, cells and
-Markdown tables, so that the same column means the same in every report.
+"""What every bench's report is made of: progress lines, the heading, percentiles, numbers,
+cells and Markdown tables, so that the same column means the same in every report.
 
 A percentile is interpolated linearly between the two closest ranks (numpy's default,
 `statistics.quantiles(method="inclusive")`); a cell is the median of the rounds, with their
@@ -9,9 +9,13 @@ min..max when they differ.
 from __future__ import annotations
 
 import math
+import os
+import platform
+import shlex
 import statistics
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 
 ABSENT = "-"  # a cell without a value
 
@@ -19,6 +23,25 @@ ABSENT = "-"  # a cell without a value
 def progress(bench: str, message: str) -> None:
     """Tell the person waiting what `bench` is doing (stderr, so stdout stays the report)."""
     print(f"{bench}: {message}", file=sys.stderr, flush=True)
+
+
+def heading(command: Sequence[str], versions: Iterable[str] = ()) -> list[str]:
+    """A report's first lines: the command that made it, then when and on what it ran (cores,
+    system, Python and `versions`)."""
+    when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    where = [f"{os.cpu_count()} cores", f"{platform.system()} {platform.machine()}"]
+    on = ", ".join([when, *where, f"Python {platform.python_version()}", *versions])
+    return ["```sh", shlex.join(command), "```", "", f"{on}."]
+
+
+def machine() -> dict[str, object]:
+    """The machine a run measured on, as the --json reports give it."""
+    return {
+        "cores": os.cpu_count(),
+        "system": platform.system(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
 
 
 def percentile(ordered: Sequence[float], q: float) -> float:
