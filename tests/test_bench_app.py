@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bench.bench_app import call_all, environs
-from tests.test_bench_policy import VALUE, rows
+from tests.bench_tables import VALUE, rows
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS = (

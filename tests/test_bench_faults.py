@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from bench.bench_faults import ROWS
+from tests.bench_tables import rows
 
 pytestmark = pytest.mark.e2e
 
@@ -40,32 +41,25 @@ def run_bench(store: str, tmp_path: Path, **env: str) -> tuple[dict[str, list[st
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    rows: dict[str, list[str]] = {}
-    lines = result.stdout.splitlines()
-    header = lines.index(f"| metric | {store} |")
-    for line in lines[header + 2 :]:
-        if not line.startswith("| "):
-            break
-        name, *cells = (cell.strip() for cell in line.strip("|").split("|"))
-        rows[name] = cells
-    return rows, json.loads(json_path.read_text())["stores"][store]
+    table = rows(result.stdout, f"| metric | {store} |")
+    return table, json.loads(json_path.read_text())["stores"][store]
 
 
-def check_run(rows: dict[str, list[str]], numbers: Any) -> None:
+def check_run(table: dict[str, list[str]], numbers: Any) -> None:
     """Every row with one cell; every request answered; acknowledged == found; the outage
     happened and the spool drained."""
-    assert list(rows) == [name for name, _ in ROWS]
-    assert all(len(cells) == 1 and cells[0] for cells in rows.values()), rows
+    assert list(table) == [name for name, _ in ROWS]
+    assert all(len(cells) == 1 and cells[0] for cells in table.values()), table
     sent = numbers["sent"]
     assert sent == numbers["scheduled"] == 480
     assert numbers["answered"] == sent, numbers["failed_requests"]
-    assert rows["requests answered (any HTTP answer)"] == [f"{sent} / {sent} (100%)"]
+    assert table["requests answered (any HTTP answer)"] == [f"{sent} / {sent} (100%)"]
     after = numbers["after"]
     assert after["sent"] == sent // 2
     assert after["acknowledged"] == after["found"], numbers["failed_requests"]
     assert after["lost"] == 0
     assert after["full_event_count_not_1"] == 0
-    assert rows["must-have: AfterGroupFull acknowledged = found in the store"] == ["met"]
+    assert table["must-have: AfterGroupFull acknowledged = found in the store"] == ["met"]
     # The kill happened under load: the adapter answered some webhooks without the service.
     assert numbers["outage"]["serving_s"] > numbers["outage"]["killed_s"] > 0
     assert after["spooled"] > 0 and numbers["before"]["fail_open"] > 0

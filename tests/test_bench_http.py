@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.bench_http import parse_args
-from tests.test_bench_policy import rows
+from tests.bench_tables import NUMBER, rows
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +27,6 @@ CONFIGURATIONS = {
     "postgresql-before": "E2E PostgreSQL BeforeCreateGroup",
     "postgresql-after": "E2E PostgreSQL AfterGroupFull",
 }
-NUMBER = r"[\d,]+(?:\.\d+)?"  # 1,234 or 0.410
 # A median, maybe with min..max; or errors, in bold when there were any.
 VALUE = rf"{NUMBER}(?: \({NUMBER}\.\.{NUMBER}\))?|\*\*{NUMBER}\*\*"
 ABSENT = "-"  # a cell that does not apply (B0 has no gRPC server)

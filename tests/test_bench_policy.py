@@ -8,26 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.bench_tables import NUMBER, VALUE, rows
+
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = ("baseline", "example", "example explain", "large")
 LOADED = ("baseline", "example", "large")
-NUMBER = r"[\d,]+(?:\.\d+)?"  # 1,234 or 0.410
-# A latency cell: a number, maybe with the rounds' min..max (or the rules a type indexes).
-VALUE = rf"{NUMBER}(?: \({NUMBER}(?:\.\.{NUMBER})?\))?"
 GOAL = r"(?:≤ \d+: (?:met|\*\*missed\*\*))?"
-
-
-def rows(stdout: str, header: str) -> dict[str, list[str]]:
-    """The rows of the Markdown table whose header starts with `header`, by first cell."""
-    lines = stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(header))
-    table: dict[str, list[str]] = {}
-    for line in lines[start + 2 :]:
-        if not line.startswith("| "):
-            break
-        name, *cells = (cell.strip() for cell in line.strip("|").split("|"))
-        table[name] = cells
-    return table
 
 
 def test_bench_policy_reports_every_policy(tmp_path: Path) -> None:
