@@ -36,7 +36,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 
-from bench.processes import free_port
+from bench.processes import clean_env, free_port
 from bench.report import cell, heading, markdown_table, percentile
 from bench.report import progress as report_progress
 from chatpolicy.v1 import group_state_service_pb2 as pb
@@ -240,9 +240,9 @@ def deep_page_token(db: Database, sdk_app_id: int) -> str:
 def running_service(db: Database, workdir: Path, watchers: int) -> Iterator[str]:
     """Run `chat-policy service` on `db` until the block ends; yield its gRPC target."""
     target = f"127.0.0.1:{free_port()}"
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CHAT_POLICY_")}
-    env.update(
+    env = clean_env(
         CHAT_POLICY_GRPC_BIND=target,
+        CHAT_POLICY_METRICS_BIND="127.0.0.1:0",  # any free port: nothing here reads it
         CHAT_POLICY_DATABASE_URL=db.url,
         CHAT_POLICY_DATA_DIR=str(workdir),
         CHAT_POLICY_WATCH_MAX_STREAMS=str(max(watchers, ServiceSettings().watch_max_streams)),

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from bench.bench_state import fresh_database, running_service
+from bench.processes import grpc_serving
+from policy_service.settings import ServiceSettings
 
 pytestmark = pytest.mark.e2e
 
@@ -56,3 +62,17 @@ def test_bench_state_reports_every_metric_for_both_stores(postgres_server_url: s
     table_rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     for metric in METRICS:
         assert any(row.startswith(f"| {metric}") for row in table_rows), metric
+
+
+def test_bench_state_service_binds_no_fixed_port(tmp_path: Path) -> None:
+    """The policy service bench-state starts serves while the service's default metrics port
+    is taken: every port it binds is chosen free."""
+    host, _, port = ServiceSettings().metrics_bind.rpartition(":")
+    with contextlib.ExitStack() as stack:
+        taken = stack.enter_context(socket.socket())
+        with contextlib.suppress(OSError):  # already taken by something else: as good
+            taken.bind((host, int(port)))
+            taken.listen()
+        database = stack.enter_context(fresh_database("sqlite", tmp_path))
+        target = stack.enter_context(running_service(database, tmp_path, 1))
+        assert grpc_serving(target)
