@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from bench.bench_faults import ROWS
-from tests.bench_tables import rows
+from tests.bench.bench_tables import rows
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHORT_RUN = ("--duration", "8", "--rate", "60", "--kill-at", "3", "--down", "1")
 
 

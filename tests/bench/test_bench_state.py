@@ -16,7 +16,7 @@ from policy_service.settings import ServiceSettings
 
 pytestmark = pytest.mark.e2e
 
-BENCH_STATE = Path(__file__).resolve().parents[1] / "scripts" / "bench-state"
+BENCH_STATE = Path(__file__).resolve().parents[2] / "scripts" / "bench-state"
 # Every metric the issue asks for, as the table names it.
 METRICS = (
     "Health.Check p50 (baseline",

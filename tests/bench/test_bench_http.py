@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from bench.bench_http import parse_args
-from tests.bench_tables import NUMBER, rows
+from tests.bench.bench_tables import NUMBER, rows
 
 pytestmark = pytest.mark.e2e
 
-BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench"
+BENCH = Path(__file__).resolve().parents[2] / "scripts" / "bench"
 CONFIGURATIONS = {
     "b0": "B0 bare Falcon",
     "b1": "B1 Falcon + gRPC echo",

@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.bench_tables import NUMBER, VALUE, rows
+from tests.bench.bench_tables import NUMBER, VALUE, rows
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ("baseline", "example", "example explain", "large")
 LOADED = ("baseline", "example", "large")
 GOAL = r"(?:≤ \d+: (?:met|\*\*missed\*\*))?"

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from bench.bench_app import call_all, environs
-from tests.bench_tables import VALUE, rows
+from tests.bench.bench_tables import VALUE, rows
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 APPS = (
     "B1 app",
     "adapter, BeforeCreateGroup",
