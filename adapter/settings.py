@@ -10,7 +10,7 @@ from pathlib import Path
 
 from adapter.answers import is_refusal_code
 from adapter.source import Network, parse_networks
-from chat_policy_shared.channel import ChannelSecurity
+from chat_policy_shared.channel import DEFAULT_TARGET, ChannelSecurity, dial_target
 from chat_policy_shared.listen_address import bind_problem
 
 # The SdkAppid of example.env: accepted when CHAT_POLICY_SDKAPPIDS is unset, with a warning.
@@ -56,8 +56,8 @@ class AdapterSettings:
     webhook_path: str = "/"
     """URL path Chat posts to (CHAT_POLICY_WEBHOOK_PATH), as in the console's callback URL."""
 
-    grpc_target: str = "127.0.0.1:50051"
-    """Where the policy service is dialled (CHAT_POLICY_GRPC_TARGET; default: GRPC_BIND)."""
+    grpc_target: str = DEFAULT_TARGET
+    """Where the policy service is dialled (chat_policy_shared.channel.dial_target)."""
 
     grpc_deadline_ms: int = 500
     """Deadline of each policy call (CHAT_POLICY_GRPC_DEADLINE_MS), below Chat's 2 s."""
@@ -124,9 +124,9 @@ class AdapterSettings:
             raise SettingsError(
                 f"CHAT_POLICY_WEBHOOK_PATH={path!r} is taken by the adapter's own {path} endpoint"
             )
-        grpc_target = environ.get("CHAT_POLICY_GRPC_TARGET", "") or _grpc_bind_as_target(
-            environ.get("CHAT_POLICY_GRPC_BIND", "") or defaults.grpc_target
-        )
+        grpc_target = dial_target(environ)
+        if not environ.get("CHAT_POLICY_GRPC_TARGET", ""):  # it dials the service's bind
+            _check_grpc_bind(grpc_target)
         deny_error_code = _positive_int(
             environ, "CHAT_POLICY_DENY_ERROR_CODE", defaults.deny_error_code
         )
@@ -184,15 +184,14 @@ def _http_bind(raw: str) -> str:
     return raw
 
 
-def _grpc_bind_as_target(raw: str) -> str:
-    """The policy service's listen address, as the target to dial when none is set."""
+def _check_grpc_bind(raw: str) -> None:
+    """The policy service's listen address must be one a client can dial."""
     problem = bind_problem(raw, port_zero_allowed=False)
     if problem:
         raise SettingsError(
             f"CHAT_POLICY_GRPC_BIND={raw!r} {problem}, e.g. 127.0.0.1:50051"
             " (or set CHAT_POLICY_GRPC_TARGET, which the adapter dials instead)"
         )
-    return raw
 
 
 def _sdk_app_ids(raw: str) -> frozenset[int]:

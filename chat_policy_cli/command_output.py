@@ -15,6 +15,8 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from chat_policy_shared.channel import DEFAULT_TARGET, dial_target
+
 if TYPE_CHECKING:
     import grpc
     from google.protobuf.message import Message
@@ -24,7 +26,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # an RPC error, an HTTP error, nothing answering
 EXIT_CONFIG = 2  # bad arguments or configuration (argparse's own usage errors are 2 as well)
 
-DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT_S = 5.0
 MAX_SDK_APP_ID = 2**64 - 1
 
@@ -52,16 +53,6 @@ class HelpFormatter(argparse.HelpFormatter):
 
 class ConfigError(ValueError):
     """A setting or argument the command cannot use; the message names it."""
-
-
-def default_target(environ: Mapping[str, str] = os.environ) -> str:
-    """Where the policy service is dialled: the adapter's rule (CHAT_POLICY_GRPC_TARGET, else
-    CHAT_POLICY_GRPC_BIND, else 127.0.0.1:50051), without reading any other setting."""
-    return (
-        environ.get("CHAT_POLICY_GRPC_TARGET", "")
-        or environ.get("CHAT_POLICY_GRPC_BIND", "")
-        or DEFAULT_TARGET
-    )
 
 
 def default_sdk_app_id(environ: Mapping[str, str] = os.environ) -> int:
@@ -149,7 +140,7 @@ def call_service(args: argparse.Namespace, body: Callable[[grpc.Channel], int]) 
 
     from chat_policy_shared.channel import ChannelSecurity, ChannelSettingsError, open_channel
 
-    target = args.target or default_target()
+    target = args.target or dial_target()
     try:
         channel = open_channel(target, ChannelSecurity.from_env())
     except ChannelSettingsError as error:

@@ -26,7 +26,6 @@ from chat_policy_cli.command_output import (
     HelpFormatter,
     add_grpc_options,
     call_service,
-    default_target,
     enum_word,
     fail,
     format_time,
@@ -39,6 +38,7 @@ from chat_policy_cli.command_output import (
     report_rpc_error,
     sdk_app_id,
 )
+from chat_policy_shared.channel import dial_target
 
 if TYPE_CHECKING:
     import grpc
@@ -361,7 +361,7 @@ def _watch(args: argparse.Namespace, channel: grpc.Channel) -> int:
         return EXIT_OK
     except grpc.RpcError as error:
         resume = "" if position is None else f" (resume with --from {position})"
-        target = args.target or default_target()
+        target = args.target or dial_target()
         return report_rpc_error(args, error, target, prefix=f"watch failed{resume}: ")
     return fail(args, f"the service ended the watch stream at sequence {position}", EXIT_FAILED)
 

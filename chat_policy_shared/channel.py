@@ -2,7 +2,8 @@
 every address a DNS name resolves to, keepalive, and a quick reconnect after a restart.
 
 Used by every client the project ships: the adapter's workers, `chat-policy run` and the
-operator commands.
+operator commands. grpc is imported when a channel is opened, not with this module, so that
+the command line can read the dial rule (dial_target) without loading grpc for its --help.
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import grpc
+if TYPE_CHECKING:
+    import grpc
+
+DEFAULT_TARGET = "127.0.0.1:50051"
 
 # Spread calls over every address of the target (a DNS name with one A/AAAA record per replica);
 # with one address it changes nothing.
@@ -33,6 +38,16 @@ CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 )
+
+
+def dial_target(environ: Mapping[str, str] = os.environ) -> str:
+    """Where a client dials the policy service: CHAT_POLICY_GRPC_TARGET, else the service's
+    listen address CHAT_POLICY_GRPC_BIND, else 127.0.0.1:50051 (an empty variable is unset)."""
+    return (
+        environ.get("CHAT_POLICY_GRPC_TARGET", "")
+        or environ.get("CHAT_POLICY_GRPC_BIND", "")
+        or DEFAULT_TARGET
+    )
 
 
 class ChannelSettingsError(ValueError):
@@ -95,6 +110,8 @@ class ChannelSecurity:
         """The channel credentials, reading the PEM files now; None for plaintext."""
         if self.ca_file is None:
             return None
+        import grpc
+
         return grpc.ssl_channel_credentials(
             root_certificates=_read(self.ca_file, "CHAT_POLICY_GRPC_TLS_CA"),
             private_key=_read(self.key_file, "CHAT_POLICY_GRPC_TLS_CLIENT_KEY")
@@ -108,6 +125,8 @@ class ChannelSecurity:
 
 def open_channel(target: str, security: ChannelSecurity) -> grpc.Channel:
     """A channel to the policy service at `target` (host:port or dns:///name:port)."""
+    import grpc
+
     credentials = security.credentials()
     if credentials is None:
         return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)

@@ -34,11 +34,7 @@ from adapter.signature import compute_sign
 from adapter.spool import Spool
 from adapter.webhook import Webhook
 from chat_policy_cli import webhook_samples
-from chat_policy_cli.command_output import (
-    default_target,
-    format_time,
-    rpc_error_line,
-)
+from chat_policy_cli.command_output import format_time, rpc_error_line
 from chat_policy_cli.decide_command import decision_lines
 from chat_policy_cli.group_commands import list_lines, state_lines, watch_line
 from chat_policy_cli.main import main
@@ -275,21 +271,6 @@ def test_simulate_configuration_errors_exit_2(
     assert err.startswith("chat-policy simulate: ")
     assert message in err
     assert len(err.splitlines()) == 1
-
-
-def test_the_target_follows_the_adapters_rule() -> None:
-    """CHAT_POLICY_GRPC_TARGET, else CHAT_POLICY_GRPC_BIND, else 127.0.0.1:50051."""
-    assert default_target({}) == "127.0.0.1:50051"
-    assert default_target({"CHAT_POLICY_GRPC_BIND": "0.0.0.0:7000"}) == "0.0.0.0:7000"
-    assert (
-        default_target(
-            {"CHAT_POLICY_GRPC_BIND": "0.0.0.0:7000", "CHAT_POLICY_GRPC_TARGET": "dns:///p:1"}
-        )
-        == "dns:///p:1"
-    )
-    assert default_target({"CHAT_POLICY_GRPC_TARGET": "", "CHAT_POLICY_GRPC_BIND": ""}) == (
-        "127.0.0.1:50051"
-    )
 
 
 # --- sample bodies ---------------------------------------------------------------------------
