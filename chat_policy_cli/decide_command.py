@@ -10,22 +10,18 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from chat_policy_cli.command_output import (
+from chat_policy_cli.arguments import HelpFormatter, add_grpc_options, non_negative_int, sdk_app_id
+from chat_policy_cli.environment import ConfigError, default_sdk_app_id
+from chat_policy_cli.output import (
     EXIT_CONFIG,
     EXIT_OK,
-    ConfigError,
-    HelpFormatter,
-    add_grpc_options,
-    call_service,
-    default_sdk_app_id,
     enum_word,
     fail,
     key_values,
     message_dict,
-    non_negative_int,
     print_json,
-    sdk_app_id,
 )
+from chat_policy_cli.service_calls import call_service
 
 if TYPE_CHECKING:
     import grpc

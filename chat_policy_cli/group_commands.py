@@ -19,25 +19,25 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from chat_policy_cli.command_output import (
-    EXIT_FAILED,
-    EXIT_OK,
-    RPC_EXIT_STATUSES,
+from chat_policy_cli.arguments import (
     HelpFormatter,
     add_grpc_options,
-    call_service,
+    non_negative_int,
+    positive_int,
+    sdk_app_id,
+)
+from chat_policy_cli.output import (
+    EXIT_FAILED,
+    EXIT_OK,
     enum_word,
     fail,
     format_time,
     key_values,
     message_dict,
-    non_negative_int,
     plural,
-    positive_int,
     print_json,
-    report_rpc_error,
-    sdk_app_id,
 )
+from chat_policy_cli.service_calls import RPC_EXIT_STATUSES, call_service, report_rpc_error
 from chat_policy_shared.channel import dial_target
 
 if TYPE_CHECKING:

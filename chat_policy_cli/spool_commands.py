@@ -16,17 +16,15 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chat_policy_cli.command_output import (
+from chat_policy_cli.arguments import HelpFormatter, add_json_option, positive_int
+from chat_policy_cli.output import (
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_OK,
-    HelpFormatter,
-    add_json_option,
     fail,
     format_time,
     message_dict,
     plural,
-    positive_int,
     print_json,
 )
 

@@ -26,20 +26,9 @@ from typing import TYPE_CHECKING
 
 from adapter.answer_headers import OUTCOME_HEADER, SIGNATURE_HEADER, SIGNATURE_UNCHECKED
 from adapter.signature import compute_sign
-from chat_policy_cli.command_output import (
-    EXIT_CONFIG,
-    EXIT_FAILED,
-    EXIT_OK,
-    ConfigError,
-    HelpFormatter,
-    add_json_option,
-    default_sdk_app_id,
-    fail,
-    first_callback_token,
-    print_json,
-    sdk_app_id,
-    seconds,
-)
+from chat_policy_cli.arguments import HelpFormatter, add_json_option, sdk_app_id, seconds
+from chat_policy_cli.environment import ConfigError, default_sdk_app_id, first_callback_token
+from chat_policy_cli.output import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, fail, print_json
 from chat_policy_cli.webhook_samples import (
     SHORT_NAMES,
     is_handled,

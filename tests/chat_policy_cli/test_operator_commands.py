@@ -34,10 +34,11 @@ from adapter.signature import compute_sign
 from adapter.spool import Spool
 from adapter.webhook import Webhook
 from chat_policy_cli import webhook_samples
-from chat_policy_cli.command_output import format_time, rpc_error_line
 from chat_policy_cli.decide_command import decision_lines
 from chat_policy_cli.group_commands import list_lines, state_lines, watch_line
 from chat_policy_cli.main import main
+from chat_policy_cli.output import format_time
+from chat_policy_cli.service_calls import rpc_error_line
 from chat_policy_cli.webhook_commands import (
     parse_value,
     request_body,
