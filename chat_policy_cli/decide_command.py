@@ -36,19 +36,17 @@ exit status:
   2  bad arguments or configuration"""
 
 
-def add_decide_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`chat-policy decide`."""
-    decide = subparsers.add_parser(
-        "decide",
-        help="ask the policy service whether a group may be created",
-        description="Ask the running policy service whether a group may be created"
+def add_decide_arguments(decide: argparse.ArgumentParser) -> None:
+    """The options of `chat-policy decide`."""
+    decide.description = (
+        "Ask the running policy service whether a group may be created"
         " (CheckGroupCreation), with the fields a Group.CallbackBeforeCreateGroup webhook"
         " carries. Prints the decision, the error_code and error_info Chat would get, the"
         " deciding rule and its reason, the policy revision and the decision id. The service"
-        " records the decision like any other, and an allowed one counts towards rate limits.",
-        epilog=DECIDE_EXIT_STATUSES,
-        formatter_class=HelpFormatter,
+        " records the decision like any other, and an allowed one counts towards rate limits."
     )
+    decide.epilog = DECIDE_EXIT_STATUSES
+    decide.formatter_class = HelpFormatter
     decide.add_argument(
         "--app",
         type=sdk_app_id,
@@ -92,7 +90,7 @@ def add_decide_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         "--explain", action="store_true", help="also print every evaluated rule's outcome"
     )
     add_grpc_options(decide)
-    decide.set_defaults(run=run_decide, prog=decide.prog)
+    decide.set_defaults(prog=decide.prog)
 
 
 def run_decide(args: argparse.Namespace) -> int:

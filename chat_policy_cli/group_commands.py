@@ -59,13 +59,9 @@ exit status:
   2  bad arguments or configuration"""
 
 
-def add_group_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`chat-policy groups` and its subcommands get, list, watch and clear."""
-    groups = subparsers.add_parser(
-        "groups",
-        help="show, list, watch or clear the group-full state",
-        description="The group-full state the policy service keeps (GroupStateService).",
-    )
+def add_group_arguments(groups: argparse.ArgumentParser) -> None:
+    """The subcommands of `chat-policy groups`: get, list, watch and clear."""
+    groups.description = "The group-full state the policy service keeps (GroupStateService)."
     commands = groups.add_subparsers(dest="groups_command", required=True, metavar="COMMAND")
 
     get = commands.add_parser(
@@ -79,7 +75,7 @@ def add_group_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     _add_app(get)
     _add_group(get)
     add_grpc_options(get)
-    get.set_defaults(run=run_get, prog=get.prog)
+    get.set_defaults(prog=get.prog)
 
     listing = commands.add_parser(
         "list",
@@ -102,7 +98,7 @@ def add_group_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         "--all", action="store_true", help="list every full group, page after page"
     )
     add_grpc_options(listing)
-    listing.set_defaults(run=run_list, prog=listing.prog)
+    listing.set_defaults(prog=listing.prog)
 
     watch = commands.add_parser(
         "watch",
@@ -125,7 +121,7 @@ def add_group_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         " since is printed first, if the change log still holds it",
     )
     add_grpc_options(watch, unary=False)
-    watch.set_defaults(run=run_watch, prog=watch.prog)
+    watch.set_defaults(prog=watch.prog)
 
     clear = commands.add_parser(
         "clear",
@@ -146,7 +142,13 @@ def add_group_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         f" {MAX_REASON_CHARS} characters; default: `cleared by USER with chat-policy`)",
     )
     add_grpc_options(clear)
-    clear.set_defaults(run=run_clear, prog=clear.prog)
+    clear.set_defaults(prog=clear.prog)
+
+
+def run_groups(args: argparse.Namespace) -> int:
+    """Run the chosen `groups` subcommand; the exit status is its."""
+    run = {"get": run_get, "list": run_list, "watch": run_watch, "clear": run_clear}
+    return run[args.groups_command](args)
 
 
 def _add_app(parser: argparse.ArgumentParser, *, every_app: bool = False) -> None:
@@ -315,7 +317,7 @@ def run_watch(args: argparse.Namespace) -> int:
 
     Both signals are made to interrupt here even when the process inherited them ignored (a
     background job of a non-interactive shell ignores SIGINT). A reader that stops reading
-    (`| head`) ends the watch quietly, with 141 (see cli.run_printing).
+    (`| head`) ends the watch quietly, with 141 (see chat_policy_cli.main.run_printing).
     """
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -2,80 +2,124 @@
 `policy check` / `policy test` to check and test a policy file without a server; and the
 operator commands: `groups get|list|watch|clear` and `decide` (ask the running policy
 service), `sign` and `simulate` (Chat's side of a webhook), `spool list|replay|drop` (the
-adapter's set-aside events)."""
+adapter's set-aside events).
+
+COMMANDS is the one table of them. A command's module is imported only when that command is
+chosen, so `chat-policy --help` and the servers load none of the operator commands (nor grpc).
+Nothing imports this module, so naming the modules as strings hides no import the import rules
+(scripts/check-imports) would refuse.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
-
-from chat_policy_cli.decide_command import add_decide_command
-from chat_policy_cli.group_commands import add_group_commands
-from chat_policy_cli.spool_commands import add_spool_commands
-from chat_policy_cli.webhook_commands import add_webhook_commands
-from chat_policy_shared import logs
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
 
 # A command whose reader closed its stdout early (`| head`) ends quietly with this status:
 # 128 + SIGPIPE, what a shell reports for a writer that SIGPIPE ended. Not 0 (the output was
 # cut short) nor 1 (the command did not fail).
 EXIT_CLOSED_PIPE = 141
-SERVERS = ("service", "adapter", "run")
+
+Run = Callable[[argparse.Namespace], int]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its one-line help, and the functions of the module that defines it."""
+
+    help: str
+    module: str
+    run: str
+    """The module's function that runs the command: run(args) -> exit status."""
+    add_arguments: str | None = None
+    """The module's function that adds the command's arguments to its parser; None: none."""
+    prints: bool = True
+    """False for a server: its stdout is its log, not output a reader may stop reading."""
+
+    def load(self) -> tuple[Callable[[argparse.ArgumentParser], None] | None, Run]:
+        """Import the module now; its add_arguments (None if the command takes none) and run."""
+        module = importlib.import_module(self.module)
+        add_arguments = getattr(module, self.add_arguments) if self.add_arguments else None
+        return add_arguments, cast(Run, getattr(module, self.run))
+
+
+_SERVERS = "chat_policy_cli.server_commands"
+COMMANDS = {
+    "service": Command("run the gRPC policy service", _SERVERS, "run_service", prints=False),
+    "adapter": Command("run the webhook adapter (gunicorn)", _SERVERS, "run_adapter", prints=False),
+    "run": Command("run both, supervised; Ctrl-C stops both", _SERVERS, "run_both", prints=False),
+    "policy": Command(
+        "check or test a policy file",
+        "chat_policy_cli.policy_commands",
+        "run_policy",
+        "add_policy_arguments",
+    ),
+    "groups": Command(
+        "show, list, watch or clear the group-full state",
+        "chat_policy_cli.group_commands",
+        "run_groups",
+        "add_group_arguments",
+    ),
+    "decide": Command(
+        "ask the policy service whether a group may be created",
+        "chat_policy_cli.decide_command",
+        "run_decide",
+        "add_decide_arguments",
+    ),
+    "sign": Command(
+        "print the Sign Chat sends with a callback token",
+        "chat_policy_cli.webhook_commands",
+        "run_sign",
+        "add_sign_arguments",
+    ),
+    "simulate": Command(
+        "send a deployment a signed webhook as Chat would, and show its answer",
+        "chat_policy_cli.webhook_commands",
+        "run_simulate",
+        "add_simulate_arguments",
+    ),
+    "spool": Command(
+        "list, replay or drop the events the adapter's spool set aside",
+        "chat_policy_cli.spool_commands",
+        "run_spool",
+        "add_spool_arguments",
+    ),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the subcommand and run it; the exit status is the command's."""
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
         prog="chat-policy",
         description="Policy backend for Tencent Cloud Chat group webhooks."
         " Configured by CHAT_POLICY_* environment variables (see README).",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("service", help="run the gRPC policy service")
-    commands.add_parser("adapter", help="run the webhook adapter (gunicorn)")
-    commands.add_parser("run", help="run both, supervised; Ctrl-C stops both")
-    add_policy_commands(commands.add_parser("policy", help="check or test a policy file"))
-    add_group_commands(commands)
-    add_decide_command(commands)
-    add_webhook_commands(commands)
-    add_spool_commands(commands)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # The command is the first word that is not an option (the only options here are -h and
+    # --help); only its module is loaded, the others are a name and a help line. (Not
+    # args.command after parsing: `simulate` has an argument of that name.)
+    chosen = next((word for word in argv if not word.startswith("-")), "")
+    run: Run | None = None
+    for name, command in COMMANDS.items():
+        command_parser = subparsers.add_parser(name, help=command.help)
+        if name == chosen:
+            add_arguments, run = command.load()
+            if add_arguments is not None:
+                add_arguments(command_parser)
     args = parser.parse_args(argv)
-    if args.command not in SERVERS:
-        return run_printing(args)
-    logs.configure()
-    if args.command == "service":
-        from policy_service.server import main as service_main
-
-        return service_main()
-    if args.command == "adapter":
-        from adapter.gunicorn_app import main as adapter_main
-
-        return adapter_main()
-    from chat_policy_cli.supervisor import run_both
-
-    return run_both()
+    assert run is not None  # parse_args accepted a command, so it was the chosen one
+    if not COMMANDS[chosen].prints:
+        return run(args)
+    return run_printing(run, args)
 
 
-def add_policy_commands(policy: argparse.ArgumentParser) -> None:
-    """The subcommands of `chat-policy policy`: check and test."""
-    subcommands = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
-    check = subcommands.add_parser(
-        "check", help="load a policy file and say whether it is valid (exit 1 if not)"
-    )
-    check.add_argument("file", metavar="FILE", help="the policy file")
-    test = subcommands.add_parser(
-        "test",
-        help="run a TOML file of test cases against a policy"
-        " (exit 1 if a case fails, 2 if the cases or the policy are invalid)",
-    )
-    test.add_argument("cases", metavar="CASES", help="the cases file")
-    test.add_argument(
-        "--policy", metavar="FILE", help="the policy to test; overrides the cases file's `policy`"
-    )
-    test.add_argument("--json", action="store_true", help="print one JSON document")
-
-
-def run_printing(args: argparse.Namespace) -> int:
+def run_printing(run: Run, args: argparse.Namespace) -> int:
     """Run a command that prints (`policy`, or an operator command); its exit status, or
     EXIT_CLOSED_PIPE when its reader stopped reading, without a traceback.
 
@@ -84,10 +128,7 @@ def run_printing(args: argparse.Namespace) -> int:
     which the logging module guards itself, and a BrokenPipeError in them is no reader gone.
     """
     try:
-        if hasattr(args, "run"):  # an operator command: it set its own run function
-            status: int = args.run(args)
-        else:
-            status = run_policy_command(args)
+        status = run(args)
         sys.stdout.flush()
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -95,15 +136,6 @@ def run_printing(args: argparse.Namespace) -> int:
         os.close(devnull)
         return EXIT_CLOSED_PIPE
     return status
-
-
-def run_policy_command(args: argparse.Namespace) -> int:
-    """Run `policy check` or `policy test`; the exit status is the command's."""
-    from chat_policy_cli.policy_commands import check_policy_file, run_policy_tests
-
-    if args.policy_command == "check":
-        return check_policy_file(args.file)
-    return run_policy_tests(args.cases, policy=args.policy, as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ one JSON document: {"passed": N, "failed": M, "cases": [{"index", "name", "passe
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import re
@@ -103,6 +104,32 @@ _RFC3339 = re.compile(
 )
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _TIME_FORMS = "an RFC 3339 time with an offset ('2026-01-01T12:00:00Z') or Unix milliseconds"
+
+
+def add_policy_arguments(policy: argparse.ArgumentParser) -> None:
+    """The subcommands of `chat-policy policy`: check and test."""
+    subcommands = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
+    check = subcommands.add_parser(
+        "check", help="load a policy file and say whether it is valid (exit 1 if not)"
+    )
+    check.add_argument("file", metavar="FILE", help="the policy file")
+    test = subcommands.add_parser(
+        "test",
+        help="run a TOML file of test cases against a policy"
+        " (exit 1 if a case fails, 2 if the cases or the policy are invalid)",
+    )
+    test.add_argument("cases", metavar="CASES", help="the cases file")
+    test.add_argument(
+        "--policy", metavar="FILE", help="the policy to test; overrides the cases file's `policy`"
+    )
+    test.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def run_policy(args: argparse.Namespace) -> int:
+    """Run `policy check` or `policy test`; the exit status is the command's."""
+    if args.policy_command == "check":
+        return check_policy_file(args.file)
+    return run_policy_tests(args.cases, policy=args.policy, as_json=args.json)
 
 
 # --- policy check ------------------------------------------------------------------------

@@ -42,13 +42,11 @@ exit status:
 LIST_HEADER = ("ID", "SET ASIDE", "METHOD", "EVENT", "REASON")
 
 
-def add_spool_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`chat-policy spool` and its subcommands list, replay and drop."""
-    spool = subparsers.add_parser(
-        "spool",
-        help="list, replay or drop the events the adapter's spool set aside",
-        description="The adapter's spool ($CHAT_POLICY_DATA_DIR/adapter-spool.db): group-state"
-        " events waiting for the policy service, and those it refused for good, set aside.",
+def add_spool_arguments(spool: argparse.ArgumentParser) -> None:
+    """The subcommands of `chat-policy spool`: list, replay and drop."""
+    spool.description = (
+        "The adapter's spool ($CHAT_POLICY_DATA_DIR/adapter-spool.db): group-state"
+        " events waiting for the policy service, and those it refused for good, set aside."
     )
     commands = spool.add_subparsers(dest="spool_command", required=True, metavar="COMMAND")
 
@@ -62,7 +60,7 @@ def add_spool_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         formatter_class=HelpFormatter,
     )
     _add_options(listing)
-    listing.set_defaults(run=run_list, prog=listing.prog)
+    listing.set_defaults(prog=listing.prog)
 
     replay = commands.add_parser(
         "replay",
@@ -75,7 +73,7 @@ def add_spool_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     )
     _add_ids(replay, "replay")
     _add_options(replay)
-    replay.set_defaults(run=run_replay, prog=replay.prog)
+    replay.set_defaults(prog=replay.prog)
 
     drop = commands.add_parser(
         "drop",
@@ -86,7 +84,13 @@ def add_spool_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     )
     _add_ids(drop, "drop")
     _add_options(drop)
-    drop.set_defaults(run=run_drop, prog=drop.prog)
+    drop.set_defaults(prog=drop.prog)
+
+
+def run_spool(args: argparse.Namespace) -> int:
+    """Run the chosen `spool` subcommand; the exit status is its."""
+    run = {"list": run_list, "replay": run_replay, "drop": run_drop}
+    return run[args.spool_command](args)
 
 
 def _add_ids(parser: argparse.ArgumentParser, verb: str) -> None:

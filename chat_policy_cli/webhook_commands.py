@@ -72,19 +72,15 @@ exit status:
      refused by the policy)"""
 
 
-def add_webhook_commands(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
-    """`chat-policy sign` and `chat-policy simulate`."""
-    sign = subparsers.add_parser(
-        "sign",
-        help="print the Sign Chat sends with a callback token",
-        description="Print the Sign Chat sends with a callback token: lowercase hex SHA-256"
+def add_sign_arguments(sign: argparse.ArgumentParser) -> None:
+    """The arguments of `chat-policy sign`."""
+    sign.description = (
+        "Print the Sign Chat sends with a callback token: lowercase hex SHA-256"
         " of the token followed by RequestTime (Unix seconds). With --json, also RequestTime"
-        " and the query string fragment `&Sign=...&RequestTime=...`.",
-        epilog=SIGN_EXIT_STATUSES,
-        formatter_class=HelpFormatter,
+        " and the query string fragment `&Sign=...&RequestTime=...`."
     )
+    sign.epilog = SIGN_EXIT_STATUSES
+    sign.formatter_class = HelpFormatter
     sign.add_argument("token", metavar="TOKEN", help="the callback token; `-` reads it from stdin")
     sign.add_argument(
         "--time",
@@ -93,20 +89,21 @@ def add_webhook_commands(
         help="RequestTime (default: now)",
     )
     add_json_option(sign)
-    sign.set_defaults(run=run_sign, prog=sign.prog)
+    sign.set_defaults(prog=sign.prog)
 
-    simulate = subparsers.add_parser(
-        "simulate",
-        help="send a deployment a signed webhook as Chat would, and show its answer",
-        description="Send the adapter at URL the webhook Chat would send for COMMAND: a POST"
+
+def add_simulate_arguments(simulate: argparse.ArgumentParser) -> None:
+    """The arguments of `chat-policy simulate`."""
+    simulate.description = (
+        "Send the adapter at URL the webhook Chat would send for COMMAND: a POST"
         " with the query parameters SdkAppid, CallbackCommand, contenttype=json, ClientIP,"
         " OptPlatform and, with a token, Sign and RequestTime (now); the body is like Chat's"
         " documented sample, with EventTime now and, for the group-state webhooks, a new"
         " GroupId (@TGS#SIM...). Prints what was sent, the HTTP status, the X-Request-ID and"
-        " the answer.",
-        epilog=SIMULATE_EXIT_STATUSES,
-        formatter_class=HelpFormatter,
+        " the answer."
     )
+    simulate.epilog = SIMULATE_EXIT_STATUSES
+    simulate.formatter_class = HelpFormatter
     simulate.add_argument("command", metavar="COMMAND", help="the CallbackCommand, see below")
     simulate.add_argument(
         "--url",
@@ -162,7 +159,7 @@ def add_webhook_commands(
         help=f"give up on an answer after this long (default {DEFAULT_HTTP_TIMEOUT_S:g})",
     )
     add_json_option(simulate)
-    simulate.set_defaults(run=run_simulate, prog=simulate.prog)
+    simulate.set_defaults(prog=simulate.prog)
 
 
 # --- sign --------------------------------------------------------------------------------
