@@ -41,6 +41,7 @@ from policy_service.stores.postgres_store import (
 from policy_service.stores.store import open_store
 from tests.conftest import PostgresSchema, with_params
 from tests.e2e.postgres_cluster import PostgresBinaries, PostgresCluster, PostgresUnavailable
+from tests.threads import run_threads
 
 KEY = GroupKey(1400000000, "@TGS#2J4SZEAEL")
 FULL = GroupEvent(KEY, EventKind.FULL, 1000)
@@ -342,24 +343,6 @@ def test_version_1_schema_is_migrated_keeping_its_rows(postgres_schema: Postgres
 
 
 # --- change-log order -------------------------------------------------------------------------
-
-
-def run_threads(*targets: Callable[[], None]) -> list[BaseException]:
-    """Run each target in a thread of its own; the exceptions they raised."""
-    raised: list[BaseException] = []
-
-    def run(target: Callable[[], None]) -> None:
-        try:
-            target()
-        except BaseException as error:
-            raised.append(error)
-
-    threads = [threading.Thread(target=run, args=(target,)) for target in targets]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return raised
 
 
 def group_of(n: int) -> GroupKey:

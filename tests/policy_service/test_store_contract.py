@@ -34,6 +34,7 @@ from policy_service.stores.store import (
     open_store,
 )
 from tests.policy_service.stores import open_fresh
+from tests.threads import run_threads
 
 APP = 1400000000
 OTHER_APP = 1400000123
@@ -91,24 +92,6 @@ def wait_until_clock_passes(time_ms: int) -> None:
     """Return once now_ms() is above time_ms (a few milliseconds at most)."""
     while now_ms() <= time_ms:
         time.sleep(0.001)
-
-
-def run_threads(*targets: Callable[[], None]) -> list[BaseException]:
-    """Run each target in a thread of its own; the exceptions they raised."""
-    raised: list[BaseException] = []
-
-    def run(target: Callable[[], None]) -> None:
-        try:
-            target()
-        except BaseException as error:
-            raised.append(error)
-
-    threads = [threading.Thread(target=run, args=(target,)) for target in targets]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return raised
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
