@@ -14,7 +14,7 @@ import pytest
 from adapter.settings import OnPolicyError
 from adapter.signature import compute_sign
 from chatpolicy.v1 import creation_policy_service_pb2 as cpb
-from tests.adapter.conftest import FakePolicyClient, FakeRpcError, MakeChat
+from tests.adapter.chat import FakePolicyClient, FakeRpcError, MakeChat
 from tests.chat_samples import BEFORE_CREATE_SAMPLE
 
 BEFORE = "Group.CallbackBeforeCreateGroup"

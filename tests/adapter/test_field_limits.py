@@ -17,7 +17,7 @@ from chat_policy_shared.field_limits import (
     MAX_NAME_BYTES,
     MAX_SHORT_TEXT_BYTES,
 )
-from tests.adapter.conftest import Chat, FakePolicyClient, FakeRpcError, MakeChat, answer
+from tests.adapter.chat import Chat, FakePolicyClient, FakeRpcError, MakeChat, answer
 from tests.chat_samples import OK
 
 Body = Callable[[str], dict[str, object]]

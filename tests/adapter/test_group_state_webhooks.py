@@ -8,7 +8,7 @@ import pytest
 from adapter.group_state import replay_to
 from adapter.spool import Rejected, RetryLater, SpooledEvent
 from chatpolicy.v1 import group_state_service_pb2 as spb
-from tests.adapter.conftest import APP, Chat, FakePolicyClient, FakeRpcError, MakeChat, answer
+from tests.adapter.chat import APP, Chat, FakePolicyClient, FakeRpcError, MakeChat, answer
 from tests.chat_samples import OK
 
 FULL = "Group.CallbackAfterGroupFull"

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from adapter.health import READINESS_DEADLINE_S
-from tests.adapter.conftest import FakePolicyClient, FakeRpcError, MakeChat, answer
+from tests.adapter.chat import FakePolicyClient, FakeRpcError, MakeChat, answer
 from tests.chat_samples import OK
 
 GROUP_FULL = "Group.CallbackAfterGroupFull"

@@ -17,7 +17,7 @@ from adapter.settings import OnPolicyError
 from adapter.signature import compute_sign
 from adapter.spool import Replayer
 from chatpolicy.v1 import creation_policy_service_pb2 as cpb
-from tests.adapter.conftest import APP, Chat, FakePolicyClient, FakeRpcError, MakeChat
+from tests.adapter.chat import APP, Chat, FakePolicyClient, FakeRpcError, MakeChat
 from tests.chat_samples import BEFORE_CREATE_SAMPLE, GROUP_FULL_SAMPLE
 
 REQUESTS = "chat_policy_adapter_webhook_requests_total"

@@ -35,7 +35,7 @@ from adapter.settings import AdapterSettings
 from adapter.signature import compute_sign
 from adapter.source import Address, Network, client_address, parse_networks
 from adapter.spool import Spool
-from tests.adapter.conftest import APP, FakePolicyClient, answer
+from tests.adapter.chat import APP, FakePolicyClient, answer
 from tests.chat_samples import OK
 
 COMMANDS = (BEFORE, GROUP_FULL, MEMBER_EXIT, GROUP_DESTROYED, NEW_MEMBER_JOIN)

@@ -10,7 +10,7 @@ import pytest
 from adapter.answers import GRPC_FAILURES, Failure, WebhookError, failure_answer, grpc_failure
 from adapter.settings import OnPolicyError
 from adapter.source import client_address, parse_address, parse_networks
-from tests.adapter.conftest import Chat, FakePolicyClient, FakeRpcError, MakeChat, answer
+from tests.adapter.chat import Chat, FakePolicyClient, FakeRpcError, MakeChat, answer
 from tests.chat_samples import OK
 
 BEFORE = "Group.CallbackBeforeCreateGroup"

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from adapter.signature import SignatureError, compute_sign, verify_sign
-from tests.adapter.conftest import MakeChat, answer
+from tests.adapter.chat import MakeChat, answer
 from tests.chat_samples import OK
 
 VECTOR_SIGN = "17773bc39a671d7b9aa835458704d2a6db81360a5940292b587d6d760d484061"

@@ -15,7 +15,7 @@ from adapter.signature import compute_sign
 from chat_policy_shared import logs
 from chatpolicy.v1 import creation_policy_service_pb2 as cpb
 from chatpolicy.v1 import group_state_service_pb2 as spb
-from tests.adapter.conftest import APP, Chat, FakePolicyClient, FakeRpcError, MakeChat, answer
+from tests.adapter.chat import APP, Chat, FakePolicyClient, FakeRpcError, MakeChat, answer
 from tests.chat_samples import BEFORE_CREATE_SAMPLE, OK
 
 BEFORE = "Group.CallbackBeforeCreateGroup"

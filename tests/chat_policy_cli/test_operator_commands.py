@@ -48,7 +48,7 @@ from chat_policy_cli.webhook_commands import (
 from chatpolicy.v1 import creation_policy_service_pb2 as cpb
 from chatpolicy.v1 import group_state_pb2 as spb
 from chatpolicy.v1 import group_state_service_pb2 as gpb
-from tests.adapter.conftest import FakePolicyClient, FakeRpcError
+from tests.adapter.chat import FakePolicyClient, FakeRpcError
 
 VECTOR_SIGN = "17773bc39a671d7b9aa835458704d2a6db81360a5940292b587d6d760d484061"
 APP = 1400000000

@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 
 from chatpolicy.v1 import group_state_service_pb2, group_state_service_pb2_grpc
-from tests.e2e.conftest import Deployment
+from tests.e2e.deployment import Deployment
 from tests.waiting import wait_for
 
 SDKAPPID = 1400000000

@@ -21,8 +21,9 @@ from typing import NoReturn
 import grpc
 import pytest
 
+from bench.processes import free_port
 from chatpolicy.v1 import group_state_service_pb2, group_state_service_pb2_grpc
-from tests.e2e.conftest import Deployment, free_port
+from tests.e2e.deployment import Deployment
 
 # Building the C++ client takes about half a minute on two cores, and the first test that
 # asks for a client pays for its build.

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.chat_samples import OK
-from tests.e2e.conftest import Deployment, adapter_serves
+from tests.e2e.deployment import Deployment, adapter_serves
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e

@@ -13,10 +13,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from bench.processes import free_port
 from chatpolicy.v1 import creation_policy_service_pb2 as pb
 from chatpolicy.v1 import creation_policy_service_pb2_grpc
-from tests.conftest import PostgresSchema
-from tests.e2e.conftest import START_TIMEOUT_S, Deployment, free_port
+from tests.e2e.deployment import START_TIMEOUT_S, Deployment
+from tests.postgres import PostgresSchema
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ from adapter.signature import compute_sign
 from chatpolicy.v1 import group_state_service_pb2 as pb
 from chatpolicy.v1 import group_state_service_pb2_grpc
 from tests.chat_samples import BEFORE_CREATE_SAMPLE, GROUP_FULL_SAMPLE, OK
-from tests.e2e.conftest import Deployment
+from tests.e2e.deployment import Deployment
 from tests.e2e.webhook_requests import SDKAPPID, body, query
 
 pytestmark = pytest.mark.e2e

@@ -32,6 +32,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+from bench.processes import free_port
 from chatpolicy.v1 import (
     creation_policy_service_pb2,
     creation_policy_service_pb2_grpc,
@@ -40,9 +41,9 @@ from chatpolicy.v1 import (
     group_state_service_pb2_grpc,
 )
 from tests.chat_samples import GROUP_FULL_SAMPLE, OK
-from tests.conftest import PostgresSchema
-from tests.e2e.conftest import START_TIMEOUT_S, Deployment, free_port
+from tests.e2e.deployment import START_TIMEOUT_S, Deployment
 from tests.e2e.postgres_cluster import PostgresCluster
+from tests.postgres import PostgresSchema
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import Deployment
+from tests.e2e.deployment import Deployment
 from tests.e2e.postgres_cluster import PostgresCluster
 from tests.waiting import wait_for
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.processes import free_port
 from tests.chat_samples import BEFORE_CREATE_SAMPLE, GROUP_FULL_SAMPLE
-from tests.e2e.conftest import Deployment, adapter_serves, free_port
+from tests.e2e.deployment import Deployment, adapter_serves
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e

@@ -17,7 +17,8 @@ from typing import IO
 
 import pytest
 
-from tests.e2e.conftest import Deployment, free_port, new_deployment
+from bench.processes import free_port
+from tests.e2e.deployment import Deployment, new_deployment
 
 pytestmark = pytest.mark.e2e
 

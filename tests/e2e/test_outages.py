@@ -17,7 +17,7 @@ import pytest
 from bench.processes import tcp_listening
 from chatpolicy.v1 import group_state_service_pb2, group_state_service_pb2_grpc
 from tests.chat_samples import BEFORE_CREATE_SAMPLE, OK
-from tests.e2e.conftest import Deployment
+from tests.e2e.deployment import Deployment
 from tests.e2e.spooled_events import (
     BASE_MS,
     BEFORE_CREATE,

@@ -29,7 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from chatpolicy.v1 import group_state_service_pb2 as pb
 from chatpolicy.v1 import group_state_service_pb2_grpc
 from tests.chat_samples import OK
-from tests.e2e.conftest import START_TIMEOUT_S, Deployment, adapter_serves
+from tests.e2e.deployment import START_TIMEOUT_S, Deployment, adapter_serves
 from tests.e2e.spooled_events import (
     GROUP_FULL,
     REPLAY_TIMEOUT_S,

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.processes import free_port
 from tests.chat_samples import OK
-from tests.e2e.conftest import Deployment, free_port
+from tests.e2e.deployment import Deployment
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,7 @@ from chat_policy_shared.channel import ChannelSecurity, open_channel
 from chatpolicy.v1 import group_state_service_pb2 as pb
 from chatpolicy.v1 import group_state_service_pb2_grpc
 from tests.chat_samples import GROUP_FULL_SAMPLE, OK
-from tests.e2e.conftest import Deployment, adapter_serves
+from tests.e2e.deployment import Deployment, adapter_serves
 from tests.e2e.webhook_requests import SDKAPPID, body, query
 from tests.tls_files import Pki
 from tests.waiting import wait_for

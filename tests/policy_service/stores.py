@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from policy_service.stores.store import Store, open_store
-from tests.conftest import PostgresSchema
+from tests.postgres import PostgresSchema
 
 
 def open_fresh(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Store:

@@ -16,7 +16,7 @@ from chatpolicy.v1 import creation_policy_service_pb2 as pb
 from policy_service.engine.policy_file import load_policy, parse_policy
 from policy_service.engine.policy_reload import PolicyHolder
 from policy_service.errors import StoreUnavailable
-from tests.policy_service.conftest import APP, BrokenStore, Serve, Server, error_info
+from tests.policy_service.servers import APP, BrokenStore, Serve, Server, error_info
 from tests.waiting import wait_for
 
 POLICY = b"""version = 1

@@ -18,8 +18,8 @@ from policy_service.engine.policy import CreationRequest
 from policy_service.engine.policy_file import parse_policy
 from policy_service.errors import StoreUnavailable
 from policy_service.stores.store import Store, open_store
-from tests.conftest import PostgresSchema
 from tests.policy_service.stores import open_fresh
+from tests.postgres import PostgresSchema
 from tests.waiting import wait_for
 
 POLICY = parse_policy(b"version = 1\n", "p.toml")

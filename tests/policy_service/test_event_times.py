@@ -12,7 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from chatpolicy.v1 import creation_policy_service_pb2 as cpb
 from chatpolicy.v1 import group_state_service_pb2 as pb
-from tests.policy_service.conftest import APP, Serve, error_info, full_event
+from tests.policy_service.servers import APP, Serve, error_info, full_event
 
 YEAR_MS = 365 * 86_400_000
 

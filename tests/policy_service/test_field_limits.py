@@ -10,8 +10,8 @@ from chatpolicy.v1 import creation_policy_service_pb2 as cpb
 from chatpolicy.v1 import group_state_pb2
 from chatpolicy.v1 import group_state_service_pb2 as pb
 from policy_service.stores.store import open_store
-from tests.conftest import PostgresSchema
-from tests.policy_service.conftest import APP, Serve, error_info, full_event
+from tests.policy_service.servers import APP, Serve, error_info, full_event
+from tests.postgres import PostgresSchema
 
 # 86 characters of 3 bytes: 258 bytes of UTF-8, over a 256-byte limit.
 CHINESE_258_BYTES = "群" * 86

@@ -11,7 +11,7 @@ from google.protobuf import duration_pb2
 from chatpolicy.v1 import group_state_pb2, group_state_service_pb2
 from policy_service.clock import now_ms
 from policy_service.errors import StoreUnavailable
-from tests.policy_service.conftest import APP, BrokenStore, Serve, Server, error_info, full_event
+from tests.policy_service.servers import APP, BrokenStore, Serve, Server, error_info, full_event
 
 pb = group_state_service_pb2
 REASON = "member limit raised to 500"

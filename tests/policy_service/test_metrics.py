@@ -24,7 +24,7 @@ from policy_service.errors import StoreUnavailable, ValueNotStorable
 from policy_service.server import BindError, PolicyService
 from policy_service.settings import ServiceSettings
 from policy_service.stores.store import Store, open_store
-from tests.policy_service.conftest import APP, BrokenStore, Serve, error_info, full_event
+from tests.policy_service.servers import APP, BrokenStore, Serve, error_info, full_event
 
 POLICY = b"""version = 1
 [[rules]]

@@ -15,7 +15,7 @@ from chatpolicy.v1 import creation_policy_service_pb2 as cpb
 from chatpolicy.v1 import group_state_service_pb2 as pb
 from policy_service.api.page_tokens import MAX_PAGE_TOKEN_CHARS
 from policy_service.stores.store import open_store
-from tests.policy_service.conftest import APP, Serve, Server, error_info, full_event
+from tests.policy_service.servers import APP, Serve, Server, error_info, full_event
 from tests.policy_service.stores import open_fresh
 from tests.waiting import wait_for
 

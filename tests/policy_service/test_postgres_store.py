@@ -39,8 +39,8 @@ from policy_service.stores.postgres_store import (
     _log_changes,
 )
 from policy_service.stores.store import open_store
-from tests.conftest import PostgresSchema, with_params
 from tests.e2e.postgres_cluster import PostgresBinaries, PostgresCluster, PostgresUnavailable
+from tests.postgres import PostgresSchema, with_params
 from tests.threads import run_threads
 
 KEY = GroupKey(1400000000, "@TGS#2J4SZEAEL")

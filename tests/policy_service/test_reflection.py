@@ -7,7 +7,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from tests.policy_service.conftest import APP, Serve
+from tests.policy_service.servers import APP, Serve
 
 CREATION_POLICY_SERVICE = "chatpolicy.v1.CreationPolicyService"
 

@@ -15,7 +15,7 @@ from policy_service.engine.decision_log import DecisionQuery, DecisionRecord
 from policy_service.settings import ServiceSettings, SettingsError
 from policy_service.stores.retention import RetentionPruner
 from policy_service.stores.store import Store, open_store
-from tests.policy_service.conftest import APP, Serve
+from tests.policy_service.servers import APP, Serve
 
 HOUR_S = 3600.0
 

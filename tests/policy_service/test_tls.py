@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from chat_policy_shared.channel import ChannelSecurity, ChannelSettingsError, open_channel
 from policy_service.api.tls import server_credentials
 from policy_service.settings import ServiceSettings, SettingsError
-from tests.policy_service.conftest import Serve, Server
+from tests.policy_service.servers import Serve, Server
 from tests.tls_files import Pki
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

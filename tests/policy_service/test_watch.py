@@ -18,7 +18,7 @@ from policy_service.clock import now_ms
 from policy_service.errors import StoreUnavailable
 from policy_service.groups.store import GroupStateStore
 from policy_service.stores.store import open_store
-from tests.policy_service.conftest import APP, BrokenStore, Serve, Server, error_info, full_event
+from tests.policy_service.servers import APP, BrokenStore, Serve, Server, error_info, full_event
 
 pb = group_state_service_pb2
 SERVING = health_pb2.HealthCheckResponse.SERVING
