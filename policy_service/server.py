@@ -139,17 +139,11 @@ class PolicyService:
         self.metrics_port: int | None = None
         self._metrics: MetricsEndpoint | None = None
         if serve_metrics:
-            problem = listen_problem(settings.metrics_bind)
-            if problem is None:
-                try:
-                    self._metrics = MetricsEndpoint(
-                        settings.metrics_bind, service_registry(store, policy)
-                    )
-                except OSError as error:
-                    problem = error.strerror or str(error)
-            if self._metrics is None:
+            try:
+                self._metrics = metrics_endpoint(settings, store, policy)
+            except BindError:
                 self.server.stop(None)
-                raise BindError("CHAT_POLICY_METRICS_BIND", settings.metrics_bind, str(problem))
+                raise
             self.metrics_port = self._metrics.port
 
     def start(self) -> None:
@@ -178,6 +172,19 @@ class PolicyService:
         self.recorder.stop()
         if self._metrics is not None:
             self._metrics.close()
+
+
+def metrics_endpoint(
+    settings: ServiceSettings, store: Store, policy: PolicyHolder
+) -> MetricsEndpoint:
+    """The /metrics endpoint on CHAT_POLICY_METRICS_BIND; BindError if it cannot listen there."""
+    problem = listen_problem(settings.metrics_bind)
+    if problem is None:
+        try:
+            return MetricsEndpoint(settings.metrics_bind, service_registry(store, policy))
+        except OSError as error:
+            problem = error.strerror or str(error)
+    raise BindError("CHAT_POLICY_METRICS_BIND", settings.metrics_bind, problem)
 
 
 def serve(settings: ServiceSettings) -> None:
