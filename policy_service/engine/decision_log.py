@@ -59,17 +59,17 @@ class DecisionLog(Protocol):
     """Recent decisions, newest first. Methods raise StoreUnavailable when the store fails,
     ValueNotStorable when it refuses a value of the call."""
 
-    def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
+    async def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
         """Store the records in one transaction (a decision_id already stored is ignored)."""
         ...
 
-    def list_decisions(
+    async def list_decisions(
         self, query: DecisionQuery, limit: int, after: DecisionCursor | None
     ) -> list[DecisionRecord]:
         """Up to `limit` records matching `query`, ordered by (decided_at_ms, decision_id)
         descending, strictly after `after` in that order."""
         ...
 
-    def prune_decisions(self, before_ms: int) -> int:
+    async def prune_decisions(self, before_ms: int) -> int:
         """Delete records decided before before_ms; returns how many were deleted."""
         ...

@@ -26,10 +26,11 @@ class Acquisition:
 class RateCounter(Protocol):
     """Counts creations per bucket in a sliding window; shared by replicas when the store is.
 
-    Methods raise StoreUnavailable when the store fails, and may be called from many threads.
+    Methods are coroutines on the store's event loop and raise StoreUnavailable when the store
+    fails; calls may overlap.
     """
 
-    def acquire(
+    async def acquire(
         self, bucket: str, *, window_ms: int, limit: int, now_ms: int, force: bool = False
     ) -> Acquisition:
         """Atomically count the bucket's slots stamped after now_ms - window_ms and, when
@@ -40,11 +41,11 @@ class RateCounter(Protocol):
         """
         ...
 
-    def release(self, slot: int) -> None:
+    async def release(self, slot: int) -> None:
         """Give back a slot taken by acquire (the creation was refused after all)."""
         ...
 
-    def prune_slots(self, before_ms: int) -> int:
+    async def prune_slots(self, before_ms: int) -> int:
         """Delete slots stamped before before_ms; returns how many were deleted."""
         ...
 
@@ -52,13 +53,13 @@ class RateCounter(Protocol):
 class InMemoryRateCounter:
     """A RateCounter in this process only: for `chat-policy policy test` and benchmarks."""
 
-    def __init__(self) -> None:
+    async def __init__(self) -> None:
         self._lock = threading.Lock()
         self._slots: dict[str, dict[int, int]] = defaultdict(dict)
         self._bucket_of: dict[int, str] = {}
         self._ids = itertools.count(1)
 
-    def acquire(
+    async def acquire(
         self, bucket: str, *, window_ms: int, limit: int, now_ms: int, force: bool = False
     ) -> Acquisition:
         """See RateCounter.acquire."""
@@ -74,14 +75,14 @@ class InMemoryRateCounter:
             self._bucket_of[slot] = bucket
             return Acquisition(count, within, slot)
 
-    def release(self, slot: int) -> None:
+    async def release(self, slot: int) -> None:
         """See RateCounter.release."""
         with self._lock:
             bucket = self._bucket_of.pop(slot, None)
             if bucket is not None:
                 self._forget(bucket, slot)
 
-    def prune_slots(self, before_ms: int) -> int:
+    async def prune_slots(self, before_ms: int) -> int:
         """See RateCounter.prune_slots."""
         with self._lock:
             old = [s for s, b in self._bucket_of.items() if self._slots[b][s] < before_ms]
@@ -89,7 +90,7 @@ class InMemoryRateCounter:
                 self._forget(self._bucket_of.pop(slot), slot)
             return len(old)
 
-    def _forget(self, bucket: str, slot: int) -> None:
+    async def _forget(self, bucket: str, slot: int) -> None:
         slots = self._slots[bucket]
         slots.pop(slot, None)
         if not slots:

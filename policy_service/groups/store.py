@@ -34,13 +34,14 @@ class FullGroupsCursor:
 class GroupStateStore(Protocol):
     """Durable group states and their change log.
 
-    Every method raises StoreUnavailable when the store fails, and ValueNotStorable when it
-    refuses a value of the call (too large, out of range, text it cannot hold), writing
-    nothing. Methods may be called from many threads at once, except wait_for_changes, which
-    one thread calls at a time.
+    Every method is a coroutine, awaited on the event loop the store was opened in; none
+    blocks that loop for longer than a read of a few rows (durable writes wait off it). Every
+    method raises StoreUnavailable when the store fails, and ValueNotStorable when it refuses a
+    value of the call (too large, out of range, text it cannot hold), writing nothing. Calls
+    may overlap, except wait_for_changes, which one task awaits at a time.
     """
 
-    def record(self, event: GroupEvent) -> RecordOutcome:
+    async def record(self, event: GroupEvent) -> RecordOutcome:
         """Apply an event atomically and durably before returning.
 
         A whole-group event (member exit, destruction) applies to the group and to every
@@ -52,15 +53,15 @@ class GroupStateStore(Protocol):
         """
         ...
 
-    def get(self, key: GroupKey) -> GroupState | None:
+    async def get(self, key: GroupKey) -> GroupState | None:
         """The group's state, or None if no event was ever recorded for it (or it was forgotten)."""
         ...
 
-    def get_many(self, keys: Sequence[GroupKey]) -> dict[GroupKey, GroupState]:
+    async def get_many(self, keys: Sequence[GroupKey]) -> dict[GroupKey, GroupState]:
         """The states of those of `keys` that have one, in one round trip."""
         ...
 
-    def list_full(
+    async def list_full(
         self,
         sdk_app_id: int,
         limit: int,
@@ -74,19 +75,19 @@ class GroupStateStore(Protocol):
         """
         ...
 
-    def count(self, sdk_app_id: int) -> GroupCounts:
+    async def count(self, sdk_app_id: int) -> GroupCounts:
         """How many states there are (sdk_app_id 0: of every application)."""
         ...
 
-    def changes_after(self, sequence: int, limit: int) -> list[StateChange]:
+    async def changes_after(self, sequence: int, limit: int) -> list[StateChange]:
         """Up to `limit` logged changes with a sequence above `sequence`, oldest first."""
         ...
 
-    def change_log_bounds(self) -> ChangeLogBounds:
+    async def change_log_bounds(self) -> ChangeLogBounds:
         """Which sequences the change log can replay."""
         ...
 
-    def prune(self, destroyed_before_ms: int, changes_before_ms: int) -> PruneOutcome:
+    async def prune(self, destroyed_before_ms: int, changes_before_ms: int) -> PruneOutcome:
         """Apply retention.
 
         Forget destroyed states whose last event is before destroyed_before_ms (logging a
@@ -95,8 +96,8 @@ class GroupStateStore(Protocol):
         """
         ...
 
-    def wait_for_changes(self, timeout_s: float) -> None:
-        """Block until a change may have been committed since the previous call returned, by
+    async def wait_for_changes(self, timeout_s: float) -> None:
+        """Wait until a change may have been committed since the previous call returned, by
         this process or another replica sharing the database, or until timeout_s passes.
 
         The first call starts listening and returns at once when timeout_s is 0; a commit
@@ -104,10 +105,10 @@ class GroupStateStore(Protocol):
         """
         ...
 
-    def ping(self) -> None:
+    async def ping(self) -> None:
         """Return when the store answers; StoreUnavailable otherwise."""
         ...
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Release the store's connections and wake wait_for_changes."""
         ...

@@ -28,8 +28,9 @@ class UnsupportedDatabaseUrl(PolicyServiceError):
     """The database URL names a backend this build does not have."""
 
 
-def open_store(database_url: str) -> Store:
-    """Open (creating and migrating as needed) the store a database URL names.
+async def open_store(database_url: str) -> Store:
+    """Open (creating and migrating as needed) the store a database URL names, on the running
+    event loop, which every call of the store must then be awaited on.
 
     `sqlite:///PATH` is the embedded SQLite file (one service process); `postgresql://...` or
     `postgres://...` (any libpq URL) is PostgreSQL, which several replicas may share.
@@ -38,11 +39,11 @@ def open_store(database_url: str) -> Store:
     if sqlite_file is not None:
         from policy_service.stores.sqlite_store import SQLiteGroupStateStore
 
-        return SQLiteGroupStateStore(sqlite_file)
+        return await SQLiteGroupStateStore.open(sqlite_file)
     if database_url.startswith(("postgresql://", "postgres://")):
         from policy_service.stores.postgres_store import PostgresGroupStateStore
 
-        return PostgresGroupStateStore(database_url)
+        return await PostgresGroupStateStore.open(database_url)
     raise UnsupportedDatabaseUrl(
         f"unsupported database URL {redacted_url(database_url)!r}:"
         " expected sqlite:///PATH or postgresql://[USER@]HOST[:PORT]/DATABASE"
