@@ -1,4 +1,5 @@
-"""Fixtures shared by the test packages: a PostgreSQL server, and a fresh schema per test.
+"""Fixtures shared by the test packages: a PostgreSQL server, a fresh schema per test, and an
+event loop on a thread of its own.
 
 CHAT_POLICY_TEST_DATABASE_URL names the server (default: the local one, user postgres,
 database test). When it does not answer, PostgreSQL tests are skipped, loudly; with CI set
@@ -15,6 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.event_loops import LoopThread
 from tests.postgres import DEFAULT_TEST_DATABASE_URL, PostgresSchema, with_params, without_password
 
 
@@ -46,3 +48,11 @@ def postgres_schema(postgres_server_url: str) -> Iterator[PostgresSchema]:
     yield PostgresSchema(name, url, postgres_server_url)
     with psycopg.connect(postgres_server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(ident))
+
+
+@pytest.fixture
+def event_loop_thread() -> Iterator[LoopThread]:
+    """An event loop on a thread of its own, for async code called from plain test code."""
+    loop = LoopThread()
+    yield loop
+    loop.stop()

@@ -33,6 +33,7 @@ from policy_service.stores.store import (
     UnsupportedDatabaseUrl,
     open_store,
 )
+from tests.event_loops import Blocking
 from tests.policy_service.stores import open_fresh
 from tests.threads import run_threads
 
@@ -106,7 +107,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 def counter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RateCounter]:
     """A fresh rate counter: each store, and InMemoryRateCounter."""
     if request.param == "memory":
-        yield InMemoryRateCounter()
+        yield Blocking(InMemoryRateCounter(), request.getfixturevalue("event_loop_thread"))
         return
     opened = open_fresh(request.param, request, tmp_path)
     yield opened
