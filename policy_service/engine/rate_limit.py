@@ -53,7 +53,7 @@ class RateCounter(Protocol):
 class InMemoryRateCounter:
     """A RateCounter in this process only: for `chat-policy policy test` and benchmarks."""
 
-    async def __init__(self) -> None:
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._slots: dict[str, dict[int, int]] = defaultdict(dict)
         self._bucket_of: dict[int, str] = {}
@@ -90,7 +90,7 @@ class InMemoryRateCounter:
                 self._forget(self._bucket_of.pop(slot), slot)
             return len(old)
 
-    async def _forget(self, bucket: str, slot: int) -> None:
+    def _forget(self, bucket: str, slot: int) -> None:
         slots = self._slots[bucket]
         slots.pop(slot, None)
         if not slots:

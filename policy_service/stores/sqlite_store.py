@@ -16,6 +16,7 @@ StoreUnavailable and none of its writes stay.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -161,7 +162,7 @@ class _Write(Generic[T]):
         self.done = False
 
 
-class SQLiteGroupStateStore:
+class _SyncSQLiteStore:
     """Group states, rate-limit slots and decisions in one SQLite file, shared by the
     service's threads through one lock."""
 
@@ -500,3 +501,24 @@ class SQLiteGroupStateStore:
             raise ValueNotStorable(f"SQLite cannot store a value: {echo(str(error))}") from error
         except sqlite3.Error as error:
             raise StoreUnavailable(f"SQLite: {error}") from error
+
+
+class SQLiteGroupStateStore:
+    """The store's coroutine interface (interim: each call runs the threaded store in the
+    default executor)."""
+
+    def __init__(self, store: _SyncSQLiteStore) -> None:
+        self._store = store
+
+    @classmethod
+    async def open(cls, path: Path) -> SQLiteGroupStateStore:
+        """Open (creating and migrating as needed) the file at path."""
+        return cls(await asyncio.to_thread(_SyncSQLiteStore, path))
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._store, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await asyncio.to_thread(method, *args, **kwargs)
+
+        return call

@@ -3,6 +3,7 @@ tests against InMemoryRateCounter too)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -306,10 +307,10 @@ def test_exit_racing_a_new_topic_always_wins(store: GroupStateStore) -> None:
 def test_unknown_database_url_is_refused_without_its_password() -> None:
     """Only sqlite:/// and postgresql:// URLs open a store; the refusal hides the password."""
     with pytest.raises(UnsupportedDatabaseUrl, match="mysql://db") as refused:
-        open_store("mysql://db")
+        asyncio.run(open_store("mysql://db"))
     assert "postgresql://" in str(refused.value)
     with pytest.raises(UnsupportedDatabaseUrl) as refused:
-        open_store("mysql://user:s3cret@db/state")
+        asyncio.run(open_store("mysql://user:s3cret@db/state"))
     assert "s3cret" not in str(refused.value)
     assert "mysql://user:***@db/state" in str(refused.value)
 
