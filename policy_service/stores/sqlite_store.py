@@ -1,28 +1,40 @@
-"""The embedded SQLite group-state store (WAL, synchronous=FULL: acknowledged means on disk).
+"""The embedded SQLite group-state store (WAL, synchronous=FULL: acknowledged means on disk),
+on asyncio.
 
-One process owns the file. Its threads share one connection through a lock, so writes are
-serialised and change-log sequences (AUTOINCREMENT: never reused) commit in order; a
-condition variable wakes wait_for_changes when a change commits. Rate-limit slots and the
-decision log live in the same file, outside the change log; acquire counts and takes a slot
-in one transaction under the same lock.
+One process owns the file. Every write (record, acquire, release, the prunes, appended
+decisions) goes to one writer thread, which owns the write connection: a caller queues a
+function for it and awaits a future. The writer takes everything queued (up to _GROUP) and
+runs it in arrival order in one IMMEDIATE transaction, each function in a savepoint of its
+own (one that raises is rolled back alone, and only its caller gets the error), then COMMITs
+once: concurrent writers share one fsync. Only after that COMMIT does it resolve the batch's
+futures, with one call_soon_threadsafe per commit; if the transaction fails, every caller in
+it gets StoreUnavailable and none of its writes stay. One writer also means change-log
+sequences (AUTOINCREMENT: never reused) commit in order, and acquire's count and insert see
+no other write in between. A commit that logged a change wakes wait_for_changes (an
+asyncio.Event on the loop).
 
-Writes are group-committed: each is a function queued for the connection, and the caller at
-the head of the queue runs the queued functions in arrival order (those queued while it runs
-too, up to _GROUP), each in a savepoint of its own, in one IMMEDIATE transaction, so
-concurrent writers share one COMMIT and its fsync. A caller returns only once the COMMIT
-holding its write succeeded; if the transaction fails, every caller in it gets
-StoreUnavailable and none of its writes stay.
+Reads use other connections (WAL: a reader never waits for the writer, and sees every commit
+made before it began, so every write whose future resolved). Those bounded by a key or a
+small limit (get, get_many of a few keys, change_log_bounds, ping) run inline on the event
+loop on a connection of the loop's thread: tens of microseconds, less than a hop to a
+thread. Those that can read many rows (get_many of many keys, list_full, count,
+changes_after, list_decisions) run in a small executor of read threads, each with its own
+connection. Rate-limit slots and the decision log live in the same file, outside the change
+log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from chat_policy_shared.field_limits import echo
 from policy_service.clock import now_ms
@@ -142,73 +154,279 @@ _LOG = (
     f" VALUES ({', '.join('?' * 12)})"
 )
 _INSERT_DECISION = insert_decisions("?")
-# Rows per statement or transaction in bulk reads and pruning: bounded work under the lock.
+# Rows per statement or transaction in bulk reads and pruning: bounded work per transaction.
 _BATCH = 1000
-# Writes per group commit: bounded work, and wait, under the lock.
-_GROUP = 64
+# Writes per group commit: bounded work, and wait, per transaction.
+_GROUP = 256
+# get_many of at most this many keys reads inline on the event loop; more go to a read thread.
+_INLINE_KEYS = 16
+# Read threads, each with a connection of its own.
+_READERS = 2
 
 T = TypeVar("T")
+_Db = sqlite3.Connection
 
 
-class _Write(Generic[T]):
-    """A queued write: its function, then its result or error once its transaction ended."""
+@dataclass
+class WriterStats:
+    """What the writer did: commits made, and the writes they held (failed ones included)."""
 
-    __slots__ = ("done", "error", "function", "result")
+    commits: int = 0
+    writes: int = 0
+    largest: int = 0  # the most writes one commit held
 
-    def __init__(self, function: Callable[[], T]) -> None:
+
+class _Write:
+    """A queued write: its function, the future its caller awaits, and once its transaction
+    ended, its result or error."""
+
+    __slots__ = ("error", "function", "future", "result")
+
+    def __init__(self, function: Callable[[_Db], Any], future: asyncio.Future[Any]) -> None:
         self.function = function
-        self.result: T
+        self.future = future
+        self.result: Any = None
         self.error: BaseException | None = None
-        self.done = False
 
 
-class _SyncSQLiteStore:
-    """Group states, rate-limit slots and decisions in one SQLite file, shared by the
-    service's threads through one lock."""
+_STOP = None  # queued by close(): the writer ends once it took everything queued before it
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._queue = threading.Condition(threading.Lock())  # guards _pending: writes not done
-        self._pending: list[_Write[Any]] = []
-        self._logged = False  # the transaction under way appended to the change log
-        self._changed = threading.Condition()
-        self._generation = self._waited = 0  # commits made; commits wait_for_changes saw
-        with self._translated_errors():
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
+
+class _Writer:
+    """The one thread that writes: it owns the write connection and group-commits the writes
+    queued for it (see the module's docstring)."""
+
+    def __init__(self, db: _Db, loop: asyncio.AbstractEventLoop, committed: Callable[[], None]):
+        self._db = db
+        self._loop = loop
+        self._committed = committed  # called on the loop after a commit that logged a change
+        self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._closed = False  # set on the loop by stop(): no more writes queued
+        self.logged = False  # the transaction under way appended to the change log
+        self.stats = WriterStats()
+        self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
+        self._thread.start()
+
+    def queued(self) -> int:
+        """How many writes wait for the writer (approximately)."""
+        return self._queue.qsize()
+
+    def submit(self, function: Callable[[_Db], T]) -> asyncio.Future[T]:
+        """Queue function; a future of its result, resolved once its transaction committed."""
+        if self._closed:
+            raise StoreUnavailable("SQLite: the store is closed")
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put(_Write(function, future))
+        return future
+
+    async def stop(self) -> None:
+        """Let the writer finish what is queued, then end it and close its connection."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+
+    def _run(self) -> None:
+        try:
+            stopping = False
+            while not stopping:
+                first = self._queue.get()
+                batch: list[_Write] = []
+                while first is not _STOP:
+                    batch.append(first)
+                    if len(batch) == _GROUP:
+                        break
+                    try:
+                        first = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                stopping = first is _STOP
+                if batch:
+                    self._commit(batch)
+        finally:
+            self._db.close()
+
+    def _commit(self, batch: list[_Write]) -> None:
+        """Run the batch's writes in order in one IMMEDIATE transaction, each in a savepoint
+        (one that raises is rolled back alone and keeps its error), commit, and resolve the
+        batch's futures on the loop in one callback. If the transaction fails, it is rolled
+        back and every write in it gets the error, as StoreUnavailable."""
+        db = self._db
+        self.logged = False
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for write in batch:
+                    db.execute("SAVEPOINT write")
+                    try:
+                        write.result = write.function(db)
+                    except Exception as error:  # kept for its caller
+                        db.execute("ROLLBACK TO write")
+                        write.error = store_error(error)
+                    db.execute("RELEASE write")
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except Exception as error:  # the batch's callers get it
+            failure = store_error(error)
+            if not isinstance(failure, StoreUnavailable):
+                failure = StoreUnavailable(f"SQLite: {error}")
+                failure.__cause__ = error
+            for write in batch:
+                write.error = failure
+            self.logged = False
+        self.stats.commits += 1
+        self.stats.writes += len(batch)
+        self.stats.largest = max(self.stats.largest, len(batch))
+        with suppress(RuntimeError):  # a closed loop: nobody awaits these futures any more
+            self._loop.call_soon_threadsafe(self._settle, batch, self.logged)
+
+    def _settle(self, batch: list[_Write], logged: bool) -> None:
+        """On the loop: resolve the futures of a batch that ended; wake change waiters."""
+        for write in batch:
+            if write.future.cancelled():
+                continue
+            if write.error is not None:
+                write.future.set_exception(write.error)
+            else:
+                write.future.set_result(write.result)
+        if logged:
+            self._committed()
+
+
+def store_error(error: BaseException) -> BaseException:
+    """The error a caller gets for an error of SQLite or of the sqlite3 module: a refused
+    value (a string or blob too big, a constraint; or, before SQLite, an int beyond 64 bits,
+    text that is not Unicode) is ValueNotStorable, any other SQLite error StoreUnavailable;
+    other errors (GroupNotFound) as they are."""
+    translated: BaseException
+    if isinstance(
+        error, (sqlite3.DataError, sqlite3.IntegrityError, OverflowError, UnicodeEncodeError)
+    ):
+        translated = ValueNotStorable(f"SQLite cannot store a value: {echo(str(error))}")
+    elif isinstance(error, sqlite3.Error):
+        translated = StoreUnavailable(f"SQLite: {error}")
+    else:
+        return error
+    translated.__cause__ = error
+    return translated
+
+
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    """Raise an SQLite error as store_error translates it."""
+    try:
+        yield
+    except (sqlite3.Error, OverflowError, UnicodeEncodeError) as error:
+        raise store_error(error) from error
+
+
+def _connect(path: Path, *, read_only: bool) -> _Db:
+    """A connection to the file, in autocommit mode, usable from any one thread at a time."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA busy_timeout=5000")
+        if read_only:
+            db.execute("PRAGMA query_only=ON")
+        else:
+            db.execute("PRAGMA journal_mode=WAL")
             # FULL fsyncs the WAL on every commit: a 200 sent to Chat survives power loss too.
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._write(self._migrate)
+            db.execute("PRAGMA synchronous=FULL")
+    except BaseException:
+        db.close()
+        raise
+    return db
 
-    def record(self, event: GroupEvent) -> RecordOutcome:
-        """Apply an event in one immediate transaction (to every topic, for a whole group)."""
 
-        def write() -> RecordOutcome:
-            outcome = apply_to_group(self._select_group(event.key), event)
-            self._db.executemany(_UPSERT, [row_from_state(state) for state in outcome.changed])
-            self._log(outcome.changed, forgotten=False)
+class SQLiteGroupStateStore:
+    """Group states, rate-limit slots and decisions in one SQLite file: writes through the
+    one writer thread, reads on the event loop or a read thread. Open with open()."""
+
+    def __init__(self, path: Path, loop: asyncio.AbstractEventLoop, write_db: _Db) -> None:
+        """Use open(): it makes the file's write connection, migrates, then the readers."""
+        self._path = path
+        self._loop = loop
+        self._changed = asyncio.Event()
+        self._generation = self._waited = 0  # commits that logged a change; those waits saw
+        self._closed = False
+        self._writer = _Writer(write_db, loop, self._commit_logged)
+        self._db: _Db | None = None  # the loop's read connection
+        self._readers: ThreadPoolExecutor | None = None
+        self._reader_dbs: list[_Db] = []
+        self._reader_local = threading.local()
+        self._reader_lock = threading.Lock()
+
+    @classmethod
+    async def open(cls, path: Path) -> SQLiteGroupStateStore:
+        """Open the file (creating it, its directory and its tables, and migrating them as
+        needed), for use on the running event loop; StoreUnavailable if it cannot."""
+
+        def connect() -> tuple[_Db, _Db]:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with _translated_errors():
+                write_db = _connect(path, read_only=False)
+                try:
+                    return write_db, _connect(path, read_only=True)
+                except BaseException:
+                    write_db.close()
+                    raise
+
+        write_db, read_db = await asyncio.to_thread(connect)
+        store = cls(path, asyncio.get_running_loop(), write_db)
+        store._db = read_db
+        store._readers = ThreadPoolExecutor(_READERS, thread_name_prefix="sqlite-read")
+        try:
+            await store._write(_migrate)
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    @property
+    def writer_stats(self) -> WriterStats:
+        """What the writer did so far (for tests and benchmarks)."""
+        return self._writer.stats
+
+    async def record(self, event: GroupEvent) -> RecordOutcome:
+        """Apply an event in the writer's transaction (to every topic, for a whole group)."""
+
+        def write(db: _Db) -> RecordOutcome:
+            outcome = apply_to_group(_select_group(db, event.key), event)
+            db.executemany(_UPSERT, [row_from_state(state) for state in outcome.changed])
+            self._log(db, outcome.changed, forgotten=False)
             return outcome
 
-        return self._write(write)
+        return await self._write(write)
 
-    def get(self, key: GroupKey) -> GroupState | None:
-        """The group's state, or None."""
-        with self._lock, self._translated_errors():
-            return self._select(key)
+    async def get(self, key: GroupKey) -> GroupState | None:
+        """The group's state, or None: one index lookup, inline."""
+        with _translated_errors():
+            return _select(self._reader(), key)
 
-    def get_many(self, keys: Sequence[GroupKey]) -> dict[GroupKey, GroupState]:
-        """The states of those keys that have one: one lookup per key, under one lock."""
-        found: dict[GroupKey, GroupState] = {}
-        with self._lock, self._translated_errors():
-            for key in dict.fromkeys(keys):
-                state = self._select(key)
-                if state is not None:
-                    found[key] = state
-        return found
+    async def get_many(self, keys: Sequence[GroupKey]) -> dict[GroupKey, GroupState]:
+        """The states of those keys that have one: one lookup per key, in one read
+        transaction; inline for a few keys, on a read thread for more."""
 
-    def list_full(
+        def read(db: _Db) -> dict[GroupKey, GroupState]:
+            found: dict[GroupKey, GroupState] = {}
+            db.execute("BEGIN")
+            try:
+                for key in dict.fromkeys(keys):
+                    state = _select(db, key)
+                    if state is not None:
+                        found[key] = state
+            finally:
+                db.execute("COMMIT")
+            return found
+
+        if len(keys) <= _INLINE_KEYS:
+            with _translated_errors():
+                return read(self._reader())
+        return await self._read(read)
+
+    async def list_full(
         self,
         sdk_app_id: int,
         limit: int,
@@ -228,297 +446,267 @@ class _SyncSQLiteStore:
             params.append(full_since_at_most_ms)
         order = "full_since_ms, sdk_app_id, group_id, topic_id"
         sql = f"SELECT {_COLUMNS} FROM group_state WHERE {' AND '.join(where)} ORDER BY {order}"
-        with self._lock, self._translated_errors():
-            rows = self._db.execute(f"{sql} LIMIT ?", (*params, limit)).fetchall()
-        return [state_from_row(row) for row in rows]
 
-    def count(self, sdk_app_id: int) -> GroupCounts:
+        def read(db: _Db) -> list[GroupState]:
+            rows = db.execute(f"{sql} LIMIT ?", (*params, limit)).fetchall()
+            return [state_from_row(row) for row in rows]
+
+        return await self._read(read)
+
+    async def count(self, sdk_app_id: int) -> GroupCounts:
         """Count states (full ones from the partial index; the rest scan the app's rows)."""
         where, params = ("WHERE sdk_app_id = ?", (sdk_app_id,)) if sdk_app_id else ("", ())
-        with self._lock, self._translated_errors():
-            tracked, full, destroyed = self._db.execute(
+
+        def read(db: _Db) -> GroupCounts:
+            ((tracked, full, destroyed),) = db.execute(
                 "SELECT count(*), coalesce(sum(full), 0), coalesce(sum(destroyed), 0)"
                 f" FROM group_state {where}",
                 params,
-            ).fetchone()
-        return GroupCounts(tracked, full, destroyed)
+            ).fetchall()
+            return GroupCounts(tracked, full, destroyed)
 
-    def changes_after(self, sequence: int, limit: int) -> list[StateChange]:
+        return await self._read(read)
+
+    async def changes_after(self, sequence: int, limit: int) -> list[StateChange]:
         """Logged changes after `sequence`, oldest first."""
-        with self._lock, self._translated_errors():
-            rows = self._db.execute(
+
+        def read(db: _Db) -> list[StateChange]:
+            rows = db.execute(
                 f"SELECT sequence, change_time_ms, {_COLUMNS}, forgotten FROM group_state_change"
                 " WHERE sequence > ? ORDER BY sequence LIMIT ?",
                 (sequence, limit),
             ).fetchall()
-        return [change_from_row(row) for row in rows]
+            return [change_from_row(row) for row in rows]
 
-    def change_log_bounds(self) -> ChangeLogBounds:
-        """The pruning watermark and the newest sequence, read together."""
-        with self._lock, self._translated_errors():
-            pruned_through, head = self._db.execute(
-                "SELECT pruned_through, max(pruned_through, coalesce("
-                "(SELECT max(sequence) FROM group_state_change), 0)) FROM change_log_state"
-            ).fetchone()
+        return await self._read(read)
+
+    async def change_log_bounds(self) -> ChangeLogBounds:
+        """The pruning watermark and the newest sequence, read together, inline."""
+        with _translated_errors():
+            ((pruned_through, head),) = (
+                self._reader()
+                .execute(
+                    "SELECT pruned_through, max(pruned_through, coalesce("
+                    "(SELECT max(sequence) FROM group_state_change), 0)) FROM change_log_state"
+                )
+                .fetchall()
+            )
         return ChangeLogBounds(pruned_through, head)
 
-    def prune(self, destroyed_before_ms: int, changes_before_ms: int) -> PruneOutcome:
-        """Forget old destroyed groups, then drop old changes, a batch per transaction."""
+    async def prune(self, destroyed_before_ms: int, changes_before_ms: int) -> PruneOutcome:
+        """Forget old destroyed groups, then drop old changes, a batch per write."""
 
-        def forget() -> int:
-            rows = self._db.execute(
+        def forget(db: _Db) -> int:
+            rows = db.execute(
                 "DELETE FROM group_state WHERE (sdk_app_id, group_id, topic_id) IN"
                 " (SELECT sdk_app_id, group_id, topic_id FROM group_state"
                 " WHERE destroyed AND last_event_time_ms < ? LIMIT ?)"
                 f" RETURNING {_COLUMNS}",
                 (destroyed_before_ms, _BATCH),
             ).fetchall()
-            self._log([state_from_row(row) for row in rows], forgotten=True)
+            self._log(db, [state_from_row(row) for row in rows], forgotten=True)
             return len(rows)
 
-        def delete_changes() -> int | None:
-            (newest,) = self._db.execute(
+        def delete_changes(db: _Db) -> int | None:
+            ((newest,),) = db.execute(
                 "SELECT max(sequence) FROM (SELECT sequence FROM group_state_change"
                 " WHERE change_time_ms < ? ORDER BY sequence LIMIT ?)",
                 (changes_before_ms, _BATCH),
-            ).fetchone()
+            ).fetchall()
             if newest is None:
                 return None
-            count: int = self._db.execute(
+            count: int = db.execute(
                 "DELETE FROM group_state_change WHERE sequence <= ? AND change_time_ms < ?",
                 (newest, changes_before_ms),
             ).rowcount
-            self._db.execute(
+            db.execute(
                 "UPDATE change_log_state SET pruned_through = max(pruned_through, ?)", (newest,)
             )
             return count
 
         forgotten = deleted = 0
         while True:
-            count = self._write(forget)
+            count = await self._write(forget)
             forgotten += count
             if count < _BATCH:
                 break
-        while (changes := self._write(delete_changes)) is not None:
+        while (changes := await self._write(delete_changes)) is not None:
             deleted += changes
         return PruneOutcome(forgotten, deleted)
 
-    def acquire(
+    async def acquire(
         self, bucket: str, *, window_ms: int, limit: int, now_ms: int, force: bool = False
     ) -> Acquisition:
-        """Count the bucket's slots in the window and take one, in one immediate transaction
-        under the connection's lock: no other thread or writer comes in between."""
+        """Count the bucket's slots in the window and take one, in one write of the one
+        writer: no other write comes in between."""
 
-        def write() -> Acquisition:
-            (count,) = self._db.execute(
+        def write(db: _Db) -> Acquisition:
+            ((count,),) = db.execute(
                 "SELECT count(*) FROM rate_limit_slot WHERE bucket = ? AND stamped_ms > ?",
                 (bucket, now_ms - window_ms),
-            ).fetchone()
+            ).fetchall()
             within = count < limit
             if not (within or force):
                 return Acquisition(count, within, None)
-            (slot,) = self._db.execute(
+            ((slot,),) = db.execute(
                 "INSERT INTO rate_limit_slot (bucket, stamped_ms) VALUES (?, ?) RETURNING id",
                 (bucket, now_ms),
-            ).fetchone()
+            ).fetchall()
             return Acquisition(count, within, slot)
 
-        return self._write(write)
+        return await self._write(write)
 
-    def release(self, slot: int) -> None:
+    async def release(self, slot: int) -> None:
         """Delete the slot (nothing if it is gone already)."""
-        self._write(lambda: self._db.execute("DELETE FROM rate_limit_slot WHERE id = ?", (slot,)))
 
-    def prune_slots(self, before_ms: int) -> int:
-        """Delete slots stamped before before_ms, a batch per transaction."""
-        return self._delete_in_batches(
+        def write(db: _Db) -> None:
+            db.execute("DELETE FROM rate_limit_slot WHERE id = ?", (slot,))
+
+        await self._write(write)
+
+    async def prune_slots(self, before_ms: int) -> int:
+        """Delete slots stamped before before_ms, a batch per write."""
+        return await self._delete_in_batches(
             "DELETE FROM rate_limit_slot WHERE id IN (SELECT id FROM rate_limit_slot"
             " WHERE stamped_ms < ? ORDER BY stamped_ms LIMIT ?)",
             before_ms,
         )
 
-    def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
-        """Insert the records in one immediate transaction, skipping known decision_ids."""
+    async def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
+        """Insert the records in one write, skipping known decision_ids."""
         if not records:
             return
-        self._write(lambda: self._db.executemany(_INSERT_DECISION, map(row_from_decision, records)))
 
-    def list_decisions(
+        def write(db: _Db) -> None:
+            db.executemany(_INSERT_DECISION, map(row_from_decision, records))
+
+        await self._write(write)
+
+    async def list_decisions(
         self, query: DecisionQuery, limit: int, after: DecisionCursor | None
     ) -> list[DecisionRecord]:
         """One keyset page of decisions, newest first: an index range scan, whatever the depth."""
         sql, params = list_decisions_query(query, limit, after, "?")
-        with self._lock, self._translated_errors():
-            rows = self._db.execute(sql, params).fetchall()
-        return [decision_from_row(row) for row in rows]
 
-    def prune_decisions(self, before_ms: int) -> int:
-        """Delete decisions made before before_ms, a batch per transaction."""
-        return self._delete_in_batches(
+        def read(db: _Db) -> list[DecisionRecord]:
+            return [decision_from_row(row) for row in db.execute(sql, params).fetchall()]
+
+        return await self._read(read)
+
+    async def prune_decisions(self, before_ms: int) -> int:
+        """Delete decisions made before before_ms, a batch per write."""
+        return await self._delete_in_batches(
             "DELETE FROM creation_decision WHERE rowid IN (SELECT rowid FROM creation_decision"
             " WHERE decided_at_ms < ? ORDER BY decided_at_ms LIMIT ?)",
             before_ms,
         )
 
-    def wait_for_changes(self, timeout_s: float) -> None:
-        """Wait for a commit after the previous call returned (only this process writes)."""
-        with self._changed:
-            self._changed.wait_for(lambda: self._generation != self._waited, timeout_s)
-            self._waited = self._generation
+    async def wait_for_changes(self, timeout_s: float) -> None:
+        """Wait for a commit that logged a change after the previous call returned (only
+        this process writes), or timeout_s."""
+        if self._generation == self._waited and not self._closed and timeout_s > 0:
+            self._changed.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout_s)
+        self._waited = self._generation
 
-    def ping(self) -> None:
-        """Read from the file: fails when it became unreadable."""
-        with self._lock, self._translated_errors():
-            self._db.execute("SELECT 1 FROM change_log_state").fetchone()
+    async def ping(self) -> None:
+        """Read from the file, inline: fails when it became unreadable."""
+        with _translated_errors():
+            self._reader().execute("SELECT 1 FROM change_log_state").fetchall()
 
-    def close(self) -> None:
-        """Close the database file and wake a waiting wait_for_changes."""
-        with self._lock:
+    async def close(self) -> None:
+        """Let the writer commit what is queued and end; close every connection; wake a
+        waiting wait_for_changes. Calls after it raise StoreUnavailable."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._writer.stop()
+        if self._readers is not None:
+            await asyncio.to_thread(self._readers.shutdown)
+        with self._reader_lock:
+            for db in self._reader_dbs:
+                db.close()
+        if self._db is not None:
             self._db.close()
-        self._notify()
+        self._changed.set()
 
-    def _log(self, states: Sequence[GroupState], *, forgotten: bool) -> None:
-        """Append a change per state to the log, in the caller's transaction."""
+    def _commit_logged(self) -> None:
+        """On the loop: a commit appended to the change log; wake wait_for_changes."""
+        self._generation += 1
+        self._changed.set()
+
+    def _log(self, db: _Db, states: Sequence[GroupState], *, forgotten: bool) -> None:
+        """Append a change per state to the log, in the writer's transaction."""
         stamp = now_ms()
-        self._db.executemany(_LOG, [(stamp, *row_from_state(state), forgotten) for state in states])
+        db.executemany(_LOG, [(stamp, *row_from_state(state), forgotten) for state in states])
         if states:
-            self._logged = True
+            self._writer.logged = True
 
-    def _delete_in_batches(self, delete: str, before_ms: int) -> int:
-        """Run `delete` (parameters: the cutoff, the batch size) a transaction at a time until
-        a batch deletes fewer than _BATCH rows; how many it deleted in all."""
+    async def _delete_in_batches(self, delete: str, before_ms: int) -> int:
+        """Run `delete` (parameters: the cutoff, the batch size) a write at a time until a
+        batch deletes fewer than _BATCH rows; how many it deleted in all."""
+
+        def write(db: _Db) -> int:
+            count: int = db.execute(delete, (before_ms, _BATCH)).rowcount
+            return count
+
         deleted = 0
         while True:
-            count = self._write(lambda: self._db.execute(delete, (before_ms, _BATCH)).rowcount)
+            count = await self._write(write)
             deleted += count
             if count < _BATCH:
                 return deleted
 
-    def _notify(self) -> None:
-        with self._changed:
-            self._generation += 1
-            self._changed.notify_all()
+    async def _write(self, function: Callable[[_Db], T]) -> T:
+        """Run function on the writer's connection in its next transaction (group commit);
+        its result once that transaction committed, or its error."""
+        return await self._writer.submit(function)
 
-    def _select(self, key: GroupKey) -> GroupState | None:
-        row = self._db.execute(
-            f"SELECT {_COLUMNS} FROM group_state"
-            " WHERE sdk_app_id = ? AND group_id = ? AND topic_id = ?",
-            key_tuple(key),
-        ).fetchone()
-        return None if row is None else state_from_row(row)
+    def _reader(self) -> _Db:
+        """The loop's read connection."""
+        if self._db is None or self._closed:
+            raise StoreUnavailable("SQLite: the store is closed")
+        return self._db
 
-    def _select_group(self, key: GroupKey) -> list[GroupState]:
-        rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM group_state WHERE sdk_app_id = ? AND group_id = ?",
-            (key.sdk_app_id, key.group_id),
-        ).fetchall()
-        return [state_from_row(row) for row in rows]
+    async def _read(self, function: Callable[[_Db], T]) -> T:
+        """Run function on a read thread's connection; its result."""
+        if self._readers is None or self._closed:
+            raise StoreUnavailable("SQLite: the store is closed")
+        return await self._loop.run_in_executor(self._readers, self._run_read, function)
 
-    def _migrate(self) -> None:
-        (version,) = self._db.execute("PRAGMA user_version").fetchone()
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            for statement in filter(str.strip, script.split(";")):
-                self._db.execute(statement)
-            self._db.execute(f"PRAGMA user_version = {number}")
-
-    def _write(self, function: Callable[[], T]) -> T:
-        """Run function against the connection in an IMMEDIATE transaction shared with other
-        callers' writes (group commit); its result, or its error, once that transaction ended.
-        The write at the head of the queue leads: it commits a group (_commit), then removes
-        it from the queue and wakes its callers and the next head."""
-        write = _Write(function)
-        with self._queue:
-            self._pending.append(write)
-            while not write.done and self._pending[0] is not write:
-                self._queue.wait()
-            leading = not write.done
-        if leading:
-            group: list[_Write[Any]] = [write]
-            try:
-                self._commit(group)
-            finally:
-                with self._queue:
-                    del self._pending[: len(group)]
-                    for each in group:
-                        each.done = True
-                    self._queue.notify_all()
-        if write.error is not None:
-            with self._translated_errors():
-                raise write.error
-        return write.result
-
-    def _commit(self, group: list[_Write[Any]]) -> None:
-        """Run the writes in group (at first, the queue's head) in order in one IMMEDIATE
-        transaction, those queued behind joining group as it runs, up to _GROUP; then commit.
-        Each runs in a savepoint: one that raises is rolled back alone and the error kept for
-        its caller. If the transaction fails, it is rolled back and its error kept for every
-        write in group."""
-        try:
-            with self._lock:
-                self._logged = False
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    for write in group:  # group grows: after each write, the next queued joins
-                        self._db.execute("SAVEPOINT write")
-                        try:
-                            write.result = write.function()
-                        except BaseException as error:
-                            self._db.execute("ROLLBACK TO write")
-                            write.error = error
-                        self._db.execute("RELEASE write")
-                        with self._queue:
-                            if len(group) < min(len(self._pending), _GROUP):
-                                group.append(self._pending[len(group)])
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-                logged = self._logged
-        except BaseException as error:
-            for write in group:
-                write.error = error
-            return
-        if logged:
-            self._notify()
-
-    @contextmanager
-    def _translated_errors(self) -> Iterator[None]:
-        """Turn a refused value into ValueNotStorable and any other SQLite error into
-        StoreUnavailable.
-
-        A value is refused by SQLite (a string or blob too big, a constraint) or, before it
-        gets there, by the sqlite3 module: an int beyond 64 bits, text that is not Unicode.
-        """
-        try:
-            yield
-        except (
-            sqlite3.DataError,
-            sqlite3.IntegrityError,
-            OverflowError,
-            UnicodeEncodeError,
-        ) as error:
-            raise ValueNotStorable(f"SQLite cannot store a value: {echo(str(error))}") from error
-        except sqlite3.Error as error:
-            raise StoreUnavailable(f"SQLite: {error}") from error
+    def _run_read(self, function: Callable[[_Db], T]) -> T:
+        """On a read thread: function on the thread's connection, opened at its first use."""
+        db: _Db | None = getattr(self._reader_local, "db", None)
+        with _translated_errors():
+            if db is None:
+                db = _connect(self._path, read_only=True)
+                with self._reader_lock:
+                    self._reader_dbs.append(db)
+                self._reader_local.db = db
+            return function(db)
 
 
-class SQLiteGroupStateStore:
-    """The store's coroutine interface (interim: each call runs the threaded store in the
-    default executor)."""
+def _select(db: _Db, key: GroupKey) -> GroupState | None:
+    rows = db.execute(
+        f"SELECT {_COLUMNS} FROM group_state"
+        " WHERE sdk_app_id = ? AND group_id = ? AND topic_id = ?",
+        key_tuple(key),
+    ).fetchall()
+    return state_from_row(rows[0]) if rows else None
 
-    def __init__(self, store: _SyncSQLiteStore) -> None:
-        self._store = store
 
-    @classmethod
-    async def open(cls, path: Path) -> SQLiteGroupStateStore:
-        """Open (creating and migrating as needed) the file at path."""
-        return cls(await asyncio.to_thread(_SyncSQLiteStore, path))
+def _select_group(db: _Db, key: GroupKey) -> list[GroupState]:
+    rows = db.execute(
+        f"SELECT {_COLUMNS} FROM group_state WHERE sdk_app_id = ? AND group_id = ?",
+        (key.sdk_app_id, key.group_id),
+    ).fetchall()
+    return [state_from_row(row) for row in rows]
 
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._store, name)
 
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            return await asyncio.to_thread(method, *args, **kwargs)
-
-        return call
+def _migrate(db: _Db) -> None:
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        for statement in filter(str.strip, script.split(";")):
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version = {number}")
