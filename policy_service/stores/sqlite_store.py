@@ -32,7 +32,6 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -167,15 +166,6 @@ T = TypeVar("T")
 _Db = sqlite3.Connection
 
 
-@dataclass
-class WriterStats:
-    """What the writer did: commits made, and the writes they held (failed ones included)."""
-
-    commits: int = 0
-    writes: int = 0
-    largest: int = 0  # the most writes one commit held
-
-
 class _Write:
     """A queued write: its function, the future its caller awaits, and once its transaction
     ended, its result or error."""
@@ -200,63 +190,55 @@ class _Writer:
         self._db = db
         self._loop = loop
         self._committed = committed  # called on the loop after a commit that logged a change
-        self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
         self._closed = False  # set on the loop by stop(): no more writes queued
         self.logged = False  # the transaction under way appended to the change log
-        self.stats = WriterStats()
+        self.commits = 0  # transactions committed
+        self.committed_writes = 0  # the writes they held (one rolled back to its savepoint too)
         self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
         self._thread.start()
-
-    def queued(self) -> int:
-        """How many writes wait for the writer (approximately)."""
-        return self._queue.qsize()
 
     def submit(self, function: Callable[[_Db], T]) -> asyncio.Future[T]:
         """Queue function; a future of its result, resolved once its transaction committed."""
         if self._closed:
             raise StoreUnavailable("SQLite: the store is closed")
         future: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put(_Write(function, future))
+        self.queue.put(_Write(function, future))
         return future
 
     async def stop(self) -> None:
         """Let the writer finish what is queued, then end it and close its connection."""
         if not self._closed:
             self._closed = True
-            self._queue.put(_STOP)
+            self.queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
 
     def _run(self) -> None:
         try:
             stopping = False
             while not stopping:
-                first = self._queue.get()
-                batch: list[_Write] = []
-                while first is not _STOP:
-                    batch.append(first)
-                    if len(batch) == _GROUP:
-                        break
-                    try:
-                        first = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                stopping = first is _STOP
-                if batch:
-                    self._commit(batch)
+                first = self.queue.get()
+                if first is _STOP:
+                    break
+                stopping = self._commit([first])
         finally:
             self._db.close()
 
-    def _commit(self, batch: list[_Write]) -> None:
+    def _commit(self, batch: list[_Write]) -> bool:
         """Run the batch's writes in order in one IMMEDIATE transaction, each in a savepoint
-        (one that raises is rolled back alone and keeps its error), commit, and resolve the
-        batch's futures on the loop in one callback. If the transaction fails, it is rolled
-        back and every write in it gets the error, as StoreUnavailable."""
+        (one that raises is rolled back alone and keeps its error), those queued meanwhile
+        joining the batch as it runs (up to _GROUP); commit, and resolve the batch's futures
+        on the loop in one callback. If the transaction fails, it is rolled back and every
+        write in it gets the error, as StoreUnavailable. Whether it took close()'s _STOP."""
         db = self._db
+        stopping = False
         self.logged = False
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                for write in batch:
+                index = 0
+                while index < len(batch):
+                    write = batch[index]
                     db.execute("SAVEPOINT write")
                     try:
                         write.result = write.function(db)
@@ -264,6 +246,14 @@ class _Writer:
                         db.execute("ROLLBACK TO write")
                         write.error = store_error(error)
                     db.execute("RELEASE write")
+                    index += 1
+                    if index == len(batch) and not stopping and index < _GROUP:
+                        with suppress(queue.Empty):
+                            queued = self.queue.get_nowait()
+                            if queued is _STOP:
+                                stopping = True
+                            else:
+                                batch.append(queued)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
@@ -277,11 +267,12 @@ class _Writer:
             for write in batch:
                 write.error = failure
             self.logged = False
-        self.stats.commits += 1
-        self.stats.writes += len(batch)
-        self.stats.largest = max(self.stats.largest, len(batch))
+        else:
+            self.commits += 1
+            self.committed_writes += len(batch)
         with suppress(RuntimeError):  # a closed loop: nobody awaits these futures any more
             self._loop.call_soon_threadsafe(self._settle, batch, self.logged)
+        return stopping
 
     def _settle(self, batch: list[_Write], logged: bool) -> None:
         """On the loop: resolve the futures of a batch that ended; wake change waiters."""
@@ -351,8 +342,10 @@ class SQLiteGroupStateStore:
         self._changed = asyncio.Event()
         self._generation = self._waited = 0  # commits that logged a change; those waits saw
         self._closed = False
+        self._db = write_db  # the writer's: only its thread uses it
         self._writer = _Writer(write_db, loop, self._commit_logged)
-        self._db: _Db | None = None  # the loop's read connection
+        self._queue = self._writer.queue
+        self._read_db: _Db | None = None  # the loop's read connection
         self._readers: ThreadPoolExecutor | None = None
         self._reader_dbs: list[_Db] = []
         self._reader_local = threading.local()
@@ -375,7 +368,7 @@ class SQLiteGroupStateStore:
 
         write_db, read_db = await asyncio.to_thread(connect)
         store = cls(path, asyncio.get_running_loop(), write_db)
-        store._db = read_db
+        store._read_db = read_db
         store._readers = ThreadPoolExecutor(_READERS, thread_name_prefix="sqlite-read")
         try:
             await store._write(_migrate)
@@ -385,9 +378,14 @@ class SQLiteGroupStateStore:
         return store
 
     @property
-    def writer_stats(self) -> WriterStats:
-        """What the writer did so far (for tests and benchmarks)."""
-        return self._writer.stats
+    def commits(self) -> int:
+        """How many transactions the writer committed (for tests and benchmarks)."""
+        return self._writer.commits
+
+    @property
+    def committed_writes(self) -> int:
+        """How many writes those transactions held: over commits, the writes per commit."""
+        return self._writer.committed_writes
 
     async def record(self, event: GroupEvent) -> RecordOutcome:
         """Apply an event in the writer's transaction (to every topic, for a whole group)."""
@@ -627,8 +625,8 @@ class SQLiteGroupStateStore:
         with self._reader_lock:
             for db in self._reader_dbs:
                 db.close()
-        if self._db is not None:
-            self._db.close()
+        if self._read_db is not None:
+            self._read_db.close()
         self._changed.set()
 
     def _commit_logged(self) -> None:
@@ -665,9 +663,9 @@ class SQLiteGroupStateStore:
 
     def _reader(self) -> _Db:
         """The loop's read connection."""
-        if self._db is None or self._closed:
+        if self._read_db is None or self._closed:
             raise StoreUnavailable("SQLite: the store is closed")
-        return self._db
+        return self._read_db
 
     async def _read(self, function: Callable[[_Db], T]) -> T:
         """Run function on a read thread's connection; its result."""
