@@ -206,9 +206,13 @@ def run_queued(
 def test_concurrent_records_share_one_commit_and_survive_reopening(
     path: Path, opened: Callable[[Path], Any]
 ) -> None:
-    """Sixteen records queued together commit once, each applied, and all are in the file."""
+    """Sixteen records queued together commit once (the writer's counters say so too), each
+    applied, and all are in the file."""
     store = opened(path)
+    writer: SQLiteGroupStateStore = store.target
+    counted = writer.commits, writer.committed_writes
     outcomes, commits = run_queued(store, [recording(store, n) for n in range(16)])
+    assert (writer.commits - counted[0], writer.committed_writes - counted[1]) == (1, 16)
     store.close()
     assert commits == 1
     reopened = opened(path)
