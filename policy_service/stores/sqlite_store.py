@@ -30,6 +30,7 @@ slots and the decision log live in the same file, outside the change log.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import sqlite3
 import threading
@@ -157,6 +158,8 @@ _LOG = (
     f" VALUES ({', '.join('?' * 12)})"
 )
 _INSERT_DECISION = insert_decisions("?")
+log = logging.getLogger(__name__)
+
 # Rows per statement or transaction in bulk reads and pruning: bounded work per transaction.
 _BATCH = 1000
 # Writes per group commit: bounded work, and wait, per transaction.
@@ -220,14 +223,30 @@ class _Writer:
         await asyncio.to_thread(self._thread.join)
 
     def _run(self) -> None:
+        left: list[_Write] = []  # the batch under way, as it grows
         try:
             stopping = False
             while not stopping:
                 first = self.queue.get()
                 if first is _STOP:
                     break
-                stopping = self._commit([first])
+                left = [first]
+                stopping = self._commit(left)
+                left = []
+        except Exception:
+            log.exception("the SQLite writer stopped on an unexpected error")
         finally:
+            # Ended by close(), or by a bug: either way no write may wait for ever.
+            self._closed = True
+            with suppress(queue.Empty):
+                while True:
+                    if (write := self.queue.get_nowait()) is not _STOP:
+                        left.append(write)
+            for write in left:
+                write.error = StoreUnavailable("SQLite: the store's writer has stopped")
+            if left:
+                with suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._settle, left, False)
             self._db.close()
 
     def _commit(self, batch: list[_Write]) -> bool:

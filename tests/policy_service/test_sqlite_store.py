@@ -433,3 +433,46 @@ def test_reads_see_every_acknowledged_write_at_once(
         assert store.count(0).tracked == n + 1
         assert store.changes_after(n, 10)[0].state == outcome.state
     store.close()
+
+
+def test_a_writer_that_dies_fails_its_batch_and_what_is_queued(
+    path: Path, opened: Callable[[Path], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the writer thread ends on an unexpected error, the write it was running and those
+    queued behind it fail with StoreUnavailable instead of waiting for ever, as do later
+    writes."""
+    store = opened(path)
+    writer: SQLiteGroupStateStore = store.target
+    entered, release = threading.Event(), threading.Event()
+
+    def broken(*_: object) -> bool:
+        entered.set()
+        release.wait(10)
+        raise RuntimeError("a bug in the writer")
+
+    monkeypatch.setattr(writer._writer, "_commit", broken)
+    failed: list[BaseException] = []
+
+    def write(n: int) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                store.record(full(n))
+            except StoreUnavailable as error:
+                failed.append(error)
+
+        return run
+
+    first = threading.Thread(target=write(0))
+    first.start()
+    rest = [threading.Thread(target=write(n)) for n in range(1, 6)]
+    assert entered.wait(10)  # the writer took write 0
+    for thread in rest:
+        thread.start()
+    wait_until_queued(writer, 5)
+    release.set()
+    for thread in [first, *rest]:
+        thread.join(10)
+    assert len(failed) == 6, failed
+    with pytest.raises(StoreUnavailable, match="closed"):
+        store.record(full(7))
+    store.close()
