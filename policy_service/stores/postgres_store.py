@@ -4,22 +4,43 @@ Every replica opens its own connection pool on the same database (and schema: th
 in the first schema of the URL's search_path, e.g. `?options=-csearch_path%3Dchat_policy`).
 A commit is durable when `record` returns, with PostgreSQL's default `synchronous_commit=on`.
 
-The change log. Each transaction that changes states appends a row per state to
-group_state_change, whose identity column numbers them. An identity alone does not commit in
-order (one transaction takes 5, another 6, and 6 commits first: a reader that saw 6 would
-skip 5), so appending takes the schema's change-log lock, a transaction-scoped advisory lock,
-just before the insert; it is held through the commit, so sequences become visible strictly
-in increasing order. The price: the changing transactions of every replica append and
-commit one at a time (reads, group locks and upserts still run side by side), so writes
-are bounded by the commit latency; record sends everything after its read, COMMIT included,
-in one round trip to keep the lock short. Locks are always taken in one order, so none
-deadlock: a group's lock, then its rows, then the change-log lock last (pruning: the rows it
-deletes, then the change-log lock); whoever holds the change-log lock waits for nothing.
+The change log, ordered without a lock held through writers' commits. A transaction that
+changes states appends a row per state to group_state_change with no sequence, only an id
+(an identity: insertion order, not commit order). The public sequence, which watchers resume
+from, is stamped later by the sequencer (_sequenced_read): a short transaction of its own that
+takes the schema's sequencer lock (pg_advisory_xact_lock, held through the sequencer's own
+commit only) and numbers every committed row still without a sequence, in id order, after the
+newest sequence ever given. Every changes_after and change_log_bounds runs it first, in the
+same round trip, so it runs on whichever replica reads, one at a time, and a read sees every
+change committed before it began. Why it keeps the contract (a reader resuming from n misses
+nothing and sees nothing twice):
+- A row gets its sequence only once committed (the sequencer's statement sees committed rows
+  only), and exactly once (only rows without one are numbered; sequencers take turns).
+- Sequencers run one after another, each starting after the previous committed (the lock),
+  and each numbers above every sequence given before: so sequences become visible in
+  increasing order, and a row that commits late is numbered late, above whatever a reader
+  has seen. No horizon is needed: the classic alternative, reading sequences taken at insert
+  time below the snapshot's xmin, is unsound on its own, since an older xid may take a larger
+  sequence than a younger one still in flight; here a number is never taken before commit.
+- The changes of one group keep their order: its writers take turns on the group's lock, so
+  the later one inserts (a higher id) after the earlier committed; both are numbered in the
+  same pass in id order, or the earlier in an earlier pass.
+Writers thus hold only their group's lock, so the replicas' transactions commit side by side
+and share WAL flushes (group commit); the sequencer numbers a batch of writes per commit, and
+a pass that finds nothing to number writes nothing and flushes nothing. Each row is written
+twice (inserted, then numbered): a little more WAL and vacuuming. Pruning numbers what is
+waiting first, and deletes only numbered rows.
 
-Wake-ups. A changing transaction also NOTIFYs channel chat_policy_changes with the schema's
-name as payload, delivered on commit. wait_for_changes LISTENs on a connection of its own,
-outside the pool, and ignores other schemas' notifications; a listener it (re)opens may
-have missed commits made before its LISTEN, so that call returns at once.
+Wake-ups. A transaction that changed states NOTIFYs channel chat_policy_changes, with the
+schema's name as payload, right after its COMMIT, in the same round trip but a transaction
+of its own: PostgreSQL serialises the commits of all transactions that NOTIFY in one database
+(a database-wide lock taken before commit and held through it), so a NOTIFY inside the
+writing transaction would make writes take turns again; the notifying transaction writes no
+WAL, so its turn is short. A connection lost between the two leaves a committed change
+without a wake-up: the change feed reads the log at least every second anyway.
+wait_for_changes LISTENs on a connection of its own, outside the pool, and ignores other
+schemas' notifications; a listener it (re)opens may have missed commits made before its
+LISTEN, so that call returns at once.
 
 Rate limits. acquire counts a bucket's window and takes a slot in one transaction holding
 the bucket's advisory lock, so replicas counting one bucket take turns; it holds no other
@@ -34,13 +55,14 @@ connection and works through a transaction-pooling proxy.
 
 Round trips. A call waits for the server once per read that its writes depend on, its
 statements otherwise pipelined: record twice (BEGIN, the group's lock and read; then the
-writes, the change log, NOTIFY and COMMIT); get, get_many, acquire, release and
-append_decisions once. A pooled connection is checked (an empty query, one more round
-trip) as it leaves the pool only when it has been idle there for _RECENTLY_USED_S or
-longer, so one killed while idle (server restart, terminated backend) is replaced rather
-than handed out; under load none is checked. One that died within that time fails its call
-as StoreUnavailable, never retried (a COMMIT whose answer was lost may have committed),
-and that call has every idle connection checked at once, so the next call gets a live one.
+writes, the change log, COMMIT and NOTIFY); get, get_many, changes_after (the sequencer and
+the read), acquire, release and append_decisions once. A pooled connection is checked (an
+empty query, one more round trip) as it leaves the pool only when it has been idle there for
+_RECENTLY_USED_S or longer, so one killed while idle (server restart, terminated backend) is
+replaced rather than handed out; under load none is checked. One that died within that time
+fails its call as StoreUnavailable, never retried (a COMMIT whose answer was lost may have
+committed), and that call has every idle connection checked at once, so the next call gets a
+live one.
 """
 
 from __future__ import annotations
@@ -97,6 +119,7 @@ from policy_service.stores.postgres_schema import (
     SELECT_GROUP,
     SELECT_MANY,
     SELECT_ONE,
+    SEQUENCE_CHANGES,
     UPSERT,
     list_full_query,
 )
@@ -113,7 +136,7 @@ log = logging.getLogger(__name__)
 # group locks; the class is the first key, the schema name's hash the second, so stores in
 # different schemas of one database never contend.
 _MIGRATION_LOCK_CLASS = 0x43504D47  # "CPMG": taken by every replica before migrating
-_CHANGE_LOG_LOCK_CLASS = 0x43504C47  # "CPLG": held from appending changes through commit
+_SEQUENCER_LOCK_CLASS = 0x43505351  # "CPSQ": held by the sequencer through its commit
 _PRUNE_LOCK_CLASS = 0x43505052  # "CPPR": tried by each pruning batch
 _LOCK = "SELECT pg_advisory_xact_lock(%s, hashtext(coalesce(current_schema(), '')))"
 _TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%s, hashtext(coalesce(current_schema(), '')))"
@@ -126,6 +149,8 @@ _BUCKET_LOCK = (
     "coalesce(current_schema(), '') || '/' || %s, %s))"
 )
 _INSERT_DECISION = insert_decisions("%s")
+# Sent after the COMMIT of a change, in a transaction of its own (see the module docstring).
+_NOTIFY = f"SELECT pg_notify('{CHANGES_CHANNEL}', current_schema())"
 
 # libpq waits forever for an unanswered connection unless told; a URL may set its own.
 _CONNECT_TIMEOUT_S = 5
@@ -145,6 +170,8 @@ _PING_TIMEOUT_S = 1.0
 _RECONNECT_TIMEOUT_S = 10.0
 # Rows per pruning transaction: bounded locks and WAL per commit.
 _PRUNE_BATCH = 1000
+# Changes numbered per sequencer transaction, likewise.
+_SEQUENCE_BATCH = 10_000
 # wait_for_changes waits in slices this long, so that close() is noticed within one.
 _WAIT_SLICE_S = 0.2
 # How long close() waits for wait_for_changes to let go of the listener connection.
@@ -217,14 +244,14 @@ class PostgresGroupStateStore:
         connection dies), and works through a transaction-pooling proxy. Read committed is
         required: each statement after the lock sees what the previous holder committed.
         A hash collision between two groups only makes them wait for each other. Two round
-        trips: BEGIN, the lock and the read; then the writes, the change log's lock and rows,
-        the NOTIFY and the COMMIT.
+        trips: BEGIN, the lock and the read; then the writes, the change log's rows, the
+        COMMIT and the NOTIFY.
         """
         key = event.key
         with (
             self._translated_errors(),
             self._connection() as conn,
-            _pipelined_transaction(conn),
+            _pipelined_transaction(conn) as after_commit,
         ):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_group_lock_key(key),))
             rows = conn.execute(SELECT_GROUP, (key.sdk_app_id, key.group_id)).fetchall()
@@ -233,6 +260,7 @@ class PostgresGroupStateStore:
                 with conn.cursor() as cursor:
                     cursor.executemany(UPSERT, [row_from_state(s) for s in outcome.changed])
                 _log_changes(conn, outcome.changed, forgotten=False)
+                after_commit.append(_NOTIFY)
         return outcome
 
     def get(self, key: GroupKey) -> GroupState | None:
@@ -273,15 +301,18 @@ class PostgresGroupStateStore:
         return GroupCounts(*row)
 
     def changes_after(self, sequence: int, limit: int) -> list[StateChange]:
-        """Logged changes after `sequence`, oldest first."""
+        """Logged changes after `sequence`, oldest first, once every change committed
+        before the call is numbered (_sequenced_read)."""
         with self._translated_errors(), self._connection() as conn:
-            rows = conn.execute(CHANGES_AFTER, (sequence, limit)).fetchall()
+            rows = _sequenced_read(conn, CHANGES_AFTER, (sequence, limit))
         return [change_from_row(row) for row in rows]
 
     def change_log_bounds(self) -> ChangeLogBounds:
-        """The pruning watermark and the newest sequence, read in one statement."""
+        """The pruning watermark and the newest sequence, read in one statement once every
+        change committed before the call is numbered."""
         with self._translated_errors(), self._connection() as conn:
-            row = conn.execute(CHANGE_LOG_BOUNDS).fetchone()
+            rows = _sequenced_read(conn, CHANGE_LOG_BOUNDS, ())
+        row = rows[0] if rows else None
         if row is None:
             raise StoreUnavailable("PostgreSQL: change_log_state has no row")
         return ChangeLogBounds(*row)
@@ -301,6 +332,7 @@ class PostgresGroupStateStore:
                 lambda: _forget_batch(conn, destroyed_before_ms), until_below=1
             )
             if finished:
+                _sequenced_read(conn, "SELECT 1", ())  # number old changes before deleting
                 deleted, _ = _repeat(
                     lambda: _delete_changes_batch(conn, changes_before_ms),
                     until_below=_PRUNE_BATCH,
@@ -539,7 +571,7 @@ def _refuses_value(error: psycopg.Error) -> bool:
 
 
 @contextmanager
-def _pipelined_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
+def _pipelined_transaction(conn: psycopg.Connection[Any]) -> Iterator[list[str]]:
     """A read-committed transaction whose statements, BEGIN and COMMIT included, are sent
     together and answered in one round trip, plus one per fetch of rows inside the block
     (a fetch sends what is queued and waits for the answer).
@@ -550,10 +582,13 @@ def _pipelined_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
     statement leaves the transaction aborted; the pooled connection's block (_connection)
     rolls it back as the error passes.
     """
+    after_commit: list[str] = []
     with conn.pipeline():
         conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
-        yield
+        yield after_commit
         conn.execute("COMMIT")
+        for statement in after_commit:
+            conn.execute(statement)
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -589,17 +624,35 @@ def _migrate(conn: psycopg.Connection[Any]) -> str:
 def _log_changes(
     conn: psycopg.Connection[Any], states: Sequence[GroupState], *, forgotten: bool
 ) -> None:
-    """Append the states to the change log under its lock, and NOTIFY, in conn's transaction.
-
-    The caller holds every other lock it needs: the change-log lock is the last one taken.
-    """
+    """Append the states to the change log, not yet numbered, and NOTIFY, in conn's
+    transaction: no lock beyond the caller's."""
     stamp = now_ms()
-    conn.execute(_LOCK, (_CHANGE_LOG_LOCK_CLASS,))
     with conn.cursor() as cursor:
         cursor.executemany(
             LOG_CHANGE, [(stamp, *row_from_state(state), forgotten) for state in states]
         )
-    conn.execute("SELECT pg_notify(%s, current_schema())", (CHANGES_CHANNEL,))
+
+
+def _sequenced_read(
+    conn: psycopg.Connection[Any], query: str, params: Sequence[Any] | dict[str, Any]
+) -> list[tuple[Any, ...]]:
+    """Number the committed changes that have no sequence yet (the sequencer: its own
+    transaction, holding the sequencer lock through its commit), then run `query`: one
+    round trip, unless more than a batch awaited numbering.
+
+    The lock is waited for, not tried: when the call returns, every change committed before
+    it began has its sequence, so a reader woken by a NOTIFY reads the change that sent it.
+    """
+    while True:
+        with conn.pipeline():
+            conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+            conn.execute(_LOCK, (_SEQUENCER_LOCK_CLASS,))
+            numbered = conn.execute(SEQUENCE_CHANGES, {"batch": _SEQUENCE_BATCH})
+            conn.execute("COMMIT")
+            rows = conn.execute(query, params).fetchall()
+            count = numbered.fetchone()
+        if count is None or count[0] < _SEQUENCE_BATCH:
+            return rows
 
 
 def _repeat(batch: Callable[[], int | None], *, until_below: int) -> tuple[int, bool]:
@@ -623,6 +676,8 @@ def _forget_batch(conn: psycopg.Connection[Any], before_ms: int) -> int | None:
         ).fetchall()
         if rows:
             _log_changes(conn, [state_from_row(row) for row in rows], forgotten=True)
+    if rows:
+        conn.execute(_NOTIFY)
     return len(rows)
 
 

@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -23,6 +24,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from policy_service.clock import now_ms
 from policy_service.engine.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
 from policy_service.engine.rate_limit import Acquisition
 from policy_service.errors import StoreUnavailable, ValueNotStorable
@@ -31,13 +33,13 @@ from policy_service.groups.state import EventKind, GroupCounts, GroupEvent, Grou
 from policy_service.groups.store import FullGroupsCursor
 from policy_service.stores import postgres_store
 from policy_service.stores.decision_rows import list_decisions_query
-from policy_service.stores.postgres_schema import MIGRATIONS, list_full_query
+from policy_service.stores.postgres_schema import LOG_CHANGE, MIGRATIONS, list_full_query
 from policy_service.stores.postgres_store import (
     _BUCKET_LOCK,
     _BUCKET_LOCK_SEED,
     PostgresGroupStateStore,
-    _log_changes,
 )
+from policy_service.stores.state_rows import row_from_state
 from policy_service.stores.store import open_store
 from tests.e2e.postgres_cluster import PostgresBinaries, PostgresCluster, PostgresUnavailable
 from tests.postgres import PostgresSchema, with_params
@@ -342,6 +344,42 @@ def test_version_1_schema_is_migrated_keeping_its_rows(postgres_schema: Postgres
     assert versions == [(number,) for number in range(1, len(MIGRATIONS) + 1)]
 
 
+def test_version_3_change_log_keeps_its_sequences_and_numbering_goes_on(
+    postgres_schema: PostgresSchema,
+) -> None:
+    """A change log written by version 3 (sequences taken at insert, some pruned) keeps its
+    sequences through the upgrade; new changes are numbered after them."""
+    with postgres_schema.connect() as conn, conn.transaction():
+        conn.execute(
+            "CREATE TABLE schema_migrations ("
+            " version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        for number, script in enumerate(MIGRATIONS[:3], start=1):
+            conn.execute(script)
+            conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
+        for n in range(1, 4):
+            conn.execute(LOG_CHANGE, (n, *row_from_state(full_state_of(n)), False))
+        conn.execute("DELETE FROM group_state_change WHERE sequence = 3")
+        conn.execute("UPDATE change_log_state SET pruned_through = 3")
+    store = PostgresGroupStateStore(postgres_schema.url)
+    try:
+        old = store.changes_after(0, 10)
+        assert [(c.sequence, c.state) for c in old] == [
+            (1, full_state_of(1)),
+            (2, full_state_of(2)),
+        ]
+        outcome = store.record(FULL)
+        assert [(c.sequence, c.state) for c in store.changes_after(2, 10)] == [(4, outcome.state)]
+        assert store.change_log_bounds() == ChangeLogBounds(3, 4)
+    finally:
+        store.close()
+
+
+def full_state_of(n: int) -> GroupState:
+    """A full state of group n."""
+    return GroupState(group_of(n), True, 1000, 1000, 1, False, EventKind.FULL)
+
+
 # --- change-log order -------------------------------------------------------------------------
 
 
@@ -405,41 +443,103 @@ def test_sequences_become_visible_in_order_across_replicas(
     assert {change.state.key for change in seen} == keys
 
 
-def test_later_change_waits_for_an_earlier_sequence_to_commit(
+def log_change_uncommitted(conn: psycopg.Connection[Any], state: GroupState) -> None:
+    """Append a change of `state` in conn's open transaction, as record does."""
+    conn.execute(LOG_CHANGE, (now_ms(), *row_from_state(state), False))
+
+
+def test_open_transaction_holds_back_neither_writers_nor_readers(
     postgres_schema: PostgresSchema,
 ) -> None:
-    """While a transaction holds sequence 1 uncommitted, a record taking 2 waits for it."""
+    """While a transaction with a change stays open, records commit at once and readers get
+    their changes; the held change, committed last, comes after every sequence read before
+    it, to a reader resuming from there and to one reading from the start."""
     store = PostgresGroupStateStore(postgres_schema.url)
-    slow = GroupState(group_of(1), False, None, 500, 0, True, EventKind.DESTROYED)
-    raised: list[BaseException] = []
-
-    def record() -> None:
-        try:
-            store.record(FULL)
-        except BaseException as error:
-            raised.append(error)
-
-    recorder = threading.Thread(target=record)
+    held = GroupState(group_of(1), False, None, 500, 0, True, EventKind.DESTROYED)
     try:
-        # pg_stat_activity is read once per transaction: the observer polls in autocommit.
-        with postgres_schema.connect() as holder, postgres_schema.connect() as observer:
+        with postgres_schema.connect() as holder:
             with holder.transaction():
-                _log_changes(holder, [slow], forgotten=False)
-                recorder.start()
-                await_condition(
-                    lambda: waiting_for_lock(observer, postgres_schema, "advisory") == 1,
-                    "the record waits for the change-log lock",
-                )
-                assert store.changes_after(0, 10) == []
-                assert recorder.is_alive()
-            recorder.join()
-        assert raised == []
-        changes = store.changes_after(0, 10)
-        assert [(c.sequence, c.state) for c in changes] == [(1, slow), (2, store.get(KEY))]
+                log_change_uncommitted(holder, held)
+                started = time.monotonic()
+                first = store.record(FULL).state
+                second = store.record(GroupEvent(group_of(2), EventKind.FULL, 1000)).state
+                assert time.monotonic() - started < 2, "a record waited for the open one"
+                before = store.changes_after(0, 10)
+                assert [c.state for c in before] == [first, second]
+                assert store.change_log_bounds().head == before[-1].sequence
+            resumed = store.changes_after(before[-1].sequence, 10)
+        assert [c.state for c in resumed] == [held]
+        assert resumed[0].sequence > before[-1].sequence
+        assert store.changes_after(0, 10) == before + resumed
     finally:
-        if recorder.ident is not None:
-            recorder.join()
         store.close()
+
+
+def test_readers_following_interleaved_commits_see_each_change_once_in_order(
+    postgres_schema: PostgresSchema,
+) -> None:
+    """Writers on two replicas and on raw connections that hold their change open for a
+    while (so commits land out of insertion order) while two readers follow changes_after
+    from their last sequence, in small batches. Each reader gets every change exactly once,
+    in increasing sequence, the same list as a reading of the whole log afterwards; a reader
+    resuming from any sequence a follower reached gets exactly the rest."""
+    replicas = [PostgresGroupStateStore(postgres_schema.url, max_size=4) for _ in range(2)]
+    writers_done = threading.Event()
+    followed: list[list[StateChange]] = [[], []]
+
+    def record(thread: int) -> Callable[[], None]:
+        def run() -> None:
+            for i in range(40):
+                event = GroupEvent(group_of(thread * 1000 + i), EventKind.FULL, 1000)
+                replicas[thread % 2].record(event)
+
+        return run
+
+    def hold(thread: int) -> Callable[[], None]:
+        def run() -> None:
+            pause = random.Random(thread)
+            with postgres_schema.connect() as conn:
+                for i in range(15):
+                    state = GroupState(group_of(thread * 1000 + i), False, None, i, 0, True)
+                    with conn.transaction():
+                        log_change_uncommitted(conn, state)
+                        time.sleep(pause.uniform(0, 0.05))
+
+        return run
+
+    def write_all() -> None:
+        try:
+            writers = [record(t) for t in range(4)] + [hold(t) for t in range(4, 8)]
+            assert run_threads(*writers) == []
+        finally:
+            writers_done.set()
+
+    def follow(reader: int) -> Callable[[], None]:
+        def run() -> None:
+            last = 0
+            while True:
+                done = writers_done.is_set()
+                batch = replicas[reader].changes_after(last, 7)
+                followed[reader] += batch
+                if batch:
+                    last = batch[-1].sequence
+                elif done:
+                    return
+
+        return run
+
+    try:
+        assert run_threads(write_all, follow(0), follow(1)) == []
+        whole = replicas[1].changes_after(0, 10_000)
+        assert len(whole) == 4 * 40 + 4 * 15
+        sequences = [change.sequence for change in whole]
+        assert sequences == sorted(set(sequences))
+        assert followed == [whole, whole]
+        for at in range(0, len(whole), 17):
+            assert replicas[0].changes_after(whole[at].sequence, 10_000) == whole[at + 1 :]
+    finally:
+        for replica in replicas:
+            replica.close()
 
 
 def waiting_for_lock(conn: psycopg.Connection[Any], schema: PostgresSchema, kind: str) -> int:
