@@ -147,7 +147,7 @@ def run_configuration(url: str, writers: int, seconds: float, concurrency: int) 
     # when the window does, and a process that has ended is no longer counted.
     server_before = postgres_cpu_s()
     time.sleep(seconds * SERVER_SAMPLE)
-    server_cpu = (postgres_cpu_s() - server_before) / SERVER_SAMPLE
+    server_cpu = cpu_since(server_before, postgres_cpu_s()) / SERVER_SAMPLE
     totals = {"writes": 0.0, "errors": 0.0, "client_cpu_s": 0.0}
     for process in processes:
         out, _ = process.communicate(timeout=seconds + 60)
@@ -164,10 +164,10 @@ def run_configuration(url: str, writers: int, seconds: float, concurrency: int) 
     }
 
 
-def postgres_cpu_s() -> float:
-    """CPU seconds used so far by every live process named postgres (0 without /proc)."""
+def postgres_cpu_s() -> dict[int, float]:
+    """CPU seconds used so far by each live process named postgres (none without /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    used: dict[int, float] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
@@ -176,8 +176,14 @@ def postgres_cpu_s() -> float:
         name = text[text.index("(") + 1 : text.rindex(")")]
         if name.startswith("postgres"):
             fields = text[text.rindex(")") + 2 :].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
+            used[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
+def cpu_since(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two samples by the processes alive at the second (one that
+    ended meanwhile is left out, rather than subtracted)."""
+    return sum(used - before.get(pid, 0.0) for pid, used in after.items())
 
 
 def run_writer(
