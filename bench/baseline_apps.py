@@ -3,18 +3,25 @@
 - B0: a bare Falcon app that reads the body, parses it as JSON and answers Chat's constant OK.
 - B1: the same plus one unary grpcio call per request to a do-nothing echo server: the floor
   an adapter that makes one gRPC call per webhook can approach.
+- B1-async: B1 on asyncio: the same resource as a `falcon.asgi.App` under gunicorn's uvicorn
+  worker (uvicorn_worker.UvicornWorker on uvloop with httptools' parser), calling a grpc.aio
+  channel made in each worker's event loop (at ASGI lifespan startup), against echo-aio: the
+  floor an asyncio adapter and an asyncio policy service can approach.
 - echo: the do-nothing gRPC server B1 calls, one generic method with bytes in and out;
-  echo-aio: the same on grpc.aio (scripts/bench --only floor compares them).
+  echo-aio: the same on grpc.aio (B1-async's; scripts/bench --only floor also runs B1 against
+  it).
 
-Both apps are served by gunicorn with the adapter's own settings (AdapterApplication's
+The apps are served by gunicorn with the adapter's own settings (AdapterApplication's
 load_config: gthread, CHAT_POLICY_HTTP_WORKERS workers, CHAT_POLICY_HTTP_THREADS threads,
-SO_REUSEPORT, no preload); B1 dials on a channel made in each worker after fork with the
-adapter's channel options and deadline. The echo server is a grpc.server on a
+SO_REUSEPORT, no preload; B1-async the same with the uvicorn worker, which has no threads).
+B1 dials on a channel made in each worker after fork, B1-async in each worker's event loop,
+with the adapter's channel options and deadline. The echo server is a grpc.server on a
 ThreadPoolExecutor with the policy service's options and thread count, without its
 interceptor, servicers or store.
 
     python -m bench.baseline_apps b0 --bind 127.0.0.1:8081
     python -m bench.baseline_apps b1 --bind 127.0.0.1:8082 --target 127.0.0.1:50052
+    python -m bench.baseline_apps b1async --bind 127.0.0.1:8083 --target 127.0.0.1:50053
     python -m bench.baseline_apps echo --bind 127.0.0.1:50052
     python -m bench.baseline_apps echo-aio --bind unix:/tmp/echo.sock
 
@@ -31,15 +38,18 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from concurrent import futures
-from typing import Any
+from typing import Any, ClassVar
 
 import falcon
+import falcon.asgi
 import grpc
+from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]
 
 from adapter.gunicorn_app import AdapterApplication
 from adapter.settings import AdapterSettings
-from chat_policy_shared.channel import ChannelSecurity, open_channel
+from chat_policy_shared.channel import CHANNEL_OPTIONS, ChannelSecurity, open_channel
 from policy_service.server import SERVER_OPTIONS
 from policy_service.settings import ServiceSettings
 
@@ -47,7 +57,7 @@ OK = b'{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}'
 FAILED = b'{"ActionStatus":"FAIL","ErrorCode":502,"ErrorInfo":"echo call failed"}'
 ECHO_SERVICE = "bench.v1.Echo"
 ECHO_METHOD = f"/{ECHO_SERVICE}/Echo"
-APPS = ("b0", "b1")
+APPS = ("b0", "b1", "b1async")
 
 
 class ParseAndAnswer:
@@ -103,6 +113,69 @@ def make_b1(target: str) -> falcon.App[falcon.Request, falcon.Response]:
     return app
 
 
+class AsyncParseCallAndAnswer:
+    """B1-async's only resource: B1's, awaiting a grpc.aio call on the worker's loop."""
+
+    def __init__(self, target: str, timeout_s: float) -> None:
+        self._target, self._timeout_s = target, timeout_s
+        self._channel: grpc.aio.Channel | None = None
+        self._call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] | None = None
+
+    async def process_startup(self, scope: Mapping[str, Any], event: Mapping[str, Any]) -> None:
+        """ASGI lifespan startup, in the worker's event loop: open the channel there."""
+        self._channel = grpc.aio.insecure_channel(self._target, options=_channel_options())
+        self._call = self._channel.unary_unary(ECHO_METHOD)
+
+    async def process_shutdown(self, scope: Mapping[str, Any], event: Mapping[str, Any]) -> None:
+        """ASGI lifespan shutdown: close the channel."""
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        """Answer OK once the body parsed and the echo call returned; 502 if it failed."""
+        raw = await req.bounded_stream.read()
+        body = json.loads(raw)
+        if not isinstance(body, dict):
+            raise falcon.HTTPBadRequest()
+        resp.content_type = falcon.MEDIA_JSON
+        if self._call is None:
+            raise RuntimeError("no channel: the ASGI lifespan startup did not run")
+        try:
+            await self._call(raw, timeout=self._timeout_s)
+        except grpc.RpcError:
+            resp.status = falcon.HTTP_502
+            resp.data = FAILED
+            return
+        resp.data = OK
+
+
+def _channel_options() -> list[tuple[str, Any]]:
+    """The adapter's channel options (chat_policy_shared/channel.py), for a grpc.aio channel."""
+    return list(CHANNEL_OPTIONS)
+
+
+def make_b1async(target: str) -> falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]:
+    """B1-async: B1's resource on ASGI; its grpc.aio channel opens at lifespan startup."""
+    settings = AdapterSettings.from_env()
+    resource = AsyncParseCallAndAnswer(target, settings.grpc_deadline_ms / 1000)
+    app: falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response] = falcon.asgi.App(
+        middleware=[resource]
+    )
+    app.add_route(settings.webhook_path, resource)
+    return app
+
+
+class UvloopHttptoolsWorker(UvicornWorker):  # type: ignore[misc]
+    """gunicorn's uvicorn worker, with uvloop and httptools asked for by name (not "auto",
+    which would fall back to asyncio and h11 without a word if they were missing)."""
+
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+    }
+
+
 class BaselineApplication(AdapterApplication):
     """gunicorn with exactly the adapter's configuration, serving a baseline app instead."""
 
@@ -115,9 +188,13 @@ class BaselineApplication(AdapterApplication):
         super().load_config()
         self.cfg.set("child_exit", _nothing)
         self.cfg.set("proc_name", f"bench-{self._name}")
+        if self._name == "b1async":
+            self.cfg.set("worker_class", f"{__name__}.UvloopHttptoolsWorker")
 
     def load(self) -> Any:
         """Build the app in the worker (no preload: after fork)."""
+        if self._name == "b1async":
+            return make_b1async(self._target)
         return make_b0() if self._name == "b0" else make_b1(self._target)
 
 
@@ -196,14 +273,14 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.baseline_apps", description=__doc__)
     parser.add_argument("what", choices=(*APPS, "echo", "echo-aio"))
     parser.add_argument("--bind", required=True, help="host:port to listen on")
-    parser.add_argument("--target", default="", help="B1: the echo server's host:port")
+    parser.add_argument("--target", default="", help="B1, B1-async: the echo server's host:port")
     args = parser.parse_args(argv)
     if args.what == "echo":
         return serve_echo(args.bind)
     if args.what == "echo-aio":
         return serve_echo_aio(args.bind)
-    if args.what == "b1" and not args.target:
-        parser.error("b1 needs --target")
+    if args.what in ("b1", "b1async") and not args.target:
+        parser.error(f"{args.what} needs --target")
     settings = AdapterSettings.from_env({**os.environ, "CHAT_POLICY_HTTP_BIND": args.bind})
     BaselineApplication(settings, args.what, args.target).run()
     return 0

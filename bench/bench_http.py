@@ -6,6 +6,9 @@ Configurations, each started fresh as real processes on free ports for every rou
 - B0: a bare Falcon app under gunicorn that parses the body and answers Chat's OK;
 - B1: B0 plus one unary grpcio call per request to a do-nothing grpcio echo server
   (bench/baseline_apps.py), the floor an adapter making one gRPC call can approach;
+- B1-async: B1 on asyncio: the same resource as a falcon.asgi.App under gunicorn's uvicorn
+  worker (uvloop, httptools), one grpc.aio call per request to a grpc.aio echo server: the
+  floor an asyncio adapter and service can approach;
 - E2E: `chat-policy service` + `chat-policy adapter` with their shipped defaults except ports
   and data dir, auth on (CHAT_POLICY_CALLBACK_TOKENS) and CHAT_POLICY_SDKAPPIDS set, on SQLite
   (the default file in the data dir) and PostgreSQL (a new schema, dropped afterwards), for
@@ -19,7 +22,7 @@ of every server process from /proc, across the run, over the requests completed)
 CPU, errors of any kind (socket errors, timeouts, answers other than 200 with ErrorCode 0,
 adapter outcomes other than allowed/recorded, e.g. fail-open or spooled); per configuration,
 each process's peak RSS (VmHWM). Cells are medians over the rounds with min..max; ratios to
-B0 and B1 are taken within a round. Then (--million, on by default, about a minute) the
+B0, B1 and B1-async are taken within a round. Then (--million, on by default, about a minute) the
 policy service's peak RSS on a SQLite and a PostgreSQL store filled with 1,000,000 groups
 (bench/bench_state.py's fill) after reads and writes through gRPC.
 
@@ -87,6 +90,8 @@ PACED_RATE = 300.0
 SDK_APP_ID = 1_400_012_345
 MODES = ("closed", "paced")
 GOAL_THROUGHPUT_RATIO = 0.9  # E2E req/s >= this x B1's, closed loop
+GOAL_ASYNC_THROUGHPUT_RATIO = 0.6  # E2E req/s >= this x B1-async's, closed loop
+BASELINES = ("b0", "b1", "b1async")
 GOAL_PACED_P99_MS = 15.0
 GOAL_CPU_RATIO = 1.15  # E2E server CPU per request <= this x B1's, closed loop
 GOAL_WORKER_RSS_MB = 80.0
@@ -429,19 +434,22 @@ def errors_cell(run: Run, config_id: str, mode: str) -> str:
 def closed_table(run: Run) -> list[str]:
     """The closed-loop table: throughput, latency, CPU per request, ratios, errors."""
     columns = [
-        *("configuration", "req/s", "req/s ÷ B1", "req/s ÷ B0", "p50, ms", "p99, ms"),
-        *("server CPU, µs/req", "CPU ÷ B1", "CPU ÷ B0", "errors"),
+        *("configuration", "req/s", "req/s ÷ B1", "req/s ÷ B1-async", "req/s ÷ B0"),
+        *("p50, ms", "p99, ms", "server CPU, µs/req", "CPU ÷ B1", "CPU ÷ B1-async"),
+        *("CPU ÷ B0", "errors"),
     ]
     rows = []
     for c in run.configs:
         cells = [
             cell(run.values(c.id, "closed", "rate")),
             cell(run.ratios(c.id, "closed", "rate", "b1")),
+            cell(run.ratios(c.id, "closed", "rate", "b1async")),
             cell(run.ratios(c.id, "closed", "rate", "b0")),
             cell(run.values(c.id, "closed", "p50")),
             cell(run.values(c.id, "closed", "p99")),
             cell(run.values(c.id, "closed", "cpu_us")),
             cell(run.ratios(c.id, "closed", "cpu_us", "b1")),
+            cell(run.ratios(c.id, "closed", "cpu_us", "b1async")),
             cell(run.ratios(c.id, "closed", "cpu_us", "b0")),
             errors_cell(run, c.id, "closed"),
         ]
@@ -476,8 +484,8 @@ def paced_table(run: Run) -> list[str]:
     """The paced table: achieved rate, latency, CPU per request, errors."""
     columns = [
         *("configuration", f"req/s (asked {run.args.rate:g})", "p50, ms", "p90, ms", "p99, ms"),
-        *("max, ms", "server CPU, µs/req", "CPU ÷ B1", "HTTP side, µs/req", "gRPC side, µs/req"),
-        "errors",
+        *("max, ms", "server CPU, µs/req", "CPU ÷ B1", "CPU ÷ B1-async", "HTTP side, µs/req"),
+        *("gRPC side, µs/req", "errors"),
     ]
     rows = []
     for c in run.configs:
@@ -486,6 +494,7 @@ def paced_table(run: Run) -> list[str]:
             *(cell(run.values(c.id, "paced", key)) for key in ("p50", "p90", "p99", "max")),
             cell(run.values(c.id, "paced", "cpu_us")),
             cell(run.ratios(c.id, "paced", "cpu_us", "b1")),
+            cell(run.ratios(c.id, "paced", "cpu_us", "b1async")),
             cell(run.values(c.id, "paced", "cpu_http_us")),
             cell(run.values(c.id, "paced", "cpu_grpc_us")) if c.kind != "b0" else "-",
             errors_cell(run, c.id, "paced"),
@@ -577,6 +586,16 @@ def goals(run: Run) -> dict[str, list[Goal]]:
                 c.label,
                 median(run.ratios(c.id, "closed", "rate", "b1")),
                 GOAL_THROUGHPUT_RATIO,
+                at_least=True,
+            )
+            for c in e2e
+        ],
+        "E2E throughput ≥ 0.6 x B1-async's (closed loop, median of the rounds' ratios)": [
+            Goal(
+                "throughput_async",
+                c.label,
+                median(run.ratios(c.id, "closed", "rate", "b1async")),
+                GOAL_ASYNC_THROUGHPUT_RATIO,
                 at_least=True,
             )
             for c in e2e
@@ -701,11 +720,15 @@ def load_section(run: Run) -> list[str]:
         " constant answer.",
         "- B1: B0 plus one unary grpcio call per request to a do-nothing grpcio server"
         " (the policy service's thread pool and options), channel per worker after fork.",
+        "- B1-async: B1 on asyncio: the same resource as a falcon.asgi.App under gunicorn's"
+        " uvicorn worker (uvloop, httptools; the same workers and SO_REUSEPORT), one grpc.aio"
+        " call per request on a channel opened in each worker's loop, to a do-nothing grpc.aio"
+        " server.",
         "- E2E: `chat-policy service` + `chat-policy adapter`, shipped defaults except ports"
         " and data dir; auth on; SQLite (default file) or PostgreSQL (a new schema)."
         " BeforeCreateGroup: examples/policy.toml, a new operator per request, every one"
         " allowed (its rate limit writes a slot to the store); AfterGroupFull: the default"
-        " policy, a new group per request (a durable write). B0 and B1 get the"
+        " policy, a new group per request (a durable write). B0, B1 and B1-async get the"
         " BeforeCreateGroup requests.",
         "",
         f"Closed loop, {CONNECTIONS} connections:",
@@ -757,7 +780,7 @@ def json_report(run: Run) -> dict[str, Any]:
             ratios = {
                 f"{key}_{baseline}": run.ratios(c.id, mode, key, baseline)
                 for key in ("rate", "cpu_us")
-                for baseline in ("b0", "b1")
+                for baseline in BASELINES
             }
             modes[mode] = {
                 "rounds": rounds,
@@ -837,9 +860,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="scripts/bench",
         description="Benchmark the adapter and the policy service end to end through HTTP"
-        " (wrk, on the same cores) against two baselines measured in the same run: B0, bare"
-        " Falcon under gunicorn, and B1, the same plus one gRPC echo call per request; print"
-        " Markdown tables and the goals of issue 7. PostgreSQL: CHAT_POLICY_TEST_DATABASE_URL"
+        " (wrk, on the same cores) against baselines measured in the same run: B0, bare"
+        " Falcon under gunicorn; B1, the same plus one gRPC echo call per request; B1-async,"
+        " B1 on ASGI with grpc.aio; print Markdown tables and the goals of issues 7 and 18."
+        " (scripts/bench --faults and scripts/bench --abuse run other benchmarks: --help after"
+        " them.) PostgreSQL: CHAT_POLICY_TEST_DATABASE_URL"
         f" (default {DEFAULT_TEST_DATABASE_URL}), in a schema made and dropped per"
         " configuration. Needs wrk: " + INSTALL_HINT + ".",
     )
@@ -870,7 +895,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="LIST",
         help="comma list of configurations to run, by id or word: "
         + ", ".join(words)
-        + " (e.g. b1,sqlite-after; 'million' alone runs only the --million measurement;"
+        + " (e.g. b1,b1async,sqlite-after; 'million' alone runs only the --million measurement;"
         " 'floor' runs the B1 variants that might move the floor, left out otherwise: over"
         " a Unix socket, a grpc.aio echo server, 2 or 8 threads per worker, 3 workers)",
     )

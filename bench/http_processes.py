@@ -59,9 +59,9 @@ class StartError(RuntimeError):
 class Configuration:
     """One thing to measure: a baseline or the real deployment on one store, for one webhook."""
 
-    id: str  # b0, b1, sqlite-before, ...
+    id: str  # b0, b1, b1async, sqlite-before, ...
     label: str
-    kind: str  # "b0", "b1" or "e2e"
+    kind: str  # "b0", "b1", "b1async" or "e2e"
     webhook: Webhook
     store: str = ""  # e2e: "sqlite" or "postgresql"
     variant: str = ""  # a B1 that moves the floor: a key of FLOOR_VARIANTS
@@ -91,6 +91,7 @@ def configurations() -> list[Configuration]:
     made = [
         Configuration("b0", "B0 bare Falcon", "b0", "before"),
         Configuration("b1", "B1 Falcon + gRPC echo", "b1", "before"),
+        Configuration("b1async", "B1-async Falcon ASGI + grpc.aio echo", "b1async", "before"),
     ]
     for store, store_name in stores.items():
         for webhook, name in names.items():
@@ -337,7 +338,8 @@ class Deployment:
     def wait_for_grpc(self, process: Process) -> None:
         """Wait until the gRPC server answers: health SERVING (the service), or a connection
         (the echo server, which has no health service)."""
-        answers = _accepts_connections if self.configuration.kind == "b1" else grpc_serving
+        echo = self.configuration.kind in ("b1", "b1async")
+        answers = _accepts_connections if echo else grpc_serving
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             self.check_alive()
@@ -429,6 +431,13 @@ def start(configuration: Configuration, workdir: Path, sdk_app_id: int) -> Itera
             deployment.wait_for_grpc(echo)
             command = [*baseline, "b1", "--bind", http, "--target", deployment.grpc_target]
             deployment.start("http", "b1", command, deployment.env)
+        elif configuration.kind == "b1async":
+            deployment.grpc_target = f"127.0.0.1:{grpc_port}"
+            command = [*baseline, "echo-aio", "--bind", deployment.grpc_target]
+            echo = deployment.start("grpc", "echo", command, deployment.env)
+            deployment.wait_for_grpc(echo)
+            command = [*baseline, "b1async", "--bind", http, "--target", deployment.grpc_target]
+            deployment.start("http", "b1async", command, deployment.env)
         else:
             deployment.grpc_target = f"127.0.0.1:{grpc_port}"
             deployment.metrics_port = metrics_port

@@ -22,6 +22,7 @@ BENCH = Path(__file__).resolve().parents[2] / "scripts" / "bench"
 CONFIGURATIONS = {
     "b0": "B0 bare Falcon",
     "b1": "B1 Falcon + gRPC echo",
+    "b1async": "B1-async Falcon ASGI + grpc.aio echo",
     "sqlite-before": "E2E SQLite BeforeCreateGroup",
     "sqlite-after": "E2E SQLite AfterGroupFull",
     "postgresql-before": "E2E PostgreSQL BeforeCreateGroup",
@@ -32,6 +33,7 @@ VALUE = rf"{NUMBER}(?: \({NUMBER}\.\.{NUMBER}\))?|\*\*{NUMBER}\*\*"
 ABSENT = "-"  # a cell that does not apply (B0 has no gRPC server)
 GOALS = (
     "E2E throughput ≥ 0.9 x B1's",
+    "E2E throughput ≥ 0.6 x B1-async's",
     "paced p99 ≤ 15 ms",
     "server CPU per request ≤ 1.15 x B1's",
     "adapter worker peak RSS ≤ 80 MB",
@@ -88,7 +90,7 @@ def test_bench_smoke_reports_every_configuration(
     out = result.stdout
     assert "wrk runs on the same" in out
     closed = rows(out, "| configuration | req/s | req/s ÷ B1 |")
-    check_cells(closed, 9, "closed loop", never)
+    check_cells(closed, 11, "closed loop", never)
     cpu = rows(out, "| configuration | gunicorn (HTTP side), µs/req |")
     check_cells(
         cpu,
@@ -99,7 +101,7 @@ def test_bench_smoke_reports_every_configuration(
         ),
     )
     paced = rows(out, "| configuration | req/s (asked 300) |")
-    check_cells(paced, 10, "paced", lambda name, column: column == 8 and name.startswith("B0"))
+    check_cells(paced, 11, "paced", lambda name, column: column == 9 and name.startswith("B0"))
     rss = rows(out, "| configuration | gunicorn master, MB |")
     check_cells(rss, 3, "RSS", lambda name, column: column == 2 and name.startswith("B0"))
     goal_lines = [line for line in out.splitlines() if line.startswith("- ")]
@@ -120,6 +122,7 @@ def test_bench_smoke_reports_every_configuration(
         assert config["rss_mb"]["http_worker"][0] > 0, config_id
         if config["kind"] == "e2e":
             assert config["closed"]["ratio_medians"]["rate_b1"] > 0, config_id
+            assert config["closed"]["ratio_medians"]["rate_b1async"] > 0, config_id
     assert numbers["failures"] == []
 
 
@@ -128,6 +131,7 @@ def test_floor_variants_run_only_when_asked_for() -> None:
     and `--only floor` selects exactly them."""
     assert [c.id for c in parse_args([]).configs] == list(CONFIGURATIONS)
     assert [c.id for c in parse_args(["--only", "b1"]).configs] == ["b1"]
+    assert [c.id for c in parse_args(["--only", "b1,b1async"]).configs] == ["b1", "b1async"]
     floor = [c.id for c in parse_args(["--only", "floor"]).configs]
     assert floor == ["b1-unix", "b1-aio", "b1-threads2", "b1-threads8", "b1-workers3"]
 
