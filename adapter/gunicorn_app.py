@@ -88,12 +88,12 @@ class AdapterWorker(UvicornWorker):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # uvicorn_worker hands uvicorn's loggers gunicorn's handlers, which GunicornLogger
-        # gave to the root logger: let their lines reach it, as JSON.
-        for name in ("uvicorn.error", "uvicorn.access"):
-            logger = logging.getLogger(name)
-            logger.handlers = []
-            logger.propagate = True
+        # uvicorn_worker hands uvicorn's error logger gunicorn's handlers, which GunicornLogger
+        # gave to the root logger: let its lines reach the root, as JSON. uvicorn.access keeps
+        # no handler and does not propagate (access_log off): its lines would carry Sign.
+        error_log = logging.getLogger("uvicorn.error")
+        error_log.handlers = []
+        error_log.propagate = True
 
 
 class AdapterApplication(BaseApplication):  # type: ignore[misc]
