@@ -82,7 +82,8 @@ class AdapterWorker(UvicornWorker):  # type: ignore[misc]
             "http": functools.partial(
                 ReadDeadlineProtocol, read_timeout_s=settings.http_read_timeout_s
             ),
-            "limit_concurrency": settings.http_max_connections,
+            # uvicorn refuses a request once this many connections are open, its own counted.
+            "limit_concurrency": settings.http_max_connections + 1,
         }
         return type(cls.__name__, (cls,), {"CONFIG_KWARGS": config})
 
