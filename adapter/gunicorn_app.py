@@ -95,6 +95,7 @@ class AdapterWorker(UvicornWorker):  # type: ignore[misc]
         error_log = logging.getLogger("uvicorn.error")
         error_log.handlers = []
         error_log.propagate = True
+        error_log.addFilter(_without_color_message)
 
 
 class AdapterApplication(BaseApplication):  # type: ignore[misc]
@@ -137,6 +138,13 @@ class AdapterApplication(BaseApplication):  # type: ignore[misc]
     def load(self) -> Any:
         """Import the ASGI app in the worker."""
         return import_app("adapter.asgi:app")
+
+
+def _without_color_message(record: logging.LogRecord) -> bool:
+    """Drop the copy of the message with terminal colours that uvicorn adds to its records:
+    the JSON line would carry it as a field."""
+    record.__dict__.pop("color_message", None)
+    return True
 
 
 def main() -> int:
