@@ -104,8 +104,9 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
             return
         cycle = self.cycle
         if self._headers_received:
-            # The app reads this request's body: it sees the connection go.
-            can_answer = not cycle.response_started
+            # The app reads this request's body (or waits behind an earlier request still
+            # being answered, in the pipeline): it sees the connection go.
+            can_answer = not cycle.response_started and not self.pipeline
             cycle.disconnected = True
             cycle.message_event.set()
         else:
