@@ -65,8 +65,7 @@ class AdapterWorker(UvicornWorker):  # type: ignore[misc]
         "loop": "uvloop",
         "lifespan": "on",
         "access_log": False,
-        "server_header": False,
-        "date_header": False,
+        "server_header": False,  # no "server: uvicorn"; the Date header stays
         "proxy_headers": False,  # the adapter reads X-Forwarded-For itself (adapter/source.py)
         "timeout_graceful_shutdown": REQUESTS_GRACE_S,
     }
