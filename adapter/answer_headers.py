@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import falcon
+    import falcon.asgi
 
 OUTCOME_HEADER = "X-Chat-Policy-Outcome"
 SIGNATURE_HEADER = "X-Chat-Policy-Signature"
@@ -27,8 +27,12 @@ class AnswerHeaders:
     def __init__(self, signature_checked: bool) -> None:
         self._signature = SIGNATURE_CHECKED if signature_checked else SIGNATURE_UNCHECKED
 
-    def process_response(
-        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+    async def process_response(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        resource: object,
+        req_succeeded: bool,
     ) -> None:
         """Add the outcome and the signature state when the response is a webhook answer."""
         answer = resp.context.get("answer")

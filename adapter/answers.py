@@ -24,6 +24,8 @@ class Failure(enum.Enum):
     NOT_FOUND = (404, "no webhook endpoint at this path")
     METHOD_NOT_ALLOWED = (405, "webhooks are POSTed")
     BODY_TOO_LARGE = (413, "request body is too large")
+    REQUEST_TIMEOUT = (408, "the request was not received in time")
+    TOO_MANY_CONNECTIONS = (503, "the adapter has too many open connections; retry later")
     MALFORMED_REQUEST = (400, "malformed webhook request")
     INVALID_FIELD = (400, "invalid webhook field")
     POLICY_REJECTED = (400, "the policy service rejected the webhook")

@@ -31,11 +31,11 @@ class GroupCreationFamily:
         self._client = client
         self._settings = settings
 
-    def handle(self, webhook: Webhook) -> Answer:
+    async def handle(self, webhook: Webhook) -> Answer:
         """Answer one creation request: allowed, refused, or the configured fail-open/closed."""
         request = check_request(webhook)
         try:
-            response = self._client.check_group_creation(request, webhook.request_id)
+            response = await self._client.check_group_creation(request, webhook.request_id)
         except grpc.RpcError as error:
             return self._undecided(webhook, grpc_failure(error))
         if response.decision == pb.DECISION_DENY:

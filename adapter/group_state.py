@@ -8,8 +8,11 @@ cannot say the group has room, and the full event it triggers carries the same E
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import Executor
+from typing import Any
 
 import grpc
 
@@ -51,42 +54,50 @@ class GroupStateFamily:
     An event is answered 200 only once the service applied it or the spool holds it on disk.
     An event without EventTime is recorded at the time the adapter received it, so that a
     replay of it is recognised as the same event. An EventTime more than `max_event_ahead_s`
-    ahead of that time is refused: a bad clock must not pin a group's state.
+    ahead of that time is refused: a bad clock must not pin a group's state. The spool's
+    append (a SQLite commit and an fsync) runs in `blocking`, off the event loop.
     """
 
     def __init__(
         self,
         client: PolicyClient,
         spool: Spool,
+        blocking: Executor,
         wake_replayer: Callable[[], None],
         max_event_ahead_s: int,
     ) -> None:
         self._client = client
         self._spool = spool
+        self._blocking = blocking
         self._wake_replayer = wake_replayer
         self._max_event_ahead_s = max_event_ahead_s
 
-    def handle(self, webhook: Webhook) -> Answer:
+    async def handle(self, webhook: Webhook) -> Answer:
         """Record one event, or spool it while the policy service is away."""
         request = record_request(webhook, self._max_event_ahead_s)
         if request is None:
             return ok("acknowledged")
         try:
-            applied = self._client.record(request, webhook.request_id)
+            applied = await self._client.record(request, webhook.request_id)
         except grpc.RpcError as error:
             failure = grpc_failure(error)
             if failure.failure is Failure.POLICY_REJECTED:
                 raise failure from None
-            return self._spool_request(request, webhook, failure)
+            return await self._spool_request(request, webhook, failure)
         return ok("recorded" if applied else "duplicate")
 
-    def _spool_request(
+    async def _spool_request(
         self, request: RecordRequest, webhook: Webhook, cause: WebhookError
     ) -> Answer:
         method = type(request).DESCRIPTOR.name.removesuffix("Request")
         try:
-            self._spool.append(
-                method, request.SerializeToString(), webhook.request_id, webhook.received_ms
+            await asyncio.get_running_loop().run_in_executor(
+                self._blocking,
+                self._spool.append,
+                method,
+                request.SerializeToString(),
+                webhook.request_id,
+                webhook.received_ms,
             )
         except SpoolFull:
             log.error("event lost to Chat's retry: spool full")
@@ -140,29 +151,31 @@ def record_request(webhook: Webhook, max_event_ahead_s: int) -> RecordRequest | 
     return request
 
 
-def answers_health_checks(client: PolicyClient, timeout_s: float) -> Callable[[], bool]:
+def answers_health_checks(
+    client: PolicyClient, timeout_s: float
+) -> Callable[[], Coroutine[Any, Any, bool]]:
     """The replayer's outage test: whether the service answers SERVING to a health check."""
 
-    def answers() -> bool:
+    async def answers() -> bool:
         try:
-            return client.check_health(timeout_s) == "SERVING"
+            return await client.check_health(timeout_s) == "SERVING"
         except grpc.RpcError:
             return False
 
     return answers
 
 
-def replay_to(client: PolicyClient) -> Callable[[SpooledEvent], None]:
+def replay_to(client: PolicyClient) -> Callable[[SpooledEvent], Coroutine[Any, Any, None]]:
     """The replayer's delivery: rebuild the spooled request and record it."""
 
-    def deliver(event: SpooledEvent) -> None:
+    async def deliver(event: SpooledEvent) -> None:
         request_type = SPOOLED_REQUESTS.get(event.method)
         if request_type is None:
             SET_ASIDE.labels("other").inc()
             raise Rejected(f"unknown method {event.method!r}")
         request = request_type.FromString(event.request)
         try:
-            client.record(request, event.request_id)
+            await client.record(request, event.request_id)
         except grpc.RpcError as error:
             failure = grpc_failure(error)
             if failure.failure is Failure.POLICY_REJECTED:

@@ -1,17 +1,21 @@
-"""`chat-policy adapter`: gunicorn serving adapter.wsgi with settings from the environment."""
+"""`chat-policy adapter`: gunicorn's uvicorn workers serving adapter.asgi, settings from the
+environment."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import resource
 import shutil
 import sys
 import tempfile
-from typing import Any
+from typing import Any, ClassVar
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 from gunicorn.util import import_app
+from uvicorn_worker import UvicornWorker
 
 from adapter.settings import AdapterSettings
 from adapter.spool import Spool, SpoolUnavailable
@@ -19,6 +23,19 @@ from chat_policy_shared.data_directory import directory_problem
 from chat_policy_shared.listen_address import listen_problem
 
 log = logging.getLogger(__name__)
+
+# gunicorn restarts a worker that has not answered its heartbeat for this long.
+WORKER_TIMEOUT_S = 30
+# On SIGTERM a worker stops accepting, finishes what it serves, stops its replayer and closes
+# its channel; gunicorn kills it after this. uvicorn waits for requests a little less, so
+# that the worker's own shutdown has time.
+GRACEFUL_TIMEOUT_S = 10
+REQUESTS_GRACE_S = GRACEFUL_TIMEOUT_S - 3
+# How long an idle keep-alive connection stays open after an answer (uvicorn's default).
+KEEPALIVE_S = 5
+# File descriptors a worker needs besides its connections: the listening socket, the spool,
+# the metric files, the gRPC channel, logs.
+SPARE_FILES = 256
 
 
 class GunicornLogger(Logger):  # type: ignore[misc]
@@ -36,11 +53,55 @@ class GunicornLogger(Logger):  # type: ignore[misc]
         self.error_log.propagate = True
 
 
-class AdapterApplication(BaseApplication):  # type: ignore[misc]
-    """gunicorn configured in code: gthread workers, SO_REUSEPORT, no preload.
+class AdapterWorker(UvicornWorker):  # type: ignore[misc]
+    """gunicorn's uvicorn worker as the adapter runs it: uvloop, httptools with a deadline for
+    each request (adapter/http_protocol.py), ASGI lifespan on, uvicorn's access log off (the
+    adapter writes its own line per request, without the query string that carries Sign), and
+    at most CHAT_POLICY_HTTP_MAX_CONNECTIONS open connections served. gunicorn runs the class
+    configured() makes from the settings.
+    """
 
-    Without preload each worker imports adapter.wsgi itself, so every worker dials the policy
-    service on its own gRPC channel, created after fork.
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+        "loop": "uvloop",
+        "lifespan": "on",
+        "access_log": False,
+        "server_header": False,  # no "server: uvicorn"; the Date header stays
+        "proxy_headers": False,  # the adapter reads X-Forwarded-For itself (adapter/source.py)
+        "timeout_graceful_shutdown": REQUESTS_GRACE_S,
+    }
+
+    @classmethod
+    def configured(cls, settings: AdapterSettings) -> type[AdapterWorker]:
+        """This worker class with the request deadline and the connection cap of `settings`."""
+        # After PROMETHEUS_MULTIPROC_DIR is set (main): the protocol imports the metrics.
+        from adapter.http_protocol import ReadDeadlineProtocol
+
+        config = {
+            **cls.CONFIG_KWARGS,
+            "http": functools.partial(
+                ReadDeadlineProtocol, read_timeout_s=settings.http_read_timeout_s
+            ),
+            # uvicorn refuses a request once this many connections are open, its own counted.
+            "limit_concurrency": settings.http_max_connections + 1,
+        }
+        return type(cls.__name__, (cls,), {"CONFIG_KWARGS": config})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # uvicorn_worker hands uvicorn's error logger gunicorn's handlers, which GunicornLogger
+        # gave to the root logger: let its lines reach the root, as JSON. uvicorn.access keeps
+        # no handler and does not propagate (access_log off): its lines would carry Sign.
+        error_log = logging.getLogger("uvicorn.error")
+        error_log.handlers = []
+        error_log.propagate = True
+        error_log.addFilter(_without_color_message)
+
+
+class AdapterApplication(BaseApplication):  # type: ignore[misc]
+    """gunicorn configured in code: AdapterWorker processes, SO_REUSEPORT, no preload.
+
+    Without preload each worker imports adapter.asgi itself, so every worker dials the policy
+    service on its own grpc.aio channel, opened in its event loop after fork.
     """
 
     def __init__(self, settings: AdapterSettings) -> None:
@@ -53,14 +114,14 @@ class AdapterApplication(BaseApplication):  # type: ignore[misc]
         options: dict[str, Any] = {
             "bind": [settings.http_bind],
             "workers": settings.http_workers,
-            "threads": settings.http_threads,
-            "worker_class": "gthread",
+            "worker_class": AdapterWorker.configured(settings),
             # Each worker gets its own listening socket: the kernel spreads connections.
             "reuse_port": True,
             "preload_app": False,
             # Chat gives up after 2 s; a worker stuck far longer than that is restarted.
-            "timeout": 30,
-            "graceful_timeout": 10,
+            "timeout": WORKER_TIMEOUT_S,
+            "graceful_timeout": GRACEFUL_TIMEOUT_S,
+            "keepalive": KEEPALIVE_S,  # uvicorn_worker passes it on as timeout_keep_alive
             "accesslog": None,
             "errorlog": "-",
             "logger_class": GunicornLogger,
@@ -74,8 +135,15 @@ class AdapterApplication(BaseApplication):  # type: ignore[misc]
             self.cfg.set(name, value)
 
     def load(self) -> Any:
-        """Import the WSGI app in the worker."""
-        return import_app("adapter.wsgi:app")
+        """Import the ASGI app in the worker."""
+        return import_app("adapter.asgi:app")
+
+
+def _without_color_message(record: logging.LogRecord) -> bool:
+    """Drop the copy of the message with terminal colours that uvicorn adds to its records:
+    the JSON line would carry it as a field."""
+    record.__dict__.pop("color_message", None)
+    return True
 
 
 def main() -> int:
@@ -126,6 +194,9 @@ def startup_problem(settings: AdapterSettings) -> str | None:
     Looked at in the master, before forking: in a worker, each would be a worker failing to
     boot, again and again.
     """
+    problem = open_files_problem(settings.http_max_connections)
+    if problem is not None:
+        return f"CHAT_POLICY_HTTP_MAX_CONNECTIONS={settings.http_max_connections}: {problem}"
     data_dir = f"CHAT_POLICY_DATA_DIR={str(settings.data_dir)!r}"
     problem = directory_problem(settings.data_dir)
     if problem is not None:
@@ -140,6 +211,18 @@ def startup_problem(settings: AdapterSettings) -> str | None:
     problem = listen_problem(settings.http_bind)
     if problem is not None:
         return f"cannot listen on CHAT_POLICY_HTTP_BIND={settings.http_bind!r}: {problem}"
+    return None
+
+
+def open_files_problem(max_connections: int) -> str | None:
+    """Raise this process's open-file limit (the workers inherit it) to what a worker with
+    `max_connections` connections needs; what keeps it from that, or None."""
+    needed = max_connections + SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            return f"a worker needs {needed} open files, and the hard limit (ulimit -Hn) is {hard}"
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
     return None
 
 

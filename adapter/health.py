@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import falcon
+import falcon.asgi
 import grpc
 
 from adapter.policy_client import PolicyClient
@@ -25,7 +26,9 @@ _REASONS = {
 }
 
 
-def add_routes(app: falcon.App[falcon.Request, falcon.Response], client: PolicyClient) -> None:
+def add_routes(
+    app: falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response], client: PolicyClient
+) -> None:
     """Route /healthz and /readyz on `app` (AdapterSettings keeps the webhook off them)."""
     app.add_route(LIVENESS_PATH, Liveness())
     app.add_route(READINESS_PATH, Readiness(client))
@@ -34,7 +37,7 @@ def add_routes(app: falcon.App[falcon.Request, falcon.Response], client: PolicyC
 class Liveness:
     """GET /healthz: 200 while the worker can answer HTTP at all; asks nothing else."""
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """Answer 200 {"status": "alive"}."""
         _write(resp, falcon.HTTP_200, {"status": "alive"})
 
@@ -47,10 +50,10 @@ class Readiness:
         self._client = client
         self._deadline_s = deadline_s
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """Ask the policy service once and answer 200 or 503 with a small JSON body."""
         try:
-            status = self._client.check_health(self._deadline_s)
+            status = await self._client.check_health(self._deadline_s)
         except grpc.RpcError as error:
             code = error.code()
             reason = str(_REASONS.get(code, code.name))
@@ -62,7 +65,7 @@ class Readiness:
         _write(resp, falcon.HTTP_200, {"status": "ready"})
 
 
-def _write(resp: falcon.Response, status: str, document: dict[str, str]) -> None:
+def _write(resp: falcon.asgi.Response, status: str, document: dict[str, str]) -> None:
     resp.status = status
     resp.content_type = falcon.MEDIA_JSON
     resp.cache_control = ["no-store"]

@@ -14,12 +14,14 @@ keep reporting a depth the leader has long drained.)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
 from collections.abc import Iterable
+from concurrent.futures import Executor
 
-import falcon
+import falcon.asgi
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
     REGISTRY,
@@ -101,6 +103,14 @@ SET_ASIDE = Counter(
     ["method"],
 )
 
+HTTP_LIMITS = Counter(
+    "chat_policy_adapter_http_limit_refusals_total",
+    "Requests refused by the adapter's HTTP limits before reaching the app, by limit:"
+    " read_deadline (a request not received within CHAT_POLICY_HTTP_READ_TIMEOUT_S, 408),"
+    " max_connections (a request on a connection beyond CHAT_POLICY_HTTP_MAX_CONNECTIONS, 503).",
+    ["limit"],
+)
+
 # The reason label of each failure that refuses who sent a webhook; a signature failure has a
 # finer one of its own (SignatureError.reason, carried by the WebhookError).
 _AUTH_FAILURES = {
@@ -111,14 +121,16 @@ _AUTH_FAILURES = {
 
 
 def add_metrics(
-    app: falcon.App[falcon.Request, falcon.Response],
+    app: falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response],
     commands: Iterable[str],
     spool: Spool,
+    blocking: Executor,
 ) -> None:
     """Count and time the webhooks of `app` (`commands`: those it acts on) and serve GET
-    /metrics (AdapterSettings keeps the webhook off it), with the gauges of `spool`."""
+    /metrics (AdapterSettings keeps the webhook off it), with the gauges of `spool`, read in
+    `blocking` (off the event loop)."""
     app.add_middleware(RequestMetrics(commands))
-    app.add_route(METRICS_PATH, MetricsResource(spool))
+    app.add_route(METRICS_PATH, MetricsResource(spool, blocking))
 
 
 def refusal_reason(error: WebhookError) -> str | None:
@@ -150,12 +162,16 @@ class RequestMetrics:
         # lock and builds its key on every call. Both labels take a few dozen values at most.
         self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """Start the clock."""
         req.context.metrics_started = time.perf_counter()
 
-    def process_response(
-        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+    async def process_response(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        resource: object,
+        req_succeeded: bool,
     ) -> None:
         """Count the answered request under bounded labels and observe its latency."""
         started: float | None = req.context.get("metrics_started")
@@ -210,9 +226,11 @@ class SpoolGauges:
 
 
 class MetricsResource:
-    """GET /metrics: Prometheus' text format, every worker's metrics added up."""
+    """GET /metrics: Prometheus' text format, every worker's metrics added up; read (the
+    workers' files, the spool) in `blocking`, off the event loop."""
 
-    def __init__(self, spool: Spool) -> None:
+    def __init__(self, spool: Spool, blocking: Executor) -> None:
+        self._blocking = blocking
         registry = CollectorRegistry()
         registry.register(SpoolGauges(spool))
         if os.environ.get(MULTIPROC_DIR_ENV):
@@ -221,7 +239,9 @@ class MetricsResource:
             registry.register(REGISTRY)
         self._registry = registry
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """Answer a scrape."""
         resp.content_type = CONTENT_TYPE_PLAIN_0_0_4
-        resp.data = generate_latest(self._registry)
+        resp.data = await asyncio.get_running_loop().run_in_executor(
+            self._blocking, generate_latest, self._registry
+        )

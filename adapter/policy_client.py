@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-import grpc
+import grpc.aio
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from chat_policy_shared.channel import ChannelSecurity, open_channel
+from chat_policy_shared.channel import ChannelSecurity, open_aio_channel
 from chat_policy_shared.logs import REQUEST_ID_METADATA
 from chatpolicy.v1 import (
     creation_policy_service_pb2,
@@ -28,61 +28,81 @@ RecordRequest = (
 class PolicyClient(Protocol):
     """The calls the adapter makes; tests put a fake here. Failures raise grpc.RpcError."""
 
-    def check_group_creation(
+    async def check_group_creation(
         self, request: creation_policy_service_pb2.CheckGroupCreationRequest, request_id: str
     ) -> creation_policy_service_pb2.CheckGroupCreationResponse:
         """Ask CreationPolicyService.CheckGroupCreation."""
         ...
 
-    def record(self, request: RecordRequest, request_id: str) -> bool:
+    async def record(self, request: RecordRequest, request_id: str) -> bool:
         """Call the GroupStateService method named by the request's type; True if applied."""
         ...
 
-    def check_health(self, timeout_s: float) -> str:
+    async def check_health(self, timeout_s: float) -> str:
         """grpc.health.v1 Check of the whole service (""): the status's name, e.g. SERVING."""
         ...
 
 
 class GrpcPolicyClient:
-    """PolicyClient over one gRPC channel; make it in the process that uses it (after fork)."""
+    """PolicyClient over one grpc.aio channel, opened at the first call: inside the worker's
+    event loop, after fork. Make one per process (per worker) and close it at shutdown."""
 
-    def __init__(self, channel: grpc.Channel, deadline_ms: int) -> None:
-        self._creation = creation_policy_service_pb2_grpc.CreationPolicyServiceStub(channel)
-        group_state = group_state_service_pb2_grpc.GroupStateServiceStub(channel)
-        self._record_methods: dict[type[RecordRequest], Callable[..., object]] = {
-            group_state_service_pb2.RecordGroupFullRequest: group_state.RecordGroupFull,
-            group_state_service_pb2.RecordMemberExitRequest: group_state.RecordMemberExit,
-            group_state_service_pb2.RecordGroupDestroyedRequest: group_state.RecordGroupDestroyed,
-        }
+    def __init__(self, target: str, security: ChannelSecurity, deadline_ms: int) -> None:
+        self._target = target
+        self._security = security
         self._timeout_s = deadline_ms / 1000
-        self._health = health_pb2_grpc.HealthStub(channel)
+        self._stubs: _Stubs | None = None
 
-    @classmethod
-    def connect(cls, target: str, security: ChannelSecurity, deadline_ms: int) -> GrpcPolicyClient:
-        """A client on a new channel to `target`."""
-        return cls(open_channel(target, security), deadline_ms)
-
-    def check_group_creation(
+    async def check_group_creation(
         self, request: creation_policy_service_pb2.CheckGroupCreationRequest, request_id: str
     ) -> creation_policy_service_pb2.CheckGroupCreationResponse:
         """Ask CreationPolicyService.CheckGroupCreation."""
         response: creation_policy_service_pb2.CheckGroupCreationResponse
-        response = self._creation.CheckGroupCreation(
+        response = await self._open().creation.CheckGroupCreation(
             request, timeout=self._timeout_s, metadata=((REQUEST_ID_METADATA, request_id),)
         )
         return response
 
-    def record(self, request: RecordRequest, request_id: str) -> bool:
+    async def record(self, request: RecordRequest, request_id: str) -> bool:
         """Call the GroupStateService method named by the request's type; True if applied."""
-        response = self._record_methods[type(request)](
+        response = await self._open().record_methods[type(request)](
             request, timeout=self._timeout_s, metadata=((REQUEST_ID_METADATA, request_id),)
         )
         return bool(getattr(response, "applied"))  # noqa: B009 (untyped generated stub)
 
-    def check_health(self, timeout_s: float) -> str:
+    async def check_health(self, timeout_s: float) -> str:
         """grpc.health.v1 Check of the whole service (""): the status's name, e.g. SERVING."""
-        response = self._health.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+        response = await self._open().health.Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=timeout_s
+        )
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+    async def close(self) -> None:
+        """Close the channel, if one was opened; calls still running are cancelled."""
+        if self._stubs is not None:
+            await self._stubs.channel.close()
+            self._stubs = None
+
+    def _open(self) -> _Stubs:
+        """The stubs on this client's channel; the first call opens it, in the running loop."""
+        if self._stubs is None:
+            self._stubs = _Stubs(open_aio_channel(self._target, self._security))
+        return self._stubs
+
+
+class _Stubs:
+    """The stubs the adapter calls, on one channel."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
+        self.creation = creation_policy_service_pb2_grpc.CreationPolicyServiceStub(channel)
+        group_state = group_state_service_pb2_grpc.GroupStateServiceStub(channel)
+        self.record_methods: dict[type[RecordRequest], Callable[..., Awaitable[object]]] = {
+            group_state_service_pb2.RecordGroupFullRequest: group_state.RecordGroupFull,
+            group_state_service_pb2.RecordMemberExitRequest: group_state.RecordMemberExit,
+            group_state_service_pb2.RecordGroupDestroyedRequest: group_state.RecordGroupDestroyed,
+        }
+        self.health = health_pb2_grpc.HealthStub(channel)
 
 
 def timestamp_from_ms(ms: int) -> timestamp_pb2.Timestamp:

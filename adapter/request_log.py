@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-import falcon
+import falcon.asgi
 
 from chat_policy_shared.logs import REQUEST_ID_HEADER, accepted_request_id, request_id
 
@@ -19,15 +19,19 @@ class RequestLog:
     carries the query string, so no Sign or token reaches the log.
     """
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """Bind the request ID and start the clock."""
         req.context.request_id = accepted_request_id(req.get_header(REQUEST_ID_HEADER))
         req.context.request_id_token = request_id.set(req.context.request_id)
         req.context.command = ""
         req.context.started = time.perf_counter()
 
-    def process_response(
-        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+    async def process_response(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        resource: object,
+        req_succeeded: bool,
     ) -> None:
         """Echo the request ID and write the canonical line."""
         resp.set_header(REQUEST_ID_HEADER, req.context.request_id)

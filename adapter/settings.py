@@ -71,8 +71,13 @@ class AdapterSettings:
     http_workers: int = 2
     """gunicorn worker processes (CHAT_POLICY_HTTP_WORKERS)."""
 
-    http_threads: int = 4
-    """Threads per gunicorn worker (CHAT_POLICY_HTTP_THREADS)."""
+    http_read_timeout_s: int = 5
+    """Deadline for receiving a whole request, headers and body, from its first byte (from
+    the connection, for its first request) (CHAT_POLICY_HTTP_READ_TIMEOUT_S); then 408."""
+
+    http_max_connections: int = 2048
+    """Open connections each worker accepts requests on (CHAT_POLICY_HTTP_MAX_CONNECTIONS);
+    a request on a connection beyond them is answered 503."""
 
     allowed_sources: tuple[Network, ...] = ()
     """Networks webhooks may come from (CHAT_POLICY_ALLOWED_SOURCES); empty = anywhere."""
@@ -150,7 +155,12 @@ class AdapterSettings:
                 environ, "CHAT_POLICY_MAX_BODY_BYTES", defaults.max_body_bytes
             ),
             http_workers=_positive_int(environ, "CHAT_POLICY_HTTP_WORKERS", defaults.http_workers),
-            http_threads=_positive_int(environ, "CHAT_POLICY_HTTP_THREADS", defaults.http_threads),
+            http_read_timeout_s=_positive_int(
+                environ, "CHAT_POLICY_HTTP_READ_TIMEOUT_S", defaults.http_read_timeout_s
+            ),
+            http_max_connections=_positive_int(
+                environ, "CHAT_POLICY_HTTP_MAX_CONNECTIONS", defaults.http_max_connections
+            ),
             allowed_sources=_networks(environ, "CHAT_POLICY_ALLOWED_SOURCES"),
             trusted_proxies=_networks(environ, "CHAT_POLICY_TRUSTED_PROXIES"),
             on_policy_error=_on_policy_error(environ.get("CHAT_POLICY_ON_POLICY_ERROR", "")),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import falcon
+import falcon.asgi
 
 from adapter.answers import Answer, Failure, WebhookError, ok
 from adapter.payload import checked_text, parse_body
@@ -41,7 +41,7 @@ class Webhook:
 class WebhookFamily(Protocol):
     """Handles the commands of one webhook family (group creation, group state, ...)."""
 
-    def handle(self, webhook: Webhook) -> Answer:
+    async def handle(self, webhook: Webhook) -> Answer:
         """Answer one webhook, raising WebhookError for a failure."""
         ...
 
@@ -58,10 +58,9 @@ class WebhookResource:
         self._settings = settings
         self._families = families
         self._clock = clock
-        self._ignored: Counter[str] = Counter()
-        self._ignored_lock = threading.Lock()
+        self._ignored: Counter[str] = Counter()  # one event loop per worker: no lock
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """Answer one webhook with Chat's JSON."""
         now_s = self._clock()
         self._check_source(req)
@@ -71,7 +70,7 @@ class WebhookResource:
         req.context.command = command
         if not command:
             raise WebhookError(Failure.MALFORMED_REQUEST, "CallbackCommand is required")
-        body = parse_body(self._read_body(req))
+        body = parse_body(await self._read_body(req))
         if body.get("CallbackCommand", command) != command:
             raise WebhookError(
                 Failure.MALFORMED_REQUEST, "body CallbackCommand differs from the query's"
@@ -80,7 +79,7 @@ class WebhookResource:
         if family is None:
             answer = self._ignore(command)
         else:
-            answer = family.handle(
+            answer = await family.handle(
                 Webhook(
                     sdk_app_id=sdk_app_id,
                     command=command,
@@ -93,7 +92,7 @@ class WebhookResource:
             )
         write_answer(resp, answer)
 
-    def _check_source(self, req: falcon.Request) -> None:
+    def _check_source(self, req: falcon.asgi.Request) -> None:
         allowed = self._settings.allowed_sources
         if not allowed:
             return
@@ -103,7 +102,7 @@ class WebhookResource:
         if address is None or not contains(allowed, address):
             raise WebhookError(Failure.SOURCE_NOT_ALLOWED, f"source {address or 'unknown'}")
 
-    def _authenticate(self, req: falcon.Request, now_s: float) -> None:
+    def _authenticate(self, req: falcon.asgi.Request, now_s: float) -> None:
         if not self._settings.auth_enabled:
             return
         try:
@@ -117,7 +116,7 @@ class WebhookResource:
         except SignatureError as error:
             raise WebhookError(Failure.UNAUTHENTICATED, str(error), error.reason) from None
 
-    def _sdk_app_id(self, req: falcon.Request) -> int:
+    def _sdk_app_id(self, req: falcon.asgi.Request) -> int:
         raw = req.get_param("SdkAppid") or ""
         if (
             not (raw.isascii() and raw.isdigit() and len(raw) <= 20)
@@ -126,13 +125,12 @@ class WebhookResource:
             raise WebhookError(Failure.UNKNOWN_SDKAPPID, f"SdkAppid {raw[:32]!r}" if raw else "")
         return int(raw)
 
-    def _read_body(self, req: falcon.Request) -> bytes:
+    async def _read_body(self, req: falcon.asgi.Request) -> bytes:
         limit = self._settings.max_body_bytes
         if req.content_length is None or req.content_length <= limit:
-            # Without Content-Length (a chunked body), falcon's bounded_stream reads nothing;
-            # the server's stream decodes the chunks, and reading stops one byte past the limit.
-            stream = req.stream if req.content_length is None else req.bounded_stream
-            raw: bytes = stream.read(limit + 1)
+            # A chunked body (no Content-Length) arrives decoded by the server; reading stops
+            # one byte past the limit either way.
+            raw: bytes = await req.stream.read(limit + 1)
             if len(raw) <= limit:
                 return raw
         raise WebhookError(Failure.BODY_TOO_LARGE, f"the limit is {limit} bytes")
@@ -140,9 +138,8 @@ class WebhookResource:
     def _ignore(self, command: str) -> Answer:
         """Acknowledge a command no family handles; count it and log it at 1, 10, 100, ... times."""
         if command in self._ignored or len(self._ignored) < MAX_COUNTED_COMMANDS:
-            with self._ignored_lock:
-                self._ignored[command] += 1
-                count = self._ignored[command]
+            self._ignored[command] += 1
+            count = self._ignored[command]
             if count == 10 ** (len(str(count)) - 1):
                 log.info(
                     "acknowledged webhook command %r without acting on it (count in this"
@@ -153,12 +150,12 @@ class WebhookResource:
         return ok("ignored")
 
 
-def _passed_on(req: falcon.Request, name: str) -> str:
+def _passed_on(req: falcon.asgi.Request, name: str) -> str:
     """A query parameter passed on to the policy service; empty when absent."""
     return checked_text(req.get_param(name) or "", name, MAX_SHORT_TEXT_BYTES)
 
 
-def write_answer(resp: falcon.Response, answer: Answer) -> None:
+def write_answer(resp: falcon.asgi.Response, answer: Answer) -> None:
     """Put an answer on the response, and its outcome where the request log finds it."""
     resp.status = answer.http_status
     resp.content_type = falcon.MEDIA_JSON

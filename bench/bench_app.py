@@ -1,8 +1,10 @@
-"""The adapter's WSGI app in process against B1's, per webhook: `scripts/bench-app` (--help).
+"""The adapter's ASGI app in process against B1's, per webhook: `scripts/bench-app` (--help).
 
-What the HTTP side of scripts/bench costs beyond the floor, without gunicorn, sockets or a
-policy service in the way: each app is called directly (app(environ, start_response)) on one
-thread, its gRPC answer given at once, and timed in CPU (time.process_time_ns) and wall time.
+What the HTTP side of scripts/bench costs beyond the floor, without a server, sockets or a
+policy service in the way: each app is called directly on one thread, its gRPC answer given
+at once, and timed in CPU (time.process_time_ns) and wall time. The adapter's ASGI app is
+awaited (`await app(scope, receive, send)`) one request after another on a uvloop event loop,
+as in a worker; B1's WSGI app is called (`app(environ, start_response)`).
 
 - B1 app: bench/baseline_apps' ParseCallAndAnswer (read, parse, one call, answer), its call
   an echo that returns at once;
@@ -21,19 +23,21 @@ median of the rounds with min..max, ratios are taken within a round. Every answe
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import falcon
 import falcon.testing
+import uvloop
 
 from adapter.policy_client import RecordRequest
 from adapter.settings import AdapterSettings
@@ -48,37 +52,40 @@ WEBHOOK_PATH = "/webhook"
 REQUEST_LOGGER = "adapter.request"  # adapter/request_log.py's canonical line
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+AsgiApp = Callable[[dict[str, Any], Callable[..., Any], Callable[..., Any]], Awaitable[None]]
+# Send an app `count` webhooks built beforehand (webhook, tag, count); CPU and wall µs per call.
+Measure = Callable[[Webhook, str, int], tuple[float, float]]
 
 
 class InstantClient:
     """A PolicyClient that answers at once: every creation allowed, every event applied."""
 
-    def check_group_creation(
+    async def check_group_creation(
         self, request: cpb.CheckGroupCreationRequest, request_id: str
     ) -> cpb.CheckGroupCreationResponse:
         """Allow."""
         return cpb.CheckGroupCreationResponse(decision=cpb.DECISION_ALLOW)
 
-    def record(self, request: RecordRequest, request_id: str) -> bool:
+    async def record(self, request: RecordRequest, request_id: str) -> bool:
         """Applied."""
         return True
 
-    def check_health(self, timeout_s: float) -> str:
+    async def check_health(self, timeout_s: float) -> str:
         """Serving."""
         return "SERVING"
 
 
 @dataclass(frozen=True)
 class Subject:
-    """One row of the report: an app and the webhook it is sent."""
+    """One row of the report: an app, as measure calls it, and the webhook it is sent."""
 
     name: str
-    app: WsgiApp
+    measure: Measure
     webhook: Webhook
     request_line: bool = True  # False: the adapter's canonical request line is not written
 
 
-def adapter_app(spool_dir: Path) -> WsgiApp:
+def adapter_app(spool_dir: Path) -> AsgiApp:
     """The adapter's app as a worker builds it, with authentication on and InstantClient."""
     from adapter.app import create_app  # imports prometheus_client: see main
     from adapter.spool import Spool
@@ -107,56 +114,124 @@ def b1_app() -> WsgiApp:
     return app
 
 
-def environs(webhook: Webhook, tag: str, count: int) -> list[dict[str, Any]]:
-    """count signed POSTs of `webhook` as gunicorn hands them to the app, each its own body."""
+def signed_posts(webhook: Webhook, tag: str, count: int) -> list[tuple[str, bytes]]:
+    """count signed POSTs of `webhook`, query string and body, each its own body."""
     now_s = int(time.time())
     query = f"{query_string(SDK_APP_ID, webhook)}&RequestTime={now_s}"
     query += f"&Sign={compute_sign(TOKEN, now_s)}"
+    return [(query, body(webhook, tag, 0, n, now_s).encode()) for n in range(count)]
+
+
+def environs(webhook: Webhook, tag: str, count: int) -> list[dict[str, Any]]:
+    """count signed POSTs of `webhook` as a WSGI server hands them to the app."""
     return [
         falcon.testing.create_environ(
             path=WEBHOOK_PATH,
             query_string=query,
             method="POST",
-            body=body(webhook, tag, 0, n, now_s).encode(),
+            body=content,
             headers={"Content-Type": "application/json"},
             host="127.0.0.1",
             port=8080,
             remote_addr="127.0.0.1",
         )
-        for n in range(count)
+        for query, content in signed_posts(webhook, tag, count)
     ]
 
 
-def call_all(app: WsgiApp, requests: list[dict[str, Any]]) -> tuple[float, float]:
+def asgi_requests(webhook: Webhook, tag: str, count: int) -> list[tuple[dict[str, Any], bytes]]:
+    """count signed POSTs of `webhook` as uvicorn hands them to an ASGI app: scope and body."""
+    return [
+        (
+            falcon.testing.create_scope(
+                path=WEBHOOK_PATH,
+                query_string=query,
+                method="POST",
+                headers={"Content-Type": "application/json"},
+                host="127.0.0.1",
+                port=8080,
+                remote_addr="127.0.0.1",
+                content_length=len(content),
+            ),
+            content,
+        )
+        for query, content in signed_posts(webhook, tag, count)
+    ]
+
+
+def call_wsgi(app: WsgiApp, requests: list[dict[str, Any]]) -> tuple[float, float]:
     """Call app once per request; CPU and wall µs per call. Raises unless every answer is 200
     with ErrorCode 0."""
-    statuses: list[str] = []
+    statuses: list[int] = []
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
-        statuses.append(status)
+        statuses.append(int(status.split()[0]))
 
     answers = []
     cpu, wall = time.process_time_ns(), time.perf_counter_ns()
     for environ in requests:
         answers.append(b"".join(app(environ, start_response)))
     cpu, wall = time.process_time_ns() - cpu, time.perf_counter_ns() - wall
-    for status, answer in zip(statuses, answers, strict=True):
-        if not status.startswith("200") or json.loads(answer).get("ErrorCode") != 0:
-            raise RuntimeError(f"answered {status} {answer[:200]!r}")
+    check_answers(statuses, answers)
     return cpu / 1e3 / len(requests), wall / 1e3 / len(requests)
+
+
+def call_asgi(
+    app: AsgiApp, requests: list[tuple[dict[str, Any], bytes]], loop: asyncio.AbstractEventLoop
+) -> tuple[float, float]:
+    """Await app once per request, one after another on `loop`; CPU and wall µs per call.
+    Raises unless every answer is 200 with ErrorCode 0."""
+    statuses: list[int] = []
+    answers: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+        else:
+            answers.append(message.get("body", b""))
+
+    async def call_each() -> None:
+        for scope, content in requests:
+
+            async def receive(content: bytes = content) -> dict[str, Any]:
+                return {"type": "http.request", "body": content, "more_body": False}
+
+            await app(scope, receive, send)
+
+    cpu, wall = time.process_time_ns(), time.perf_counter_ns()
+    loop.run_until_complete(call_each())
+    cpu, wall = time.process_time_ns() - cpu, time.perf_counter_ns() - wall
+    check_answers(statuses, answers)
+    return cpu / 1e3 / len(requests), wall / 1e3 / len(requests)
+
+
+def check_answers(statuses: list[int], answers: list[bytes]) -> None:
+    """Raise unless every answer is 200 with ErrorCode 0."""
+    for status, answer in zip(statuses, answers, strict=True):
+        if status != 200 or json.loads(answer).get("ErrorCode") != 0:
+            raise RuntimeError(f"answered {status} {answer[:200]!r}")
+
+
+def wsgi_measure(app: WsgiApp) -> Measure:
+    """How a WSGI app is measured: call_wsgi."""
+    return lambda webhook, tag, count: call_wsgi(app, environs(webhook, tag, count))
+
+
+def asgi_measure(app: AsgiApp, loop: asyncio.AbstractEventLoop) -> Measure:
+    """How an ASGI app is measured: call_asgi on `loop`."""
+    return lambda webhook, tag, count: call_asgi(app, asgi_requests(webhook, tag, count), loop)
 
 
 def run(subjects: list[Subject], rounds: int, calls: int) -> dict[str, list[tuple[float, float]]]:
     """Every subject's (CPU, wall) µs per call in each round, the subjects taking turns."""
     results: dict[str, list[tuple[float, float]]] = {s.name: [] for s in subjects}
     for subject in subjects:  # warm up: imports, caches, the first metric children
-        call_all(subject.app, environs(subject.webhook, f"w{subject.webhook}", 200))
+        subject.measure(subject.webhook, f"w{subject.webhook}", 200)
     for number in range(rounds):
         order = subjects[number % len(subjects) :] + subjects[: number % len(subjects)]
         for subject in order:
-            requests = environs(subject.webhook, f"r{number}", calls)
             logging.getLogger(REQUEST_LOGGER).disabled = not subject.request_line
-            results[subject.name].append(call_all(subject.app, requests))
+            results[subject.name].append(subject.measure(subject.webhook, f"r{number}", calls))
         progress("bench-app", f"round {number + 1} of {rounds} done")
     return results
 
@@ -209,14 +284,16 @@ def main(argv: list[str]) -> int:
             for handler in logging.getLogger().handlers:
                 if isinstance(handler, logging.StreamHandler):
                     handler.setStream(devnull)
-            adapter = adapter_app(Path(workdir))
+            loop = uvloop.new_event_loop()
+            adapter = asgi_measure(adapter_app(Path(workdir)), loop)
             subjects = [
-                Subject("B1 app", b1_app(), "before"),
+                Subject("B1 app", wsgi_measure(b1_app()), "before"),
                 Subject("adapter, BeforeCreateGroup", adapter, "before"),
                 Subject("adapter, AfterGroupFull", adapter, "after"),
                 Subject("adapter, BeforeCreateGroup, no request line", adapter, "before", False),
             ]
             results = run(subjects, args.rounds, args.calls)
+            loop.close()
     print(report(results, args))
     return 0
 

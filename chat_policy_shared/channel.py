@@ -1,9 +1,10 @@
 """gRPC channels to the policy service: TLS or mutual TLS when configured, round-robin over
 every address a DNS name resolves to, keepalive, and a quick reconnect after a restart.
 
-Used by every client the project ships: the adapter's workers, `chat-policy run` and the
-operator commands. grpc is imported when a channel is opened, not with this module, so that
-the command line can read the dial rule (dial_target) without loading grpc for its --help.
+Used by every client the project ships: the adapter's workers (an asyncio channel each),
+`chat-policy run` and the operator commands (blocking channels). grpc is imported when a
+channel is opened, not with this module, so that the command line can read the dial rule
+(dial_target) without loading grpc for its --help.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import grpc
+    import grpc.aio
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -124,16 +126,36 @@ class ChannelSecurity:
 
 
 def open_channel(target: str, security: ChannelSecurity) -> grpc.Channel:
-    """A channel to the policy service at `target` (host:port or dns:///name:port)."""
+    """A blocking channel to the policy service at `target` (host:port or dns:///name:port),
+    for the command line and `chat-policy run`."""
     import grpc
 
-    credentials = security.credentials()
+    credentials, options = _dial_options(security)
     if credentials is None:
-        return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
-    options = CHANNEL_OPTIONS
-    if security.server_name:
-        options += (("grpc.ssl_target_name_override", security.server_name),)
+        return grpc.insecure_channel(target, options=options)
     return grpc.secure_channel(target, credentials, options=options)
+
+
+def open_aio_channel(target: str, security: ChannelSecurity) -> grpc.aio.Channel:
+    """An asyncio channel to the policy service at `target`, bound to the running event loop:
+    open it inside the loop that will use it (the adapter's workers, after fork)."""
+    import grpc.aio
+
+    credentials, options = _dial_options(security)
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, credentials, options=options)
+
+
+def _dial_options(
+    security: ChannelSecurity,
+) -> tuple[grpc.ChannelCredentials | None, tuple[tuple[str, int | str], ...]]:
+    """The credentials (None: plaintext) and options every channel to the service uses."""
+    credentials = security.credentials()
+    options = CHANNEL_OPTIONS
+    if credentials is not None and security.server_name:
+        options += (("grpc.ssl_target_name_override", security.server_name),)
+    return credentials, options
 
 
 def _path(environ: Mapping[str, str], name: str) -> Path | None:

@@ -45,7 +45,7 @@ class FakePolicyClient:
     health_error: Exception | None = None
     health_checks: list[float] = field(default_factory=list)  # the timeout of each check
 
-    def check_group_creation(
+    async def check_group_creation(
         self, request: cpb.CheckGroupCreationRequest, request_id: str
     ) -> cpb.CheckGroupCreationResponse:
         self.calls.append((request, request_id))
@@ -53,13 +53,13 @@ class FakePolicyClient:
             raise self.error
         return self.creation
 
-    def record(self, request: RecordRequest, request_id: str) -> bool:
+    async def record(self, request: RecordRequest, request_id: str) -> bool:
         self.calls.append((request, request_id))
         if self.error:
             raise self.error
         return self.applied
 
-    def check_health(self, timeout_s: float) -> str:
+    async def check_health(self, timeout_s: float) -> str:
         self.health_checks.append(timeout_s)
         if self.health_error:
             raise self.health_error

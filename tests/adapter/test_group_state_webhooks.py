@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -207,7 +209,7 @@ def test_replay_sends_the_spooled_request_again() -> None:
     fake = FakePolicyClient()
     request = spb.RecordMemberExitRequest(sdk_app_id=APP, group_id="g")
     request.event_time.FromMilliseconds(5)
-    replay_to(fake)(spooled(request))
+    asyncio.run(replay_to(fake)(spooled(request)))
     assert fake.calls == [(request, "r-1")]
 
 
@@ -225,11 +227,11 @@ def test_replay_failure_is_retried_unless_rejected(
     """A replay the service cannot take now is retried later; one it refuses is set aside."""
     deliver = replay_to(FakePolicyClient(error=FakeRpcError(code)))
     with pytest.raises(outcome, match=code.name):
-        deliver(spooled(spb.RecordGroupFullRequest(sdk_app_id=APP, group_id="g")))
+        asyncio.run(deliver(spooled(spb.RecordGroupFullRequest(sdk_app_id=APP, group_id="g"))))
 
 
 def test_replay_of_an_unknown_method_is_rejected() -> None:
     """A spool entry naming a method this adapter does not know is set aside, not retried."""
     event = SpooledEvent(1, "RecordSomethingElse", b"", "r-1", 0, 0)
     with pytest.raises(Rejected, match="RecordSomethingElse"):
-        replay_to(FakePolicyClient())(event)
+        asyncio.run(replay_to(FakePolicyClient())(event))

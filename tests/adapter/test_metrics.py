@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import time
 from pathlib import Path
@@ -197,7 +198,7 @@ def test_spooled_replayed_and_set_aside_events_are_counted(
     now_s = [1_700_000_000.0]
     replayer = Replayer(
         chat.spool,
-        replay_to(fake),
+        lambda event: asyncio.run(replay_to(fake)(event)),
         lambda: False,
         tmp_path / "replay.lock",
         clock=lambda: now_s[0],

@@ -77,6 +77,10 @@ def test_a_bind_that_is_not_host_and_port_is_refused(
         ("CHAT_POLICY_MAX_BODY_BYTES", "-1"),
         ("CHAT_POLICY_SIGN_TOLERANCE_S", "1.5"),
         ("CHAT_POLICY_HTTP_WORKERS", "0"),
+        ("CHAT_POLICY_HTTP_READ_TIMEOUT_S", "0"),
+        ("CHAT_POLICY_HTTP_READ_TIMEOUT_S", "2.5"),
+        ("CHAT_POLICY_HTTP_MAX_CONNECTIONS", "0"),
+        ("CHAT_POLICY_HTTP_MAX_CONNECTIONS", "many"),
         ("CHAT_POLICY_ALLOWED_SOURCES", "10.0.0.0/8, example.com"),
         ("CHAT_POLICY_TRUSTED_PROXIES", "10.0.0.300"),
         ("CHAT_POLICY_ON_POLICY_ERROR", "maybe"),
@@ -89,6 +93,18 @@ def test_unusable_values_are_refused_naming_the_variable(variable: str, value: s
     """A value the adapter cannot use raises SettingsError that names the variable."""
     with pytest.raises(SettingsError, match=variable):
         AdapterSettings.from_env({variable: value})
+
+
+def test_http_limits_default_to_room_for_a_thousand_slow_connections() -> None:
+    """The read deadline is a few seconds (Chat waits 2 s for the whole answer); each worker
+    serves up to 2048 connections, so 1,000 held open by slow clients leave room on either
+    worker; both can be set."""
+    defaults = AdapterSettings.from_env({})
+    assert (defaults.http_read_timeout_s, defaults.http_max_connections) == (5, 2048)
+    settings = AdapterSettings.from_env(
+        {"CHAT_POLICY_HTTP_READ_TIMEOUT_S": "1", "CHAT_POLICY_HTTP_MAX_CONNECTIONS": "4"}
+    )
+    assert (settings.http_read_timeout_s, settings.http_max_connections) == (1, 4)
 
 
 def test_edge_settings_are_parsed() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench.bench_app import call_all, environs
+from bench.bench_app import asgi_requests, call_asgi, call_wsgi, environs
 from tests.bench.bench_tables import VALUE, rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,12 +59,23 @@ def test_bench_app_refuses_nonpositive_counts() -> None:
 
 
 def test_a_wrong_answer_fails_the_run() -> None:
-    """An app answering anything but 200 with ErrorCode 0 is not timed as if it had worked."""
-    environ = environs("before", "wrong", 1)
+    """An app answering anything but 200 with ErrorCode 0 is not timed as if it had worked,
+    ASGI (the adapter's) or WSGI (B1's)."""
+    refused = b'{"ActionStatus":"FAIL","ErrorCode":10016,"ErrorInfo":"no"}'
 
-    def refusing(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    async def refusing_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": refused})
+
+    def refusing_wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         start_response("200 OK", [])
-        return [b'{"ActionStatus":"FAIL","ErrorCode":10016,"ErrorInfo":"no"}']
+        return [refused]
 
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(RuntimeError, match="10016"):
+            call_asgi(refusing_asgi, asgi_requests("before", "wrong", 1), loop)
+    finally:
+        loop.close()
     with pytest.raises(RuntimeError, match="10016"):
-        call_all(refusing, environ)
+        call_wsgi(refusing_wsgi, environs("before", "wrong", 1))

@@ -4,6 +4,7 @@ served over HTTP(S) in this process, with a fake policy client at its seam."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -22,6 +23,7 @@ from typing import Any
 import grpc
 import pytest
 import trustme
+import uvicorn
 
 from adapter import group_creation, group_state
 from adapter.app import create_app
@@ -49,6 +51,7 @@ from chatpolicy.v1 import creation_policy_service_pb2 as cpb
 from chatpolicy.v1 import group_state_pb2 as spb
 from chatpolicy.v1 import group_state_service_pb2 as gpb
 from tests.adapter.chat import FakePolicyClient, FakeRpcError
+from tests.waiting import wait_for
 
 VECTOR_SIGN = "17773bc39a671d7b9aa835458704d2a6db81360a5940292b587d6d760d484061"
 APP = 1400000000
@@ -680,8 +683,8 @@ class Adapter:
 @pytest.fixture
 def serve_adapter(tmp_path: Path) -> Iterator[Any]:
     """Start the real adapter app (tokens on, SdkAppid APP, and `overrides` of its settings)
-    over HTTP, or HTTPS with a given server context; stopped after the test."""
-    servers: list[tuple[wsgiref.simple_server.WSGIServer, threading.Thread, Spool]] = []
+    under uvicorn over HTTP, or HTTPS with a given server context; stopped after the test."""
+    servers: list[tuple[uvicorn.Server, threading.Thread, Spool]] = []
 
     def start(
         tls: ssl.SSLContext | None = None, host: str = "127.0.0.1", **overrides: Any
@@ -697,21 +700,29 @@ def serve_adapter(tmp_path: Path) -> Iterator[Any]:
         )
         fake = FakePolicyClient()
         spool = Spool(settings.spool_path, settings.spool_max_events)
-        app = create_app(settings, fake, spool, lambda: None)
-        server = wsgiref.simple_server.make_server("127.0.0.1", 0, app, handler_class=_QuietHandler)
-        if tls is not None:
-            server.socket = tls.wrap_socket(server.socket, server_side=True)
-        thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+        config = uvicorn.Config(
+            create_app(settings, fake, spool, lambda: None),
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+        )
+        config.load()
+        config.ssl = tls  # uvicorn makes its own context from files; this one is made already
+        listener = socket.create_server(("127.0.0.1", 0))
+        server = uvicorn.Server(config)
+        thread = threading.Thread(
+            target=asyncio.run, args=(server.serve(sockets=[listener]),), daemon=True
+        )
         thread.start()
+        wait_for(lambda: server.started, 10, "uvicorn to serve")
         servers.append((server, thread, spool))
         scheme = "https" if tls is not None else "http"
-        return Adapter(f"{scheme}://{host}:{server.server_port}/", fake)
+        return Adapter(f"{scheme}://{host}:{listener.getsockname()[1]}/", fake)
 
     yield start
     for server, thread, spool in servers:
-        server.shutdown()
+        server.should_exit = True
         thread.join()
-        server.server_close()
         spool.close()
 
 

@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
@@ -229,3 +230,14 @@ def test_a_data_directory_that_cannot_be_written_is_refused(
     )
     assert f"CHAT_POLICY_DATA_DIR='{directory}'" in message
     assert f"cannot create files in {directory}: {unwritable.cause}" in message
+
+
+def test_a_connection_cap_beyond_the_open_file_limit_is_refused(deployment: Deployment) -> None:
+    """CHAT_POLICY_HTTP_MAX_CONNECTIONS that a worker could not open files for, under the hard
+    limit the adapter inherits: exit 2 and one line naming the variable and the limit."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no hard limit on open files here")
+    message = refusal(deployment, "adapter", {"CHAT_POLICY_HTTP_MAX_CONNECTIONS": str(hard)})
+    assert message.startswith(f"adapter cannot start: CHAT_POLICY_HTTP_MAX_CONNECTIONS={hard}: ")
+    assert f"the hard limit (ulimit -Hn) is {hard}" in message

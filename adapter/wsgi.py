@@ -1,5 +1,0 @@
-"""WSGI entry for gunicorn (imported in each worker, after fork; never preload it)."""
-
-from adapter.app import create_app_from_env
-
-app = create_app_from_env()
