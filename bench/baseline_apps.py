@@ -11,13 +11,14 @@
   echo-aio: the same on grpc.aio (B1-async's; scripts/bench --only floor also runs B1 against
   it).
 
-The apps are served by gunicorn with the adapter's own settings (AdapterApplication's
-load_config: gthread, CHAT_POLICY_HTTP_WORKERS workers, CHAT_POLICY_HTTP_THREADS threads,
-SO_REUSEPORT, no preload; B1-async the same with the uvicorn worker, which has no threads).
-B1 dials on a channel made in each worker after fork, B1-async in each worker's event loop,
-with the adapter's channel options and deadline. The echo server is a grpc.server on a
-ThreadPoolExecutor with the policy service's options and thread count, without its
-interceptor, servicers or store.
+B0 and B1 keep the model the adapter had until issue 18 (the floor it was first measured
+against): gunicorn gthread workers, CHAT_POLICY_HTTP_WORKERS of them with
+BENCH_B1_THREADS threads each (default 4), SO_REUSEPORT, no preload; B1-async the same
+workers with the uvicorn worker, which has no threads. B1 dials on a channel made in each
+worker after fork, B1-async in each worker's event loop, with the adapter's channel options
+and deadline. The echo server is a grpc.server on a ThreadPoolExecutor of ECHO_THREADS
+threads (the thread-pool policy service's default pool) with the policy service's options,
+without interceptor, servicers or store; echo-aio the same on grpc.aio.
 
     python -m bench.baseline_apps b0 --bind 127.0.0.1:8081
     python -m bench.baseline_apps b1 --bind 127.0.0.1:8082 --target 127.0.0.1:50052
@@ -45,19 +46,23 @@ from typing import Any, ClassVar
 import falcon
 import falcon.asgi
 import grpc
+from gunicorn.app.base import BaseApplication
 from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]
 
-from adapter.gunicorn_app import AdapterApplication
+from adapter.gunicorn_app import GunicornLogger
 from adapter.settings import AdapterSettings
 from chat_policy_shared.channel import CHANNEL_OPTIONS, ChannelSecurity, open_channel
 from policy_service.server import SERVER_OPTIONS
-from policy_service.settings import ServiceSettings
 
 OK = b'{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}'
 FAILED = b'{"ActionStatus":"FAIL","ErrorCode":502,"ErrorInfo":"echo call failed"}'
 ECHO_SERVICE = "bench.v1.Echo"
 ECHO_METHOD = f"/{ECHO_SERVICE}/Echo"
 APPS = ("b0", "b1", "b1async")
+# B0's and B1's threads per gthread worker (BENCH_B1_THREADS), and the echo server's pool: the
+# thread-pool adapter's and service's defaults before issue 18 (4; 8 workers + 100 streams).
+B1_THREADS = 4
+ECHO_THREADS = 108
 
 
 class ParseAndAnswer:
@@ -176,20 +181,34 @@ class UvloopHttptoolsWorker(UvicornWorker):  # type: ignore[misc]
     }
 
 
-class BaselineApplication(AdapterApplication):
-    """gunicorn with exactly the adapter's configuration, serving a baseline app instead."""
+class BaselineApplication(BaseApplication):  # type: ignore[misc]
+    """gunicorn serving a baseline app: the adapter's bind, workers and SO_REUSEPORT; gthread
+    workers for B0 and B1, the uvicorn worker for B1-async."""
 
     def __init__(self, settings: AdapterSettings, name: str, target: str) -> None:
-        self._name, self._target = name, target
-        super().__init__(settings)
+        self._settings, self._name, self._target = settings, name, target
+        super().__init__()
 
     def load_config(self) -> None:
-        """The adapter's settings; without its metrics hook (no metrics here)."""
-        super().load_config()
-        self.cfg.set("child_exit", _nothing)
-        self.cfg.set("proc_name", f"bench-{self._name}")
+        """The adapter's bind, workers and listening sockets; the baseline's worker class."""
+        options: dict[str, Any] = {
+            "bind": [self._settings.http_bind],
+            "workers": self._settings.http_workers,
+            "reuse_port": True,
+            "preload_app": False,
+            "accesslog": None,
+            "errorlog": "-",
+            "logger_class": GunicornLogger,
+            "proc_name": f"bench-{self._name}",
+            "control_socket_disable": True,
+        }
         if self._name == "b1async":
-            self.cfg.set("worker_class", f"{__name__}.UvloopHttptoolsWorker")
+            options["worker_class"] = f"{__name__}.UvloopHttptoolsWorker"
+        else:
+            options["worker_class"] = "gthread"
+            options["threads"] = int(os.environ.get("BENCH_B1_THREADS", B1_THREADS))
+        for name, value in options.items():
+            self.cfg.set(name, value)
 
     def load(self) -> Any:
         """Build the app in the worker (no preload: after fork)."""
@@ -198,21 +217,16 @@ class BaselineApplication(AdapterApplication):
         return make_b0() if self._name == "b0" else make_b1(self._target)
 
 
-def _nothing(arbiter: Any, worker: Any) -> None:
-    """A gunicorn hook that does nothing."""
-
-
 def _echo(request: bytes, context: grpc.ServicerContext) -> bytes:
     """The echo method: the request back."""
     return request
 
 
 def echo_server(bind: str) -> tuple[grpc.Server, int]:
-    """The do-nothing gRPC server, bound (not started): the policy service's thread pool and
+    """The do-nothing gRPC server, bound (not started): ECHO_THREADS threads, the service's
     options (policy_service/server.py), one generic method, no interceptor."""
-    settings = ServiceSettings.from_env()
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.max_workers + settings.watch_max_streams),
+        futures.ThreadPoolExecutor(max_workers=ECHO_THREADS),
         options=SERVER_OPTIONS,
     )
     handler = grpc.method_handlers_generic_handler(

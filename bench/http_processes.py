@@ -78,8 +78,8 @@ class Configuration:
 FLOOR_VARIANTS: Mapping[str, tuple[str, Mapping[str, str]]] = {
     "unix": ("B1 over a Unix socket", {}),
     "aio": ("B1 with a grpc.aio echo server", {}),
-    "threads2": ("B1, 2 threads per worker", {"CHAT_POLICY_HTTP_THREADS": "2"}),
-    "threads8": ("B1, 8 threads per worker", {"CHAT_POLICY_HTTP_THREADS": "8"}),
+    "threads2": ("B1, 2 threads per worker", {"BENCH_B1_THREADS": "2"}),
+    "threads8": ("B1, 8 threads per worker", {"BENCH_B1_THREADS": "8"}),
     "workers3": ("B1, 3 workers", {"CHAT_POLICY_HTTP_WORKERS": "3"}),
 }
 
