@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -72,37 +73,57 @@ def status_for(error: Exception) -> status_pb2.Status:
 
 
 def maps_errors(method: Method) -> Method:
-    """Decorate a unary servicer method: it runs within the call's deadline (see
-    policy_service.stores.deadline), and every exception becomes a status from STATUS_TABLE."""
+    """Decorate a unary servicer coroutine (grpc.aio): it runs within the call's deadline
+    (see policy_service.stores.deadline), and every exception becomes a status from
+    STATUS_TABLE."""
 
     @functools.wraps(method)
-    def wrapper(self: object, request: object, context: grpc.ServicerContext) -> object:
+    async def wrapper(self: object, request: object, context: grpc.aio.ServicerContext) -> object:
         try:
-            with call_deadline(context.time_remaining()):
-                return method(self, request, context)
+            with call_deadline(_remaining_s(context)):
+                return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
         except Exception as error:
-            _abort(context, error, method)
+            await _abort(context, error, method)
 
     return wrapper  # type: ignore[return-value]
 
 
 def maps_stream_errors(method: Method) -> Method:
-    """Like maps_errors, for a server-streaming method: errors raised while streaming, too."""
+    """Like maps_errors, for a server-streaming async generator: errors raised while
+    streaming, too."""
 
     @functools.wraps(method)
-    def wrapper(self: object, request: object, context: grpc.ServicerContext) -> Iterator[object]:
+    async def wrapper(
+        self: object, request: object, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[object]:
         try:
-            yield from method(self, request, context)
+            async with contextlib.aclosing(method(self, request, context)) as responses:
+                async for response in responses:
+                    yield response
+        except grpc.aio.AbortError:
+            raise
         except Exception as error:
-            _abort(context, error, method)
+            await _abort(context, error, method)
 
     return wrapper  # type: ignore[return-value]
 
 
-def _abort(context: grpc.ServicerContext, error: Exception, method: Callable[..., Any]) -> NoReturn:
+def _remaining_s(context: grpc.aio.ServicerContext) -> float | None:
+    """The call's time left, None when it has no deadline."""
+    remaining = context.time_remaining()
+    if remaining is None or remaining > 1e9:  # no deadline
+        return None
+    return float(remaining)
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext, error: Exception, method: Callable[..., Any]
+) -> NoReturn:
     if type(error) not in STATUS_TABLE:
         log.exception("unexpected error in %s", method.__qualname__)
-    context.abort_with_status(rpc_status.to_status(status_for(error)))
+    await context.abort_with_status(rpc_status.to_status(status_for(error)))
     raise AssertionError("abort_with_status returns only by raising") from error
 
 

@@ -169,7 +169,7 @@ class Check(Protocol):
 
     awaits: bool
 
-    def violation(self, evaluation: Evaluation) -> str | None | Awaitable[str | None]:
+    def violation(self, evaluation: Evaluation) -> str | Awaitable[str | None] | None:
         """The reason the request fails the check, or None when it passes; ConditionError
         when the check cannot be made for this request."""
         ...
