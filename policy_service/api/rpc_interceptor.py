@@ -50,6 +50,7 @@ from chat_policy_shared.logs import (
 )
 from chatpolicy.v1 import error_reason_pb2
 from policy_service.api import metrics
+from policy_service.api.status import failure
 from policy_service.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,8 @@ class _MethodObserver:
         """Record one call that ended now, raising `error` (None: it returned); its line
         carries what the handler `described` of it."""
         elapsed = time.perf_counter() - started
+        if error is None:
+            error = failure()  # answered with an error status by maps_errors
         code = context.code()
         if isinstance(error, asyncio.CancelledError):
             code = _CANCELLED  # the client went away (or the server stopped the call)

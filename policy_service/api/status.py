@@ -6,7 +6,8 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any, NoReturn, TypeVar
+from contextvars import ContextVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -55,6 +56,9 @@ INTERNAL = (code_pb2.INTERNAL, error_reason_pb2.ERROR_REASON_INTERNAL)
 
 log = logging.getLogger(__name__)
 
+# The error the current call failed with (each call is a task of its own, with its own value).
+_failure: ContextVar[Exception | None] = ContextVar("rpc_failure", default=None)
+
 Method = TypeVar("Method", bound=Callable[..., Any])
 
 
@@ -85,7 +89,8 @@ def maps_errors(method: Method) -> Method:
         except grpc.aio.AbortError:
             raise
         except Exception as error:
-            await _abort(context, error, method)
+            _fail(context, error, method)
+            return None
 
     return wrapper  # type: ignore[return-value]
 
@@ -105,9 +110,15 @@ def maps_stream_errors(method: Method) -> Method:
         except grpc.aio.AbortError:
             raise
         except Exception as error:
-            await _abort(context, error, method)
+            _fail(context, error, method)
 
     return wrapper  # type: ignore[return-value]
+
+
+def failure() -> Exception | None:
+    """The error the call being served failed with, as maps_errors answered it (the
+    interceptor reads it once the handler has returned)."""
+    return _failure.get()
 
 
 def _remaining_s(context: grpc.aio.ServicerContext) -> float | None:
@@ -118,13 +129,21 @@ def _remaining_s(context: grpc.aio.ServicerContext) -> float | None:
     return float(remaining)
 
 
-async def _abort(
+def _fail(
     context: grpc.aio.ServicerContext, error: Exception, method: Callable[..., Any]
-) -> NoReturn:
+) -> None:
+    """Leave the status of `error` on the context, for grpc to send once the handler returns.
+
+    Not context.abort: grpc.aio's sends the status before it raises, so the caller could
+    see the answer before the interceptor has counted and logged the call.
+    """
     if type(error) not in STATUS_TABLE:
         log.exception("unexpected error in %s", method.__qualname__)
-    await context.abort_with_status(rpc_status.to_status(status_for(error)))
-    raise AssertionError("abort_with_status returns only by raising") from error
+    _failure.set(error)
+    status = rpc_status.to_status(status_for(error))
+    context.set_code(status.code)
+    context.set_details(status.details)
+    context.set_trailing_metadata(status.trailing_metadata)
 
 
 def _metadata(error: Exception) -> dict[str, str]:

@@ -24,7 +24,11 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
     started: list[Server] = []
 
     def start(
-        store: StoreSpec | None = None, policy: Policy | Path | None = None, **settings: Any
+        store: StoreSpec | None = None,
+        policy: Policy | Path | None = None,
+        *,
+        serve_metrics: bool = False,
+        **settings: Any,
     ) -> Server:
         if isinstance(policy, Path):
             holder = PolicyHolder(policy, load_policy(policy))
@@ -37,6 +41,7 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
             holder,
             ServiceSettings(grpc_bind="127.0.0.1:0", **settings),
             policy_poll_s=0.05,
+            serve_metrics=serve_metrics,
         )
         started.append(server)
         return server

@@ -63,6 +63,7 @@ class Server:
         policy: PolicyHolder,
         settings: ServiceSettings,
         policy_poll_s: float,
+        serve_metrics: bool = False,
     ) -> None:
         self.loop = LoopThread()
 
@@ -74,7 +75,13 @@ class Server:
             else:
                 opened = await store(default_url)
             try:
-                service = PolicyService(settings, opened, policy, policy_poll_s=policy_poll_s)
+                service = PolicyService(
+                    settings,
+                    opened,
+                    policy,
+                    policy_poll_s=policy_poll_s,
+                    serve_metrics=serve_metrics,
+                )
                 await service.start()
             except BaseException:
                 await opened.close()

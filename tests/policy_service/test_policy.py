@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from asyncio import run
-
 import datetime
+from asyncio import run
 from typing import Any
 
 import pytest
@@ -326,9 +325,9 @@ def test_shadow_deny_is_reported_but_never_decides() -> None:
 
 def test_evaluation_continues_past_shadow_rules_to_the_real_decider() -> None:
     """Shadow rules (deny or allow) that would decide do not stop a later real rule."""
-    decision = run(policy(SHADOW_FIRST).decide(
-        req(group_type="Public", operator_account="bot", name="bad")
-    ))
+    decision = run(
+        policy(SHADOW_FIRST).decide(req(group_type="Public", operator_account="bot", name="bad"))
+    )
     assert verdict(decision) == ("real-deny", Effect.DENY, 10121)
     assert [(h.rule_id, h.effect) for h in decision.shadow_hits] == [
         ("shadow-deny", Effect.DENY),
@@ -409,7 +408,10 @@ def test_cel_reads_every_documented_variable(
 ) -> None:
     """Each request variable reaches CEL with its documented value and type."""
     rule = cel_rule(expression)
-    hit_decision, miss_decision = run(rule.decide(hit, now_ms=T0)), run(rule.decide(miss, now_ms=T0))
+    hit_decision, miss_decision = (
+        run(rule.decide(hit, now_ms=T0)),
+        run(rule.decide(miss, now_ms=T0)),
+    )
     assert (hit_decision.rule_id, hit_decision.errors) == ("c", ())
     assert (miss_decision.rule_id, miss_decision.errors) == ("default", ())
 

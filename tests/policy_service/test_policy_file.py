@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from asyncio import run
-
 import shutil
+from asyncio import run
 from pathlib import Path
 
 import pytest
@@ -90,7 +89,9 @@ def test_example_policy_with_a_list_file(tmp_path: Path) -> None:
         'accounts = ["spammer-1", "spammer-2"]', 'accounts_file = "blocked.txt"'
     )
     policy_file.write_text(text)
-    decision = run(load_policy(policy_file).decide(CreationRequest(APP, operator_account="spammer-3")))
+    decision = run(
+        load_policy(policy_file).decide(CreationRequest(APP, operator_account="spammer-3"))
+    )
     assert (decision.rule_id, decision.outcome.error_code) == ("blocked-accounts", 10100)
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from asyncio import run
-
 import ipaddress
+from asyncio import run
 from pathlib import Path
 from typing import Any
 
@@ -652,7 +651,9 @@ banned_words = ["casino"]
 def test_refusal_by_a_later_rule_gives_the_slot_back() -> None:
     """A creation refused after the rate limit counted it does not use up the limit."""
     policy, counter = parse_policy(LIMIT_THEN_NAME.encode()), InMemoryRateCounter()
-    refused = run(policy.decide(req(operator_account="a", name="casino"), counter=counter, now_ms=T0))
+    refused = run(
+        policy.decide(req(operator_account="a", name="casino"), counter=counter, now_ms=T0)
+    )
     assert refused.rule_id == "names"
     first = run(policy.decide(req(operator_account="a", name="ok"), counter=counter, now_ms=T0))
     second = run(policy.decide(req(operator_account="a", name="ok"), counter=counter, now_ms=T0))
@@ -669,22 +670,26 @@ def test_default_deny_gives_the_slot_back() -> None:
     counter = InMemoryRateCounter()
     assert run(policy.decide(req(operator_account="a"), counter=counter)).rule_id == "default"
     assert run(policy.decide(req(operator_account="a", name="ok"), counter=counter)).rule_id == "ok"
-    assert run(policy.decide(req(operator_account="a", name="ok"), counter=counter)).rule_id == "rate"
+    assert (
+        run(policy.decide(req(operator_account="a", name="ok"), counter=counter)).rule_id == "rate"
+    )
 
 
 def test_a_failed_give_back_leaves_the_refusal_standing() -> None:
     """When the slot cannot be given back the request is still refused, without an exception."""
     policy = parse_policy(LIMIT_THEN_NAME.encode())
-    decision = run(policy.decide(
-        req(operator_account="a", name="casino"), counter=ReleaseFailingCounter()
-    ))
+    decision = run(
+        policy.decide(req(operator_account="a", name="casino"), counter=ReleaseFailingCounter())
+    )
     assert (decision.rule_id, decision.outcome.effect) == ("names", Effect.DENY)
 
 
 def test_rate_limit_store_failure_skips_the_rule_when_allowed() -> None:
     """on_store_error = "allow": the rule is skipped and reported in decision.errors."""
     policy = one_rule("rate_limit", RATE + '\non_store_error = "allow"')
-    decision = run(policy.decide(req(operator_account="a"), counter=UnavailableCounter(), explain=True))
+    decision = run(
+        policy.decide(req(operator_account="a"), counter=UnavailableCounter(), explain=True)
+    )
     assert (decision.rule_id, decision.outcome.effect) == ("default", Effect.ALLOW)
     assert [(e.rule_id, e.result) for e in decision.errors] == [("r", RuleResult.ERROR)]
     assert "rate-limit store unavailable: connection refused" in decision.errors[0].reason
