@@ -41,7 +41,6 @@ from adapter.gunicorn_app import AdapterApplication
 from adapter.settings import AdapterSettings
 from chat_policy_shared.channel import ChannelSecurity, open_channel
 from policy_service.server import SERVER_OPTIONS
-from policy_service.settings import ServiceSettings
 
 OK = b'{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}'
 FAILED = b'{"ActionStatus":"FAIL","ErrorCode":502,"ErrorInfo":"echo call failed"}'
@@ -125,18 +124,22 @@ def _nothing(arbiter: Any, worker: Any) -> None:
     """A gunicorn hook that does nothing."""
 
 
+# The threaded policy service's pool before grpc.aio: CHAT_POLICY_GRPC_MAX_WORKERS (8) plus a
+# thread per watch stream (CHAT_POLICY_WATCH_MAX_STREAMS, 100).
+THREADED_SERVICE_WORKERS = 108
+
+
 def _echo(request: bytes, context: grpc.ServicerContext) -> bytes:
     """The echo method: the request back."""
     return request
 
 
 def echo_server(bind: str) -> tuple[grpc.Server, int]:
-    """The do-nothing gRPC server, bound (not started): the policy service's thread pool and
-    options (policy_service/server.py), one generic method, no interceptor."""
-    settings = ServiceSettings.from_env()
+    """The do-nothing threaded gRPC server, bound (not started): the thread pool the policy
+    service had before it moved to grpc.aio (8 workers + 100 watch threads) and its options
+    (policy_service/server.py), one generic method, no interceptor."""
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.max_workers + settings.watch_max_streams),
-        options=SERVER_OPTIONS,
+        futures.ThreadPoolExecutor(max_workers=THREADED_SERVICE_WORKERS), options=SERVER_OPTIONS
     )
     handler = grpc.method_handlers_generic_handler(
         ECHO_SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(_echo)}

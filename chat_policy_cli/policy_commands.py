@@ -56,8 +56,8 @@ one JSON document: {"passed": N, "failed": M, "cases": [{"index", "name", "passe
 
 from __future__ import annotations
 
-import asyncio
 import argparse
+import asyncio
 import datetime
 import json
 import re
@@ -443,7 +443,9 @@ async def run_case(policy: Policy, case: Case, counter: InMemoryRateCounter) -> 
     failure: CaseResult | None = None
     decision: Decision | None = None
     for number in range(1, case.repeat + 1):
-        decision = await policy.decide(case.request, counter=counter, now_ms=case.now_ms, explain=True)
+        decision = await policy.decide(
+            case.request, counter=counter, now_ms=case.now_ms, explain=True
+        )
         if failure is None and not case.expect.met_by(decision):
             failure = CaseResult(case, False, decision, number)
     assert decision is not None  # repeat >= 1

@@ -91,7 +91,7 @@ class StoreHealth:
             await self.check_store()
 
 
-class _HealthServicer(health.aio.HealthServicer):  # type: ignore[misc,name-defined]
+class _HealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
     """grpc's asyncio HealthServicer whose Watch streams can be ended from the server side.
 
     grpc's own never ends a Watch stream: an open one holds server.stop(grace) for the whole

@@ -129,9 +129,7 @@ def _remaining_s(context: grpc.aio.ServicerContext) -> float | None:
     return float(remaining)
 
 
-def _fail(
-    context: grpc.aio.ServicerContext, error: Exception, method: Callable[..., Any]
-) -> None:
+def _fail(context: grpc.aio.ServicerContext, error: Exception, method: Callable[..., Any]) -> None:
     """Leave the status of `error` on the context, for grpc to send once the handler returns.
 
     Not context.abort: grpc.aio's sends the status before it raises, so the caller could

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import cel
 
@@ -293,9 +293,11 @@ class Policy:
                         evaluations.append(_evaluated(rule, RuleResult.NOT_APPLICABLE))
                     continue
                 check = rule.check
-                violation = check.violation(evaluation)
+                found = check.violation(evaluation)
                 if check.awaits:  # a rate limit, counting in the store
-                    violation = await violation  # type: ignore[misc]
+                    violation = await cast("Awaitable[str | None]", found)
+                else:
+                    violation = cast("str | None", found)
             except ConditionError as error:
                 errors.append(_evaluated(rule, RuleResult.ERROR, str(error)))
                 if explain:

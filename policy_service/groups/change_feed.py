@@ -19,7 +19,7 @@ import bisect
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from policy_service.errors import (
@@ -89,7 +89,7 @@ class ChangeFeed:
 
     async def watch(
         self, after_sequence: int | None, sdk_app_id: int, heartbeat_s: float
-    ) -> AsyncIterator[WatchBatch]:
+    ) -> AsyncGenerator[WatchBatch, None]:
         """The batches of one watch stream, until the feed closes (or the consumer stops).
 
         after_sequence None starts from now. Raises ChangeLogExpired or SequenceAhead when
@@ -106,7 +106,7 @@ class ChangeFeed:
 
     async def _batches(
         self, after_sequence: int | None, sdk_app_id: int, heartbeat_s: float
-    ) -> AsyncIterator[WatchBatch]:
+    ) -> AsyncGenerator[WatchBatch, None]:
         """watch(), for a watcher that is counted."""
         if self._closed:
             raise ShuttingDown("the policy service is stopping")
