@@ -30,11 +30,11 @@ MIGRATIONS = (
         ON group_state (sdk_app_id, full_since_ms, group_id, topic_id) WHERE "full";
     """,
     # The change log: a row per changed state, numbered by an identity column (gaps are
-    # allowed: a rolled-back insert burns its number). change_log_state holds one row, the
-    # newest sequence pruning deleted. group_state_destroyed lets pruning find old destroyed
-    # states without reading the table. "Full for longer than" needs no index of its own: an
-    # upper bound on full_since_ms ends a range of the two full_since indexes (as
-    # list_full_query words it; tests EXPLAIN it).
+    # allowed: a rolled-back insert burns its number; version 4 numbers them otherwise).
+    # change_log_state holds one row, the newest sequence pruning deleted.
+    # group_state_destroyed lets pruning find old destroyed states without reading the table.
+    # "Full for longer than" needs no index of its own: an upper bound on full_since_ms ends a
+    # range of the two full_since indexes (as list_full_query words it; tests EXPLAIN it).
     """
     ALTER TABLE group_state ADD COLUMN clear_reason TEXT NOT NULL DEFAULT '';
     CREATE INDEX group_state_destroyed ON group_state (last_event_time_ms) WHERE destroyed;
@@ -93,6 +93,19 @@ MIGRATIONS = (
     CREATE INDEX creation_decision_operator_time
         ON creation_decision (operator_account, decided_at_ms, decision_id);
     """,
+    # The change log without a lock held through writers' commits (postgres_store's
+    # docstring argues it): a change row is inserted with no sequence, numbered only by id
+    # (its identity, in insertion order); the sequencer (SEQUENCE_CHANGES) later stamps the
+    # public sequence onto committed rows. Existing rows keep their sequences and get ids.
+    # group_state_change_pending finds the rows still to number.
+    """
+    ALTER TABLE group_state_change DROP CONSTRAINT group_state_change_pkey;
+    ALTER TABLE group_state_change ALTER COLUMN sequence DROP IDENTITY;
+    ALTER TABLE group_state_change ALTER COLUMN sequence DROP NOT NULL;
+    ALTER TABLE group_state_change ADD COLUMN id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY;
+    CREATE UNIQUE INDEX group_state_change_sequence ON group_state_change (sequence);
+    CREATE INDEX group_state_change_pending ON group_state_change (id) WHERE sequence IS NULL;
+    """,
 )
 
 # The channel every store NOTIFYs on commit of a change; the payload is the schema's name.
@@ -140,6 +153,24 @@ CHANGES_AFTER = f"""
     WHERE sequence > %s ORDER BY sequence LIMIT %s
 """
 
+# The sequencer: numbers up to a batch of committed, not yet numbered changes in id order,
+# after the newest sequence ever given (pruning may have deleted it: pruned_through keeps
+# it). Run under the sequencer lock, in a transaction of its own. Returns how many it numbered.
+SEQUENCE_CHANGES = """
+    WITH pending AS (
+        SELECT id, row_number() OVER (ORDER BY id) AS n FROM group_state_change
+        WHERE sequence IS NULL ORDER BY id LIMIT %(batch)s
+    ), head AS (
+        SELECT greatest(pruned_through, (SELECT max(sequence) FROM group_state_change)) AS h
+        FROM change_log_state
+    ), numbered AS (
+        UPDATE group_state_change c SET sequence = head.h + pending.n
+        FROM pending, head WHERE c.id = pending.id
+        RETURNING 1
+    )
+    SELECT count(*) FROM numbered
+"""
+
 # One statement, so one snapshot: the watermark and the head agree.
 CHANGE_LOG_BOUNDS = """
     SELECT pruned_through,
@@ -161,7 +192,8 @@ FORGET_DESTROYED = f"""
 DELETE_CHANGES = """
     WITH gone AS (
         DELETE FROM group_state_change WHERE sequence IN
-            (SELECT sequence FROM group_state_change WHERE change_time_ms < %(before)s
+            (SELECT sequence FROM group_state_change
+             WHERE change_time_ms < %(before)s AND sequence IS NOT NULL
              ORDER BY change_time_ms LIMIT %(batch)s)
         RETURNING sequence
     )

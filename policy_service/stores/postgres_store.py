@@ -1,25 +1,48 @@
 """The PostgreSQL group-state store, shared by several policy-service replicas.
 
-Every replica opens its own connection pool on the same database (and schema: the tables go
-in the first schema of the URL's search_path, e.g. `?options=-csearch_path%3Dchat_policy`).
+Every replica opens its own pool of asynchronous connections (psycopg's AsyncConnection and
+AsyncConnectionPool, on the event loop `open` ran on; no thread waits for the server) on the
+same database (and schema: the tables go in the first schema of the URL's search_path, e.g.
+`?options=-csearch_path%3Dchat_policy`).
 A commit is durable when `record` returns, with PostgreSQL's default `synchronous_commit=on`.
 
-The change log. Each transaction that changes states appends a row per state to
-group_state_change, whose identity column numbers them. An identity alone does not commit in
-order (one transaction takes 5, another 6, and 6 commits first: a reader that saw 6 would
-skip 5), so appending takes the schema's change-log lock, a transaction-scoped advisory lock,
-just before the insert; it is held through the commit, so sequences become visible strictly
-in increasing order. The price: the changing transactions of every replica append and
-commit one at a time (reads, group locks and upserts still run side by side), so writes
-are bounded by the commit latency; record sends everything after its read, COMMIT included,
-in one round trip to keep the lock short. Locks are always taken in one order, so none
-deadlock: a group's lock, then its rows, then the change-log lock last (pruning: the rows it
-deletes, then the change-log lock); whoever holds the change-log lock waits for nothing.
+The change log, ordered without a lock held through writers' commits. A transaction that
+changes states appends a row per state to group_state_change with no sequence, only an id
+(an identity: insertion order, not commit order). The public sequence, which watchers resume
+from, is stamped later by the sequencer (_sequenced_read): a short transaction of its own that
+takes the schema's sequencer lock (pg_advisory_xact_lock, held through the sequencer's own
+commit only) and numbers every committed row still without a sequence, in id order, after the
+newest sequence ever given. Every changes_after and change_log_bounds runs it first, in the
+same round trip, so it runs on whichever replica reads, one at a time, and a read sees every
+change committed before it began. Why it keeps the contract (a reader resuming from n misses
+nothing and sees nothing twice):
+- A row gets its sequence only once committed (the sequencer's statement sees committed rows
+  only), and exactly once (only rows without one are numbered; sequencers take turns).
+- Sequencers run one after another, each starting after the previous committed (the lock),
+  and each numbers above every sequence given before: so sequences become visible in
+  increasing order, and a row that commits late is numbered late, above whatever a reader
+  has seen. No horizon is needed: the classic alternative, reading sequences taken at insert
+  time below the snapshot's xmin, is unsound on its own, since an older xid may take a larger
+  sequence than a younger one still in flight; here a number is never taken before commit.
+- The changes of one group keep their order: its writers take turns on the group's lock, so
+  the later one inserts (a higher id) after the earlier committed; both are numbered in the
+  same pass in id order, or the earlier in an earlier pass.
+Writers thus hold only their group's lock, so the replicas' transactions commit side by side
+and share WAL flushes (group commit); the sequencer numbers a batch of writes per commit, and
+a pass that finds nothing to number writes nothing and flushes nothing. Each row is written
+twice (inserted, then numbered): a little more WAL and vacuuming. Pruning numbers what is
+waiting first, and deletes only numbered rows.
 
-Wake-ups. A changing transaction also NOTIFYs channel chat_policy_changes with the schema's
-name as payload, delivered on commit. wait_for_changes LISTENs on a connection of its own,
-outside the pool, and ignores other schemas' notifications; a listener it (re)opens may
-have missed commits made before its LISTEN, so that call returns at once.
+Wake-ups. A transaction that changed states NOTIFYs channel chat_policy_changes, with the
+schema's name as payload, right after its COMMIT, in the same round trip but a transaction
+of its own: PostgreSQL serialises the commits of all transactions that NOTIFY in one database
+(a database-wide lock taken before commit and held through it), so a NOTIFY inside the
+writing transaction would make writes take turns again; the notifying transaction writes no
+WAL, so its turn is short. A connection lost between the two leaves a committed change
+without a wake-up: the change feed reads the log at least every second anyway.
+wait_for_changes LISTENs on a connection of its own, outside the pool, and ignores other
+schemas' notifications; a listener it (re)opens may have missed commits made before its
+LISTEN, so that call returns at once.
 
 Rate limits. acquire counts a bucket's window and takes a slot in one transaction holding
 the bucket's advisory lock, so replicas counting one bucket take turns; it holds no other
@@ -34,30 +57,32 @@ connection and works through a transaction-pooling proxy.
 
 Round trips. A call waits for the server once per read that its writes depend on, its
 statements otherwise pipelined: record twice (BEGIN, the group's lock and read; then the
-writes, the change log, NOTIFY and COMMIT); get, get_many, acquire, release and
-append_decisions once. A pooled connection is checked (an empty query, one more round
-trip) as it leaves the pool only when it has been idle there for _RECENTLY_USED_S or
-longer, so one killed while idle (server restart, terminated backend) is replaced rather
-than handed out; under load none is checked. One that died within that time fails its call
-as StoreUnavailable, never retried (a COMMIT whose answer was lost may have committed),
-and that call has every idle connection checked at once, so the next call gets a live one.
+writes, the change log, COMMIT and NOTIFY); get, get_many, changes_after (the sequencer and
+the read), acquire, release and append_decisions once. A pooled connection is checked (an
+empty query, one more round trip) as it leaves the pool only when it has been idle there for
+_RECENTLY_USED_S or longer, so one killed while idle (server restart, terminated backend) is
+replaced rather than handed out; under load none is checked. One that died within that time
+fails its call as StoreUnavailable, never retried (a COMMIT whose answer was lost may have
+committed), and that call has every idle connection checked at once, so the next call gets a
+live one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import math
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing, contextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import IsolationLevel
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from chat_policy_shared.field_limits import echo
 from policy_service.clock import now_ms
@@ -97,6 +122,7 @@ from policy_service.stores.postgres_schema import (
     SELECT_GROUP,
     SELECT_MANY,
     SELECT_ONE,
+    SEQUENCE_CHANGES,
     UPSERT,
     list_full_query,
 )
@@ -109,11 +135,14 @@ from policy_service.stores.state_rows import (
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+Row = tuple[Any, ...]
+
 # Schema-wide advisory locks use the two-int form, so they never collide with the one-bigint
 # group locks; the class is the first key, the schema name's hash the second, so stores in
 # different schemas of one database never contend.
 _MIGRATION_LOCK_CLASS = 0x43504D47  # "CPMG": taken by every replica before migrating
-_CHANGE_LOG_LOCK_CLASS = 0x43504C47  # "CPLG": held from appending changes through commit
+_SEQUENCER_LOCK_CLASS = 0x43505351  # "CPSQ": held by the sequencer through its commit
 _PRUNE_LOCK_CLASS = 0x43505052  # "CPPR": tried by each pruning batch
 _LOCK = "SELECT pg_advisory_xact_lock(%s, hashtext(coalesce(current_schema(), '')))"
 _TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%s, hashtext(coalesce(current_schema(), '')))"
@@ -126,6 +155,8 @@ _BUCKET_LOCK = (
     "coalesce(current_schema(), '') || '/' || %s, %s))"
 )
 _INSERT_DECISION = insert_decisions("%s")
+# Sent after the COMMIT of a change, in a transaction of its own (see the module docstring).
+_NOTIFY = f"SELECT pg_notify('{CHANGES_CHANNEL}', current_schema())"
 
 # libpq waits forever for an unanswered connection unless told; a URL may set its own.
 _CONNECT_TIMEOUT_S = 5
@@ -145,15 +176,15 @@ _PING_TIMEOUT_S = 1.0
 _RECONNECT_TIMEOUT_S = 10.0
 # Rows per pruning transaction: bounded locks and WAL per commit.
 _PRUNE_BATCH = 1000
-# wait_for_changes waits in slices this long, so that close() is noticed within one.
-_WAIT_SLICE_S = 0.2
+# Changes numbered per sequencer transaction, likewise.
+_SEQUENCE_BATCH = 10_000
 # How long close() waits for wait_for_changes to let go of the listener connection.
 _CLOSE_WAIT_S = 1.0
 # The pause after the listener connection failed, so a dead server is not hammered.
 _LISTEN_RETRY_S = 1.0
 
 
-class _PooledConnection(psycopg.Connection[Any]):
+class _PooledConnection(psycopg.AsyncConnection[Any]):
     """A pool's connection, stamped as it goes back to the pool (time.monotonic())."""
 
     returned_at = -math.inf
@@ -161,9 +192,10 @@ class _PooledConnection(psycopg.Connection[Any]):
 
 class PostgresGroupStateStore:
     """Group states, rate-limit slots and decisions in PostgreSQL, through a pool of
-    connections shared by the threads."""
+    asynchronous connections shared by the tasks of the event loop it was opened on."""
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        """Only the settings: `open` is what connects, migrates and opens the pool."""
         try:
             params = conninfo_to_dict(url)
         except psycopg.Error:
@@ -176,37 +208,48 @@ class PostgresGroupStateStore:
         if "connect_timeout" not in params:
             self._timeout["connect_timeout"] = _CONNECT_TIMEOUT_S
         # wait_for_changes' connection, opened by its first call; the lock is its owner's.
-        self._listener: psycopg.Connection[Any] | None = None
-        self._listener_lock = threading.Lock()
+        self._listener: psycopg.AsyncConnection[Any] | None = None
+        self._listener_lock = asyncio.Lock()
         self._listener_down = False
-        self._closing = threading.Event()
+        self._closing = asyncio.Event()
         self._unreachable = False  # the last wait for a pooled connection timed out
-        with self._translated_errors():
+        self._checks: set[asyncio.Task[None]] = set()  # the pool checks _check_soon started
+        self._schema = ""
+        self._pool: AsyncConnectionPool[_PooledConnection] = AsyncConnectionPool(
+            url,
+            connection_class=_PooledConnection,
+            kwargs={"autocommit": True, **self._timeout},
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            configure=_configure,
+            check=self._check_connection,
+            timeout=_POOL_TIMEOUT_S,
+            reconnect_timeout=_RECONNECT_TIMEOUT_S,
+            name="chat-policy-store",
+        )
+
+    @classmethod
+    async def open(
+        cls, url: str, *, min_size: int = 1, max_size: int = 10
+    ) -> PostgresGroupStateStore:
+        """Connect, apply the missing migrations and open the pool, on the running loop."""
+        store = cls(url, min_size=min_size, max_size=max_size)
+        with store._translated_errors():
             # Migrate on a connection of its own: a wrong host or password fails at once with
             # libpq's own reason, rather than as a pool timeout.
-            with psycopg.connect(url, autocommit=True, **self._timeout) as conn:
-                _configure(conn)
-                self._schema = _migrate(conn)
-            self._pool: ConnectionPool[_PooledConnection] = ConnectionPool(
-                url,
-                connection_class=_PooledConnection,
-                kwargs={"autocommit": True, **self._timeout},
-                min_size=min_size,
-                max_size=max_size,
-                open=False,
-                configure=_configure,
-                check=self._check_connection,
-                timeout=_POOL_TIMEOUT_S,
-                reconnect_timeout=_RECONNECT_TIMEOUT_S,
-                name="chat-policy-store",
-            )
+            conn = await psycopg.AsyncConnection.connect(url, autocommit=True, **store._timeout)
+            async with conn:
+                await _configure(conn)
+                store._schema = await _migrate(conn)
             try:
-                self._pool.open(wait=True, timeout=_POOL_TIMEOUT_S)
+                await store._pool.open(wait=True, timeout=_POOL_TIMEOUT_S)
             except BaseException:
-                self._pool.close()
+                await store._pool.close()
                 raise
+        return store
 
-    def record(self, event: GroupEvent) -> RecordOutcome:
+    async def record(self, event: GroupEvent) -> RecordOutcome:
         """Apply an event in one transaction holding its group's lock (every topic, too).
 
         The lock is a transaction-scoped advisory lock on (sdk_app_id, group_id), not
@@ -217,41 +260,43 @@ class PostgresGroupStateStore:
         connection dies), and works through a transaction-pooling proxy. Read committed is
         required: each statement after the lock sees what the previous holder committed.
         A hash collision between two groups only makes them wait for each other. Two round
-        trips: BEGIN, the lock and the read; then the writes, the change log's lock and rows,
-        the NOTIFY and the COMMIT.
+        trips: BEGIN, the lock and the read; then the writes, the change log's rows, the
+        COMMIT and the NOTIFY.
         """
         key = event.key
-        with (
-            self._translated_errors(),
-            self._connection() as conn,
-            _pipelined_transaction(conn),
-        ):
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_group_lock_key(key),))
-            rows = conn.execute(SELECT_GROUP, (key.sdk_app_id, key.group_id)).fetchall()
-            outcome = apply_to_group([state_from_row(row) for row in rows], event)
-            if outcome.changed:
-                with conn.cursor() as cursor:
-                    cursor.executemany(UPSERT, [row_from_state(s) for s in outcome.changed])
-                _log_changes(conn, outcome.changed, forgotten=False)
+        with self._translated_errors():
+            async with (
+                self._connection() as conn,
+                _pipelined_transaction(conn) as after_commit,
+            ):
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_group_lock_key(key),))
+                cursor = await conn.execute(SELECT_GROUP, (key.sdk_app_id, key.group_id))
+                rows = await cursor.fetchall()
+                outcome = apply_to_group([state_from_row(row) for row in rows], event)
+                if outcome.changed:
+                    async with conn.cursor() as upsert:
+                        await upsert.executemany(
+                            UPSERT, [row_from_state(s) for s in outcome.changed]
+                        )
+                    await _log_changes(conn, outcome.changed, forgotten=False)
+                    after_commit.append(_NOTIFY)
         return outcome
 
-    def get(self, key: GroupKey) -> GroupState | None:
+    async def get(self, key: GroupKey) -> GroupState | None:
         """The group's state, or None."""
-        with self._translated_errors(), self._connection() as conn:
-            row = conn.execute(SELECT_ONE, key_tuple(key)).fetchone()
-        return None if row is None else state_from_row(row)
+        rows = await self._read(SELECT_ONE, key_tuple(key))
+        return state_from_row(rows[0]) if rows else None
 
-    def get_many(self, keys: Sequence[GroupKey]) -> dict[GroupKey, GroupState]:
+    async def get_many(self, keys: Sequence[GroupKey]) -> dict[GroupKey, GroupState]:
         """The states of those keys that have one: one query, the keys passed as arrays."""
         if not keys:
             return {}
         columns = list(zip(*map(key_tuple, dict.fromkeys(keys)), strict=True))
-        with self._translated_errors(), self._connection() as conn:
-            rows = conn.execute(SELECT_MANY, [list(column) for column in columns]).fetchall()
+        rows = await self._read(SELECT_MANY, [list(column) for column in columns])
         states = map(state_from_row, rows)
         return {state.key: state for state in states}
 
-    def list_full(
+    async def list_full(
         self,
         sdk_app_id: int,
         limit: int,
@@ -260,33 +305,34 @@ class PostgresGroupStateStore:
     ) -> list[GroupState]:
         """One keyset page of full groups: an index range scan, whatever the depth."""
         query, params = list_full_query(sdk_app_id, limit, after, full_since_at_most_ms)
-        with self._translated_errors(), self._connection() as conn:
-            rows = conn.execute(query, params).fetchall()
-        return [state_from_row(row) for row in rows]
+        return [state_from_row(row) for row in await self._read(query, params)]
 
-    def count(self, sdk_app_id: int) -> GroupCounts:
+    async def count(self, sdk_app_id: int) -> GroupCounts:
         """Count states, full ones and destroyed ones in one pass over the app's rows."""
         where, params = (" WHERE sdk_app_id = %s", (sdk_app_id,)) if sdk_app_id else ("", ())
-        with self._translated_errors(), self._connection() as conn:
-            row = conn.execute(COUNT + where, params).fetchone()
-        assert row is not None, "an aggregate always returns a row"
-        return GroupCounts(*row)
+        rows = await self._read(COUNT + where, params)
+        assert rows, "an aggregate always returns a row"
+        return GroupCounts(*rows[0])
 
-    def changes_after(self, sequence: int, limit: int) -> list[StateChange]:
-        """Logged changes after `sequence`, oldest first."""
-        with self._translated_errors(), self._connection() as conn:
-            rows = conn.execute(CHANGES_AFTER, (sequence, limit)).fetchall()
+    async def changes_after(self, sequence: int, limit: int) -> list[StateChange]:
+        """Logged changes after `sequence`, oldest first, once every change committed
+        before the call is numbered (_sequenced_read)."""
+        with self._translated_errors():
+            async with self._connection() as conn:
+                rows = await _sequenced_read(conn, CHANGES_AFTER, (sequence, limit))
         return [change_from_row(row) for row in rows]
 
-    def change_log_bounds(self) -> ChangeLogBounds:
-        """The pruning watermark and the newest sequence, read in one statement."""
-        with self._translated_errors(), self._connection() as conn:
-            row = conn.execute(CHANGE_LOG_BOUNDS).fetchone()
-        if row is None:
+    async def change_log_bounds(self) -> ChangeLogBounds:
+        """The pruning watermark and the newest sequence, read in one statement once every
+        change committed before the call is numbered."""
+        with self._translated_errors():
+            async with self._connection() as conn:
+                rows = await _sequenced_read(conn, CHANGE_LOG_BOUNDS, ())
+        if not rows:
             raise StoreUnavailable("PostgreSQL: change_log_state has no row")
-        return ChangeLogBounds(*row)
+        return ChangeLogBounds(*rows[0])
 
-    def prune(self, destroyed_before_ms: int, changes_before_ms: int) -> PruneOutcome:
+    async def prune(self, destroyed_before_ms: int, changes_before_ms: int) -> PruneOutcome:
         """Forget old destroyed states, then delete old changes, a batch per transaction.
 
         Forgetting logs each state, stamped now, so a pass never deletes what it just logged
@@ -294,20 +340,24 @@ class PostgresGroupStateStore:
         at the first batch that finds another replica pruning.
         """
         deleted = 0
-        with self._translated_errors(), self._connection() as conn:
-            # A batch short of full may have skipped states that events changed meanwhile,
-            # with more to forget after them: forgetting ends with a batch that forgot none.
-            forgotten, finished = _repeat(
-                lambda: _forget_batch(conn, destroyed_before_ms), until_below=1
-            )
-            if finished:
-                deleted, _ = _repeat(
-                    lambda: _delete_changes_batch(conn, changes_before_ms),
-                    until_below=_PRUNE_BATCH,
+        with self._translated_errors():
+            async with self._connection() as conn:
+                # A batch short of full may have skipped states that events changed
+                # meanwhile, with more to forget after them: forgetting ends with a batch
+                # that forgot none.
+                forgotten, finished = await _repeat(
+                    lambda: _forget_batch(conn, destroyed_before_ms), until_below=1
                 )
+                if finished:
+                    # Number what waits, so that old changes can go (only numbered ones do).
+                    await _sequenced_read(conn, "SELECT 1", ())
+                    deleted, _ = await _repeat(
+                        lambda: _delete_changes_batch(conn, changes_before_ms),
+                        until_below=_PRUNE_BATCH,
+                    )
         return PruneOutcome(forgotten, deleted)
 
-    def acquire(
+    async def acquire(
         self, bucket: str, *, window_ms: int, limit: int, now_ms: int, force: bool = False
     ) -> Acquisition:
         """Count the bucket's window and take a slot in one transaction holding the bucket's
@@ -325,144 +375,181 @@ class PostgresGroupStateStore:
             "limit": limit,
             "force": force,
         }
-        with self._translated_errors(), self._connection() as conn:
-            with _pipelined_transaction(conn):
-                conn.execute(_BUCKET_LOCK, (bucket, _BUCKET_LOCK_SEED))
-                cursor = conn.execute(ACQUIRE_SLOT, params)
-            row = cursor.fetchone()
+        with self._translated_errors():
+            async with self._connection() as conn:
+                async with _pipelined_transaction(conn):
+                    await conn.execute(_BUCKET_LOCK, (bucket, _BUCKET_LOCK_SEED))
+                    cursor = await conn.execute(ACQUIRE_SLOT, params)
+                row = await cursor.fetchone()
         if row is None:
             raise StoreUnavailable("PostgreSQL: counting a rate-limit window returned no row")
         count, slot = row
         return Acquisition(count, count < limit, slot)
 
-    def release(self, slot: int) -> None:
+    async def release(self, slot: int) -> None:
         """Delete the slot (nothing if it is gone already)."""
-        with self._translated_errors(), self._connection() as conn:
-            conn.execute(RELEASE_SLOT, (slot,))
+        with self._translated_errors():
+            async with self._connection() as conn:
+                await conn.execute(RELEASE_SLOT, (slot,))
 
-    def prune_slots(self, before_ms: int) -> int:
+    async def prune_slots(self, before_ms: int) -> int:
         """Delete slots stamped before before_ms, a batch per transaction; the pass stops at
         the first batch that finds another replica pruning."""
-        with self._translated_errors(), self._connection() as conn:
-            deleted, _ = _repeat(
-                lambda: _delete_batch(conn, DELETE_SLOTS, before_ms), until_below=_PRUNE_BATCH
-            )
+        with self._translated_errors():
+            async with self._connection() as conn:
+                deleted, _ = await _repeat(
+                    lambda: _delete_batch(conn, DELETE_SLOTS, before_ms),
+                    until_below=_PRUNE_BATCH,
+                )
         return deleted
 
-    def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
+    async def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
         """Insert the records in one transaction and one round trip, skipping known
         decision_ids. Inserted in decision_id order, so that two appends sharing records
         wait for each other rather than deadlock."""
         if not records:
             return
         rows = sorted(map(row_from_decision, records), key=lambda row: row[0])
-        with (
-            self._translated_errors(),
-            self._connection() as conn,
-            _pipelined_transaction(conn),
-            conn.cursor() as cursor,
-        ):
-            cursor.executemany(_INSERT_DECISION, rows)
+        with self._translated_errors():
+            async with (
+                self._connection() as conn,
+                _pipelined_transaction(conn),
+                conn.cursor() as cursor,
+            ):
+                await cursor.executemany(_INSERT_DECISION, rows)
 
-    def list_decisions(
+    async def list_decisions(
         self, query: DecisionQuery, limit: int, after: DecisionCursor | None
     ) -> list[DecisionRecord]:
         """One keyset page of decisions, newest first: an index range scan, whatever the depth."""
         sql, params = list_decisions_query(query, limit, after, "%s")
-        with self._translated_errors(), self._connection() as conn:
-            rows = conn.execute(sql, params).fetchall()
-        return [decision_from_row(row) for row in rows]
+        return [decision_from_row(row) for row in await self._read(sql, params)]
 
-    def prune_decisions(self, before_ms: int) -> int:
+    async def prune_decisions(self, before_ms: int) -> int:
         """Delete decisions made before before_ms, a batch per transaction; the pass stops
         at the first batch that finds another replica pruning."""
-        with self._translated_errors(), self._connection() as conn:
-            deleted, _ = _repeat(
-                lambda: _delete_batch(conn, DELETE_DECISIONS, before_ms),
-                until_below=_PRUNE_BATCH,
-            )
+        with self._translated_errors():
+            async with self._connection() as conn:
+                deleted, _ = await _repeat(
+                    lambda: _delete_batch(conn, DELETE_DECISIONS, before_ms),
+                    until_below=_PRUNE_BATCH,
+                )
         return deleted
 
-    def wait_for_changes(self, timeout_s: float) -> None:
+    async def wait_for_changes(self, timeout_s: float) -> None:
         """Wait for a NOTIFY of this schema (others are ignored), at most timeout_s.
 
         A call that opens the listener (the first, or the first after a failure) returns at
         once: commits before its LISTEN sent it nothing, so the caller reads the log again.
         A failed listener is closed, and the call returns after a pause of up to a second.
+        close() wakes a waiting call at once.
         """
         deadline = time.monotonic() + timeout_s
-        with self._listener_lock:
+        async with self._listener_lock:
             try:
                 if self._listener is None:
                     if not self._closing.is_set():
-                        self._listener = self._listen()
+                        self._listener = await self._listen()
                     return
                 while not self._closing.is_set():
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return
-                    slice_s = min(remaining, _WAIT_SLICE_S)
-                    with closing(self._listener.notifies(timeout=slice_s, stop_after=1)) as got:
-                        if any(notify.payload == self._schema for notify in got):
-                            return
+                    if await self._until_closing(self._notified(self._listener, remaining)):
+                        return
             except psycopg.Error as error:
-                self._close_listener()
+                await self._close_listener()
                 if not self._listener_down:
                     self._listener_down = True
                     log.warning(
                         "PostgreSQL change notifications lost, reconnecting: %s",
                         self._message(error),
                     )
-                self._closing.wait(min(max(deadline - time.monotonic(), 0), _LISTEN_RETRY_S))
+                pause = min(max(deadline - time.monotonic(), 0), _LISTEN_RETRY_S)
+                await self._until_closing(asyncio.sleep(pause))
             finally:
                 if self._closing.is_set():
-                    self._close_listener()
+                    await self._close_listener()
 
-    def ping(self) -> None:
+    async def _notified(self, listener: psycopg.AsyncConnection[Any], timeout_s: float) -> bool:
+        """Whether a NOTIFY of this schema came within timeout_s."""
+        async with contextlib.aclosing(listener.notifies(timeout=timeout_s)) as notifies:
+            async for notify in notifies:
+                if notify.payload == self._schema:
+                    return True
+        return False
+
+    async def _until_closing(self, waiting: Coroutine[Any, Any, T]) -> T | None:
+        """Await `waiting`, unless close() is called first (then cancel it: None)."""
+        task = asyncio.ensure_future(waiting)
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait({task, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
+                    await task
+        return None if task.cancelled() else task.result()
+
+    async def ping(self) -> None:
         """Run SELECT 1 on a pooled connection, waiting at most _PING_TIMEOUT_S for one."""
-        with self._translated_errors(), self._connection(_PING_TIMEOUT_S) as conn:
-            conn.execute("SELECT 1")
+        with self._translated_errors():
+            async with self._connection(_PING_TIMEOUT_S) as conn:
+                await conn.execute("SELECT 1")
 
-    def close(self) -> None:
-        """Close the listener, waking wait_for_changes within a slice, and the pool."""
+    async def close(self) -> None:
+        """Wake wait_for_changes, close its listener and the pool."""
         self._closing.set()
         # A waiter busy connecting keeps the lock longer; it closes the listener itself.
-        if self._listener_lock.acquire(timeout=_CLOSE_WAIT_S):
+        try:
+            await asyncio.wait_for(self._listener_lock.acquire(), _CLOSE_WAIT_S)
+        except TimeoutError:
+            pass
+        else:
             try:
-                self._close_listener()
+                await self._close_listener()
             finally:
                 self._listener_lock.release()
-        self._pool.close()
+        await self._pool.close()
 
-    def _listen(self) -> psycopg.Connection[Any]:
+    async def _read(self, query: str, params: Sequence[Any] | dict[str, Any]) -> list[Row]:
+        """The rows of one statement, on a pooled connection."""
+        with self._translated_errors():
+            async with self._connection() as conn:
+                cursor = await conn.execute(query, params)
+                return await cursor.fetchall()
+
+    async def _listen(self) -> psycopg.AsyncConnection[Any]:
         """A new autocommit connection, outside the pool, listening for changes."""
-        conn = psycopg.connect(self._url, autocommit=True, **self._timeout)
+        conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True, **self._timeout)
         try:
-            conn.execute(f"LISTEN {CHANGES_CHANNEL}")
+            await conn.execute(f"LISTEN {CHANGES_CHANNEL}")
         except BaseException:
-            conn.close()
+            await conn.close()
             raise
         if self._listener_down:
             self._listener_down = False
             log.info("PostgreSQL change notifications received again")
         return conn
 
-    def _close_listener(self) -> None:
+    async def _close_listener(self) -> None:
         """Close the listener connection, if open (the caller holds the listener lock)."""
         if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+            listener, self._listener = self._listener, None
+            await listener.close()
 
-    @contextmanager
-    def _connection(self, timeout_s: float | None = None) -> Iterator[_PooledConnection]:
+    @asynccontextmanager
+    async def _connection(self, timeout_s: float | None = None) -> AsyncIterator[_PooledConnection]:
         """A pooled connection, waiting for one at most timeout_s (default: the pool's
         timeout, or much less while the server is known to be unreachable) and never past
         the current call's deadline.
 
         Once a full pool timeout has passed without a connection, later calls wait only
         _UNREACHABLE_TIMEOUT_S until one gets a connection: during an outage calls fail in
-        a fraction of a second instead of each holding a server thread for the whole pool
-        timeout, which would starve calls that need no database (creation decisions).
+        a fraction of a second instead of each waiting for the whole pool timeout, which
+        would pile up calls and their memory while the server is away.
 
         The connection is stamped as it goes back, for _check_connection. A call that finds
         it broken has the pool check its idle connections at once, as _check_connection
@@ -472,13 +559,13 @@ class PostgresGroupStateStore:
             timeout_s = _UNREACHABLE_TIMEOUT_S if self._unreachable else _POOL_TIMEOUT_S
         wait_s = capped(timeout_s)
         try:
-            with self._pool.connection(timeout=wait_s) as conn:
+            async with self._pool.connection(timeout=wait_s) as conn:
                 self._unreachable = False
                 try:
                     yield conn
                 except psycopg.OperationalError:
                     if conn.broken:
-                        self._pool.check()
+                        self._check_soon()
                     raise
                 finally:
                     conn.returned_at = time.monotonic()
@@ -487,9 +574,9 @@ class PostgresGroupStateStore:
                 self._unreachable = True
             raise
 
-    def _check_connection(self, conn: _PooledConnection) -> None:
-        """Check a connection as it leaves the pool (ConnectionPool.check_connection), unless
-        it came back less than _RECENTLY_USED_S ago.
+    async def _check_connection(self, conn: _PooledConnection) -> None:
+        """Check a connection as it leaves the pool (check_connection), unless it came back
+        less than _RECENTLY_USED_S ago.
 
         A dead one (server restarted, backend terminated) is discarded and replaced, not
         handed out. One dead connection means the others idle beside it are dead too, so
@@ -499,10 +586,17 @@ class PostgresGroupStateStore:
         if time.monotonic() - conn.returned_at < _RECENTLY_USED_S:
             return
         try:
-            ConnectionPool.check_connection(conn)
+            await AsyncConnectionPool.check_connection(conn)
         except Exception:
-            self._pool.check()
+            await self._pool.check()
             raise
+
+    def _check_soon(self) -> None:
+        """Have the pool check its idle connections, in a task of its own (the caller is
+        failing its call and should not wait for that)."""
+        task = asyncio.get_running_loop().create_task(self._pool.check())
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
 
     def _message(self, error: psycopg.Error) -> str:
         """The error's message, never quoting the URL's password."""
@@ -538,117 +632,149 @@ def _refuses_value(error: psycopg.Error) -> bool:
     return (error.sqlstate or "").startswith("54")
 
 
-@contextmanager
-def _pipelined_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
+@asynccontextmanager
+async def _pipelined_transaction(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[list[str]]:
     """A read-committed transaction whose statements, BEGIN and COMMIT included, are sent
     together and answered in one round trip, plus one per fetch of rows inside the block
-    (a fetch sends what is queued and waits for the answer).
+    (a fetch sends what is queued and waits for the answer). Statements the block appends
+    to the list it is given are sent after the COMMIT, in the same round trip, each in a
+    transaction of its own (record's NOTIFY).
 
     Not conn.transaction() in a pipeline: psycopg syncs after its BEGIN and before its
     COMMIT, three round trips. The isolation level is spelled out because an explicit BEGIN
     on an autocommit connection would take the server's default, not _configure's. A failed
-    statement leaves the transaction aborted; the pooled connection's block (_connection)
-    rolls it back as the error passes.
+    statement leaves the transaction aborted; the pool rolls it back as the connection
+    returns.
     """
-    with conn.pipeline():
-        conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
-        yield
-        conn.execute("COMMIT")
+    after_commit: list[str] = []
+    async with conn.pipeline():
+        await conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+        yield after_commit
+        await conn.execute("COMMIT")
+        for statement in after_commit:
+            await conn.execute(statement)
 
 
-def _configure(conn: psycopg.Connection[Any]) -> None:
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     """Read committed whatever the server's default: record's lock relies on it."""
-    conn.isolation_level = IsolationLevel.READ_COMMITTED
+    await conn.set_isolation_level(IsolationLevel.READ_COMMITTED)
 
 
-def _migrate(conn: psycopg.Connection[Any]) -> str:
+async def _migrate(conn: psycopg.AsyncConnection[Any]) -> str:
     """Apply the missing migrations in one transaction, under the schema's migration lock.
 
     Replicas starting together queue on the lock; each one then reads the versions the
     previous one committed (read committed), so every migration runs exactly once. Any
     failure rolls back all of it, the versions table included. Returns the schema's name.
     """
-    with conn.transaction():
-        conn.execute(_LOCK, (_MIGRATION_LOCK_CLASS,))
-        conn.execute(
+    async with conn.transaction():
+        await conn.execute(_LOCK, (_MIGRATION_LOCK_CLASS,))
+        await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version INT PRIMARY KEY,"
             " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
         )
-        row = conn.execute(
+        cursor = await conn.execute(
             "SELECT coalesce(max(version), 0), current_schema() FROM schema_migrations"
-        ).fetchone()
+        )
+        row = await cursor.fetchone()
         assert row is not None, "an aggregate always returns a row"
         version, schema = row
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            conn.execute(script)
-            conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
+            await conn.execute(script)
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
     return str(schema)
 
 
-def _log_changes(
-    conn: psycopg.Connection[Any], states: Sequence[GroupState], *, forgotten: bool
+async def _log_changes(
+    conn: psycopg.AsyncConnection[Any], states: Sequence[GroupState], *, forgotten: bool
 ) -> None:
-    """Append the states to the change log under its lock, and NOTIFY, in conn's transaction.
-
-    The caller holds every other lock it needs: the change-log lock is the last one taken.
-    """
+    """Append the states to the change log, not yet numbered, in conn's transaction: no lock
+    beyond the caller's. The caller NOTIFYs after its COMMIT."""
     stamp = now_ms()
-    conn.execute(_LOCK, (_CHANGE_LOG_LOCK_CLASS,))
-    with conn.cursor() as cursor:
-        cursor.executemany(
+    async with conn.cursor() as cursor:
+        await cursor.executemany(
             LOG_CHANGE, [(stamp, *row_from_state(state), forgotten) for state in states]
         )
-    conn.execute("SELECT pg_notify(%s, current_schema())", (CHANGES_CHANNEL,))
 
 
-def _repeat(batch: Callable[[], int | None], *, until_below: int) -> tuple[int, bool]:
+async def _sequenced_read(
+    conn: psycopg.AsyncConnection[Any], query: str, params: Sequence[Any] | dict[str, Any]
+) -> list[Row]:
+    """Number the committed changes that have no sequence yet (the sequencer: its own
+    transaction, holding the sequencer lock through its commit), then run `query`: one
+    round trip, unless more than a batch awaited numbering.
+
+    The lock is waited for, not tried: when the call returns, every change committed before
+    it began has its sequence, so a reader woken by a NOTIFY reads the change that sent it.
+    """
+    while True:
+        async with conn.pipeline():
+            await conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+            await conn.execute(_LOCK, (_SEQUENCER_LOCK_CLASS,))
+            numbered = await conn.execute(SEQUENCE_CHANGES, {"batch": _SEQUENCE_BATCH})
+            await conn.execute("COMMIT")
+            rows = await (await conn.execute(query, params)).fetchall()
+            count = await numbered.fetchone()
+        if count is None or count[0] < _SEQUENCE_BATCH:
+            return rows
+
+
+async def _repeat(
+    batch: Callable[[], Awaitable[int | None]], *, until_below: int
+) -> tuple[int, bool]:
     """Run pruning batches until one does fewer than until_below rows: the rows done, and
     False if a batch found another replica pruning."""
     total = 0
-    while (count := batch()) is not None:
+    while (count := await batch()) is not None:
         total += count
         if count < until_below:
             return total, True
     return total, False
 
 
-def _forget_batch(conn: psycopg.Connection[Any], before_ms: int) -> int | None:
-    """Forget up to a batch of old destroyed states, logging each; None if another prunes."""
-    with conn.transaction():
-        if not _try_prune_lock(conn):
+async def _forget_batch(conn: psycopg.AsyncConnection[Any], before_ms: int) -> int | None:
+    """Forget up to a batch of old destroyed states, logging each (and NOTIFYing after the
+    commit); None if another replica prunes."""
+    async with conn.transaction():
+        if not await _try_prune_lock(conn):
             return None
-        rows = conn.execute(
-            FORGET_DESTROYED, {"before": before_ms, "batch": _PRUNE_BATCH}
-        ).fetchall()
+        cursor = await conn.execute(FORGET_DESTROYED, {"before": before_ms, "batch": _PRUNE_BATCH})
+        rows = await cursor.fetchall()
         if rows:
-            _log_changes(conn, [state_from_row(row) for row in rows], forgotten=True)
+            await _log_changes(conn, [state_from_row(row) for row in rows], forgotten=True)
+    if rows:
+        await conn.execute(_NOTIFY)
     return len(rows)
 
 
-def _delete_changes_batch(conn: psycopg.Connection[Any], before_ms: int) -> int | None:
-    """Delete up to a batch of old changes, raising the watermark; None if another prunes."""
-    with conn.transaction():
-        if not _try_prune_lock(conn):
+async def _delete_changes_batch(conn: psycopg.AsyncConnection[Any], before_ms: int) -> int | None:
+    """Delete up to a batch of old numbered changes, raising the watermark; None if another
+    replica prunes."""
+    async with conn.transaction():
+        if not await _try_prune_lock(conn):
             return None
-        row = conn.execute(DELETE_CHANGES, {"before": before_ms, "batch": _PRUNE_BATCH}).fetchone()
+        cursor = await conn.execute(DELETE_CHANGES, {"before": before_ms, "batch": _PRUNE_BATCH})
+        row = await cursor.fetchone()
     if row is None:
         raise StoreUnavailable("PostgreSQL: change_log_state has no row")
     return int(row[0])
 
 
-def _delete_batch(conn: psycopg.Connection[Any], delete: str, before_ms: int) -> int | None:
+async def _delete_batch(
+    conn: psycopg.AsyncConnection[Any], delete: str, before_ms: int
+) -> int | None:
     """Run one batch of a DELETE taking `before` and `batch`; None if another replica prunes."""
-    with conn.transaction():
-        if not _try_prune_lock(conn):
+    async with conn.transaction():
+        if not await _try_prune_lock(conn):
             return None
-        count = conn.execute(delete, {"before": before_ms, "batch": _PRUNE_BATCH}).rowcount
-    return count
+        cursor = await conn.execute(delete, {"before": before_ms, "batch": _PRUNE_BATCH})
+    return cursor.rowcount
 
 
-def _try_prune_lock(conn: psycopg.Connection[Any]) -> bool:
+async def _try_prune_lock(conn: psycopg.AsyncConnection[Any]) -> bool:
     """Take the schema's prune lock for this transaction, unless another holds it."""
-    row = conn.execute(_TRY_LOCK, (_PRUNE_LOCK_CLASS,)).fetchone()
+    row = await (await conn.execute(_TRY_LOCK, (_PRUNE_LOCK_CLASS,))).fetchone()
     return row is not None and bool(row[0])
 
 

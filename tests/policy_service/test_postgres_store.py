@@ -7,9 +7,11 @@ What every store does (events, pagination, concurrency) is in test_store_contrac
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -23,6 +25,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from policy_service.clock import now_ms
 from policy_service.engine.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
 from policy_service.engine.rate_limit import Acquisition
 from policy_service.errors import StoreUnavailable, ValueNotStorable
@@ -31,19 +34,37 @@ from policy_service.groups.state import EventKind, GroupCounts, GroupEvent, Grou
 from policy_service.groups.store import FullGroupsCursor
 from policy_service.stores import postgres_store
 from policy_service.stores.decision_rows import list_decisions_query
-from policy_service.stores.postgres_schema import MIGRATIONS, list_full_query
+from policy_service.stores.postgres_schema import LOG_CHANGE, MIGRATIONS, list_full_query
 from policy_service.stores.postgres_store import (
     _BUCKET_LOCK,
     _BUCKET_LOCK_SEED,
     PostgresGroupStateStore,
-    _log_changes,
 )
+from policy_service.stores.state_rows import row_from_state
 from policy_service.stores.store import open_store
 from tests.e2e.postgres_cluster import PostgresBinaries, PostgresCluster, PostgresUnavailable
+from tests.event_loops import LoopThread, blocking_open
 from tests.postgres import PostgresSchema, with_params
 from tests.threads import run_threads
 
 KEY = GroupKey(1400000000, "@TGS#2J4SZEAEL")
+
+# Opens a PostgreSQL store on the test's event loop: a Blocking view of it.
+OpenPostgres = Callable[..., Any]
+
+
+@pytest.fixture
+def open_pg(event_loop_thread: LoopThread) -> OpenPostgres:
+    """PostgresGroupStateStore.open(url, **options) on the test's event loop, seen through a
+    blocking view (tests.event_loops.Blocking) so that plain and threaded test code calls it."""
+
+    def open_one(url: str, **options: Any) -> Any:
+        opener = functools.partial(PostgresGroupStateStore.open, **options)
+        return blocking_open(event_loop_thread, opener, url)
+
+    return open_one
+
+
 FULL = GroupEvent(KEY, EventKind.FULL, 1000)
 
 
@@ -56,26 +77,30 @@ def closed_port() -> int:
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
-def test_postgres_urls_open_a_postgres_store(postgres_schema: PostgresSchema, scheme: str) -> None:
+def test_postgres_urls_open_a_postgres_store(
+    postgres_schema: PostgresSchema, scheme: str, event_loop_thread: LoopThread
+) -> None:
     """open_store gives the PostgreSQL store for postgresql:// and postgres:// URLs."""
     url = scheme + postgres_schema.url.removeprefix("postgresql")
-    store = open_store(url)
+    store = blocking_open(event_loop_thread, open_store, url)
     try:
-        assert isinstance(store, PostgresGroupStateStore)
+        assert isinstance(store.target, PostgresGroupStateStore)
     finally:
         store.close()
 
 
-def test_concurrent_replicas_apply_each_migration_once(postgres_schema: PostgresSchema) -> None:
+def test_concurrent_replicas_apply_each_migration_once(
+    postgres_schema: PostgresSchema, open_pg: OpenPostgres
+) -> None:
     """Six stores opened at once on a fresh schema all succeed; each version is applied once."""
     barrier = threading.Barrier(6)
-    stores: list[PostgresGroupStateStore] = []
+    stores: list[Any] = []
     errors: list[BaseException] = []
 
     def open_one() -> None:
         barrier.wait()
         try:
-            stores.append(PostgresGroupStateStore(postgres_schema.url, min_size=1, max_size=2))
+            stores.append(open_pg(postgres_schema.url, min_size=1, max_size=2))
         except BaseException as error:
             errors.append(error)
 
@@ -107,12 +132,14 @@ def test_concurrent_replicas_apply_each_migration_once(postgres_schema: Postgres
     assert {schema for (schema, _) in tables} == {postgres_schema.name}
 
 
-def test_state_survives_a_new_store_on_the_same_schema(postgres_schema: PostgresSchema) -> None:
+def test_state_survives_a_new_store_on_the_same_schema(
+    postgres_schema: PostgresSchema, open_pg: OpenPostgres
+) -> None:
     """A second store on the same schema sees what the first recorded, and migrates nothing."""
-    first = PostgresGroupStateStore(postgres_schema.url)
+    first = open_pg(postgres_schema.url)
     outcome = first.record(FULL)
     first.close()
-    second = PostgresGroupStateStore(postgres_schema.url)
+    second = open_pg(postgres_schema.url)
     try:
         assert second.get(KEY) == outcome.state
     finally:
@@ -122,27 +149,29 @@ def test_state_survives_a_new_store_on_the_same_schema(postgres_schema: Postgres
     assert row == (len(MIGRATIONS),)
 
 
-def test_unreachable_server_is_store_unavailable_quickly() -> None:
+def test_unreachable_server_is_store_unavailable_quickly(open_pg: OpenPostgres) -> None:
     """A port nothing listens on fails at once as StoreUnavailable, without the password."""
     started = time.monotonic()
     with pytest.raises(StoreUnavailable, match="PostgreSQL") as failed:
-        PostgresGroupStateStore(f"postgresql://chat:s3cret@127.0.0.1:{closed_port()}/test")
+        open_pg(f"postgresql://chat:s3cret@127.0.0.1:{closed_port()}/test")
     assert time.monotonic() - started < 10
     assert "s3cret" not in str(failed.value)
     assert "s3cret" not in repr(failed.value.__cause__)
 
 
-def test_malformed_url_is_store_unavailable_without_the_url() -> None:
+def test_malformed_url_is_store_unavailable_without_the_url(open_pg: OpenPostgres) -> None:
     """A URL libpq cannot parse is StoreUnavailable, quoting neither it nor its password."""
     with pytest.raises(StoreUnavailable, match="cannot be parsed") as failed:
-        PostgresGroupStateStore("postgresql://chat:s3cret@[::1/test")
+        open_pg("postgresql://chat:s3cret@[::1/test")
     assert "s3cret" not in str(failed.value)
     assert failed.value.__cause__ is None
 
 
-def test_failing_statement_is_store_unavailable(postgres_schema: PostgresSchema) -> None:
+def test_failing_statement_is_store_unavailable(
+    postgres_schema: PostgresSchema, open_pg: OpenPostgres
+) -> None:
     """A query error (here, the table dropped under the store) is StoreUnavailable."""
-    store = PostgresGroupStateStore(postgres_schema.url)
+    store = open_pg(postgres_schema.url)
     try:
         with postgres_schema.connect() as conn:
             conn.execute("DROP TABLE group_state")
@@ -163,12 +192,12 @@ def test_failing_statement_is_store_unavailable(postgres_schema: PostgresSchema)
     ids=["nul", "10KB"],
 )
 def test_an_id_postgresql_cannot_keep_is_not_storable_not_unavailable(
-    postgres_schema: PostgresSchema, group_id: str, message: str
+    postgres_schema: PostgresSchema, group_id: str, message: str, open_pg: OpenPostgres
 ) -> None:
     """PostgreSQL refuses NUL in text and an index entry over its size limit: the store
     raises ValueNotStorable naming the server's reason without the value, writes nothing,
     and its one connection serves the next call."""
-    store = PostgresGroupStateStore(postgres_schema.url, min_size=1, max_size=1)
+    store = open_pg(postgres_schema.url, min_size=1, max_size=1)
     try:
         with pytest.raises(ValueNotStorable, match=message) as raised:
             store.record(GroupEvent(GroupKey(1400000000, group_id), EventKind.FULL, 1000))
@@ -181,9 +210,10 @@ def test_an_id_postgresql_cannot_keep_is_not_storable_not_unavailable(
 
 def test_pool_recovers_after_server_connections_are_terminated(
     postgres_schema: PostgresSchema,
+    open_pg: OpenPostgres,
 ) -> None:
     """With every connection of the store killed, a call within a few seconds succeeds."""
-    store = PostgresGroupStateStore(postgres_schema.url, min_size=4, max_size=4)
+    store = open_pg(postgres_schema.url, min_size=4, max_size=4)
     try:
         store.record(FULL)
         # Only this test's sessions: its schema name is their application_name.
@@ -224,9 +254,11 @@ def explain(
 
 
 @pytest.mark.parametrize("sdk_app_id", [0, 2])
-def test_deep_page_is_an_index_range_scan(postgres_schema: PostgresSchema, sdk_app_id: int) -> None:
+def test_deep_page_is_an_index_range_scan(
+    postgres_schema: PostgresSchema, sdk_app_id: int, open_pg: OpenPostgres
+) -> None:
     """Deep in 20,000 groups, a page starts at its cursor in a partial index: as cheap as page 2."""
-    store = PostgresGroupStateStore(postgres_schema.url)
+    store = open_pg(postgres_schema.url)
     store.close()
     with postgres_schema.connect() as conn:
         conn.execute(
@@ -277,10 +309,10 @@ def insert_listed_groups(conn: psycopg.Connection[Any]) -> None:
 @pytest.mark.parametrize("sdk_app_id", [0, 2])
 @pytest.mark.parametrize("cursor_at", [1, 19_003])  # full groups of app 2
 def test_bounded_page_stops_its_index_scan_at_the_bound(
-    postgres_schema: PostgresSchema, sdk_app_id: int, cursor_at: int
+    postgres_schema: PostgresSchema, sdk_app_id: int, cursor_at: int, open_pg: OpenPostgres
 ) -> None:
     """A page under full_since_at_most_ms ends its index range there: no row past it is read."""
-    PostgresGroupStateStore(postgres_schema.url).close()
+    open_pg(postgres_schema.url).close()
     app, group_id, full, since = listed_row(cursor_at)
     assert (app, full) == (2, True)
     after = FullGroupsCursor(since, GroupKey(app, group_id))
@@ -313,7 +345,9 @@ def test_bounded_page_stops_its_index_scan_at_the_bound(
 # --- migration --------------------------------------------------------------------------------
 
 
-def test_version_1_schema_is_migrated_keeping_its_rows(postgres_schema: PostgresSchema) -> None:
+def test_version_1_schema_is_migrated_keeping_its_rows(
+    postgres_schema: PostgresSchema, open_pg: OpenPostgres
+) -> None:
     """A schema left at version 1 keeps its states (clear_reason empty) and gains the log."""
     with postgres_schema.connect() as conn, conn.transaction():
         conn.execute(
@@ -326,7 +360,7 @@ def test_version_1_schema_is_migrated_keeping_its_rows(postgres_schema: Postgres
             "INSERT INTO group_state VALUES (%s, %s, %s, true, 1000, 1500, 2, false, 1)",
             (KEY.sdk_app_id, KEY.group_id, KEY.topic_id),
         )
-    store = PostgresGroupStateStore(postgres_schema.url)
+    store = open_pg(postgres_schema.url)
     try:
         old = GroupState(KEY, True, 1000, 1500, 2, False, EventKind.FULL, "")
         assert store.get(KEY) == old
@@ -340,6 +374,43 @@ def test_version_1_schema_is_migrated_keeping_its_rows(postgres_schema: Postgres
     with postgres_schema.connect() as conn:
         versions = conn.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()
     assert versions == [(number,) for number in range(1, len(MIGRATIONS) + 1)]
+
+
+def test_version_3_change_log_keeps_its_sequences_and_numbering_goes_on(
+    postgres_schema: PostgresSchema,
+    open_pg: OpenPostgres,
+) -> None:
+    """A change log written by version 3 (sequences taken at insert, some pruned) keeps its
+    sequences through the upgrade; new changes are numbered after them."""
+    with postgres_schema.connect() as conn, conn.transaction():
+        conn.execute(
+            "CREATE TABLE schema_migrations ("
+            " version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        for number, script in enumerate(MIGRATIONS[:3], start=1):
+            conn.execute(script)
+            conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
+        for n in range(1, 4):
+            conn.execute(LOG_CHANGE, (n, *row_from_state(full_state_of(n)), False))
+        conn.execute("DELETE FROM group_state_change WHERE sequence = 3")
+        conn.execute("UPDATE change_log_state SET pruned_through = 3")
+    store = open_pg(postgres_schema.url)
+    try:
+        old = store.changes_after(0, 10)
+        assert [(c.sequence, c.state) for c in old] == [
+            (1, full_state_of(1)),
+            (2, full_state_of(2)),
+        ]
+        outcome = store.record(FULL)
+        assert [(c.sequence, c.state) for c in store.changes_after(2, 10)] == [(4, outcome.state)]
+        assert store.change_log_bounds() == ChangeLogBounds(3, 4)
+    finally:
+        store.close()
+
+
+def full_state_of(n: int) -> GroupState:
+    """A full state of group n."""
+    return GroupState(group_of(n), True, 1000, 1000, 1, False, EventKind.FULL)
 
 
 # --- change-log order -------------------------------------------------------------------------
@@ -360,9 +431,10 @@ def await_condition(condition: Callable[[], bool], what: str, timeout_s: float =
 
 def test_sequences_become_visible_in_order_across_replicas(
     postgres_schema: PostgresSchema,
+    open_pg: OpenPostgres,
 ) -> None:
     """Eight writers on two replicas: a reader never gets a sequence at or below one it saw."""
-    replicas = [PostgresGroupStateStore(postgres_schema.url, max_size=5) for _ in range(2)]
+    replicas = [open_pg(postgres_schema.url, max_size=5) for _ in range(2)]
     try:
         writers_done = threading.Event()
         seen: list[StateChange] = []
@@ -405,41 +477,105 @@ def test_sequences_become_visible_in_order_across_replicas(
     assert {change.state.key for change in seen} == keys
 
 
-def test_later_change_waits_for_an_earlier_sequence_to_commit(
+def log_change_uncommitted(conn: psycopg.Connection[Any], state: GroupState) -> None:
+    """Append a change of `state` in conn's open transaction, as record does."""
+    conn.execute(LOG_CHANGE, (now_ms(), *row_from_state(state), False))
+
+
+def test_open_transaction_holds_back_neither_writers_nor_readers(
     postgres_schema: PostgresSchema,
+    open_pg: OpenPostgres,
 ) -> None:
-    """While a transaction holds sequence 1 uncommitted, a record taking 2 waits for it."""
-    store = PostgresGroupStateStore(postgres_schema.url)
-    slow = GroupState(group_of(1), False, None, 500, 0, True, EventKind.DESTROYED)
-    raised: list[BaseException] = []
-
-    def record() -> None:
-        try:
-            store.record(FULL)
-        except BaseException as error:
-            raised.append(error)
-
-    recorder = threading.Thread(target=record)
+    """While a transaction with a change stays open, records commit at once and readers get
+    their changes; the held change, committed last, comes after every sequence read before
+    it, to a reader resuming from there and to one reading from the start."""
+    store = open_pg(postgres_schema.url)
+    held = GroupState(group_of(1), False, None, 500, 0, True, EventKind.DESTROYED)
     try:
-        # pg_stat_activity is read once per transaction: the observer polls in autocommit.
-        with postgres_schema.connect() as holder, postgres_schema.connect() as observer:
+        with postgres_schema.connect() as holder:
             with holder.transaction():
-                _log_changes(holder, [slow], forgotten=False)
-                recorder.start()
-                await_condition(
-                    lambda: waiting_for_lock(observer, postgres_schema, "advisory") == 1,
-                    "the record waits for the change-log lock",
-                )
-                assert store.changes_after(0, 10) == []
-                assert recorder.is_alive()
-            recorder.join()
-        assert raised == []
-        changes = store.changes_after(0, 10)
-        assert [(c.sequence, c.state) for c in changes] == [(1, slow), (2, store.get(KEY))]
+                log_change_uncommitted(holder, held)
+                started = time.monotonic()
+                first = store.record(FULL).state
+                second = store.record(GroupEvent(group_of(2), EventKind.FULL, 1000)).state
+                assert time.monotonic() - started < 2, "a record waited for the open one"
+                before = store.changes_after(0, 10)
+                assert [c.state for c in before] == [first, second]
+                assert store.change_log_bounds().head == before[-1].sequence
+            resumed = store.changes_after(before[-1].sequence, 10)
+        assert [c.state for c in resumed] == [held]
+        assert resumed[0].sequence > before[-1].sequence
+        assert store.changes_after(0, 10) == before + resumed
     finally:
-        if recorder.ident is not None:
-            recorder.join()
         store.close()
+
+
+def test_readers_following_interleaved_commits_see_each_change_once_in_order(
+    postgres_schema: PostgresSchema,
+    open_pg: OpenPostgres,
+) -> None:
+    """Writers on two replicas and on raw connections that hold their change open for a
+    while (so commits land out of insertion order) while two readers follow changes_after
+    from their last sequence, in small batches. Each reader gets every change exactly once,
+    in increasing sequence, the same list as a reading of the whole log afterwards; a reader
+    resuming from any sequence a follower reached gets exactly the rest."""
+    replicas = [open_pg(postgres_schema.url, max_size=4) for _ in range(2)]
+    writers_done = threading.Event()
+    followed: list[list[StateChange]] = [[], []]
+
+    def record(thread: int) -> Callable[[], None]:
+        def run() -> None:
+            for i in range(40):
+                event = GroupEvent(group_of(thread * 1000 + i), EventKind.FULL, 1000)
+                replicas[thread % 2].record(event)
+
+        return run
+
+    def hold(thread: int) -> Callable[[], None]:
+        def run() -> None:
+            pause = random.Random(thread)
+            with postgres_schema.connect() as conn:
+                for i in range(15):
+                    state = GroupState(group_of(thread * 1000 + i), False, None, i, 0, True)
+                    with conn.transaction():
+                        log_change_uncommitted(conn, state)
+                        time.sleep(pause.uniform(0, 0.05))
+
+        return run
+
+    def write_all() -> None:
+        try:
+            writers = [record(t) for t in range(4)] + [hold(t) for t in range(4, 8)]
+            assert run_threads(*writers) == []
+        finally:
+            writers_done.set()
+
+    def follow(reader: int) -> Callable[[], None]:
+        def run() -> None:
+            last = 0
+            while True:
+                done = writers_done.is_set()
+                batch = replicas[reader].changes_after(last, 7)
+                followed[reader] += batch
+                if batch:
+                    last = batch[-1].sequence
+                elif done:
+                    return
+
+        return run
+
+    try:
+        assert run_threads(write_all, follow(0), follow(1)) == []
+        whole = replicas[1].changes_after(0, 10_000)
+        assert len(whole) == 4 * 40 + 4 * 15
+        sequences = [change.sequence for change in whole]
+        assert sequences == sorted(set(sequences))
+        assert followed == [whole, whole]
+        for at in range(0, len(whole), 17):
+            assert replicas[0].changes_after(whole[at].sequence, 10_000) == whole[at + 1 :]
+    finally:
+        for replica in replicas:
+            replica.close()
 
 
 def waiting_for_lock(conn: psycopg.Connection[Any], schema: PostgresSchema, kind: str) -> int:
@@ -469,17 +605,19 @@ def other_schema(postgres_server_url: str) -> Iterator[PostgresSchema]:
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(ident))
 
 
-def timed_wait(store: PostgresGroupStateStore, timeout_s: float) -> float:
+def timed_wait(store: Any, timeout_s: float) -> float:
     """Call wait_for_changes(timeout_s); the seconds it took."""
     started = time.monotonic()
     store.wait_for_changes(timeout_s)
     return time.monotonic() - started
 
 
-def test_change_through_one_replica_wakes_another(postgres_schema: PostgresSchema) -> None:
+def test_change_through_one_replica_wakes_another(
+    postgres_schema: PostgresSchema, open_pg: OpenPostgres
+) -> None:
     """A record through replica A wakes B's 10 s wait early, and B's log read returns it."""
-    a = PostgresGroupStateStore(postgres_schema.url)
-    b = PostgresGroupStateStore(postgres_schema.url)
+    a = open_pg(postgres_schema.url)
+    b = open_pg(postgres_schema.url)
     stop = threading.Event()
     outcomes = []
 
@@ -503,11 +641,11 @@ def test_change_through_one_replica_wakes_another(postgres_schema: PostgresSchem
 
 
 def test_notifications_of_another_schema_are_ignored(
-    postgres_schema: PostgresSchema, other_schema: PostgresSchema
+    postgres_schema: PostgresSchema, other_schema: PostgresSchema, open_pg: OpenPostgres
 ) -> None:
     """A change in another schema on the same server neither wakes the wait nor shows in the log."""
-    mine = PostgresGroupStateStore(postgres_schema.url)
-    theirs = PostgresGroupStateStore(other_schema.url)
+    mine = open_pg(postgres_schema.url)
+    theirs = open_pg(other_schema.url)
     try:
         mine.wait_for_changes(0)
         theirs.record(FULL)
@@ -534,10 +672,10 @@ def listener_pids(schema: PostgresSchema) -> list[int]:
 
 
 def test_wait_survives_its_listener_being_terminated(
-    postgres_schema: PostgresSchema, caplog: pytest.LogCaptureFixture
+    postgres_schema: PostgresSchema, caplog: pytest.LogCaptureFixture, open_pg: OpenPostgres
 ) -> None:
     """With its listener killed, a wait returns within a second, logs once, then listens anew."""
-    store = PostgresGroupStateStore(postgres_schema.url)
+    store = open_pg(postgres_schema.url)
     try:
         store.wait_for_changes(0)
         (killed,) = listener_pids(postgres_schema)
@@ -560,9 +698,10 @@ def test_wait_survives_its_listener_being_terminated(
 
 def test_close_wakes_a_blocked_wait_and_ends_every_session(
     postgres_schema: PostgresSchema,
+    open_pg: OpenPostgres,
 ) -> None:
     """close() makes a 30 s wait in another thread return promptly and ends the listener."""
-    store = PostgresGroupStateStore(postgres_schema.url)
+    store = open_pg(postgres_schema.url)
     store.wait_for_changes(0)
     took: list[float] = []
     waiter = threading.Thread(target=lambda: took.append(timed_wait(store, 30)))
@@ -602,16 +741,17 @@ def insert_destroyed_groups(schema: PostgresSchema, count: int, last_event_ms: i
 
 def test_two_replicas_pruning_at_once_forget_each_group_once(
     postgres_schema: PostgresSchema,
+    open_pg: OpenPostgres,
 ) -> None:
     """Two replicas pruning 2,500 destroyed groups (three batches) log one forgetting per group."""
-    replicas = [PostgresGroupStateStore(postgres_schema.url) for _ in range(2)]
+    replicas = [open_pg(postgres_schema.url) for _ in range(2)]
     try:
         insert_destroyed_groups(postgres_schema, 2500, 1000)
         kept = replicas[0].record(GroupEvent(GroupKey(7, "recent"), EventKind.DESTROYED, 9000))
         barrier = threading.Barrier(2)
         outcomes: list[PruneOutcome] = []
 
-        def prune(replica: PostgresGroupStateStore) -> Callable[[], None]:
+        def prune(replica: Any) -> Callable[[], None]:
             def run() -> None:
                 barrier.wait()
                 outcomes.append(replica.prune(5000, 0))
@@ -634,9 +774,10 @@ def test_two_replicas_pruning_at_once_forget_each_group_once(
 
 def test_batch_cut_short_by_a_concurrent_event_does_not_end_the_pass(
     postgres_schema: PostgresSchema,
+    open_pg: OpenPostgres,
 ) -> None:
     """A state revived while the first batch waits for it is skipped, and the rest still go."""
-    store = PostgresGroupStateStore(postgres_schema.url)
+    store = open_pg(postgres_schema.url)
     insert_destroyed_groups(postgres_schema, 1500, 1000)
     outcomes: list[PruneOutcome] = []
     pruner = threading.Thread(target=lambda: outcomes.append(store.prune(5000, 0)))
@@ -663,10 +804,11 @@ def test_batch_cut_short_by_a_concurrent_event_does_not_end_the_pass(
 
 def test_log_replays_to_the_states_while_pruning_races_writers(
     postgres_schema: PostgresSchema,
+    open_pg: OpenPostgres,
 ) -> None:
     """Pruning 3,000 groups while 4 threads revive some: no deadlock, none left, log true."""
-    pruner = PostgresGroupStateStore(postgres_schema.url)
-    writer = PostgresGroupStateStore(postgres_schema.url, max_size=4)
+    pruner = open_pg(postgres_schema.url)
+    writer = open_pg(postgres_schema.url, max_size=4)
     revived = {thread: range(thread, 3000, 12) for thread in range(4)}
     try:
         insert_destroyed_groups(postgres_schema, 3000, 1000)
@@ -700,13 +842,14 @@ def test_log_replays_to_the_states_while_pruning_races_writers(
 
 def test_two_replicas_racing_on_one_bucket_take_exactly_the_limit(
     postgres_schema: PostgresSchema,
+    open_pg: OpenPostgres,
 ) -> None:
     """Eight threads on two replicas, 25 acquires each at limit 50: exactly 50 slots are taken."""
-    replicas = [PostgresGroupStateStore(postgres_schema.url, max_size=4) for _ in range(2)]
+    replicas = [open_pg(postgres_schema.url, max_size=4) for _ in range(2)]
     results: list[Acquisition] = []
     barrier = threading.Barrier(8)
 
-    def race(replica: PostgresGroupStateStore) -> Callable[[], None]:
+    def race(replica: Any) -> Callable[[], None]:
         def run() -> None:
             barrier.wait()
             for _ in range(25):
@@ -730,9 +873,11 @@ def test_two_replicas_racing_on_one_bucket_take_exactly_the_limit(
     assert row == (50,)
 
 
-def test_acquire_waits_only_for_its_own_buckets_lock(postgres_schema: PostgresSchema) -> None:
+def test_acquire_waits_only_for_its_own_buckets_lock(
+    postgres_schema: PostgresSchema, open_pg: OpenPostgres
+) -> None:
     """While another session holds a bucket's lock, its acquire waits; another bucket's does not."""
-    store = PostgresGroupStateStore(postgres_schema.url)
+    store = open_pg(postgres_schema.url)
     got: list[Acquisition] = []
     waiter = threading.Thread(
         target=lambda: got.append(store.acquire("busy", window_ms=10, limit=1, now_ms=1000))
@@ -759,10 +904,10 @@ def test_acquire_waits_only_for_its_own_buckets_lock(postgres_schema: PostgresSc
 
 
 def test_failed_acquire_is_store_unavailable_and_its_connection_serves_on(
-    postgres_schema: PostgresSchema, caplog: pytest.LogCaptureFixture
+    postgres_schema: PostgresSchema, caplog: pytest.LogCaptureFixture, open_pg: OpenPostgres
 ) -> None:
     """A failed acquire is StoreUnavailable; the store's one connection then serves a record."""
-    store = PostgresGroupStateStore(postgres_schema.url, min_size=1, max_size=1)
+    store = open_pg(postgres_schema.url, min_size=1, max_size=1)
     try:
         with postgres_schema.connect() as conn:
             conn.execute("DROP TABLE rate_limit_slot")
@@ -784,12 +929,12 @@ DECISION_INDEXES = {
 
 @pytest.mark.parametrize("filtered", DECISION_INDEXES.values(), ids=DECISION_INDEXES.keys())
 def test_deep_decision_page_is_a_backward_index_range_scan(
-    postgres_schema: PostgresSchema, filtered: tuple[DecisionQuery, str]
+    postgres_schema: PostgresSchema, filtered: tuple[DecisionQuery, str], open_pg: OpenPostgres
 ) -> None:
     """Deep in 20,000 decisions, a page (unfiltered, or of a 1% app or operator) starts at its
     cursor in its index, read backwards: as cheap as the first pages."""
     query, index = filtered
-    PostgresGroupStateStore(postgres_schema.url).close()
+    open_pg(postgres_schema.url).close()
 
     def explain(conn: psycopg.Connection[Any], i: int) -> Any:
         after = DecisionCursor(1000 + i // 3, f"d{i:05}")
@@ -916,12 +1061,12 @@ def terminate_sessions(schema: PostgresSchema) -> int:
 
 
 def test_connection_used_a_moment_ago_is_not_checked(
-    proxy: RoundTripCounter, monkeypatch: pytest.MonkeyPatch
+    proxy: RoundTripCounter, monkeypatch: pytest.MonkeyPatch, open_pg: OpenPostgres
 ) -> None:
     """A get takes one round trip on a connection used a moment ago, two (the check) on a new
     one or one idle for _RECENTLY_USED_S."""
     monkeypatch.setattr(postgres_store, "_RECENTLY_USED_S", 60.0)
-    store = PostgresGroupStateStore(proxy.url, min_size=1, max_size=1)
+    store = open_pg(proxy.url, min_size=1, max_size=1)
     try:
         assert proxy.count(lambda: store.get(KEY)) == 2
         assert proxy.count(lambda: store.get(KEY)) == 1
@@ -933,12 +1078,12 @@ def test_connection_used_a_moment_ago_is_not_checked(
 
 
 def test_record_takes_two_round_trips_and_other_calls_one(
-    proxy: RoundTripCounter, monkeypatch: pytest.MonkeyPatch
+    proxy: RoundTripCounter, monkeypatch: pytest.MonkeyPatch, open_pg: OpenPostgres
 ) -> None:
     """On a connection used a moment ago, record takes two round trips, applied or not, and
     get, get_many, acquire, release and append_decisions one each."""
     monkeypatch.setattr(postgres_store, "_RECENTLY_USED_S", 60.0)
-    store = PostgresGroupStateStore(proxy.url, min_size=1, max_size=1)
+    store = open_pg(proxy.url, min_size=1, max_size=1)
     try:
         store.ping()  # the new connection's check
         assert proxy.count(lambda: store.record(FULL)) == 2
@@ -963,12 +1108,12 @@ def test_record_takes_two_round_trips_and_other_calls_one(
 
 
 def test_connection_killed_while_idle_is_not_handed_out(
-    postgres_schema: PostgresSchema, monkeypatch: pytest.MonkeyPatch
+    postgres_schema: PostgresSchema, monkeypatch: pytest.MonkeyPatch, open_pg: OpenPostgres
 ) -> None:
     """A connection whose backend was terminated while it sat idle for _RECENTLY_USED_S is
     checked and replaced, so the next call succeeds."""
     monkeypatch.setattr(postgres_store, "_RECENTLY_USED_S", 0.2)
-    store = PostgresGroupStateStore(postgres_schema.url, min_size=1, max_size=1)
+    store = open_pg(postgres_schema.url, min_size=1, max_size=1)
     try:
         outcome = store.record(FULL)
         assert terminate_sessions(postgres_schema) == 1
@@ -979,12 +1124,12 @@ def test_connection_killed_while_idle_is_not_handed_out(
 
 
 def test_call_on_a_connection_killed_moments_ago_fails_and_purges_the_pool(
-    postgres_schema: PostgresSchema, monkeypatch: pytest.MonkeyPatch
+    postgres_schema: PostgresSchema, monkeypatch: pytest.MonkeyPatch, open_pg: OpenPostgres
 ) -> None:
     """With the backends of two connections used moments ago terminated, the first call fails
     as StoreUnavailable and has the other checked, so the next call succeeds."""
     monkeypatch.setattr(postgres_store, "_RECENTLY_USED_S", 60.0)
-    store = PostgresGroupStateStore(postgres_schema.url, min_size=2, max_size=2)
+    store = open_pg(postgres_schema.url, min_size=2, max_size=2)
     try:
         outcome = store.record(FULL)
         store.get(KEY)
@@ -1022,9 +1167,10 @@ def private_cluster() -> Iterator[PostgresCluster]:
 @pytest.mark.e2e
 def test_server_down_fails_ping_in_the_pool_timeout_and_never_fails_a_wait(
     private_cluster: PostgresCluster,
+    open_pg: OpenPostgres,
 ) -> None:
     """With the server stopped, ping fails in about 5 s and waits return; waits recover after."""
-    store = PostgresGroupStateStore(private_cluster.url, min_size=2, max_size=2)
+    store = open_pg(private_cluster.url, min_size=2, max_size=2)
     try:
         store.wait_for_changes(0)
         private_cluster.stop("fast")
