@@ -18,6 +18,16 @@ class SettingsError(ValueError):
     """A setting has a value the service cannot use; the message names the variable."""
 
 
+# Settings that meant something once and are refused now, rather than silently ignored, with
+# what to do instead.
+REMOVED_SETTINGS = {
+    "CHAT_POLICY_GRPC_MAX_WORKERS": (
+        "the service holds no thread per call. Remove it; CHAT_POLICY_GRPC_MAX_CONCURRENT bounds"
+        " the unary calls served at once, CHAT_POLICY_MAX_STREAMS the streams"
+    ),
+}
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     """How the policy service listens, where it keeps state and which policy it applies."""
@@ -124,12 +134,9 @@ class ServiceSettings:
                 "CHAT_POLICY_GRPC_TLS_CLIENT_CA (mutual TLS) needs TLS: set"
                 " CHAT_POLICY_GRPC_TLS_CERT and CHAT_POLICY_GRPC_TLS_KEY"
             )
-        if environ.get("CHAT_POLICY_GRPC_MAX_WORKERS", ""):
-            raise SettingsError(
-                "CHAT_POLICY_GRPC_MAX_WORKERS is no longer used: the service holds no thread per"
-                " call. Remove it; CHAT_POLICY_GRPC_MAX_CONCURRENT bounds the unary calls served"
-                " at once, CHAT_POLICY_MAX_STREAMS the streams"
-            )
+        for removed, instead in REMOVED_SETTINGS.items():
+            if environ.get(removed, ""):
+                raise SettingsError(f"{removed} is no longer used: {instead}")
         max_streams = _positive(environ, "CHAT_POLICY_MAX_STREAMS", defaults.max_streams)
         watch_max_streams = _positive(
             environ, "CHAT_POLICY_WATCH_MAX_STREAMS", min(defaults.watch_max_streams, max_streams)
