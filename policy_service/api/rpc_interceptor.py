@@ -28,7 +28,6 @@ before the answer (its task cancelled) is CANCELLED.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import time
@@ -183,6 +182,15 @@ def _caused_by_store(error: BaseException) -> bool:
     return False
 
 
+def _refuse(context: grpc.aio.ServicerContext, streaming: bool, budget: Budget) -> None:
+    """Answer a call beyond the budget RESOURCE_EXHAUSTED with an ErrorInfo, once the handler
+    returns (so that the call is counted and logged before its caller hears of it)."""
+    status = _refusal(streaming, budget)
+    context.set_code(status.code)
+    context.set_details(status.details)
+    context.set_trailing_metadata(status.trailing_metadata)
+
+
 def _refusal(streaming: bool, budget: Budget) -> grpc.Status:
     """RESOURCE_EXHAUSTED with an ErrorInfo, for a call beyond the budget."""
     if streaming:
@@ -240,11 +248,11 @@ def _unary_response(
     async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
         with serving(request_id_of(context)), describing_call() as described:
-            admitted = budget is None or budget.unary < budget.max_unary
+            if budget is not None and budget.unary >= budget.max_unary:
+                _refuse(context, False, budget)
+                observer.finish(context, started, None, described)
+                return None
             try:
-                if not admitted:
-                    assert budget is not None
-                    await context.abort_with_status(_refusal(False, budget))
                 if budget is not None:
                     budget.unary += 1
                 try:
@@ -269,25 +277,38 @@ def _stream_response(
 
     async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         started = time.perf_counter()
+        request_id = request_id_of(context)
+        if budget is not None and budget.streams >= budget.max_streams:
+            _refuse(context, True, budget)
+            with serving(request_id):
+                observer.finish(context, started, None)
+            return
+        if budget is not None:
+            budget.streams += 1
         error: BaseException | None = None
-        counted = False
-        with serving(request_id_of(context)):
-            try:
-                if budget is not None:
-                    if budget.streams >= budget.max_streams:
-                        await context.abort_with_status(_refusal(True, budget))
-                    budget.streams += 1
-                    counted = True
-                async with contextlib.aclosing(behaviour(request, context)) as responses:
-                    async for response in responses:
-                        yield response
-            except BaseException as caught:
-                error = caught
-                raise
-            finally:
-                if counted:
-                    assert budget is not None
-                    budget.streams -= 1
+        responses = behaviour(request, context)
+        try:
+            # The request ID is bound only while the handler runs, never across a yield: a
+            # generator grpc leaves suspended is closed later, maybe from another task, whose
+            # context the binding must not leak into (nor be reset from).
+            while True:
+                with serving(request_id):
+                    try:
+                        response = await responses.__anext__()
+                    except StopAsyncIteration:
+                        return
+                yield response
+        except GeneratorExit:  # grpc stopped reading: the client went away
+            with serving(request_id):
+                await responses.aclose()
+            raise
+        except BaseException as caught:
+            error = caught
+            raise
+        finally:
+            if budget is not None:
+                budget.streams -= 1
+            with serving(request_id):
                 observer.finish(context, started, error)
 
     return observed
@@ -307,7 +328,8 @@ def _writing_stream(
             try:
                 if budget is not None:
                     if budget.streams >= budget.max_streams:
-                        await context.abort_with_status(_refusal(True, budget))
+                        _refuse(context, True, budget)
+                        return
                     budget.streams += 1
                     counted = True
                 await behaviour(request, context)
