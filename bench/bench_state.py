@@ -245,6 +245,7 @@ def running_service(db: Database, workdir: Path, watchers: int) -> Iterator[str]
         CHAT_POLICY_METRICS_BIND="127.0.0.1:0",  # any free port: nothing here reads it
         CHAT_POLICY_DATABASE_URL=db.url,
         CHAT_POLICY_DATA_DIR=str(workdir),
+        CHAT_POLICY_MAX_STREAMS=str(max(watchers, ServiceSettings().max_streams)),
         CHAT_POLICY_WATCH_MAX_STREAMS=str(max(watchers, ServiceSettings().watch_max_streams)),
     )
     log_path = workdir / "service.log"

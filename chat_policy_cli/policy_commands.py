@@ -57,6 +57,7 @@ one JSON document: {"passed": N, "failed": M, "cases": [{"index", "name", "passe
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import json
 import re
@@ -437,12 +438,14 @@ class CaseResult:
     request_number: int
 
 
-def run_case(policy: Policy, case: Case, counter: InMemoryRateCounter) -> CaseResult:
+async def run_case(policy: Policy, case: Case, counter: InMemoryRateCounter) -> CaseResult:
     """Send the case's request `repeat` times, all of them, and check every decision."""
     failure: CaseResult | None = None
     decision: Decision | None = None
     for number in range(1, case.repeat + 1):
-        decision = policy.decide(case.request, counter=counter, now_ms=case.now_ms, explain=True)
+        decision = await policy.decide(
+            case.request, counter=counter, now_ms=case.now_ms, explain=True
+        )
         if failure is None and not case.expect.met_by(decision):
             failure = CaseResult(case, False, decision, number)
     assert decision is not None  # repeat >= 1
@@ -450,9 +453,14 @@ def run_case(policy: Policy, case: Case, counter: InMemoryRateCounter) -> CaseRe
 
 
 def run_cases(policy: Policy, cases: Sequence[Case]) -> list[CaseResult]:
-    """Run the cases in order with one rate-limit counter for all of them."""
-    counter = InMemoryRateCounter()
-    return [run_case(policy, case, counter) for case in cases]
+    """Run the cases in order with one rate-limit counter for all of them (on an event loop
+    of their own: Policy.decide is a coroutine)."""
+
+    async def run_all() -> list[CaseResult]:
+        counter = InMemoryRateCounter()
+        return [await run_case(policy, case, counter) for case in cases]
+
+    return asyncio.run(run_all())
 
 
 def text_report(results: Sequence[CaseResult]) -> list[str]:

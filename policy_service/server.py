@@ -1,12 +1,11 @@
-"""The policy service process: builds the gRPC server and runs it until SIGTERM/SIGINT."""
+"""The policy service process: builds the grpc.aio server and runs it on one event loop until
+SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
-import threading
-from concurrent import futures
-from types import FrameType
 
 import grpc
 from grpc_reflection.v1alpha import reflection
@@ -23,7 +22,7 @@ from policy_service.api.health import (
     StoreHealth,
 )
 from policy_service.api.metrics import MetricsEndpoint, service_registry
-from policy_service.api.rpc_interceptor import RpcInterceptor
+from policy_service.api.rpc_interceptor import Budget, RpcInterceptor
 from policy_service.api.tls import server_credentials
 from policy_service.engine.decision_recorder import DecisionRecorder
 from policy_service.engine.policy_file import PolicyError, load_policy
@@ -60,8 +59,11 @@ class BindError(RuntimeError):
 
 
 class PolicyService:
-    """The gRPC server and its background work: the change feed, retention, health, policy
-    reloads and the decision record."""
+    """The gRPC server (grpc.aio) and its background tasks: the change feed, retention,
+    health, policy reloads and the decision record, all on one event loop.
+
+    Built, started and stopped on the running loop the store was opened on.
+    """
 
     def __init__(
         self,
@@ -92,15 +94,15 @@ class PolicyService:
             rate_slot_retention_ms=lambda: policy.policy.longest_window_ms,
             interval_s=settings.prune_interval_s,
         )
-        self.server = grpc.server(
-            # A watch stream holds its thread: the streams get threads of their own, so that
-            # unary calls never wait behind them.
-            futures.ThreadPoolExecutor(
-                max_workers=settings.max_workers + settings.watch_max_streams
-            ),
+        # The concurrency budget: streams never take the room of unary calls, and health is
+        # outside both (README "Operating it").
+        self.budget = Budget(
+            max_streams=settings.max_streams, max_unary=settings.max_concurrent_rpcs
+        )
+        self.server = grpc.aio.server(
             options=SERVER_OPTIONS,
-            # Request IDs in the log, RPC metrics and one log line per call.
-            interceptors=(RpcInterceptor(),),
+            # Admission, request IDs in the log, RPC metrics and one log line per call.
+            interceptors=(RpcInterceptor(self.budget),),
         )
         creation_policy_service_pb2_grpc.add_CreationPolicyServiceServicer_to_server(
             CreationPolicyServicer(policy, store, store, self.recorder), self.server
@@ -139,37 +141,27 @@ class PolicyService:
         self.metrics_port: int | None = None
         self._metrics: MetricsEndpoint | None = None
         if serve_metrics:
-            try:
-                self._metrics = metrics_endpoint(settings, store, policy)
-            except BindError:
-                self.server.stop(None)
-                raise
+            self._metrics = metrics_endpoint(settings, store, policy)
             self.metrics_port = self._metrics.port
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Start serving, following the change log, pruning, health checks and reloads."""
         self.feed.start()
         self.recorder.start()
-        self.server.start()
+        await self.server.start()
         self.policy_watcher.start()
         self.pruner.start()
         self.health.start()
 
-    def stop(self, grace_s: float | None) -> None:
+    async def stop(self, grace_s: float | None) -> None:
         """Report NOT_SERVING, end watch streams, refuse new calls and drain in-flight RPCs
-        for up to grace_s, store the queued decision records; the store stays open.
-
-        Nothing waits before server.stop: until it runs, new calls are still taken, and a
-        background thread may be stuck behind a slow store write.
-        """
-        self.health.shut_down()
+        for up to grace_s, store the queued decision records; the store stays open."""
+        await self.health.shut_down()
         self.feed.close()
-        stopped = self.server.stop(grace_s)
-        self.pruner.stop()
-        self.policy_watcher.stop()
-        stopped.wait()
-        self.health.join()
-        self.recorder.stop()
+        await self.server.stop(grace_s)
+        await self.pruner.stop()
+        await self.policy_watcher.stop()
+        await self.recorder.stop()
         if self._metrics is not None:
             self._metrics.close()
 
@@ -181,30 +173,32 @@ def metrics_endpoint(
     problem = listen_problem(settings.metrics_bind)
     if problem is None:
         try:
-            return MetricsEndpoint(settings.metrics_bind, service_registry(store, policy))
+            registry = service_registry(store, policy, asyncio.get_running_loop())
+            return MetricsEndpoint(settings.metrics_bind, registry)
         except OSError as error:
             problem = error.strerror or str(error)
     raise BindError("CHAT_POLICY_METRICS_BIND", settings.metrics_bind, problem)
 
 
 def serve(settings: ServiceSettings) -> None:
-    """Run the service until SIGTERM or SIGINT, then drain in-flight RPCs and close the store."""
+    """Run the service until SIGTERM or SIGINT, then drain in-flight RPCs and close the store.
+
+    One event loop (asyncio.run) serves every call and runs every background task.
+    """
+    asyncio.run(_serve(settings))
+
+
+async def _serve(settings: ServiceSettings) -> None:
     policy = PolicyHolder(settings.policy_file, load_policy(settings.policy_file))
-    store = open_configured_store(settings)
+    store = await open_configured_store(settings)
     try:
         service = PolicyService(settings, store, policy, serve_metrics=True)
-        stop = threading.Event()
-
-        def request_stop(signum: int, frame: FrameType | None) -> None:
-            stop.set()
-
-        def request_reload(signum: int, frame: FrameType | None) -> None:
-            service.policy_watcher.request_reload()
-
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGHUP, request_reload)
-        service.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, service.policy_watcher.request_reload)
+        await service.start()
         log.info(
             "policy service listening on %s (port %d), store %s, policy %s",
             settings.grpc_bind,
@@ -217,24 +211,21 @@ def serve(settings: ServiceSettings) -> None:
             settings.metrics_bind.rpartition(":")[0],
             service.metrics_port,
         )
-        # In slices: a signal the kernel delivers to one of grpc's threads runs its handler
-        # only when this (main) thread next runs Python code; an endless wait could miss it.
-        while not stop.wait(0.1):
-            pass
+        await stop.wait()
         log.info("stopping: draining in-flight RPCs for up to %.1fs", settings.grace_s)
-        service.stop(settings.grace_s)
+        await service.stop(settings.grace_s)
     finally:
-        store.close()
+        await store.close()
     log.info("policy service stopped")
 
 
-def open_configured_store(settings: ServiceSettings) -> Store:
-    """Open the store the settings name; for an SQLite file, SettingsError naming the variable
-    that placed it, the path and why it cannot be used."""
+async def open_configured_store(settings: ServiceSettings) -> Store:
+    """Open the store the settings name, on the running loop; for an SQLite file,
+    SettingsError naming the variable that placed it, the path and why it cannot be used."""
     url = settings.resolved_database_url
     path = sqlite_path(url)
     if path is None:
-        return open_store(url)
+        return await open_store(url)
     if settings.database_url:
         variable, value = "CHAT_POLICY_DATABASE_URL", settings.database_url
     else:
@@ -242,7 +233,7 @@ def open_configured_store(settings: ServiceSettings) -> Store:
     problem = directory_problem(path.parent)
     if problem is None:
         try:
-            return open_store(url)
+            return await open_store(url)
         except StoreUnavailable as error:
             problem = f"cannot open {path.absolute()}: {error}"
     raise SettingsError(f"{variable}={value!r}: {problem}")

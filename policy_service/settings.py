@@ -18,6 +18,16 @@ class SettingsError(ValueError):
     """A setting has a value the service cannot use; the message names the variable."""
 
 
+# Settings that meant something once and are refused now, rather than silently ignored, with
+# what to do instead.
+REMOVED_SETTINGS = {
+    "CHAT_POLICY_GRPC_MAX_WORKERS": (
+        "the service holds no thread per call. Remove it; CHAT_POLICY_GRPC_MAX_CONCURRENT bounds"
+        " the unary calls served at once, CHAT_POLICY_MAX_STREAMS the streams"
+    ),
+}
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     """How the policy service listens, where it keeps state and which policy it applies."""
@@ -45,8 +55,14 @@ class ServiceSettings:
     """PEM CA bundle that callers' certificates must chain to (CHAT_POLICY_GRPC_TLS_CLIENT_CA);
     setting it requires every caller to present one (mutual TLS)."""
 
-    max_workers: int = 8
-    """Threads serving RPCs (CHAT_POLICY_GRPC_MAX_WORKERS)."""
+    max_concurrent_rpcs: int = 256
+    """Unary calls served at once (CHAT_POLICY_GRPC_MAX_CONCURRENT); one more is answered
+    RESOURCE_EXHAUSTED (ERROR_REASON_OVERLOADED) at once. Health checks are not counted."""
+
+    max_streams: int = 2000
+    """Streaming calls (watch and reflection streams) served at once (CHAT_POLICY_MAX_STREAMS);
+    one more is answered RESOURCE_EXHAUSTED (ERROR_REASON_TOO_MANY_STREAMS). An idle stream
+    holds no thread, only a few KB of memory. Health Watch streams are not counted."""
 
     grace_s: float = 5.0
     """On SIGTERM/SIGINT, how long in-flight RPCs may finish (CHAT_POLICY_GRPC_GRACE_S)."""
@@ -65,9 +81,10 @@ class ServiceSettings:
     watch_heartbeat_s: float = 10.0
     """An idle watch stream gets a progress message this often (CHAT_POLICY_WATCH_HEARTBEAT_S)."""
 
-    watch_max_streams: int = 100
-    """Watch streams one replica serves at once, each on a thread of its own
-    (CHAT_POLICY_WATCH_MAX_STREAMS)."""
+    watch_max_streams: int = 1000
+    """Of max_streams, how many may be watch streams (CHAT_POLICY_WATCH_MAX_STREAMS; at most
+    CHAT_POLICY_MAX_STREAMS): one more is RESOURCE_EXHAUSTED (ERROR_REASON_TOO_MANY_WATCHERS),
+    so watchers leave room for reflection streams."""
 
     max_event_ahead_s: float = 300.0
     """Largest distance a recorded event's time may be ahead of the service's clock
@@ -117,6 +134,18 @@ class ServiceSettings:
                 "CHAT_POLICY_GRPC_TLS_CLIENT_CA (mutual TLS) needs TLS: set"
                 " CHAT_POLICY_GRPC_TLS_CERT and CHAT_POLICY_GRPC_TLS_KEY"
             )
+        for removed, instead in REMOVED_SETTINGS.items():
+            if environ.get(removed, ""):
+                raise SettingsError(f"{removed} is no longer used: {instead}")
+        max_streams = _positive(environ, "CHAT_POLICY_MAX_STREAMS", defaults.max_streams)
+        watch_max_streams = _positive(
+            environ, "CHAT_POLICY_WATCH_MAX_STREAMS", min(defaults.watch_max_streams, max_streams)
+        )
+        if watch_max_streams > max_streams:
+            raise SettingsError(
+                f"CHAT_POLICY_WATCH_MAX_STREAMS={watch_max_streams} is more than"
+                f" CHAT_POLICY_MAX_STREAMS={max_streams}: watch streams are part of the streams"
+            )
         return cls(
             grpc_bind=_bind(environ, "CHAT_POLICY_GRPC_BIND", defaults.grpc_bind),
             data_dir=Path(environ.get("CHAT_POLICY_DATA_DIR", "") or defaults.data_dir),
@@ -125,7 +154,10 @@ class ServiceSettings:
             tls_cert_file=tls_cert_file,
             tls_key_file=tls_key_file,
             tls_client_ca_file=tls_client_ca_file,
-            max_workers=_positive(environ, "CHAT_POLICY_GRPC_MAX_WORKERS", defaults.max_workers),
+            max_concurrent_rpcs=_positive(
+                environ, "CHAT_POLICY_GRPC_MAX_CONCURRENT", defaults.max_concurrent_rpcs
+            ),
+            max_streams=max_streams,
             grace_s=_positive(environ, "CHAT_POLICY_GRPC_GRACE_S", defaults.grace_s),
             destroyed_retention_s=_positive(
                 environ, "CHAT_POLICY_DESTROYED_RETENTION_S", defaults.destroyed_retention_s
@@ -139,9 +171,7 @@ class ServiceSettings:
             watch_heartbeat_s=_positive(
                 environ, "CHAT_POLICY_WATCH_HEARTBEAT_S", defaults.watch_heartbeat_s
             ),
-            watch_max_streams=_positive(
-                environ, "CHAT_POLICY_WATCH_MAX_STREAMS", defaults.watch_max_streams
-            ),
+            watch_max_streams=watch_max_streams,
             max_event_ahead_s=_positive(
                 environ, "CHAT_POLICY_MAX_EVENT_AHEAD_S", defaults.max_event_ahead_s
             ),

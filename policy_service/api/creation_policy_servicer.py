@@ -63,15 +63,15 @@ class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServ
         self._counts = RuleCounts()
 
     @maps_errors
-    def CheckGroupCreation(
-        self, request: pb.CheckGroupCreationRequest, context: grpc.ServicerContext
+    async def CheckGroupCreation(
+        self, request: pb.CheckGroupCreationRequest, context: grpc.aio.ServicerContext
     ) -> pb.CheckGroupCreationResponse:
         """Decide one group creation; describe it on the RPC's log line and queue its record."""
         started = time.perf_counter_ns()
         creation = creation_request(request)
         creation.validate()
         decided_at = now_ms()
-        decision = self._policy.policy.decide(
+        decision = await self._policy.policy.decide(
             creation, counter=self._counter, now_ms=decided_at, explain=request.explain
         )
         latency_us = (time.perf_counter_ns() - started) // 1000
@@ -112,8 +112,8 @@ class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServ
         )
 
     @maps_errors
-    def GetPolicy(
-        self, request: pb.GetPolicyRequest, context: grpc.ServicerContext
+    async def GetPolicy(
+        self, request: pb.GetPolicyRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetPolicyResponse:
         """Describe the running policy and the latest reload."""
         holder = self._policy
@@ -139,8 +139,8 @@ class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServ
         return response
 
     @maps_errors
-    def ListDecisions(
-        self, request: pb.ListDecisionsRequest, context: grpc.ServicerContext
+    async def ListDecisions(
+        self, request: pb.ListDecisionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListDecisionsResponse:
         """One page of recorded decisions, newest first."""
         if request.decision not in (pb.DECISION_UNSPECIFIED, *_EFFECTS):
@@ -164,7 +164,7 @@ class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServ
         )
         size = page_size_from_request(request.page_size)
         after = decode_decisions_token(request.page_token, query)
-        records = self._decisions.list_decisions(query, size + 1, after)
+        records = await self._decisions.list_decisions(query, size + 1, after)
         page = records[:size]
         next_token = ""
         if len(records) > size:

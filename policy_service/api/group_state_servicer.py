@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -55,41 +55,44 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
         self._feed = feed
         self._max_event_ahead_s = max_event_ahead_s
         self._heartbeat_s = watch_heartbeat_s
-        self._watch_slots = threading.BoundedSemaphore(watch_max_streams)
+        # Watch streams open now, and the most this replica serves (the servicer runs on one
+        # event loop: a plain count).
+        self._watching = 0
+        self._max_watching = watch_max_streams
 
     @maps_errors
-    def RecordGroupFull(
-        self, request: pb.RecordGroupFullRequest, context: grpc.ServicerContext
+    async def RecordGroupFull(
+        self, request: pb.RecordGroupFullRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordGroupFullResponse:
         """Apply one group-full event."""
-        outcome = self._record(request, EventKind.FULL)
+        outcome = await self._record(request, EventKind.FULL)
         return pb.RecordGroupFullResponse(
             group_state=_group_state_pb(outcome.state), applied=outcome.applied
         )
 
     @maps_errors
-    def RecordMemberExit(
-        self, request: pb.RecordMemberExitRequest, context: grpc.ServicerContext
+    async def RecordMemberExit(
+        self, request: pb.RecordMemberExitRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordMemberExitResponse:
         """Apply one member-exit event to the group and its topics."""
-        outcome = self._record(request, EventKind.MEMBER_EXIT)
+        outcome = await self._record(request, EventKind.MEMBER_EXIT)
         return pb.RecordMemberExitResponse(
             group_state=_group_state_pb(outcome.state), applied=outcome.applied
         )
 
     @maps_errors
-    def RecordGroupDestroyed(
-        self, request: pb.RecordGroupDestroyedRequest, context: grpc.ServicerContext
+    async def RecordGroupDestroyed(
+        self, request: pb.RecordGroupDestroyedRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordGroupDestroyedResponse:
         """Apply one group-destroyed event to the group and its topics."""
-        outcome = self._record(request, EventKind.DESTROYED)
+        outcome = await self._record(request, EventKind.DESTROYED)
         return pb.RecordGroupDestroyedResponse(
             group_state=_group_state_pb(outcome.state), applied=outcome.applied
         )
 
     @maps_errors
-    def ClearGroupFull(
-        self, request: pb.ClearGroupFullRequest, context: grpc.ServicerContext
+    async def ClearGroupFull(
+        self, request: pb.ClearGroupFullRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClearGroupFullResponse:
         """Apply one clear, stamped now unless the request says when."""
         key = _key(request)
@@ -98,7 +101,7 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
             if request.HasField("clear_time")
             else now_ms()
         )
-        outcome = self._store.record(GroupEvent.cleared(key, clear_ms, request.reason))
+        outcome = await self._store.record(GroupEvent.cleared(key, clear_ms, request.reason))
         if outcome.applied:
             log.info(
                 "cleared full group %s of SdkAppid %d%s: %s",
@@ -111,12 +114,12 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
             group_state=_group_state_pb(outcome.state), applied=outcome.applied
         )
 
-    def _record(self, request: _EventRequest, kind: EventKind) -> RecordOutcome:
+    async def _record(self, request: _EventRequest, kind: EventKind) -> RecordOutcome:
         key = _key(request)
         if not request.HasField("event_time"):
             raise InvalidArgument("event_time", "is required")
         event_time_ms = self._event_time_ms("event_time", request.event_time)
-        return self._store.record(GroupEvent(key, kind, event_time_ms))
+        return await self._store.record(GroupEvent(key, kind, event_time_ms))
 
     def _event_time_ms(self, field: str, stamp: Timestamp) -> int:
         """The event's time; InvalidArgument naming `field` if it is further ahead of this
@@ -133,19 +136,19 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
         return event_time_ms
 
     @maps_errors
-    def GetGroupState(
-        self, request: pb.GetGroupStateRequest, context: grpc.ServicerContext
+    async def GetGroupState(
+        self, request: pb.GetGroupStateRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetGroupStateResponse:
         """Return one group's state or NOT_FOUND."""
         key = _key(request)
-        state = self._store.get(key)
+        state = await self._store.get(key)
         if state is None:
             raise GroupNotFound(key.sdk_app_id, key.group_id, key.topic_id)
         return pb.GetGroupStateResponse(group_state=_group_state_pb(state))
 
     @maps_errors
-    def BatchGetGroupStates(
-        self, request: pb.BatchGetGroupStatesRequest, context: grpc.ServicerContext
+    async def BatchGetGroupStates(
+        self, request: pb.BatchGetGroupStatesRequest, context: grpc.aio.ServicerContext
     ) -> pb.BatchGetGroupStatesResponse:
         """Return the known states of many groups, and which are unknown."""
         if not 0 < len(request.groups) <= MAX_BATCH_GET:
@@ -153,18 +156,18 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
         keys = list(
             dict.fromkeys(_batch_key(index, ref) for index, ref in enumerate(request.groups))
         )
-        found = self._store.get_many(keys)
+        found = await self._store.get_many(keys)
         return pb.BatchGetGroupStatesResponse(
             group_states=[_group_state_pb(found[key]) for key in keys if key in found],
             missing=[_group_ref_pb(key) for key in keys if key not in found],
         )
 
     @maps_errors
-    def CountGroupStates(
-        self, request: pb.CountGroupStatesRequest, context: grpc.ServicerContext
+    async def CountGroupStates(
+        self, request: pb.CountGroupStatesRequest, context: grpc.aio.ServicerContext
     ) -> pb.CountGroupStatesResponse:
         """Count tracked, full and destroyed groups."""
-        counts = self._store.count(request.sdk_app_id)
+        counts = await self._store.count(request.sdk_app_id)
         return pb.CountGroupStatesResponse(
             tracked_count=counts.tracked,
             full_count=counts.full,
@@ -172,8 +175,8 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
         )
 
     @maps_errors
-    def ListFullGroups(
-        self, request: pb.ListFullGroupsRequest, context: grpc.ServicerContext
+    async def ListFullGroups(
+        self, request: pb.ListFullGroupsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListFullGroupsResponse:
         """Return one keyset page of full groups."""
         limit = page_size_from_request(request.page_size)
@@ -184,7 +187,9 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
         after = decode_page_token(request.page_token, list_filter)
         full_since_at_most = now_ms() - min_full_ms if min_full_ms else None
         # One extra row tells whether a next page exists without a second query.
-        states = self._store.list_full(request.sdk_app_id, limit + 1, after, full_since_at_most)
+        states = await self._store.list_full(
+            request.sdk_app_id, limit + 1, after, full_since_at_most
+        )
         page, more = states[:limit], len(states) > limit
         token = encode_page_token(list_filter, FullGroupsCursor.after(page[-1])) if more else ""
         return pb.ListFullGroupsResponse(
@@ -192,30 +197,33 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
         )
 
     @maps_stream_errors
-    def WatchGroupStates(
-        self, request: pb.WatchGroupStatesRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.WatchGroupStatesResponse]:
-        """Stream changes after request.after_sequence (unset: from now) until cancelled."""
-        if not self._watch_slots.acquire(blocking=False):
+    async def WatchGroupStates(
+        self, request: pb.WatchGroupStatesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchGroupStatesResponse]:
+        """Stream changes after request.after_sequence (unset: from now) until cancelled.
+
+        An async generator: while it waits for changes it holds no thread, only its task.
+        When the client goes away grpc cancels the task, which ends the wait at once.
+        """
+        if self._watching >= self._max_watching:
             raise TooManyWatchers(
                 "this replica serves as many watch streams as CHAT_POLICY_WATCH_MAX_STREAMS allows"
             )
+        self._watching += 1
         try:
-            # Wake the stream's thread when the client goes away, not at the next heartbeat.
-            context.add_callback(self._feed.wake)
             batches = self._feed.watch(
                 request.after_sequence if request.HasField("after_sequence") else None,
                 request.sdk_app_id,
                 self._heartbeat_s,
-                context.is_active,
             )
-            for batch in batches:
-                yield pb.WatchGroupStatesResponse(
-                    changes=[_change_pb(change) for change in batch.changes],
-                    sequence=batch.sequence,
-                )
+            async with contextlib.aclosing(batches):
+                async for batch in batches:
+                    yield pb.WatchGroupStatesResponse(
+                        changes=[_change_pb(change) for change in batch.changes],
+                        sequence=batch.sequence,
+                    )
         finally:
-            self._watch_slots.release()
+            self._watching -= 1
 
 
 _EventRequest = (

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import threading
-from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -33,43 +33,42 @@ SHUTTING_DOWN = "the policy service is shutting down"
 
 
 class StoreHealth:
-    """Serves grpc.health.v1 and follows the store with a ping every interval_s."""
+    """Serves grpc.health.v1 and follows the store with a ping every interval_s (a task on
+    the service's loop)."""
 
     def __init__(self, store: GroupStateStore, interval_s: float = 1.0) -> None:
         self._store = store
         self._interval_s = interval_s
         self._servicer = _HealthServicer()
         for service in (*STORE_DEPENDENT, CREATION_POLICY_SERVICE):
-            self._servicer.set(service, SERVING)
+            # Before any Watch exists, set() needs no loop: nothing to notify yet.
+            self._servicer._server_status[service] = SERVING
         self._store_up = True
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="store-health", daemon=True)
+        self._task: asyncio.Task[None] | None = None
 
-    def add_to_server(self, server: grpc.Server) -> None:
+    def add_to_server(self, server: grpc.aio.Server) -> None:
         """Register the health service on `server`."""
         health_pb2_grpc.add_HealthServicer_to_server(self._servicer, server)
 
     def start(self) -> None:
-        """Start pinging the store."""
-        self._thread.start()
+        """Start pinging the store, on the running loop."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="store-health")
 
-    def shut_down(self) -> None:
+    async def shut_down(self) -> None:
         """Report NOT_SERVING for everything from now on (draining), end every Watch stream
-        after that message, and stop pinging; returns without waiting for a ping under way
-        (join waits)."""
-        self._servicer.enter_graceful_shutdown()
-        self._servicer.end_watches()
-        self._stop.set()
+        after that message, and stop pinging (a ping under way is cancelled)."""
+        await self._servicer.enter_graceful_shutdown()
+        await self._servicer.end_watches()
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
-    def join(self) -> None:
-        """Wait for the ping thread to end (after shut_down)."""
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def check_store(self) -> None:
+    async def check_store(self) -> None:
         """Ping the store once and report the outcome."""
         try:
-            self._store.ping()
+            await self._store.ping()
             up = True
         except Exception as error:
             up = False
@@ -84,79 +83,56 @@ class StoreHealth:
             log.info("store available again, health SERVING")
         self._store_up = up
         for service in STORE_DEPENDENT:
-            self._servicer.set(service, SERVING if up else NOT_SERVING)
+            await self._servicer.set(service, SERVING if up else NOT_SERVING)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            self.check_store()
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            await self.check_store()
 
 
-class _HealthServicer(health.HealthServicer):  # type: ignore[misc]
-    """grpc's HealthServicer whose Watch streams can be ended from the server side.
+class _HealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
+    """grpc's asyncio HealthServicer whose Watch streams can be ended from the server side.
 
     grpc's own never ends a Watch stream: an open one holds server.stop(grace) for the whole
-    grace period. end_watches ends each with UNAVAILABLE, and any opened later right after
-    its first message.
+    grace period. After end_watches each ends with UNAVAILABLE once it has sent the status
+    it last saw (NOT_SERVING, after enter_graceful_shutdown), and any opened later right
+    after its first message. Its Watch is grpc's, with that ending added.
     """
 
     def __init__(self) -> None:
-        super().__init__(experimental_non_blocking=True)
-        self._streams_lock = threading.Lock()
-        self._streams: set[_WatchStream] = set()
+        super().__init__()
         self._ended = False
 
-    def Watch(
-        self,
-        request: Any,
-        context: grpc.ServicerContext,
-        send_response_callback: Callable[[Any], None] | None = None,
-    ) -> Any:
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
         """Stream the service's status: now, then on every change, until the stream ends."""
-        if send_response_callback is None:  # a server that only takes blocking streams
-            return super().Watch(request, context)
-        stream = _WatchStream(context, send_response_callback)
-        with self._streams_lock:
-            ended = self._ended
-            if not ended:
-                self._streams.add(stream)
-        context.add_callback(lambda: self._forget(stream))
-        super().Watch(request, context, stream.send)
-        if ended:
-            stream.end()
-        return None
+        service = request.service
+        condition = self._server_watchers[service]
+        self._watcher_count_by_service[service] += 1
+        last_status = None
+        try:
+            async with condition:
+                while True:
+                    status = self._server_status.get(
+                        service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+                    )
+                    if status != last_status:
+                        await context.write(health_pb2.HealthCheckResponse(status=status))
+                    last_status = status
+                    if self._ended:
+                        context.set_code(grpc.StatusCode.UNAVAILABLE)
+                        context.set_details(SHUTTING_DOWN)
+                        return
+                    await condition.wait()
+        finally:
+            self._watcher_count_by_service[service] -= 1
+            if self._watcher_count_by_service[service] == 0:
+                del self._server_watchers[service]
+                del self._watcher_count_by_service[service]
 
-    def end_watches(self) -> None:
+    async def end_watches(self) -> None:
         """End every open Watch stream, and any opened from now on, with UNAVAILABLE."""
-        with self._streams_lock:
-            self._ended = True
-            streams, self._streams = self._streams, set()
-        for stream in streams:
-            stream.end()
-
-    def _forget(self, stream: _WatchStream) -> None:
-        with self._streams_lock:
-            self._streams.discard(stream)
-
-
-class _WatchStream:
-    """One Watch stream's sender: passes statuses on until the stream ends, ends it once."""
-
-    def __init__(self, context: grpc.ServicerContext, send: Callable[[Any], None]) -> None:
-        self._context = context
-        self._send = send
-        self._lock = threading.Lock()
-        self._done = False
-
-    def send(self, response: Any) -> None:
-        """Send a HealthCheckResponse; None ends the stream (grpc's non-blocking protocol)."""
-        with self._lock:
-            if self._done:
-                return
-            self._done = response is None
-            self._send(response)
-
-    def end(self) -> None:
-        """End the stream with UNAVAILABLE, after the messages already sent."""
-        self._context.set_code(grpc.StatusCode.UNAVAILABLE)
-        self._context.set_details(SHUTTING_DOWN)
-        self.send(None)
+        self._ended = True
+        for condition in list(self._server_watchers.values()):
+            async with condition:
+                condition.notify_all()

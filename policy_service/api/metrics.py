@@ -8,6 +8,7 @@ and the policy holder say right then, never a copy that could go stale.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 
@@ -94,6 +95,10 @@ def count_decision(decision: Decision) -> None:
         RULE_ERRORS.labels(error.rule_id).inc()
 
 
+# The longest a scrape waits for the store's group counts.
+SCRAPE_STORE_TIMEOUT_S = 5.0
+
+
 class ServiceCollector:
     """Reads the group counts from the store and the policy's status at scrape time.
 
@@ -101,9 +106,18 @@ class ServiceCollector:
     the scrape itself still succeeds, with every other metric.
     """
 
-    def __init__(self, store: GroupStateStore, policy: PolicyHolder) -> None:
+    def __init__(
+        self,
+        store: GroupStateStore,
+        policy: PolicyHolder,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        """`loop` is the event loop the store belongs to (the service's): the scrape runs in
+        prometheus_client's thread and asks the store on that loop. None: a loop of the
+        scrape's own (for a store bound to none)."""
         self._store = store
         self._policy = policy
+        self._loop = loop
 
     def collect(self) -> Iterable[Metric]:
         """The gauges of this scrape."""
@@ -130,7 +144,12 @@ class ServiceCollector:
 
     def _group_counts(self) -> Iterable[Metric]:
         try:
-            counts = self._store.count(0)
+            if self._loop is None:
+                counts = asyncio.run(self._store.count(0))
+            else:
+                counts = asyncio.run_coroutine_threadsafe(self._store.count(0), self._loop).result(
+                    SCRAPE_STORE_TIMEOUT_S
+                )
         except Exception as error:
             STORE_ERRORS.labels(COUNT_GROUPS_OPERATION).inc()
             log.warning("metrics scrape without group counts: %s", error)
@@ -152,13 +171,18 @@ class ServiceCollector:
         )
 
 
-def service_registry(store: GroupStateStore, policy: PolicyHolder) -> CollectorRegistry:
-    """What one service's /metrics serves: its scrape-time gauges, then every process metric.
+def service_registry(
+    store: GroupStateStore,
+    policy: PolicyHolder,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> CollectorRegistry:
+    """What one service's /metrics serves: its scrape-time gauges, then every process metric
+    (`loop`: the store's, see ServiceCollector).
 
     The gauges come first, so that a store error they count shows in the same scrape.
     """
     registry = CollectorRegistry()
-    registry.register(ServiceCollector(store, policy))
+    registry.register(ServiceCollector(store, policy, loop))
     registry.register(REGISTRY)
     return registry
 

@@ -1,26 +1,44 @@
-"""The server interceptor every RPC goes through: request ID, metrics, one canonical log line.
+"""The server interceptor every RPC goes through: admission, request ID, metrics, one
+canonical log line.
+
+It runs on the grpc.aio server's event loop and wraps each handler in a coroutine (a unary
+call, or a stream whose handler writes through its context) or an async generator (a stream
+whose handler yields).
+
+Admission (the concurrency budget, README "Operating it"): at most `max_streams` streaming
+calls (watch and reflection streams) and at most `max_unary` unary calls are served at once;
+a call beyond either is answered RESOURCE_EXHAUSTED at once, with ErrorInfo reason
+ERROR_REASON_TOO_MANY_STREAMS or ERROR_REASON_OVERLOADED. The health service is never refused
+and counts against neither, so an idle stream can never take the room of a health check or of
+a unary call.
 
 For each RPC it takes the caller's request ID from the `x-request-id` metadata (or makes one)
-and runs the handler with it bound (chat_policy_shared.logs.serving), so every line logged while
-serving the call carries it; it counts the RPC by method and status code, observes its
-latency, and logs one canonical line when the call is answered (a stream: when it ends). A
-unary handler puts what it did on that line with chat_policy_shared.logs.describe_call (the
-creation decision does), rather than writing a line of its own.
+and runs the handler with it bound (chat_policy_shared.logs.serving; every call is a task of
+its own, so the binding is the call's), so every line logged while serving the call carries
+it; it counts the RPC by method and status code, observes its latency, and logs one canonical
+line when the call is answered (a stream: when it ends). A unary handler puts what it did on
+that line with chat_policy_shared.logs.describe_call (the creation decision does), rather than
+writing a line of its own.
 
 The status code is what the handler left on its context: set_code, or abort (which raises);
 an exception without one is UNKNOWN, as grpc answers it; a call whose client went away
-before the answer is CANCELLED.
+before the answer (its task cancelled) is CANCELLED.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from chat_policy_shared.logs import (
     REQUEST_ID_METADATA,
@@ -29,7 +47,9 @@ from chat_policy_shared.logs import (
     describing_call,
     serving,
 )
+from chatpolicy.v1 import error_reason_pb2
 from policy_service.api import metrics
+from policy_service.api.status import failure
 from policy_service.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -38,12 +58,27 @@ log = logging.getLogger(__name__)
 # otherwise grow the cache without bound.
 MAX_CACHED_METHODS = 1024
 
+# Never refused, never counted against the budget: a health check must always answer.
+EXEMPT_SERVICE_PREFIX = "/grpc.health.v1.Health/"
+
 _OK = grpc.StatusCode.OK
 _UNKNOWN = grpc.StatusCode.UNKNOWN
 _CANCELLED = grpc.StatusCode.CANCELLED
 
 
-def request_id_of(context: grpc.ServicerContext) -> str:
+@dataclass
+class Budget:
+    """How many calls may be served at once, and how many are: `max_streams` streaming
+    calls, `max_unary` unary ones (the health service is outside both). One event loop
+    serves every call, so plain counts suffice."""
+
+    max_streams: int
+    max_unary: int
+    streams: int = 0
+    unary: int = 0
+
+
+def request_id_of(context: grpc.aio.ServicerContext) -> str:
     """The caller's x-request-id if it is acceptable (as the adapter's X-Request-ID), else a
     new random one."""
     for key, value in context.invocation_metadata() or ():
@@ -52,19 +87,21 @@ def request_id_of(context: grpc.ServicerContext) -> str:
     return accepted_request_id(None)
 
 
-class RpcInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Wraps every method handler of the server (unary or streaming, either way)."""
+class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Wraps every method handler of the server (unary or streaming, either way); with a
+    budget, admits calls within it."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: Budget | None = None) -> None:
+        self._budget = budget
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         """The handler for this call, wrapped; None (UNIMPLEMENTED) for an unknown method."""
-        handler = continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         if handler is None:
             # Counted under one label: the method names of unknown calls are the caller's.
             metrics.RPCS.labels("unknown", grpc.StatusCode.UNIMPLEMENTED.name).inc()
@@ -73,7 +110,8 @@ class RpcInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = _wrap(handler, _MethodObserver(method))
+        budget = None if method.startswith(EXEMPT_SERVICE_PREFIX) else self._budget
+        wrapped = _wrap(handler, _MethodObserver(method), budget)
         if method in self._wrapped or len(self._wrapped) < MAX_CACHED_METHODS:
             self._wrapped[method] = (handler, wrapped)
         return wrapped
@@ -90,7 +128,7 @@ class _MethodObserver:
 
     def finish(
         self,
-        context: grpc.ServicerContext,
+        context: grpc.aio.ServicerContext,
         started: float,
         error: BaseException | None,
         described: CallLine | None = None,
@@ -98,10 +136,16 @@ class _MethodObserver:
         """Record one call that ended now, raising `error` (None: it returned); its line
         carries what the handler `described` of it."""
         elapsed = time.perf_counter() - started
+        if error is None:
+            error = failure()  # answered with an error status by maps_errors
         code = context.code()
-        if code is None:
+        if isinstance(error, asyncio.CancelledError):
+            code = _CANCELLED  # the client went away (or the server stopped the call)
+        elif code is None:
             code = _UNKNOWN if error is not None else _OK
-        if code is _OK and not context.is_active():
+        elif isinstance(code, int):  # aio keeps the code aborts set as a number
+            code = _CODES.get(code, _UNKNOWN)
+        if code is _OK and context.cancelled():
             code = _CANCELLED
         calls = self._calls.get(code)
         if calls is None:
@@ -123,6 +167,9 @@ class _MethodObserver:
             log.info("%s answered %s%s", self._short_name, code.name, summary, extra=fields)
 
 
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
 def _caused_by_store(error: BaseException) -> bool:
     """Whether a StoreUnavailable is behind `error` (maps_errors aborts while handling it)."""
     seen = 0
@@ -135,38 +182,84 @@ def _caused_by_store(error: BaseException) -> bool:
     return False
 
 
-def _wrap(handler: grpc.RpcMethodHandler, observer: _MethodObserver) -> grpc.RpcMethodHandler:
-    """The same handler with its behaviour observed."""
+def _refuse(context: grpc.aio.ServicerContext, streaming: bool, budget: Budget) -> None:
+    """Answer a call beyond the budget RESOURCE_EXHAUSTED with an ErrorInfo, once the handler
+    returns (so that the call is counted and logged before its caller hears of it)."""
+    status = _refusal(streaming, budget)
+    context.set_code(status.code)
+    context.set_details(status.details)
+    context.set_trailing_metadata(status.trailing_metadata)
+
+
+def _refusal(streaming: bool, budget: Budget) -> grpc.Status:
+    """RESOURCE_EXHAUSTED with an ErrorInfo, for a call beyond the budget."""
+    if streaming:
+        reason = error_reason_pb2.ERROR_REASON_TOO_MANY_STREAMS
+        message = (
+            f"this replica serves {budget.max_streams} streams at once"
+            " (CHAT_POLICY_MAX_STREAMS): retry later or on another replica"
+        )
+    else:
+        reason = error_reason_pb2.ERROR_REASON_OVERLOADED
+        message = (
+            f"this replica has {budget.max_unary} calls in flight"
+            " (CHAT_POLICY_GRPC_MAX_CONCURRENT): retry with backoff or on another replica"
+        )
+    info = error_details_pb2.ErrorInfo(
+        reason=error_reason_pb2.ErrorReason.Name(reason), domain="chatpolicy.v1"
+    )
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message, details=[detail])
+    return rpc_status.to_status(status)
+
+
+def _wrap(
+    handler: grpc.RpcMethodHandler, observer: _MethodObserver, budget: Budget | None
+) -> grpc.RpcMethodHandler:
+    """The same handler with its behaviour observed (and admitted within the budget)."""
     codec = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            _unary_response(handler.unary_unary, observer), **codec
+            _unary_response(handler.unary_unary, observer, budget), **codec
         )
     if handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(
-            _unary_response(handler.stream_unary, observer), **codec
+            _unary_response(handler.stream_unary, observer, budget), **codec
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _stream_response(handler.unary_stream, observer), **codec
+            _stream_response(handler.unary_stream, observer, budget), **codec
         )
     return grpc.stream_stream_rpc_method_handler(
-        _stream_response(handler.stream_stream, observer), **codec
+        _stream_response(handler.stream_stream, observer, budget), **codec
     )
 
 
 Behaviour = Callable[..., Any]
 
 
-def _unary_response(behaviour: Behaviour, observer: _MethodObserver) -> Behaviour:
-    def observed(request: Any, context: grpc.ServicerContext) -> Any:
+def _unary_response(
+    behaviour: Behaviour, observer: _MethodObserver, budget: Budget | None
+) -> Behaviour:
+    async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
         with serving(request_id_of(context)), describing_call() as described:
+            if budget is not None and budget.unary >= budget.max_unary:
+                _refuse(context, False, budget)
+                observer.finish(context, started, None, described)
+                return None
             try:
-                response = behaviour(request, context)
+                if budget is not None:
+                    budget.unary += 1
+                try:
+                    response = await behaviour(request, context)
+                finally:
+                    if budget is not None:
+                        budget.unary -= 1
             except BaseException as error:
                 observer.finish(context, started, error, described)
                 raise
@@ -176,70 +269,77 @@ def _unary_response(behaviour: Behaviour, observer: _MethodObserver) -> Behaviou
     return observed
 
 
-def _stream_response(behaviour: Behaviour, observer: _MethodObserver) -> Behaviour:
-    if getattr(behaviour, "experimental_non_blocking", False):
-        return _non_blocking_stream(behaviour, observer)
+def _stream_response(
+    behaviour: Behaviour, observer: _MethodObserver, budget: Budget | None
+) -> Behaviour:
+    if not inspect.isasyncgenfunction(behaviour):
+        return _writing_stream(behaviour, observer, budget)
 
-    def observed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+    async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         started = time.perf_counter()
         request_id = request_id_of(context)
-        error: BaseException | None = None
-        responses: Iterator[Any] | None = None
-        try:
-            # The request ID is bound only while the handler runs: grpc may finish this
-            # generator from another thread, whose context the binding must not leak into.
+        if budget is not None and budget.streams >= budget.max_streams:
+            _refuse(context, True, budget)
             with serving(request_id):
-                responses = iter(behaviour(request, context))
+                observer.finish(context, started, None)
+            return
+        if budget is not None:
+            budget.streams += 1
+        error: BaseException | None = None
+        responses = behaviour(request, context)
+        try:
+            # The request ID is bound only while the handler runs, never across a yield: a
+            # generator grpc leaves suspended is closed later, maybe from another task, whose
+            # context the binding must not leak into (nor be reset from).
             while True:
                 with serving(request_id):
                     try:
-                        response = next(responses)
-                    except StopIteration:
+                        response = await responses.__anext__()
+                    except StopAsyncIteration:
                         return
                 yield response
         except GeneratorExit:  # grpc stopped reading: the client went away
             with serving(request_id):
-                close = getattr(responses, "close", None)
-                if close is not None:
-                    close()
+                await responses.aclose()
             raise
         except BaseException as caught:
             error = caught
             raise
         finally:
+            if budget is not None:
+                budget.streams -= 1
             with serving(request_id):
                 observer.finish(context, started, error)
 
     return observed
 
 
-def _non_blocking_stream(behaviour: Behaviour, observer: _MethodObserver) -> Behaviour:
-    """A stream whose handler answers through a callback (grpc's experimental_non_blocking,
-    as the health service's Watch): it ends when the callback is given None."""
+def _writing_stream(
+    behaviour: Behaviour, observer: _MethodObserver, budget: Budget | None
+) -> Behaviour:
+    """A stream whose handler is a coroutine writing through context.write (as the health
+    service's Watch): it ends when the coroutine returns."""
 
-    def observed(
-        request: Any,
-        context: grpc.ServicerContext,
-        send_response_callback: Callable[[Any], None],
-    ) -> None:
+    async def observed(request: Any, context: grpc.aio.ServicerContext) -> None:
         started = time.perf_counter()
-        request_id = request_id_of(context)
-        once = threading.Lock()  # held once the call is recorded
-
-        def send(response: Any) -> None:
-            if response is None and once.acquire(blocking=False):
-                with serving(request_id):
-                    observer.finish(context, started, None)
-            send_response_callback(response)
-
-        with serving(request_id):
+        error: BaseException | None = None
+        counted = False
+        with serving(request_id_of(context)):
             try:
-                behaviour(request, context, send)
-            except BaseException as error:
-                if once.acquire(blocking=False):
-                    observer.finish(context, started, error)
+                if budget is not None:
+                    if budget.streams >= budget.max_streams:
+                        _refuse(context, True, budget)
+                        return
+                    budget.streams += 1
+                    counted = True
+                await behaviour(request, context)
+            except BaseException as caught:
+                error = caught
                 raise
+            finally:
+                if counted:
+                    assert budget is not None
+                    budget.streams -= 1
+                observer.finish(context, started, error)
 
-    for attribute in ("experimental_non_blocking", "experimental_thread_pool"):
-        setattr(observed, attribute, getattr(behaviour, attribute, None))
     return observed

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterator
-from typing import Any, NoReturn, TypeVar
+from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -54,6 +56,9 @@ INTERNAL = (code_pb2.INTERNAL, error_reason_pb2.ERROR_REASON_INTERNAL)
 
 log = logging.getLogger(__name__)
 
+# The error the current call failed with (each call is a task of its own, with its own value).
+_failure: ContextVar[Exception | None] = ContextVar("rpc_failure", default=None)
+
 Method = TypeVar("Method", bound=Callable[..., Any])
 
 
@@ -72,38 +77,71 @@ def status_for(error: Exception) -> status_pb2.Status:
 
 
 def maps_errors(method: Method) -> Method:
-    """Decorate a unary servicer method: it runs within the call's deadline (see
-    policy_service.stores.deadline), and every exception becomes a status from STATUS_TABLE."""
+    """Decorate a unary servicer coroutine (grpc.aio): it runs within the call's deadline
+    (see policy_service.stores.deadline), and every exception becomes a status from
+    STATUS_TABLE."""
 
     @functools.wraps(method)
-    def wrapper(self: object, request: object, context: grpc.ServicerContext) -> object:
+    async def wrapper(self: object, request: object, context: grpc.aio.ServicerContext) -> object:
         try:
-            with call_deadline(context.time_remaining()):
-                return method(self, request, context)
+            with call_deadline(_remaining_s(context)):
+                return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
         except Exception as error:
-            _abort(context, error, method)
+            _fail(context, error, method)
+            return None
 
     return wrapper  # type: ignore[return-value]
 
 
 def maps_stream_errors(method: Method) -> Method:
-    """Like maps_errors, for a server-streaming method: errors raised while streaming, too."""
+    """Like maps_errors, for a server-streaming async generator: errors raised while
+    streaming, too."""
 
     @functools.wraps(method)
-    def wrapper(self: object, request: object, context: grpc.ServicerContext) -> Iterator[object]:
+    async def wrapper(
+        self: object, request: object, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[object]:
         try:
-            yield from method(self, request, context)
+            async with contextlib.aclosing(method(self, request, context)) as responses:
+                async for response in responses:
+                    yield response
+        except grpc.aio.AbortError:
+            raise
         except Exception as error:
-            _abort(context, error, method)
+            _fail(context, error, method)
 
     return wrapper  # type: ignore[return-value]
 
 
-def _abort(context: grpc.ServicerContext, error: Exception, method: Callable[..., Any]) -> NoReturn:
+def failure() -> Exception | None:
+    """The error the call being served failed with, as maps_errors answered it (the
+    interceptor reads it once the handler has returned)."""
+    return _failure.get()
+
+
+def _remaining_s(context: grpc.aio.ServicerContext) -> float | None:
+    """The call's time left, None when it has no deadline."""
+    remaining = context.time_remaining()
+    if remaining is None or remaining > 1e9:  # no deadline
+        return None
+    return float(remaining)
+
+
+def _fail(context: grpc.aio.ServicerContext, error: Exception, method: Callable[..., Any]) -> None:
+    """Leave the status of `error` on the context, for grpc to send once the handler returns.
+
+    Not context.abort: grpc.aio's sends the status before it raises, so the caller could
+    see the answer before the interceptor has counted and logged the call.
+    """
     if type(error) not in STATUS_TABLE:
         log.exception("unexpected error in %s", method.__qualname__)
-    context.abort_with_status(rpc_status.to_status(status_for(error)))
-    raise AssertionError("abort_with_status returns only by raising") from error
+    _failure.set(error)
+    status = rpc_status.to_status(status_for(error))
+    context.set_code(status.code)
+    context.set_details(status.details)
+    context.set_trailing_metadata(status.trailing_metadata)
 
 
 def _metadata(error: Exception) -> dict[str, str]:

@@ -1,9 +1,9 @@
 """Writes decision records to the store in batches, off the request path.
 
-A decision never waits for its record: decisions queue in memory and a thread turns them
-into records and appends them in one transaction per batch, the decisions of linger_s (20 ms)
-after the first one together. The record is for operators, not
-for deciding, so it is best effort: while the store is unreachable the thread retries and the
+A decision never waits for its record: decisions queue in memory and a task on the service's
+event loop turns them into records and appends them in one transaction per batch, the
+decisions of linger_s (20 ms) after the first one together. The record is for operators, not
+for deciding, so it is best effort: while the store is unreachable the task retries and the
 queue holds up to max_queued decisions; beyond that, and at a crash, records are lost, counted
 and logged.
 
@@ -16,10 +16,11 @@ refuses even that, set aside. Both are counted and logged with the decision's ID
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
-import queue
-import threading
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -59,14 +60,18 @@ _PLAIN_TEXT_FIELDS = (*_INDEXED_TEXT_BYTES, "error_info", "reason", "policy_revi
 class DecisionAppender(Protocol):
     """What the recorder needs of the store (DecisionLog's append)."""
 
-    def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
+    async def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
         """Store the records (StoreUnavailable while the store is unreachable, ValueNotStorable
         when it refuses a value of one of them)."""
         ...
 
 
 class DecisionRecorder:
-    """A bounded queue of decision records and the thread that stores them."""
+    """A bounded queue of decision records and the task that stores them.
+
+    Built anywhere; start(), record() and stop() are called on the event loop the store
+    belongs to (record() from the servicer's coroutine, so nothing crosses threads).
+    """
 
     def __init__(
         self,
@@ -78,58 +83,78 @@ class DecisionRecorder:
         linger_s: float = 0.02,
     ) -> None:
         self._store = store
-        self._queue: queue.Queue[_Decided] = queue.Queue(max_queued)
+        self._queue: deque[_Decided] = deque()
+        self._max_queued = max_queued
         self._batch_size = batch_size
         self._retry_s = retry_s
         self._linger_s = linger_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="decision-recorder", daemon=True)
+        self._queued = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
         self.dropped = 0
 
     def start(self) -> None:
-        """Start storing queued records."""
-        self._thread.start()
+        """Start storing queued records (a task on the running loop)."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="decision-recorder")
 
     def record(
         self, request: CreationRequest, decision: Decision, decided_at_ms: int, latency_us: int
     ) -> None:
         """Queue a decision's record; never blocks (a full queue drops it, counted)."""
-        try:
-            self._queue.put_nowait((request, decision, decided_at_ms, latency_us))
-        except queue.Full:
+        if len(self._queue) >= self._max_queued:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.warning("decision record queue full: %d records dropped so far", self.dropped)
+            return
+        self._queue.append((request, decision, decided_at_ms, latency_us))
+        self._queued.set()
 
-    def stop(self, timeout_s: float = 5.0) -> None:
+    async def stop(self, timeout_s: float = 5.0) -> None:
         """Store what is queued (trying for up to timeout_s), then stop."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
-        left = self._queue.qsize()
+        self._stopping.set()
+        task = self._task
+        if task is not None and not task.done():
+            done, _ = await asyncio.wait({task}, timeout=timeout_s)
+            if not done:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        left = len(self._queue)
         if left:
             log.warning("stopped with %d decision records not stored", left)
 
-    def _run(self) -> None:
+    async def _pause(self, seconds: float) -> bool:
+        """Wait `seconds`, or less if stop is asked; whether it was."""
+        if not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), seconds)
+        return self._stopping.is_set()
+
+    async def _run(self) -> None:
         batch: list[DecisionRecord] = []
         while True:
             if not batch:
-                try:
-                    batch.append(record_of(*self._queue.get(timeout=0.1)))
-                except queue.Empty:
-                    if self._stop.is_set():
+                if not self._queue:
+                    if self._stopping.is_set():
                         return
+                    self._queued.clear()
+                    waits = {
+                        asyncio.ensure_future(self._queued.wait()),
+                        asyncio.ensure_future(self._stopping.wait()),
+                    }
+                    _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    for waiting in pending:
+                        waiting.cancel()
                     continue
+                batch.append(record_of(*self._queue.popleft()))
                 # Let the decisions of the next moments join this one: one wake-up and one
                 # write per batch, not per decision, under load.
-                self._stop.wait(self._linger_s)
-            while len(batch) < self._batch_size:
-                try:
-                    batch.append(record_of(*self._queue.get_nowait()))
-                except queue.Empty:
-                    break
+                if self._linger_s > 0:
+                    await self._pause(self._linger_s)
+            while len(batch) < self._batch_size and self._queue:
+                batch.append(record_of(*self._queue.popleft()))
             try:
-                self._append(batch)
+                await self._append(batch)
             except StoreUnavailable as error:
                 log.warning(
                     "cannot store %d decision records, retrying in %.0fs: %s",
@@ -137,7 +162,7 @@ class DecisionRecorder:
                     self._retry_s,
                     error,
                 )
-                if self._stop.wait(self._retry_s):
+                if await self._pause(self._retry_s):
                     log.warning("stopped with %d decision records not stored", len(batch))
                     return
                 continue
@@ -145,28 +170,28 @@ class DecisionRecorder:
                 log.exception("storing %d decision records failed; they are lost", len(batch))
             batch = []
 
-    def _append(self, records: Sequence[DecisionRecord]) -> None:
+    async def _append(self, records: Sequence[DecisionRecord]) -> None:
         """Store the records; those the store refuses for a value are found by halving the
         batch, then stored altered or set aside. StoreUnavailable leaves the caller to retry
         the whole batch: records stored already are skipped then, by their decision_id."""
         try:
-            self._store.append_decisions(records)
+            await self._store.append_decisions(records)
         except ValueNotStorable as error:
             if len(records) > 1:
                 middle = len(records) // 2
-                self._append(records[:middle])
-                self._append(records[middle:])
+                await self._append(records[:middle])
+                await self._append(records[middle:])
             else:
-                self._append_altered(records[0], error)
+                await self._append_altered(records[0], error)
 
-    def _append_altered(self, record: DecisionRecord, refusal: ValueNotStorable) -> None:
+    async def _append_altered(self, record: DecisionRecord, refusal: ValueNotStorable) -> None:
         """Store `record` altered to be storable, or set it aside if there is nothing to
         alter or the store refuses even the altered record."""
         altered = storable_record(record)
         try:
             if altered is None:
                 raise refusal
-            self._store.append_decisions([altered[0]])
+            await self._store.append_decisions([altered[0]])
         except ValueNotStorable as error:
             UNSTORABLE_DECISION_RECORDS.labels("set_aside").inc()
             log.error(

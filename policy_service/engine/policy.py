@@ -14,10 +14,10 @@ import enum
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import cel
 
@@ -160,9 +160,16 @@ class Condition(Protocol):
 
 
 class Check(Protocol):
-    """What a rule verifies once it applies."""
+    """What a rule verifies once it applies.
 
-    def violation(self, evaluation: Evaluation) -> str | None:
+    A check is plain CPU work, except one that counts in the store (a rate limit): its
+    `awaits` is true and its violation returns an awaitable of the same answer, which
+    Policy.decide awaits. Every other check runs inline, without a coroutine of its own.
+    """
+
+    awaits: bool
+
+    def violation(self, evaluation: Evaluation) -> str | Awaitable[str | None] | None:
         """The reason the request fails the check, or None when it passes; ConditionError
         when the check cannot be made for this request."""
         ...
@@ -191,6 +198,8 @@ class Scope:
 
 class Matched:
     """The check of a plain `match` rule: applying is deciding."""
+
+    awaits = False
 
     def violation(self, evaluation: Evaluation) -> str | None:
         """Always decides."""
@@ -247,7 +256,7 @@ class Policy:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", _RuleIndex(self.rules))
 
-    def decide(
+    async def decide(
         self,
         request: CreationRequest,
         *,
@@ -256,6 +265,9 @@ class Policy:
         explain: bool = False,
     ) -> Decision:
         """Evaluate the rules in order: the first that decides wins, else the default.
+
+        A coroutine only because a rate-limit rule awaits the store's counter; the rest is
+        synchronous CPU work on the caller's thread (no executor hop).
 
         counter counts rate-limited creations (a rate-limit rule without one is an error,
         and skipped); now_ms is the clock rate limits and `time` use, the service's by
@@ -280,7 +292,12 @@ class Policy:
                     if explain:
                         evaluations.append(_evaluated(rule, RuleResult.NOT_APPLICABLE))
                     continue
-                violation = rule.check.violation(evaluation)
+                check = rule.check
+                found = check.violation(evaluation)
+                if check.awaits:  # a rate limit, counting in the store
+                    violation = await cast("Awaitable[str | None]", found)
+                else:
+                    violation = cast("str | None", found)
             except ConditionError as error:
                 errors.append(_evaluated(rule, RuleResult.ERROR, str(error)))
                 if explain:
@@ -300,7 +317,7 @@ class Policy:
             outcome, rule_id, reason = rule.outcome, rule.id, violation
             break
         if outcome.effect is Effect.DENY and evaluation.slots and counter is not None:
-            _give_back(counter, evaluation.slots)
+            await _give_back(counter, evaluation.slots)
         return Decision(
             outcome,
             rule_id,
@@ -363,10 +380,10 @@ def _evaluated(rule: Rule, result: RuleResult, reason: str = "") -> RuleEvaluati
     return RuleEvaluation(rule.id, rule.kind, result, rule.outcome.effect, reason)
 
 
-def _give_back(counter: RateCounter, slots: Sequence[int]) -> None:
+async def _give_back(counter: RateCounter, slots: Sequence[int]) -> None:
     try:
         for slot in slots:
-            counter.release(slot)
+            await counter.release(slot)
     except StoreUnavailable as error:
         # The refusal stands; the creation it did not make counts until its window passes.
         log.warning("could not give back rate-limit slots %s: %s", list(slots), error)

@@ -8,6 +8,8 @@ GetPolicy and the log say why.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -82,41 +84,44 @@ def _log_warnings(policy: Policy) -> None:
 
 
 class PolicyFileWatcher:
-    """Reloads a PolicyHolder when SIGHUP is signalled or its files change (polled)."""
+    """Reloads a PolicyHolder when SIGHUP is signalled or its files change: a task on the
+    service's loop polls the files' stat every interval_s; a reload (reading and compiling
+    the files) runs in a worker thread, so that requests keep being served meanwhile."""
 
     def __init__(self, holder: PolicyHolder, interval_s: float) -> None:
         self._holder = holder
         self._interval_s = interval_s
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="policy-reload", daemon=True)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
         self._seen = self._signature()
 
     def start(self) -> None:
-        """Start watching (a no-op for the shipped default policy)."""
+        """Start watching, on the running loop (a no-op for the shipped default policy)."""
         if self._holder.path is not None:
-            self._thread.start()
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="policy-reload")
 
     def request_reload(self) -> None:
-        """Ask for a reload now; safe to call from a signal handler."""
+        """Ask for a reload now (on the loop: the SIGHUP handler runs there)."""
         self._wake.set()
 
-    def stop(self) -> None:
-        """Stop watching, waiting for a reload in progress."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join()
+    async def stop(self) -> None:
+        """Stop watching (a reload already under way finishes in its thread)."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            signalled = self._wake.wait(self._interval_s)
+    async def _run(self) -> None:
+        while True:
+            signalled = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+                signalled = True
             self._wake.clear()
-            if self._stop.is_set():
-                return
             if signalled or self._signature() != self._seen:
                 try:
-                    self._holder.reload()
+                    await asyncio.to_thread(self._holder.reload)
                 except Exception:
                     log.exception("policy reload failed unexpectedly; still running the last")
                 # After the load: a new policy may read other list files.

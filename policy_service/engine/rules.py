@@ -26,6 +26,8 @@ class QuotaCheck:
     default_max: int | None
     deny_when_unknown: bool
 
+    awaits = False
+
     def violation(self, evaluation: Evaluation) -> str | None:
         """Fails when the creator already has the quota's number of groups of the type."""
         request = evaluation.request
@@ -50,6 +52,8 @@ class NameCheck:
     max_length: int | None
     pattern: re.Pattern[str] | None
     banned: BannedWords | None
+
+    awaits = False
 
     def violation(self, evaluation: Evaluation) -> str | None:
         """Fails on the first of length, pattern, banned word that the name breaks."""
@@ -80,6 +84,8 @@ class MembersCheck:
     reject_duplicates: bool
     blocked_accounts: frozenset[str]
 
+    awaits = False
+
     def violation(self, evaluation: Evaluation) -> str | None:
         """Fails on the first of size, duplicate, blocked member that the list breaks."""
         members = evaluation.request.member_accounts
@@ -106,6 +112,8 @@ class OwnerCheck:
 
     admins: frozenset[str]
 
+    awaits = False
+
     def violation(self, evaluation: Evaluation) -> str | None:
         """Fails when the operator creates a group for someone else and is not an admin."""
         request = evaluation.request
@@ -121,6 +129,8 @@ class BlockedCheck:
 
     accounts: frozenset[str]
     check_owner: bool
+
+    awaits = False
 
     def violation(self, evaluation: Evaluation) -> str | None:
         """Fails when the operator, or the owner when checked, is blocked."""
@@ -139,6 +149,8 @@ class PlatformTypesCheck:
 
     allowed: Mapping[str, frozenset[str]]
     other: frozenset[str] | None
+
+    awaits = False
 
     def violation(self, evaluation: Evaluation) -> str | None:
         """Fails when the platform's list does not have the group type."""
@@ -159,6 +171,8 @@ class ClientIpCheck:
     allow: AddressRanges | None
     deny: AddressRanges | None
     deny_when_missing: bool
+
+    awaits = False
 
     def violation(self, evaluation: Evaluation) -> str | None:
         """Fails when the address is outside the allowed networks or inside a denied one."""
@@ -191,7 +205,9 @@ class RateLimitCheck:
     deny_on_store_error: bool
     shadow: bool
 
-    def violation(self, evaluation: Evaluation) -> str | None:
+    awaits = True
+
+    async def violation(self, evaluation: Evaluation) -> str | None:
         """Takes a slot, or fails when the window already holds `limit`."""
         request = evaluation.request
         subject = (request.owner_account if self.per_owner else "") or request.operator_account
@@ -202,7 +218,7 @@ class RateLimitCheck:
             raise ConditionError("no rate-limit counter to count with")
         bucket = f"{self.rule_id}:{request.sdk_app_id}:{subject}"
         try:
-            taken = counter.acquire(
+            taken = await counter.acquire(
                 bucket,
                 window_ms=self.window_ms,
                 limit=self.limit,

@@ -1,7 +1,7 @@
 """The deadline of the call being served, for code far below the servicer (the store).
 
 A servicer sets it from the gRPC context for the duration of a call; the store caps its
-waits with it, so that no call holds a server thread long after its caller has given up.
+waits with it, so that no call keeps the store busy long after its caller has given up.
 """
 
 from __future__ import annotations

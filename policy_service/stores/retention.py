@@ -1,10 +1,11 @@
 """Retention: forget destroyed groups and delete old change-log entries, decisions and
-rate-limit slots, in a background thread."""
+rate-limit slots, in a task on the service's event loop."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import threading
 from collections.abc import Callable
 
 from policy_service.clock import now_ms
@@ -37,25 +38,26 @@ class RetentionPruner:
         self._decisions_ms = int(decision_retention_s * 1000)
         self._rate_slot_retention_ms = rate_slot_retention_ms
         self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Start pruning: the first pass runs at once."""
-        self._thread.start()
+        """Start pruning (a task on the running loop): the first pass runs at once."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="retention")
 
-    def stop(self) -> None:
-        """Stop, waiting for a pass in progress."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+    async def stop(self) -> None:
+        """Stop; a pass in progress is cancelled (each prune is its own transaction)."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
-    def prune_once(self) -> None:
+    async def prune_once(self) -> None:
         """One pass with cutoffs from the service's clock now; logs what it removed."""
         now = now_ms()
-        outcome = self._store.prune(now - self._destroyed_ms, now - self._changes_ms)
-        decisions = self._store.prune_decisions(now - self._decisions_ms)
-        slots = self._store.prune_slots(now - self._rate_slot_retention_ms())
+        outcome = await self._store.prune(now - self._destroyed_ms, now - self._changes_ms)
+        decisions = await self._store.prune_decisions(now - self._decisions_ms)
+        slots = await self._store.prune_slots(now - self._rate_slot_retention_ms())
         if outcome.forgotten or outcome.changes_deleted or decisions or slots:
             log.info(
                 "retention forgot %d destroyed group states and deleted %d changes,"
@@ -66,12 +68,12 @@ class RetentionPruner:
                 slots,
             )
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    async def _run(self) -> None:
+        while True:
             try:
-                self.prune_once()
+                await self.prune_once()
             except StoreUnavailable as error:
                 log.warning("retention pass failed, retrying in %.0fs: %s", self._interval_s, error)
             except Exception:
                 log.exception("retention pass failed unexpectedly, retrying")
-            self._stop.wait(self._interval_s)
+            await asyncio.sleep(self._interval_s)

@@ -12,29 +12,36 @@ from policy_service.engine.policy import Policy
 from policy_service.engine.policy_file import load_policy
 from policy_service.engine.policy_reload import PolicyHolder
 from policy_service.settings import ServiceSettings
-from policy_service.stores.store import Store, open_store
-from tests.policy_service.servers import Serve, Server
+from tests.policy_service.servers import Serve, Server, StoreSpec
 
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Serve]:
     """Start servers with a given store, policy and settings (default: SQLite, allow-all,
-    ServiceSettings' defaults); stop them after the test. A policy given as a path is
-    reloaded when the file changes (polled every 0.05 s)."""
+    ServiceSettings' defaults); stop them after the test. The store is named (StoreSpec: a
+    URL, an async opener, a BrokenStore) and opened on the server's own loop. A policy given
+    as a path is reloaded when the file changes (polled every 0.05 s)."""
     started: list[Server] = []
 
     def start(
-        store: Store | None = None, policy: Policy | Path | None = None, **settings: Any
+        store: StoreSpec | None = None,
+        policy: Policy | Path | None = None,
+        *,
+        serve_metrics: bool = False,
+        **settings: Any,
     ) -> Server:
         if isinstance(policy, Path):
             holder = PolicyHolder(policy, load_policy(policy))
         else:
             holder = PolicyHolder(None, policy or load_policy(None))
+        default_url = f"sqlite:///{tmp_path / 'db.sqlite'}"
         server = Server(
-            store or open_store(f"sqlite:///{tmp_path / 'db.sqlite'}"),
+            store or default_url,
+            default_url,
             holder,
             ServiceSettings(grpc_bind="127.0.0.1:0", **settings),
             policy_poll_s=0.05,
+            serve_metrics=serve_metrics,
         )
         started.append(server)
         return server

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -18,7 +18,8 @@ from chatpolicy.v1 import (
 from policy_service.engine.policy_reload import PolicyHolder
 from policy_service.server import PolicyService
 from policy_service.settings import ServiceSettings
-from policy_service.stores.store import Store
+from policy_service.stores.store import open_store
+from tests.event_loops import Blocking, LoopThread
 
 pb = group_state_service_pb2
 
@@ -27,41 +28,91 @@ APP = 1400000000
 
 
 class BrokenStore:
-    """A Store whose every call but close fails with the given exception."""
+    """A Store whose every call but close fails with the given exception (each a coroutine,
+    as a store's methods are; it belongs to no loop, so it may be built anywhere)."""
 
     def __init__(self, error: Exception) -> None:
         self.error = error
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
-        def fail(*args: object, **kwargs: object) -> Any:
+        async def fail(*args: object, **kwargs: object) -> Any:
             raise self.error
 
         return fail
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass
 
 
+# What a test names as the server's store: a database URL, an async opener given the default
+# SQLite URL (to wrap the store it opens), or a store bound to no loop (BrokenStore).
+StoreSpec = str | Callable[[str], Awaitable[Any]] | BrokenStore
+
+
 class Server:
-    """A running policy service on port 0 with a channel to it."""
+    """A running policy service on port 0, on an event loop of its own (a LoopThread, as
+    `chat-policy service` runs it on its main thread), with a channel to it.
+
+    .store is a Blocking view of the service's store, so test code calls it plainly.
+    """
 
     def __init__(
-        self, store: Store, policy: PolicyHolder, settings: ServiceSettings, policy_poll_s: float
+        self,
+        store: StoreSpec,
+        default_url: str,
+        policy: PolicyHolder,
+        settings: ServiceSettings,
+        policy_poll_s: float,
+        serve_metrics: bool = False,
     ) -> None:
-        self.store = store
-        self.service = PolicyService(settings, store, policy, policy_poll_s=policy_poll_s)
-        self.service.start()
+        self.loop = LoopThread()
+
+        async def start() -> tuple[Any, PolicyService]:
+            if isinstance(store, str):
+                opened = await open_store(store)
+            elif isinstance(store, BrokenStore):
+                opened = store
+            else:
+                opened = await store(default_url)
+            try:
+                service = PolicyService(
+                    settings,
+                    opened,
+                    policy,
+                    policy_poll_s=policy_poll_s,
+                    serve_metrics=serve_metrics,
+                )
+                await service.start()
+            except BaseException:
+                await opened.close()
+                raise
+            return opened, service
+
+        try:
+            opened, self.service = self.loop.run(start())
+        except BaseException:
+            self.loop.stop()
+            raise
+        self.store = Blocking(opened, self.loop)
         self.target = f"127.0.0.1:{self.service.port}"
         self.channel = grpc.insecure_channel(self.target)
         self.groups = group_state_service_pb2_grpc.GroupStateServiceStub(self.channel)
         self.creation = creation_policy_service_pb2_grpc.CreationPolicyServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
+        self._stopped = False
+
+    def stop_service(self, grace_s: float | None) -> None:
+        """Stop the service (PolicyService.stop on its loop), waiting until it has stopped."""
+        if not self._stopped:
+            self._stopped = True
+            self.loop.run(self.service.stop(grace_s))
 
     def stop(self) -> None:
-        """Close the channel, stop the service and close its store."""
+        """Close the channel, stop the service, close its store and end its loop."""
         self.channel.close()
-        self.service.stop(None)
-        self.store.close()
+        self.stop_service(None)
+        self.loop.run(self.store.target.close())
+        self.loop.stop()
 
 
 Serve = Callable[..., Server]

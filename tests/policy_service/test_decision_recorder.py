@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from asyncio import run
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -17,7 +19,8 @@ from policy_service.engine.decision_recorder import DecisionRecorder
 from policy_service.engine.policy import CreationRequest
 from policy_service.engine.policy_file import parse_policy
 from policy_service.errors import StoreUnavailable
-from policy_service.stores.store import Store, open_store
+from policy_service.stores.store import open_store
+from tests.event_loops import LoopThread, blocking_open
 from tests.policy_service.stores import open_fresh
 from tests.postgres import PostgresSchema
 from tests.waiting import wait_for
@@ -33,7 +36,7 @@ class RecordingLog:
         self.failures = failures
         self.lock = threading.Lock()
 
-    def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
+    async def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
         with self.lock:
             if self.failures:
                 self.failures -= 1
@@ -45,20 +48,43 @@ class RecordingLog:
             return [record.operator_account for batch in self.appends for record in batch]
 
 
-def decide(recorder: DecisionRecorder, operator: str, latency_us: int = 7) -> str:
+class Driven:
+    """A DecisionRecorder run on the test's event loop, driven from the test's thread."""
+
+    def __init__(self, loop: LoopThread, recorder: DecisionRecorder) -> None:
+        self.loop = loop
+        self.recorder = recorder
+
+    def start(self) -> None:
+        async def start() -> None:
+            self.recorder.start()
+
+        self.loop.run(start())
+
+    def record(self, *decided: object) -> None:
+        # In order, as the servicer's calls on the loop would queue them.
+        self.loop.loop.call_soon_threadsafe(self.recorder.record, *decided)
+
+    def stop(self) -> None:
+        self.loop.run(self.recorder.stop())
+
+
+def decide(recorder: Driven, operator: str, latency_us: int = 7) -> str:
     """Decide a creation by `operator` with the default policy and queue its record; its
     decision ID."""
     request = CreationRequest(1400000000, operator_account=operator)
-    decision = POLICY.decide(request, now_ms=1)
+    decision = run(POLICY.decide(request, now_ms=1))
     recorder.record(request, decision, 1, latency_us)
     return decision.decision_id
 
 
-def test_decisions_arriving_together_are_stored_in_one_append() -> None:
+def test_decisions_arriving_together_are_stored_in_one_append(
+    event_loop_thread: LoopThread,
+) -> None:
     """Decisions a few milliseconds apart, within the linger time, go to the store in one
     batch, in order."""
     log = RecordingLog()
-    recorder = DecisionRecorder(log, linger_s=0.5)
+    recorder = Driven(event_loop_thread, DecisionRecorder(log, linger_s=0.5))
     recorder.start()
     for index in range(10):
         decide(recorder, f"op{index}")
@@ -69,10 +95,10 @@ def test_decisions_arriving_together_are_stored_in_one_append() -> None:
     assert log.stored() == [f"op{index}" for index in range(10)]
 
 
-def test_a_record_keeps_the_request_as_json() -> None:
+def test_a_record_keeps_the_request_as_json(event_loop_thread: LoopThread) -> None:
     """The stored record carries the request's fields as a JSON object and the decision."""
     log = RecordingLog()
-    recorder = DecisionRecorder(log, linger_s=0)
+    recorder = Driven(event_loop_thread, DecisionRecorder(log, linger_s=0))
     recorder.start()
     decide(recorder, "alice")
     wait_for(lambda: log.stored() == ["alice"])
@@ -82,10 +108,10 @@ def test_a_record_keeps_the_request_as_json() -> None:
     assert '"operator_account":"alice"' in record.request_json
 
 
-def test_records_wait_out_a_store_outage() -> None:
+def test_records_wait_out_a_store_outage(event_loop_thread: LoopThread) -> None:
     """While the store fails, the batch is retried; then every record is stored once."""
     log = RecordingLog(failures=2)
-    recorder = DecisionRecorder(log, retry_s=0.05, linger_s=0)
+    recorder = Driven(event_loop_thread, DecisionRecorder(log, retry_s=0.05, linger_s=0))
     recorder.start()
     for operator in ("a", "b", "c"):
         decide(recorder, operator)
@@ -95,14 +121,14 @@ def test_records_wait_out_a_store_outage() -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """A fresh, empty store of each kind, closed after the test."""
     opened = open_fresh(request.param, request, tmp_path)
     yield opened
     opened.close()
 
 
-def stored(store: Store) -> dict[str, DecisionRecord]:
+def stored(store: Any) -> dict[str, DecisionRecord]:
     """The records in the store by decision ID."""
     return {r.decision_id: r for r in store.list_decisions(DecisionQuery(), 1000, None)}
 
@@ -116,12 +142,12 @@ def unstorable(outcome: str) -> float:
 
 
 def test_a_record_no_store_can_keep_is_set_aside_and_the_rest_of_its_batch_stored(
-    store: Store, caplog: pytest.LogCaptureFixture
+    event_loop_thread: LoopThread, store: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A batch holding a record whose latency does not fit 64 bits: the others are stored,
     that one is set aside, counted and logged once with its decision ID, and later decisions
     are stored too."""
-    recorder = DecisionRecorder(store, retry_s=0.05, linger_s=0)
+    recorder = Driven(event_loop_thread, DecisionRecorder(store.target, retry_s=0.05, linger_s=0))
     before = unstorable("set_aside")
     good = [decide(recorder, f"op{n}") for n in range(3)]
     bad = decide(recorder, "odd", latency_us=2**63)
@@ -139,14 +165,17 @@ def test_a_record_no_store_can_keep_is_set_aside_and_the_rest_of_its_batch_store
 
 
 def test_records_postgresql_refuses_are_stored_altered_and_marked(
+    event_loop_thread: LoopThread,
     postgres_schema: PostgresSchema,
 ) -> None:
     """PostgreSQL refuses text with NUL and an index entry of 10 KB; such records in a batch
     are stored with NUL replaced and the operator cut to 256 bytes, marked in their reason,
     and every other record of the batch is stored as it was."""
-    store = open_store(postgres_schema.url)
+    store = blocking_open(event_loop_thread, open_store, postgres_schema.url)
     try:
-        recorder = DecisionRecorder(store, retry_s=0.05, linger_s=0)
+        recorder = Driven(
+            event_loop_thread, DecisionRecorder(store.target, retry_s=0.05, linger_s=0)
+        )
         before = unstorable("altered")
         long_operator = "".join(chr(0x4E00 + n % 20000) for n in range(3400))  # 10,200 bytes
         ids = {

@@ -9,7 +9,6 @@ import pytest
 from chatpolicy.v1 import creation_policy_service_pb2 as cpb
 from chatpolicy.v1 import group_state_pb2
 from chatpolicy.v1 import group_state_service_pb2 as pb
-from policy_service.stores.store import open_store
 from tests.policy_service.servers import APP, Serve, error_info, full_event
 from tests.postgres import PostgresSchema
 
@@ -95,7 +94,7 @@ def test_a_10kb_group_id_is_invalid_argument_on_postgresql_not_unavailable(
     """With PostgreSQL, whose index refuses a 10 KB row, RecordGroupFull of a 10 KB group ID
     is INVALID_ARGUMENT naming group_id (it was UNAVAILABLE, which the adapter retries
     forever), and the service goes on recording."""
-    server = serve(store=open_store(postgres_schema.url))
+    server = serve(store=postgres_schema.url)
     field, message = refused_field(server.groups.RecordGroupFull, full_event("g" * 10_240, 1000))
     assert (field, message) == (
         "group_id",

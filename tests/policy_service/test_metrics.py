@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -23,8 +23,16 @@ from policy_service.engine.policy_reload import PolicyHolder
 from policy_service.errors import StoreUnavailable, ValueNotStorable
 from policy_service.server import BindError, PolicyService
 from policy_service.settings import ServiceSettings
-from policy_service.stores.store import Store, open_store
-from tests.policy_service.servers import APP, BrokenStore, Serve, error_info, full_event
+from policy_service.stores.store import open_store
+from tests.event_loops import LoopThread
+from tests.policy_service.servers import (
+    APP,
+    BrokenStore,
+    Serve,
+    StoreSpec,
+    error_info,
+    full_event,
+)
 
 POLICY = b"""version = 1
 [[rules]]
@@ -77,29 +85,15 @@ Start = Callable[..., PolicyService]
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Start]:
+def start(serve: Serve) -> Start:
     """Start PolicyServices serving metrics on free ports (SQLite in tmp_path unless a store
-    is given); stop them and close their stores after the test."""
-    started: list[tuple[PolicyService, Store]] = []
+    is given), each on a loop of its own; the serve fixture stops them after the test."""
 
-    def make(store: Store | None = None, **settings: str) -> PolicyService:
-        store = store or open_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
-        service = PolicyService(
-            ServiceSettings(
-                **{"grpc_bind": "127.0.0.1:0", "metrics_bind": "127.0.0.1:0", **settings}
-            ),
-            store,
-            PolicyHolder(None, load_policy(None)),
-            serve_metrics=True,
-        )
-        started.append((service, store))
-        service.start()
-        return service
+    def make(store: StoreSpec | None = None, **settings: str) -> PolicyService:
+        server = serve(store=store, serve_metrics=True, metrics_bind="127.0.0.1:0", **settings)
+        return server.service
 
-    yield make
-    for service, store in started:
-        service.stop(None)
-        store.close()
+    return make
 
 
 def test_decisions_are_counted_by_rule_and_effect(serve: Serve) -> None:
@@ -222,20 +216,28 @@ def test_the_reload_status_follows_the_policy_file(tmp_path: Path) -> None:
     assert gauges()[("chat_policy_service_policy_last_reload_success", frozenset())] == 1
 
 
-def test_a_taken_metrics_port_is_a_bind_error(tmp_path: Path) -> None:
+def test_a_taken_metrics_port_is_a_bind_error(
+    tmp_path: Path, event_loop_thread: LoopThread
+) -> None:
     """Another listener on the metrics port makes the service refuse to start, naming the
     variable."""
-    store = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         settings = ServiceSettings(grpc_bind="127.0.0.1:0", metrics_bind=f"127.0.0.1:{port}")
-        with pytest.raises(BindError, match=f"CHAT_POLICY_METRICS_BIND='127.0.0.1:{port}'"):
-            PolicyService(
-                settings, store, PolicyHolder(None, load_policy(None)), serve_metrics=True
-            )
-    store.close()
+
+        async def build() -> None:
+            store = await open_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+            try:
+                with pytest.raises(BindError, match=f"CHAT_POLICY_METRICS_BIND='127.0.0.1:{port}'"):
+                    PolicyService(
+                        settings, store, PolicyHolder(None, load_policy(None)), serve_metrics=True
+                    )
+            finally:
+                await store.close()
+
+        event_loop_thread.run(build())
 
 
 def test_main_exits_2_when_the_metrics_port_is_taken(
@@ -255,19 +257,13 @@ def test_main_exits_2_when_the_metrics_port_is_taken(
     assert "CHAT_POLICY_METRICS_BIND" in line
 
 
-def test_stopping_the_service_releases_the_metrics_port(tmp_path: Path) -> None:
+def test_stopping_the_service_releases_the_metrics_port(serve: Serve) -> None:
     """After stop, nothing listens on the metrics port any more."""
-    store = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    settings = ServiceSettings(grpc_bind="127.0.0.1:0", metrics_bind="127.0.0.1:0")
-    service = PolicyService(
-        settings, store, PolicyHolder(None, load_policy(None)), serve_metrics=True
-    )
-    service.start()
-    port = service.metrics_port
+    server = serve(serve_metrics=True, metrics_bind="127.0.0.1:0")
+    port = server.service.metrics_port
     assert port
     scrape(port)
-    service.stop(None)
-    store.close()
+    server.stop_service(None)
     with socket.socket() as again:
         # As a restarted service would: a scrape's connection may linger in TIME_WAIT, but
         # no listener may be left.

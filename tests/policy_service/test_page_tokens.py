@@ -14,9 +14,8 @@ import pytest
 from chatpolicy.v1 import creation_policy_service_pb2 as cpb
 from chatpolicy.v1 import group_state_service_pb2 as pb
 from policy_service.api.page_tokens import MAX_PAGE_TOKEN_CHARS
-from policy_service.stores.store import open_store
 from tests.policy_service.servers import APP, Serve, Server, error_info, full_event
-from tests.policy_service.stores import open_fresh
+from tests.policy_service.stores import fresh_url
 from tests.waiting import wait_for
 
 
@@ -64,7 +63,7 @@ DECISIONS_TOKENS: dict[str, Callable[[str], str]] = {
 def server(request: pytest.FixtureRequest, tmp_path: Path, serve: Serve) -> Server:
     """A service on each store, holding two full groups and two decisions, so that a page
     token that got as far as a store query would be used."""
-    started = serve(store=open_fresh(request.param, request, tmp_path))
+    started = serve(store=fresh_url(request.param, request, tmp_path))
     for n in range(2):
         started.groups.RecordGroupFull(full_event(f"@TGS#{n}", 1000 + n), timeout=5)
         started.creation.CheckGroupCreation(
@@ -112,7 +111,7 @@ def test_issued_tokens_of_ids_at_their_limit_walk_every_page(serve: Serve, tmp_p
     """Tokens the service issues for groups and topics with IDs of 256 bytes that JSON
     escapes the most (control characters) are accepted: a walk of one group per page sees
     every group."""
-    server = serve(store=open_store(f"sqlite:///{tmp_path / 'ids.db'}"))
+    server = serve(store=f"sqlite:///{tmp_path / 'ids.db'}")
     ids = [chr(n) * 256 for n in range(1, 4)]
     for n, group_id in enumerate(ids):
         event = full_event(group_id, 1000 + n)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from asyncio import run
 from typing import Any
 
 import pytest
@@ -98,29 +99,29 @@ when = "name != 'closed'"
 )
 def test_first_rule_whose_scope_matches_decides(request_: CreationRequest, expected: str) -> None:
     """Scope keys AND together: operators exact, platforms any case, old type names, `when`."""
-    assert policy(SCOPES).decide(request_).rule_id == expected
+    assert run(policy(SCOPES).decide(request_)).rule_id == expected
 
 
 def test_match_rules_decide_with_their_outcome() -> None:
     """A deny match rule refuses with its code and info; an allow one allows with code 0."""
     scoped = policy(SCOPES)
-    refused = scoped.decide(req(group_type="Public", opt_platform="Web"))
+    refused = run(scoped.decide(req(group_type="Public", opt_platform="Web")))
     assert refused.outcome == Outcome(Effect.DENY, 10101, "use the app")
     assert refused.reason == "matched"
-    assert scoped.decide(req(group_type="Work")).outcome == Outcome(Effect.ALLOW)
-    assert scoped.decide(req(group_type="Meeting")).outcome == Outcome(Effect.DENY, 1, "")
+    assert run(scoped.decide(req(group_type="Work"))).outcome == Outcome(Effect.ALLOW)
+    assert run(scoped.decide(req(group_type="Meeting"))).outcome == Outcome(Effect.DENY, 1, "")
 
 
 def test_default_deny_carries_its_code_and_info() -> None:
     """When no rule decides, a deny default refuses with its own code and info."""
-    decision = policy(SCOPES).decide(req(group_type="Public"))
+    decision = run(policy(SCOPES).decide(req(group_type="Public")))
     assert decision.outcome == Outcome(Effect.DENY, 10150, "closed")
     assert (decision.rule_id, decision.reason) == ("default", "no rule decided")
 
 
 def test_default_is_allow_when_left_out() -> None:
     """A policy without [default] allows what no rule decides."""
-    decision = policy("version = 1").decide(req(group_type="Public"))
+    decision = run(policy("version = 1").decide(req(group_type="Public")))
     assert (decision.outcome, decision.rule_id) == (Outcome(Effect.ALLOW), "default")
 
 
@@ -141,10 +142,10 @@ def test_allow_match_short_circuits_later_denies() -> None:
     id = "deny-all"
     effect = "deny"
     """
-    decision = policy(source).decide(req(operator_account="bot"), explain=True)
+    decision = run(policy(source).decide(req(operator_account="bot"), explain=True))
     assert verdict(decision) == ("trusted", Effect.ALLOW, 0)
     assert results(decision) == [("trusted", RuleResult.DECIDED)]
-    assert verdict(policy(source).decide(req(operator_account="eve"))) == (
+    assert verdict(run(policy(source).decide(req(operator_account="eve")))) == (
         "deny-all",
         Effect.DENY,
         1,
@@ -198,7 +199,7 @@ error_code = 10199
 )
 def test_typed_and_untyped_rules_keep_file_order(group_type: str, name: str, expected: str) -> None:
     """Rules indexed by group type are still tried in file order among the untyped ones."""
-    decided = policy(INTERLEAVED).decide(req(group_type=group_type, name=name))
+    decided = run(policy(INTERLEAVED).decide(req(group_type=group_type, name=name)))
     assert decided.rule_id == expected
 
 
@@ -236,7 +237,7 @@ def test_explain_lists_every_evaluated_rule_up_to_the_decider() -> None:
     id = "after-the-decider"
     effect = "deny"
     """
-    decision = policy(source).decide(req(group_type="Public", name="club"), explain=True)
+    decision = run(policy(source).decide(req(group_type="Public", name="club"), explain=True))
     assert decision.evaluations == (
         RuleEvaluation("not-for-me", "match", RuleResult.NOT_APPLICABLE, Effect.ALLOW),
         RuleEvaluation("names", "name", RuleResult.PASSED, Effect.DENY),
@@ -268,7 +269,7 @@ def test_without_explain_there_are_no_evaluations_but_hits_and_errors_remain() -
     id = "broken"
     when = "create_group_num > 3"
     """
-    decision = policy(source).decide(req())
+    decision = run(policy(source).decide(req()))
     assert decision.evaluations == ()
     assert [h.rule_id for h in decision.shadow_hits] == ["shadow"]
     assert [e.rule_id for e in decision.errors] == ["broken"]
@@ -277,7 +278,7 @@ def test_without_explain_there_are_no_evaluations_but_hits_and_errors_remain() -
 def test_decision_ids_are_unique() -> None:
     """Every decision, even of the same request, has its own 32-hex-digit id."""
     scoped = policy(SCOPES)
-    ids = {scoped.decide(req(group_type="Work")).decision_id for _ in range(500)}
+    ids = {run(scoped.decide(req(group_type="Work"))).decision_id for _ in range(500)}
     assert len(ids) == 500
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
 
@@ -285,7 +286,7 @@ def test_decision_ids_are_unique() -> None:
 def test_decisions_carry_the_policy_revision() -> None:
     """Each decision names the revision of the policy that made it."""
     scoped = policy(SCOPES)
-    assert scoped.decide(req()).policy_revision == scoped.revision
+    assert run(scoped.decide(req())).policy_revision == scoped.revision
 
 
 # shadow
@@ -315,7 +316,7 @@ when = "name == 'bad'"
 
 def test_shadow_deny_is_reported_but_never_decides() -> None:
     """A shadow rule that would refuse is a shadow hit; the default then allows."""
-    decision = policy(SHADOW_FIRST).decide(req(group_type="Public"))
+    decision = run(policy(SHADOW_FIRST).decide(req(group_type="Public")))
     assert verdict(decision) == ("default", Effect.ALLOW, 0)
     assert decision.shadow_hits == (
         RuleEvaluation("shadow-deny", "match", RuleResult.SHADOW, Effect.DENY, "matched"),
@@ -324,8 +325,8 @@ def test_shadow_deny_is_reported_but_never_decides() -> None:
 
 def test_evaluation_continues_past_shadow_rules_to_the_real_decider() -> None:
     """Shadow rules (deny or allow) that would decide do not stop a later real rule."""
-    decision = policy(SHADOW_FIRST).decide(
-        req(group_type="Public", operator_account="bot", name="bad")
+    decision = run(
+        policy(SHADOW_FIRST).decide(req(group_type="Public", operator_account="bot", name="bad"))
     )
     assert verdict(decision) == ("real-deny", Effect.DENY, 10121)
     assert [(h.rule_id, h.effect) for h in decision.shadow_hits] == [
@@ -336,7 +337,7 @@ def test_evaluation_continues_past_shadow_rules_to_the_real_decider() -> None:
 
 def test_shadow_rule_not_in_scope_is_no_hit() -> None:
     """A shadow rule whose scope does not match is not a shadow hit."""
-    assert policy(SHADOW_FIRST).decide(req(group_type="Work")).shadow_hits == ()
+    assert run(policy(SHADOW_FIRST).decide(req(group_type="Work"))).shadow_hits == ()
 
 
 @pytest.mark.parametrize(
@@ -359,14 +360,14 @@ def test_every_kind_can_be_shadowed(kind: str, body: str, fields: dict[str, Any]
     counter = InMemoryRateCounter()
     shadowed = policy(source)
     if kind == "rate_limit":
-        shadowed.decide(req(**fields), counter=counter, now_ms=T0)
-    decision = shadowed.decide(req(**fields), counter=counter, now_ms=T0)
+        run(shadowed.decide(req(**fields), counter=counter, now_ms=T0))
+    decision = run(shadowed.decide(req(**fields), counter=counter, now_ms=T0))
     assert verdict(decision) == ("default", Effect.ALLOW, 0)
     assert [(h.rule_id, h.kind, h.result) for h in decision.shadow_hits] == [
         ("s", kind, RuleResult.SHADOW)
     ]
     enforced = policy(source.replace("shadow = true", "shadow = false"))
-    assert enforced.decide(req(**fields), counter=counter, now_ms=T0).rule_id == "s"
+    assert run(enforced.decide(req(**fields), counter=counter, now_ms=T0)).rule_id == "s"
 
 
 # CEL
@@ -407,7 +408,10 @@ def test_cel_reads_every_documented_variable(
 ) -> None:
     """Each request variable reaches CEL with its documented value and type."""
     rule = cel_rule(expression)
-    hit_decision, miss_decision = rule.decide(hit, now_ms=T0), rule.decide(miss, now_ms=T0)
+    hit_decision, miss_decision = (
+        run(rule.decide(hit, now_ms=T0)),
+        run(rule.decide(miss, now_ms=T0)),
+    )
     assert (hit_decision.rule_id, hit_decision.errors) == ("c", ())
     assert (miss_decision.rule_id, miss_decision.errors) == ("default", ())
 
@@ -415,9 +419,9 @@ def test_cel_reads_every_documented_variable(
 def test_cel_time_is_the_clock_without_event_time() -> None:
     """Without EventTime, `time` is the now_ms the decision is made at."""
     rule = cel_rule('time == timestamp("2026-01-01T00:00:00Z")')
-    assert rule.decide(req(), now_ms=T0).rule_id == "c"
-    assert rule.decide(req(), now_ms=T0 + 1).rule_id == "default"
-    assert rule.decide(req(event_time_ms=T0 + 1), now_ms=T0).rule_id == "default"
+    assert run(rule.decide(req(), now_ms=T0)).rule_id == "c"
+    assert run(rule.decide(req(), now_ms=T0 + 1)).rule_id == "default"
+    assert run(rule.decide(req(event_time_ms=T0 + 1), now_ms=T0)).rule_id == "default"
 
 
 def test_cel_time_defaults_to_the_service_clock() -> None:
@@ -427,8 +431,8 @@ def test_cel_time_defaults_to_the_service_clock() -> None:
         (now + datetime.timedelta(minutes=m)).strftime("%Y-%m-%dT%H:%M:%SZ") for m in (-5, 5)
     )
     rule = cel_rule(f'time > timestamp("{earlier}") && time < timestamp("{later}")')
-    assert rule.decide(req()).rule_id == "c"
-    assert rule.decide(req(), now_ms=T0).rule_id == "default"
+    assert run(rule.decide(req())).rule_id == "c"
+    assert run(rule.decide(req(), now_ms=T0)).rule_id == "default"
 
 
 @pytest.mark.parametrize(
@@ -477,7 +481,7 @@ def test_cel_runtime_error_skips_the_rule_and_is_reported(
         f"version = 1\n[[rules]]\nid = \"c\"\neffect = \"deny\"\nwhen = '''{expression}'''\n"
         '[[rules]]\nid = "next"\neffect = "deny"\nerror_code = 10111\n'
     )
-    decision = policy(source).decide(req(**fields), explain=True)
+    decision = run(policy(source).decide(req(**fields), explain=True))
     assert verdict(decision) == ("next", Effect.DENY, 10111)
     assert [(e.rule_id, e.result, e.effect) for e in decision.errors] == [
         ("c", RuleResult.ERROR, Effect.DENY)
@@ -503,13 +507,13 @@ def test_cel_that_fails_on_the_load_sample_still_loads(
     """An expression that happens to fail for the load-time sample request (a division by
     zero, an index out of range) loads, and is evaluated per request."""
     rule = cel_rule(expression)
-    assert rule.decide(req(**hit)).rule_id == "c"
-    assert rule.decide(req(**miss)).rule_id == "default"
+    assert run(rule.decide(req(**hit))).rule_id == "c"
+    assert run(rule.decide(req(**miss))).rule_id == "default"
 
 
 def test_event_time_out_of_timestamp_range_is_a_rule_error() -> None:
     """An EventTime beyond year 9999 makes a `time` condition an error, not a crash."""
-    decision = cel_rule("time.getFullYear() > 2000").decide(req(event_time_ms=10**16))
+    decision = run(cel_rule("time.getFullYear() > 2000").decide(req(event_time_ms=10**16)))
     assert decision.rule_id == "default"
     assert [(e.rule_id, e.result) for e in decision.errors] == [("c", RuleResult.ERROR)]
 
@@ -537,7 +541,7 @@ def test_string_literals_naming_variables_do_not_hide_variables(
     expression: str, fields: dict[str, Any]
 ) -> None:
     """Variables are found outside string literals, whatever the literals contain."""
-    decision = cel_rule(expression).decide(req(**fields))
+    decision = run(cel_rule(expression).decide(req(**fields)))
     assert (decision.rule_id, decision.errors) == ("c", ())
 
 
@@ -552,8 +556,8 @@ def test_cel_applies_to_check_kinds_as_scope() -> None:
     when = 'platform != "Web"'
     """
     scoped = policy(source)
-    assert scoped.decide(req(create_group_num=5, opt_platform="iOS")).rule_id == "quota"
-    assert scoped.decide(req(create_group_num=5, opt_platform="Web")).rule_id == "default"
+    assert run(scoped.decide(req(create_group_num=5, opt_platform="iOS"))).rule_id == "quota"
+    assert run(scoped.decide(req(create_group_num=5, opt_platform="Web"))).rule_id == "default"
 
 
 @given(
@@ -581,15 +585,15 @@ def test_the_rule_index_decides_as_walking_every_rule_does(
             rules.append(f"operator_accounts = {sorted(operators)!r}".replace("'", '"'))
     policy = parse_policy(("version = 1\n" + "\n".join(rules)).encode())
     request = CreationRequest(1, operator_account=operator, group_type=group_type)
-    indexed = policy.decide(request)
-    walked = policy.decide(request, explain=True)
+    indexed = run(policy.decide(request))
+    walked = run(policy.decide(request, explain=True))
     assert (indexed.rule_id, indexed.outcome) == (walked.rule_id, walked.outcome)
 
 
 def test_decision_ids_sort_in_the_order_decisions_were_made() -> None:
     """Decision ids made one after another sort in that order, even within a millisecond."""
     policy = parse_policy(b"version = 1\n")
-    ids = [policy.decide(CreationRequest(APP)).decision_id for _ in range(1000)]
+    ids = [run(policy.decide(CreationRequest(APP))).decision_id for _ in range(1000)]
     assert ids == sorted(ids)
     assert len(set(ids)) == 1000
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)

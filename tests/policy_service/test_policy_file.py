@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from asyncio import run
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ def test_default_policy_allows_everything() -> None:
     """The shipped policy allows any creation under rule 'default' with a content revision."""
     policy = load_policy(None)
     assert policy.rules == ()
-    decision = policy.decide(CreationRequest(1, group_type="AVChatRoom"))
+    decision = run(policy.decide(CreationRequest(1, group_type="AVChatRoom")))
     assert (decision.outcome.effect, decision.rule_id) == (Effect.ALLOW, "default")
     assert decision.policy_revision.startswith("sha256:")
     assert len(decision.policy_revision) == len("sha256:") + 16
@@ -76,7 +77,7 @@ def test_revision_changes_when_a_list_file_changes(tmp_path: Path) -> None:
     second = load_policy(policy_file)
     assert second.revision != first.revision
     assert second.sources == (words,)
-    assert second.decide(CreationRequest(APP, name="poker")).rule_id == "names"
+    assert run(second.decide(CreationRequest(APP, name="poker"))).rule_id == "names"
 
 
 def test_example_policy_with_a_list_file(tmp_path: Path) -> None:
@@ -88,7 +89,9 @@ def test_example_policy_with_a_list_file(tmp_path: Path) -> None:
         'accounts = ["spammer-1", "spammer-2"]', 'accounts_file = "blocked.txt"'
     )
     policy_file.write_text(text)
-    decision = load_policy(policy_file).decide(CreationRequest(APP, operator_account="spammer-3"))
+    decision = run(
+        load_policy(policy_file).decide(CreationRequest(APP, operator_account="spammer-3"))
+    )
     assert (decision.rule_id, decision.outcome.error_code) == ("blocked-accounts", 10100)
 
 

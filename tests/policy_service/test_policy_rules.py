@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from asyncio import run
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def req(**fields: Any) -> CreationRequest:
 
 def refuses(policy: Policy, request: CreationRequest, **options: Any) -> bool:
     """True when rule 'r' refuses the request with its outcome, False when the default allows."""
-    decision = policy.decide(request, **options)
+    decision = run(policy.decide(request, **options))
     if decision.rule_id == "default":
         assert decision.outcome == Outcome(Effect.ALLOW)
         assert decision.errors == ()
@@ -56,17 +57,17 @@ def refuses(policy: Policy, request: CreationRequest, **options: Any) -> bool:
 class UnavailableCounter:
     """A rate counter whose store is down: every call raises StoreUnavailable."""
 
-    def acquire(
+    async def acquire(
         self, bucket: str, *, window_ms: int, limit: int, now_ms: int, force: bool = False
     ) -> Acquisition:
         """Fails."""
         raise StoreUnavailable("connection refused")
 
-    def release(self, slot: int) -> None:
+    async def release(self, slot: int) -> None:
         """Fails."""
         raise StoreUnavailable("connection refused")
 
-    def prune_slots(self, before_ms: int) -> int:
+    async def prune_slots(self, before_ms: int) -> int:
         """Fails."""
         raise StoreUnavailable("connection refused")
 
@@ -74,7 +75,7 @@ class UnavailableCounter:
 class ReleaseFailingCounter(InMemoryRateCounter):
     """An in-memory counter whose store goes down before a slot can be given back."""
 
-    def release(self, slot: int) -> None:
+    async def release(self, slot: int) -> None:
         """Fails."""
         raise StoreUnavailable("connection lost")
 
@@ -115,7 +116,7 @@ def test_quota_when_create_group_num_is_unknown(when_unknown: str, refused: bool
     policy = one_rule("quota", f'max_created = 3\nwhen_unknown = "{when_unknown}"')
     assert refuses(policy, req(group_type="Public")) is refused
     if refused:
-        assert policy.decide(req(group_type="Public")).reason == "CreateGroupNum omitted"
+        assert run(policy.decide(req(group_type="Public"))).reason == "CreateGroupNum omitted"
 
 
 def test_quota_without_a_limit_for_the_type_allows() -> None:
@@ -128,7 +129,7 @@ def test_quota_without_a_limit_for_the_type_allows() -> None:
 
 def test_quota_reason_names_count_and_quota() -> None:
     """The refusal reason says how many groups exist and the quota."""
-    decision = one_rule("quota", QUOTA).decide(req(group_type="Private", create_group_num=1))
+    decision = run(one_rule("quota", QUOTA).decide(req(group_type="Private", create_group_num=1)))
     assert decision.reason == "already created 1 Work groups (quota 1)"
 
 
@@ -198,7 +199,7 @@ BANNED = f'banned_words = ["free money", "casino", "Straße", "{wide("POKER")}"]
 )
 def test_banned_words_match_after_nfkc_and_case_folding(name: str, word: str) -> None:
     """A name containing a banned word in any case, width or ß/ss spelling is refused."""
-    decision = one_rule("name", BANNED).decide(req(name=name))
+    decision = run(one_rule("name", BANNED).decide(req(name=name)))
     assert (decision.rule_id, decision.reason) == ("r", f"name contains banned word {word!r}")
 
 
@@ -240,9 +241,9 @@ def test_banned_words_file_adds_to_the_inline_list(tmp_path: Path) -> None:
 def test_name_checks_length_before_banned_words() -> None:
     """The reason is the first broken constraint: length, then pattern, then banned word."""
     policy = one_rule("name", "max_length = 3\npattern = '[a-z]+'\nbanned_words = ['x']")
-    assert policy.decide(req(name="xxxx")).reason == "name has 4 characters, more than 3"
-    assert policy.decide(req(name="X")).reason == "name does not match '[a-z]+'"
-    assert policy.decide(req(name="x")).reason == "name contains banned word 'x'"
+    assert run(policy.decide(req(name="xxxx"))).reason == "name has 4 characters, more than 3"
+    assert run(policy.decide(req(name="X"))).reason == "name does not match '[a-z]+'"
+    assert run(policy.decide(req(name="x"))).reason == "name contains banned word 'x'"
 
 
 # Besides a few ASCII letters, characters that case folding or NFKC changes, some into two:
@@ -310,7 +311,7 @@ def test_members_size_duplicates_and_blocked_accounts(
     members: tuple[str, ...], reason: str | None
 ) -> None:
     """The member list is refused for its size, a duplicate or a blocked account, in that order."""
-    decision = one_rule("members", MEMBERS).decide(req(member_accounts=members))
+    decision = run(one_rule("members", MEMBERS).decide(req(member_accounts=members)))
     assert (decision.rule_id, decision.reason) == (
         ("r", reason) if reason else ("default", "no rule decided")
     )
@@ -442,10 +443,10 @@ def test_platform_types_other_covers_unlisted_platforms(
 def test_platform_types_reason_names_platform_and_type() -> None:
     """The reason says which type may not come from which platform."""
     policy = one_rule("platform_types", 'other = ["Work"]')
-    assert policy.decide(req(group_type="Public")).reason == (
+    assert run(policy.decide(req(group_type="Public"))).reason == (
         "Public groups may not be created from unknown platform"
     )
-    assert policy.decide(req(group_type="Public", opt_platform="Mac")).reason == (
+    assert run(policy.decide(req(group_type="Public", opt_platform="Mac"))).reason == (
         "Public groups may not be created from Mac"
     )
 
@@ -581,7 +582,7 @@ def test_rate_limit_refuses_once_the_window_is_full() -> None:
         False,
         True,
     ]
-    decision = policy.decide(alice, counter=counter, now_ms=T0 + 3)
+    decision = run(policy.decide(alice, counter=counter, now_ms=T0 + 3))
     assert decision.reason == "operator 'alice' reached 2 creations in 60s"
 
 
@@ -615,7 +616,7 @@ def test_rate_limit_per_owner_falls_back_to_the_operator() -> None:
     assert not refuses(policy, for_carol, counter=counter, now_ms=T0)
     by_bob = req(operator_account="bob", owner_account="carol")
     assert refuses(policy, by_bob, counter=counter, now_ms=T0)
-    assert policy.decide(by_bob, counter=counter, now_ms=T0).reason.startswith("owner 'carol'")
+    assert run(policy.decide(by_bob, counter=counter, now_ms=T0)).reason.startswith("owner 'carol'")
     assert not refuses(policy, req(operator_account="alice"), counter=counter, now_ms=T0)
     assert refuses(policy, req(operator_account="alice"), counter=counter, now_ms=T0)
 
@@ -650,10 +651,12 @@ banned_words = ["casino"]
 def test_refusal_by_a_later_rule_gives_the_slot_back() -> None:
     """A creation refused after the rate limit counted it does not use up the limit."""
     policy, counter = parse_policy(LIMIT_THEN_NAME.encode()), InMemoryRateCounter()
-    refused = policy.decide(req(operator_account="a", name="casino"), counter=counter, now_ms=T0)
+    refused = run(
+        policy.decide(req(operator_account="a", name="casino"), counter=counter, now_ms=T0)
+    )
     assert refused.rule_id == "names"
-    first = policy.decide(req(operator_account="a", name="ok"), counter=counter, now_ms=T0)
-    second = policy.decide(req(operator_account="a", name="ok"), counter=counter, now_ms=T0)
+    first = run(policy.decide(req(operator_account="a", name="ok"), counter=counter, now_ms=T0))
+    second = run(policy.decide(req(operator_account="a", name="ok"), counter=counter, now_ms=T0))
     assert (first.rule_id, first.outcome.effect) == ("default", Effect.ALLOW)
     assert (second.rule_id, second.outcome.effect) == ("rate", Effect.DENY)
 
@@ -665,16 +668,18 @@ def test_default_deny_gives_the_slot_back() -> None:
         b'limit = 1\nwindow = "1h"\n[[rules]]\nid = "ok"\nwhen = "name == \'ok\'"\n'
     )
     counter = InMemoryRateCounter()
-    assert policy.decide(req(operator_account="a"), counter=counter).rule_id == "default"
-    assert policy.decide(req(operator_account="a", name="ok"), counter=counter).rule_id == "ok"
-    assert policy.decide(req(operator_account="a", name="ok"), counter=counter).rule_id == "rate"
+    assert run(policy.decide(req(operator_account="a"), counter=counter)).rule_id == "default"
+    assert run(policy.decide(req(operator_account="a", name="ok"), counter=counter)).rule_id == "ok"
+    assert (
+        run(policy.decide(req(operator_account="a", name="ok"), counter=counter)).rule_id == "rate"
+    )
 
 
 def test_a_failed_give_back_leaves_the_refusal_standing() -> None:
     """When the slot cannot be given back the request is still refused, without an exception."""
     policy = parse_policy(LIMIT_THEN_NAME.encode())
-    decision = policy.decide(
-        req(operator_account="a", name="casino"), counter=ReleaseFailingCounter()
+    decision = run(
+        policy.decide(req(operator_account="a", name="casino"), counter=ReleaseFailingCounter())
     )
     assert (decision.rule_id, decision.outcome.effect) == ("names", Effect.DENY)
 
@@ -682,7 +687,9 @@ def test_a_failed_give_back_leaves_the_refusal_standing() -> None:
 def test_rate_limit_store_failure_skips_the_rule_when_allowed() -> None:
     """on_store_error = "allow": the rule is skipped and reported in decision.errors."""
     policy = one_rule("rate_limit", RATE + '\non_store_error = "allow"')
-    decision = policy.decide(req(operator_account="a"), counter=UnavailableCounter(), explain=True)
+    decision = run(
+        policy.decide(req(operator_account="a"), counter=UnavailableCounter(), explain=True)
+    )
     assert (decision.rule_id, decision.outcome.effect) == ("default", Effect.ALLOW)
     assert [(e.rule_id, e.result) for e in decision.errors] == [("r", RuleResult.ERROR)]
     assert "rate-limit store unavailable: connection refused" in decision.errors[0].reason
@@ -692,7 +699,7 @@ def test_rate_limit_store_failure_skips_the_rule_when_allowed() -> None:
 def test_rate_limit_store_failure_refuses_when_denied() -> None:
     """on_store_error = "deny": the store failing refuses the creation with the rule's outcome."""
     policy = one_rule("rate_limit", RATE + '\non_store_error = "deny"')
-    decision = policy.decide(req(operator_account="a"), counter=UnavailableCounter())
+    decision = run(policy.decide(req(operator_account="a"), counter=UnavailableCounter()))
     assert (decision.rule_id, decision.outcome) == ("r", REFUSAL)
     assert decision.reason == "rate-limit store unavailable: connection refused"
     assert decision.errors == ()
@@ -700,7 +707,7 @@ def test_rate_limit_store_failure_refuses_when_denied() -> None:
 
 def test_rate_limit_without_a_counter_is_an_error() -> None:
     """Deciding without a counter skips the rate limit and reports it as an error."""
-    decision = one_rule("rate_limit", RATE).decide(req(operator_account="a"))
+    decision = run(one_rule("rate_limit", RATE).decide(req(operator_account="a")))
     assert decision.rule_id == "default"
     assert [(e.rule_id, e.result) for e in decision.errors] == [("r", RuleResult.ERROR)]
 
@@ -712,7 +719,7 @@ def test_shadow_rate_limit_counts_over_the_limit_and_only_reports() -> None:
     alice = req(operator_account="alice")
     hits = []
     for offset_s in (0, 10, 20, 35):
-        decision = policy.decide(alice, counter=counter, now_ms=T0 + offset_s * 1000)
+        decision = run(policy.decide(alice, counter=counter, now_ms=T0 + offset_s * 1000))
         assert (decision.rule_id, decision.outcome.effect) == ("default", Effect.ALLOW)
         hits.append([(h.rule_id, h.result) for h in decision.shadow_hits])
     # At 35 s the creations of 10 s and 20 s are still in the window: the one the shadow
@@ -723,7 +730,7 @@ def test_shadow_rate_limit_counts_over_the_limit_and_only_reports() -> None:
 def test_shadow_rate_limit_store_failure_is_an_error_not_a_refusal() -> None:
     """A shadow limit whose store fails with on_store_error deny is only a shadow hit."""
     policy = one_rule("rate_limit", RATE + '\non_store_error = "deny"', shadow=True)
-    decision = policy.decide(req(operator_account="a"), counter=UnavailableCounter())
+    decision = run(policy.decide(req(operator_account="a"), counter=UnavailableCounter()))
     assert (decision.rule_id, decision.outcome.effect) == ("default", Effect.ALLOW)
     assert [h.rule_id for h in decision.shadow_hits] == ["r"]
 
@@ -732,6 +739,6 @@ def test_in_memory_counter_prunes_old_slots() -> None:
     """prune_slots deletes slots stamped before the time and says how many."""
     counter = InMemoryRateCounter()
     for now in (1, 2, 3):
-        counter.acquire("b", window_ms=100, limit=10, now_ms=now)
-    assert counter.prune_slots(3) == 2
-    assert counter.acquire("b", window_ms=100, limit=10, now_ms=4).count_before == 1
+        run(counter.acquire("b", window_ms=100, limit=10, now_ms=now))
+    assert run(counter.prune_slots(3)) == 2
+    assert run(counter.acquire("b", window_ms=100, limit=10, now_ms=4)).count_before == 1

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,8 +15,9 @@ from policy_service.clock import now_ms
 from policy_service.engine.decision_log import DecisionQuery, DecisionRecord
 from policy_service.settings import ServiceSettings, SettingsError
 from policy_service.stores.retention import RetentionPruner
-from policy_service.stores.store import Store, open_store
+from tests.event_loops import Blocking
 from tests.policy_service.servers import APP, Serve
+from tests.policy_service.stores import open_fresh
 
 HOUR_S = 3600.0
 
@@ -39,33 +41,38 @@ def decision(decision_id: str, decided_at_ms: int) -> DecisionRecord:
     )
 
 
-def decision_ids(store: Store) -> list[str]:
+def decision_ids(store: Any) -> list[str]:
     """The stored decisions' IDs, newest first."""
     return [record.decision_id for record in store.list_decisions(DecisionQuery(), 100, None)]
 
 
-def slots_of(store: Store, bucket: str) -> int:
+def slots_of(store: Any, bucket: str) -> int:
     """How many slots the bucket holds, whatever their age (limit 0: taking none)."""
     return store.acquire(bucket, window_ms=10**12, limit=0, now_ms=now_ms()).count_before
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    """A fresh SQLite store, closed after the test."""
-    opened = open_store(f"sqlite:///{tmp_path / 'chat-policy.db'}")
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A fresh SQLite store on the test's loop (a Blocking view), closed after the test."""
+    opened = open_fresh("sqlite", request, tmp_path)
     yield opened
     opened.close()
 
 
+def pruner_of(store: Any, **settings: Any) -> Any:
+    """A RetentionPruner of the store, on the store's loop; a Blocking view of it."""
+    return Blocking(RetentionPruner(store.target, **settings), store._loop)
+
+
 def test_pass_deletes_old_decisions_and_slots_and_logs_the_counts(
-    store: Store, caplog: pytest.LogCaptureFixture
+    store: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A pass deletes decisions and slots older than their retentions, keeps newer ones, logs."""
     now = now_ms()
     store.append_decisions([decision("old", now - 60_000), decision("new", now - 5_000)])
     store.acquire("b", window_ms=1, limit=1, now_ms=now - 30_000)
     store.acquire("b", window_ms=1, limit=1, now_ms=now - 1_000)
-    pruner = RetentionPruner(
+    pruner = pruner_of(
         store,
         destroyed_retention_s=HOUR_S,
         change_log_retention_s=HOUR_S,
@@ -84,13 +91,13 @@ def test_pass_deletes_old_decisions_and_slots_and_logs_the_counts(
 
 
 def test_pass_with_nothing_to_delete_logs_nothing(
-    store: Store, caplog: pytest.LogCaptureFixture
+    store: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A pass that finds nothing old enough deletes nothing and logs nothing."""
     now = now_ms()
     store.append_decisions([decision("new", now - 5_000)])
     store.acquire("b", window_ms=1, limit=1, now_ms=now - 1_000)
-    pruner = RetentionPruner(
+    pruner = pruner_of(
         store,
         destroyed_retention_s=HOUR_S,
         change_log_retention_s=HOUR_S,
@@ -104,11 +111,11 @@ def test_pass_with_nothing_to_delete_logs_nothing(
     assert caplog.messages == []
 
 
-def test_slot_retention_is_asked_at_every_pass(store: Store) -> None:
+def test_slot_retention_is_asked_at_every_pass(store: Any) -> None:
     """A slot kept under a long slot retention goes at the first pass after it shortens."""
     retention_ms = [60_000]
     store.acquire("b", window_ms=1, limit=1, now_ms=now_ms() - 5_000)
-    pruner = RetentionPruner(
+    pruner = pruner_of(
         store,
         destroyed_retention_s=HOUR_S,
         change_log_retention_s=HOUR_S,

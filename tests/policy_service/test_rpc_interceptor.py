@@ -1,13 +1,13 @@
-"""RpcInterceptor on a real in-process gRPC server: status codes, streams, request IDs, metrics."""
+"""RpcInterceptor on a real in-process grpc.aio server (on a loop of its own): status codes,
+streams, request IDs, metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
-import time
-from collections.abc import Iterator
-from concurrent import futures
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -19,6 +19,7 @@ from chat_policy_shared import logs
 from policy_service.api.rpc_interceptor import RpcInterceptor
 from policy_service.api.status import maps_errors
 from policy_service.errors import StoreUnavailable
+from tests.event_loops import LoopThread
 from tests.waiting import wait_for
 
 SERVICE = "test.v1.Probe"
@@ -28,12 +29,12 @@ STORE = f"/{SERVICE}/Store"
 WATCH = "/grpc.health.v1.Health/Watch"
 
 
-def unary(request: bytes, context: grpc.ServicerContext) -> bytes:
+async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
     """Answer by the request: an abort, a set_code, an exception, a description of the call,
     the request ID, or an echo."""
     verb, _, argument = request.decode().partition(":")
     if verb == "abort":
-        context.abort(grpc.StatusCode[argument], "aborted on request")
+        await context.abort(grpc.StatusCode[argument], "aborted on request")
     if verb == "set_code":
         context.set_code(grpc.StatusCode[argument])
         return b""
@@ -42,7 +43,7 @@ def unary(request: bytes, context: grpc.ServicerContext) -> bytes:
     if verb == "describe":
         logs.describe_call(f"did {argument}", what=argument)
         if argument == "fail":
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "described, then failed")
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "described, then failed")
         return b""
     if verb == "request_id":
         logging.getLogger("tests.handler").info("handling")
@@ -50,23 +51,23 @@ def unary(request: bytes, context: grpc.ServicerContext) -> bytes:
     return request
 
 
-def stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+async def stream(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
     """Yield `n` items, then abort with a code or wait for the client to go away, if asked."""
     count, _, then = request.decode().partition(":")
     for index in range(int(count)):
         yield str(index).encode()
     if then == "wait":
-        while context.is_active():
-            time.sleep(0.01)
+        while not context.cancelled():  # the task is cancelled when the client goes away
+            await asyncio.sleep(0.01)
     elif then:
-        context.abort(grpc.StatusCode[then], "stream aborted on request")
+        await context.abort(grpc.StatusCode[then], "stream aborted on request")
 
 
 class StoreServicer:
     """A servicer method behind maps_errors whose store is down."""
 
     @maps_errors
-    def Store(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+    async def Store(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         raise StoreUnavailable("database is down")
 
 
@@ -74,9 +75,13 @@ class StoreServicer:
 class Probe:
     """A running server with the interceptor, its channel and its health servicer."""
 
-    server: grpc.Server
+    server: grpc.aio.Server
     channel: grpc.Channel
-    health: health.HealthServicer
+    health: health.aio.HealthServicer
+    loop: LoopThread
+
+    def set_health(self, status: int) -> None:
+        self.loop.run(self.health.set("", status))
 
     def unary(self, request: bytes, request_id: str | None = None) -> bytes:
         metadata = () if request_id is None else ((logs.REQUEST_ID_METADATA, request_id),)
@@ -87,10 +92,13 @@ class Probe:
 
 @pytest.fixture
 def probe() -> Iterator[Probe]:
-    """A server on port 0 with two worker threads, serving the probe methods and health."""
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=2), interceptors=(RpcInterceptor(),)
-    )
+    """A grpc.aio server on port 0 on a loop of its own, serving the probe methods and health."""
+    loop = LoopThread()
+
+    async def make() -> grpc.aio.Server:
+        return grpc.aio.server(interceptors=(RpcInterceptor(),))
+
+    server = loop.run(make())
     server.add_generic_rpc_handlers(
         (
             grpc.method_handlers_generic_handler(
@@ -103,14 +111,15 @@ def probe() -> Iterator[Probe]:
             ),
         )
     )
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    loop.run(server.start())
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    yield Probe(server, channel, health_servicer)
+    yield Probe(server, channel, health_servicer, loop)
     channel.close()
-    server.stop(None).wait()
+    loop.run(server.stop(None))
+    loop.stop()
 
 
 def rpcs(method: str, code: str) -> float:
@@ -189,7 +198,8 @@ def test_unary_calls_are_counted_timed_and_logged_with_their_code(
     except grpc.RpcError as error:
         received = error.code().name
     assert received == code
-    assert rpcs(UNARY, code) == counted + 1
+    # A handler's own context.abort sends the status before it raises: the count follows.
+    wait_for(lambda: rpcs(UNARY, code) == counted + 1)
     assert latency_count(UNARY) == timed + 1
     [line] = lines.rpc_lines(UNARY)
     assert line.level == logging.INFO
@@ -214,6 +224,7 @@ def test_what_the_handler_describes_goes_on_the_one_rpc_line(
     whether the call succeeds or fails; the handler writes no line of its own."""
     with pytest.raises(grpc.RpcError) if code != "OK" else contextlib.nullcontext():
         probe.unary(f"describe:{argument}".encode())
+    wait_for(lambda: len(lines.lines) == 1)
     (record,) = [record for record, _ in lines.lines]
     assert record.getMessage() == f"Unary answered {code}: did {argument}"
     assert (vars(record)["what"], vars(record)["code"]) == (argument, code)
@@ -276,15 +287,15 @@ def test_a_stream_the_client_cancels_counts_as_cancelled(
 def test_the_health_watch_stays_non_blocking_and_is_counted_when_it_ends(
     probe: Probe, lines: RecordedLines
 ) -> None:
-    """Open health watches hold no worker thread, and each counts once when its client leaves."""
+    """Open health watches hold nothing that unary calls need, and each counts once when its
+    client leaves."""
     counted = rpcs(WATCH, "CANCELLED")
     stub = health_pb2_grpc.HealthStub(probe.channel)
     watches = [stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=5) for _ in range(3)]
     for watch in watches:
         assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
-    # Three blocking watches would hold both worker threads: this call could not be served.
     assert probe.unary(b"still served") == b"still served"
-    probe.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    probe.set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
     for watch in watches:
         assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
         watch.cancel()
@@ -308,10 +319,12 @@ def test_other_failures_are_not_store_errors(probe: Probe) -> None:
     """An abort that no store error caused leaves the store error count alone."""
     labels = {"operation": "Unary"}
     before = REGISTRY.get_sample_value("chat_policy_service_store_errors_total", labels)
+    counted = rpcs(UNARY, "UNKNOWN")
     with pytest.raises(grpc.RpcError):
         probe.unary(b"abort:UNAVAILABLE")
     with pytest.raises(grpc.RpcError):
         probe.unary(b"raise")
+    wait_for(lambda: rpcs(UNARY, "UNKNOWN") == counted + 1)
     assert REGISTRY.get_sample_value("chat_policy_service_store_errors_total", labels) == before
 
 

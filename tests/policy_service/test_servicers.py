@@ -282,13 +282,17 @@ def test_check_group_creation_requires_the_app(serve: Serve) -> None:
 def test_binding_a_taken_port_is_a_bind_error(serve: Serve, tmp_path: Path) -> None:
     """A second server on the same address fails with BindError naming the variable."""
     server = serve()
-    store = open_store(f"sqlite:///{tmp_path / 'other.db'}")
-    try:
-        with pytest.raises(BindError, match="CHAT_POLICY_GRPC_BIND"):
-            PolicyService(
-                ServiceSettings(grpc_bind=server.target),
-                store,
-                PolicyHolder(None, load_policy(None)),
-            )
-    finally:
-        store.close()
+
+    async def build() -> None:
+        store = await open_store(f"sqlite:///{tmp_path / 'other.db'}")
+        try:
+            with pytest.raises(BindError, match="CHAT_POLICY_GRPC_BIND"):
+                PolicyService(
+                    ServiceSettings(grpc_bind=server.target),
+                    store,
+                    PolicyHolder(None, load_policy(None)),
+                )
+        finally:
+            await store.close()
+
+    server.loop.run(build())

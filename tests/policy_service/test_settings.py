@@ -44,3 +44,35 @@ def test_an_sqlite_url_with_a_path_is_kept() -> None:
         assert (
             ServiceSettings.from_env({"CHAT_POLICY_DATABASE_URL": url}).resolved_database_url == url
         )
+
+
+def test_the_budget_defaults_fit_a_thousand_idle_streams() -> None:
+    """By default 2,000 streams, 1,000 of them watches, and 256 unary calls at once."""
+    settings = ServiceSettings.from_env({})
+    assert (settings.max_streams, settings.watch_max_streams) == (2000, 1000)
+    assert settings.max_concurrent_rpcs == 256
+
+
+def test_the_watch_budget_is_part_of_the_stream_budget() -> None:
+    """More watch streams than streams is refused, naming both; a lower stream budget lowers
+    the watch default with it."""
+    with pytest.raises(SettingsError, match=r"CHAT_POLICY_WATCH_MAX_STREAMS=50 .*MAX_STREAMS=10"):
+        ServiceSettings.from_env(
+            {"CHAT_POLICY_MAX_STREAMS": "10", "CHAT_POLICY_WATCH_MAX_STREAMS": "50"}
+        )
+    assert ServiceSettings.from_env({"CHAT_POLICY_MAX_STREAMS": "10"}).watch_max_streams == 10
+
+
+@pytest.mark.parametrize("variable", ["CHAT_POLICY_GRPC_MAX_CONCURRENT", "CHAT_POLICY_MAX_STREAMS"])
+def test_budgets_must_be_positive_numbers(variable: str) -> None:
+    """A budget of 0, or not a number, is refused naming the variable."""
+    for value in ("0", "many"):
+        with pytest.raises(SettingsError, match=variable):
+            ServiceSettings.from_env({variable: value})
+
+
+def test_the_thread_count_of_the_threaded_server_is_refused_with_what_replaces_it() -> None:
+    """CHAT_POLICY_GRPC_MAX_WORKERS, a thread count, no longer means anything: refused, naming
+    the settings that bound calls now."""
+    with pytest.raises(SettingsError, match="CHAT_POLICY_GRPC_MAX_CONCURRENT"):
+        ServiceSettings.from_env({"CHAT_POLICY_GRPC_MAX_WORKERS": "8"})

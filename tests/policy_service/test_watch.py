@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -373,9 +374,9 @@ def test_too_many_watchers_is_resource_exhausted(serve: Serve) -> None:
             replacement.cancel()
 
 
-def test_cancelled_streams_free_their_slot_and_thread(serve: Serve) -> None:
-    """With one slot and one worker, opening and cancelling 5 watches in a row always works."""
-    server = serve(watch_max_streams=1, max_workers=1, watch_heartbeat_s=0.2)
+def test_cancelled_streams_free_their_slot(serve: Serve) -> None:
+    """With one stream slot, opening and cancelling 5 watches in a row always works."""
+    server = serve(max_streams=1, watch_max_streams=1, watch_heartbeat_s=0.2)
     for _ in range(5):
         call = open_when_a_slot_frees(server)
         call.cancel()
@@ -421,7 +422,7 @@ def test_stop_ends_streams_with_shutting_down(serve: Serve) -> None:
     with watching(server) as call:
         next(call)
         started = time.monotonic()
-        server.service.stop(10.0)
+        server.stop_service(10.0)
         stopped_after = time.monotonic() - started
         with pytest.raises(grpc.RpcError) as raised:
             while True:
@@ -430,7 +431,7 @@ def test_stop_ends_streams_with_shutting_down(serve: Serve) -> None:
     assert error_info(raised.value).reason == "ERROR_REASON_SHUTTING_DOWN"
     assert stopped_after < 5.0
     # The fixture stops the service again at teardown: a second stop must be harmless.
-    server.service.stop(None)
+    server.stop_service(None)
 
 
 # Health
@@ -471,7 +472,7 @@ def test_stop_reports_not_serving_then_the_server_is_gone(serve: Serve) -> None:
     ]
     try:
         assert [next(w).status for w in watches] == [SERVING] * 3
-        stopping = threading.Thread(target=server.service.stop, args=(10.0,))
+        stopping = threading.Thread(target=server.stop_service, args=(10.0,))
         stopping.start()
         assert [next(w).status for w in watches] == [NOT_SERVING] * 3
     finally:
@@ -495,28 +496,34 @@ class LaggingFeedStore:
         self.feed_waiting = threading.Event()
         self.release = threading.Event()
 
+    @classmethod
+    async def open(cls, url: str) -> LaggingFeedStore:
+        """Open the store at `url`, wrapped."""
+        return cls(await open_store(url))
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    def wait_for_changes(self, timeout_s: float) -> None:
-        """Subscribe at once (timeout 0); otherwise wait for `release` before waiting."""
+    async def wait_for_changes(self, timeout_s: float) -> None:
+        """Subscribe at once (timeout 0); otherwise wait for `release` before waiting (in a
+        thread: the test releases it from its own)."""
         if timeout_s:
             self.feed_waiting.set()
-            self.release.wait(STREAM_TIMEOUT_S)
-        self._store.wait_for_changes(timeout_s)
+            await asyncio.to_thread(self.release.wait, STREAM_TIMEOUT_S)
+        await self._store.wait_for_changes(timeout_s)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Release the reader and close the real store."""
         self.release.set()
-        self._store.close()
+        await self._store.close()
 
 
 def test_resume_sends_progress_only_after_the_changes_when_the_feed_lags(
     serve: Serve, tmp_path: Path
 ) -> None:
     """A resumed stream sends its first progress only after the changes the log already holds."""
-    store = LaggingFeedStore(open_store(f"sqlite:///{tmp_path / 'lagging.sqlite'}"))
-    server = serve(store=store, watch_heartbeat_s=0.2)
+    server = serve(store=LaggingFeedStore.open, watch_heartbeat_s=0.2)
+    store = server.store.target
     assert store.feed_waiting.wait(5.0)
     sequences = [record(server, f"g{i}", T0 + i) for i in range(5)]
     try:
@@ -535,10 +542,15 @@ class CountingStore:
         self._store = store
         self.reads = 0
 
-    def changes_after(self, sequence: int, limit: int) -> Any:
+    @classmethod
+    async def open(cls, url: str) -> CountingStore:
+        """Open the store at `url`, wrapped."""
+        return cls(await open_store(url))
+
+    async def changes_after(self, sequence: int, limit: int) -> Any:
         """Count, then read."""
         self.reads += 1
-        return self._store.changes_after(sequence, limit)
+        return await self._store.changes_after(sequence, limit)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -549,8 +561,8 @@ def test_an_idle_feed_reads_nothing_and_wakes_for_the_first_watcher(
 ) -> None:
     """With no watcher, writes cause no change-log reads; the first watcher then gets a new
     change at once, not at its next heartbeat."""
-    store = CountingStore(open_store(f"sqlite:///{tmp_path / 'counted.sqlite'}"))
-    server = serve(store=store, watch_heartbeat_s=30.0)
+    server = serve(store=CountingStore.open, watch_heartbeat_s=30.0)
+    store = server.store.target
     for index in range(20):
         record(server, f"idle-{index}", T0)
     time.sleep(0.3)
