@@ -25,6 +25,7 @@ class Failure(enum.Enum):
     METHOD_NOT_ALLOWED = (405, "webhooks are POSTed")
     BODY_TOO_LARGE = (413, "request body is too large")
     REQUEST_TIMEOUT = (408, "the request was not received in time")
+    HEADERS_TOO_LARGE = (431, "the request line and headers are too large")
     TOO_MANY_CONNECTIONS = (503, "the adapter has too many open connections; retry later")
     MALFORMED_REQUEST = (400, "malformed webhook request")
     INVALID_FIELD = (400, "invalid webhook field")

@@ -6,7 +6,10 @@ gives every request `read_timeout_s` to arrive whole, headers and body, counted 
 first byte (from the connection for its first request, so one that never sends a byte is
 closed too). Past it, a request whose answer has not started gets 408 in Chat's JSON shape,
 and the connection is closed. A request on a connection beyond uvicorn's limit_concurrency
-gets 503 in the same shape, instead of uvicorn's plain text. Both are counted
+gets 503 in the same shape, instead of uvicorn's plain text. A request whose line and
+headers go on past MAX_HEAD_BYTES gets 431 in the same shape and its connection is closed:
+uvicorn (unlike gunicorn's own workers, with their limit_request_* settings) holds however
+much a client sends before the end of the headers. All three are counted
 (chat_policy_adapter_http_limit_refusals_total) and logged at the 1st, 10th, 100th, ... time.
 
 Imported in the worker class, after PROMETHEUS_MULTIPROC_DIR is set (it imports the metrics).
@@ -41,18 +44,35 @@ _TIMEOUT_RESPONSE = b"".join(
 )
 _OVER_CAPACITY_BODY = failure_answer(WebhookError(Failure.TOO_MANY_CONNECTIONS)).body
 
+# Most bytes a request's line and headers may take. Chat's are under 1 KB (the query string
+# with Sign, a few headers); gunicorn's workers allowed a 4 KB line and 100 fields of 8 KB.
+# Looked at after each read, so a connection holds at most this plus one read's worth.
+MAX_HEAD_BYTES = 32 * 1024
+_HEAD_TOO_LARGE_BODY = failure_answer(WebhookError(Failure.HEADERS_TOO_LARGE)).body
+_HEAD_TOO_LARGE_RESPONSE = b"".join(
+    [
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
+        b"content-type: %s\r\n" % _JSON,
+        b"content-length: %d\r\n" % len(_HEAD_TOO_LARGE_BODY),
+        b"connection: close\r\n\r\n",
+        _HEAD_TOO_LARGE_BODY,
+    ]
+)
+
 # How often each limit refused a request in this worker: logged at powers of ten.
 _refused: Counter[str] = Counter()
 
 
 class ReadDeadlineProtocol(HttpToolsProtocol):
-    """HttpToolsProtocol with a deadline of `read_timeout_s` for receiving each request."""
+    """HttpToolsProtocol with a deadline of `read_timeout_s` for receiving each request, and
+    at most MAX_HEAD_BYTES for its line and headers."""
 
     def __init__(self, *args: Any, read_timeout_s: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_timeout_s = read_timeout_s
         self._read_deadline: asyncio.TimerHandle | None = None
         self._headers_received = False  # of the request being read
+        self._head_bytes = 0  # received since the last request ended, before headers ended
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Accept the connection; its first request is due within the deadline from now."""
@@ -63,6 +83,19 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
         """Forget the deadline with the connection."""
         self._cancel_deadline()
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """Parse `data`; if the request's line and headers have then taken more than
+        MAX_HEAD_BYTES without ending, answer 431 and close the connection."""
+        if not self._headers_received:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if (
+            not self._headers_received
+            and self._head_bytes > MAX_HEAD_BYTES
+            and not self.transport.is_closing()
+        ):
+            self._refuse_large_head()
 
     def on_message_begin(self) -> None:
         """A request's first byte: its deadline starts (unless the connection's runs)."""
@@ -77,8 +110,10 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
         self._headers_received = True
 
     def on_message_complete(self) -> None:
-        """The request is whole: no deadline until the next one begins."""
+        """The request is whole: no deadline until the next one begins, whose line and
+        headers are counted afresh."""
         self._cancel_deadline()
+        self._head_bytes = 0
         super().on_message_complete()
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
@@ -120,6 +155,19 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
             self._read_timeout_s,
             f"{self.client[0]}:{self.client[1]}" if self.client else "unknown",
             "answered 408 and closed" if can_answer else "closed",
+        )
+
+    def _refuse_large_head(self) -> None:
+        """Answer 431 (the request has not reached the app) and close the connection."""
+        self._cancel_deadline()
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.write(_HEAD_TOO_LARGE_RESPONSE)
+        self.transport.close()
+        _count(
+            "header_size",
+            "request line and headers past %d bytes from %s: answered 431 and closed",
+            MAX_HEAD_BYTES,
+            f"{self.client[0]}:{self.client[1]}" if self.client else "unknown",
         )
 
 

@@ -107,7 +107,8 @@ HTTP_LIMITS = Counter(
     "chat_policy_adapter_http_limit_refusals_total",
     "Requests refused by the adapter's HTTP limits before reaching the app, by limit:"
     " read_deadline (a request not received within CHAT_POLICY_HTTP_READ_TIMEOUT_S, 408),"
-    " max_connections (a request on a connection beyond CHAT_POLICY_HTTP_MAX_CONNECTIONS, 503).",
+    " max_connections (a request on a connection beyond CHAT_POLICY_HTTP_MAX_CONNECTIONS, 503),"
+    " header_size (a request line and headers past 32 KB, 431).",
     ["limit"],
 )
 

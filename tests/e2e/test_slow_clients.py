@@ -49,15 +49,18 @@ def start(deployment: Deployment, **env: str) -> Deployment:
     return deployment
 
 
-def signed_post(deployment: Deployment, command: str, document: bytes) -> tuple[int, bytes]:
-    """POST a webhook signed as Chat signs it, on a new connection; status and body."""
+def signed_post(
+    deployment: Deployment, command: str, document: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    """POST a webhook signed as Chat signs it, with `headers` added, on a new connection;
+    status and body."""
     now = str(int(time.time()))
     connection = http.client.HTTPConnection(
         "127.0.0.1", deployment.http_port, timeout=CLIENT_TIMEOUT_S
     )
     try:
         url = f"/?{query(command, RequestTime=now, Sign=compute_sign(TOKEN, now))}"
-        connection.request("POST", url, body=document)
+        connection.request("POST", url, body=document, headers=headers or {})
         response = connection.getresponse()
         return response.status, response.read()
     finally:
@@ -192,6 +195,33 @@ def test_a_request_not_received_within_the_deadline_gets_408(deployment: Deploym
         200,
         OK,
     )
+
+
+def test_a_request_whose_headers_go_on_past_the_cap_gets_431(deployment: Deployment) -> None:
+    """A request line and headers sent on past 32 KB get 431 in Chat's JSON and the
+    connection is closed, before the read deadline; counted. Headers under it are answered."""
+    start(deployment, CHAT_POLICY_HTTP_READ_TIMEOUT_S="120")
+    now = str(int(time.time()))
+    signed = query("Group.CallbackAfterGroupFull", RequestTime=now, Sign=compute_sign(TOKEN, now))
+    client = connect(deployment)
+    with client:
+        client.sendall(f"POST /?{signed} HTTP/1.1\r\nHost: x\r\n".encode())
+        client.sendall(b"X-Padding: " + b"a" * 40_000)  # and no end of the headers
+        response = read_to_close(client)
+    head, _, content = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 "), response[:200]
+    assert json.loads(content) == {
+        "ActionStatus": "FAIL",
+        "ErrorCode": 431,
+        "ErrorInfo": "the request line and headers are too large",
+    }
+    assert limit_refusals(deployment, "header_size") == 1
+
+    padded = {"X-Padding": "a" * 16_000}
+    answer = signed_post(
+        deployment, "Group.CallbackAfterGroupFull", body(GROUP_FULL_SAMPLE), padded
+    )
+    assert answer == (200, OK)
 
 
 def test_requests_beyond_the_connection_cap_get_503(deployment: Deployment) -> None:
