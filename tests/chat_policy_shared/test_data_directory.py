@@ -3,6 +3,7 @@ the reason when they cannot hold a file."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,7 @@ def test_an_sqlite_file_that_is_no_database_names_the_variable_and_path(tmp_path
     variable, the file and SQLite's reason."""
     (tmp_path / "chat-policy.db").write_text("not a database, not even close" * 10)
     with pytest.raises(SettingsError) as raised:
-        open_configured_store(ServiceSettings(data_dir=tmp_path))
+        asyncio.run(open_configured_store(ServiceSettings(data_dir=tmp_path)))
     assert str(raised.value) == (
         f"CHAT_POLICY_DATA_DIR='{tmp_path}': cannot open {tmp_path / 'chat-policy.db'}:"
         " SQLite: file is not a database"
@@ -55,7 +56,9 @@ def test_an_sqlite_url_names_its_own_variable(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     url = f"sqlite:///{tmp_path / 'file' / 'db.sqlite'}"
     with pytest.raises(SettingsError) as raised:
-        open_configured_store(ServiceSettings(data_dir=tmp_path / "unused", database_url=url))
+        asyncio.run(
+            open_configured_store(ServiceSettings(data_dir=tmp_path / "unused", database_url=url))
+        )
     assert str(raised.value) == (
         f"CHAT_POLICY_DATABASE_URL={url!r}: {tmp_path / 'file'} is not a directory"
     )
