@@ -716,10 +716,11 @@ def load_section(run: Run) -> list[str]:
         " (2 s, Chat's), answers other than HTTP 200 with ErrorCode 0, adapter outcomes"
         " other than allowed/recorded (fail-open, spooled, ...), summed over the rounds.",
         "",
-        "- B0: bare Falcon under gunicorn (the adapter's gunicorn settings), body parsed,"
-        " constant answer.",
+        "- B0: bare Falcon under gunicorn's gthread workers (the adapter's workers, 4 threads"
+        " each, as the adapter ran before issue 18), body parsed, constant answer.",
         "- B1: B0 plus one unary grpcio call per request to a do-nothing grpcio server"
-        " (the policy service's thread pool and options), channel per worker after fork.",
+        " (108 pool threads, as the threaded service had; its options), channel per worker"
+        " after fork.",
         "- B1-async: B1 on asyncio: the same resource as a falcon.asgi.App under gunicorn's"
         " uvicorn worker (uvloop, httptools; the same workers and SO_REUSEPORT), one grpc.aio"
         " call per request on a channel opened in each worker's loop, to a do-nothing grpc.aio"
