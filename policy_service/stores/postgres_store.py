@@ -26,7 +26,9 @@ nothing and sees nothing twice):
   sequence than a younger one still in flight; here a number is never taken before commit.
 - The changes of one group keep their order: its writers take turns on the group's lock, so
   the later one inserts (a higher id) after the earlier committed; both are numbered in the
-  same pass in id order, or the earlier in an earlier pass.
+  same pass in id order, or the earlier in an earlier pass. (Ids follow insertion time across
+  sessions because the identity's sequence caches no values: PostgreSQL's default, CACHE 1.
+  A cache would let a session insert with an id drawn before another's committed insert.)
 Writers thus hold only their group's lock, so the replicas' transactions commit side by side
 and share WAL flushes (group commit); the sequencer numbers a batch of writes per commit, and
 a pass that finds nothing to number writes nothing and flushes nothing. Each row is written
@@ -35,11 +37,13 @@ waiting first, and deletes only numbered rows.
 
 Wake-ups. A transaction that changed states NOTIFYs channel chat_policy_changes, with the
 schema's name as payload, right after its COMMIT, in the same round trip but a transaction
-of its own: PostgreSQL serialises the commits of all transactions that NOTIFY in one database
-(a database-wide lock taken before commit and held through it), so a NOTIFY inside the
-writing transaction would make writes take turns again; the notifying transaction writes no
-WAL, so its turn is short. A connection lost between the two leaves a committed change
-without a wake-up: the change feed reads the log at least every second anyway.
+of its own: PostgreSQL serialises the commits of all transactions that NOTIFY on the server,
+whatever their database (a lock on "database 0" taken before commit and held through it,
+WAL flush included), so a NOTIFY inside the writing transaction would make writes take turns
+again. The notifying transaction writes only its commit record (40 bytes) and, having written
+nothing before it, does not wait for its flush, so its turn is short. A connection lost
+between the two leaves a committed change without a wake-up: the change feed reads the log
+at least every second anyway.
 wait_for_changes LISTENs on a connection of its own, outside the pool, and ignores other
 schemas' notifications; a listener it (re)opens may have missed commits made before its
 LISTEN, so that call returns at once.
