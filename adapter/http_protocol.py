@@ -31,32 +31,32 @@ from adapter.metrics import HTTP_LIMITS
 log = logging.getLogger(__name__)
 
 _JSON = b"application/json"
-_TIMEOUT_BODY = failure_answer(WebhookError(Failure.REQUEST_TIMEOUT)).body
-# Written below the app, straight to the connection.
-_TIMEOUT_RESPONSE = b"".join(
-    [
-        b"HTTP/1.1 408 Request Timeout\r\n",
-        b"content-type: %s\r\n" % _JSON,
-        b"content-length: %d\r\n" % len(_TIMEOUT_BODY),
-        b"connection: close\r\n\r\n",
-        _TIMEOUT_BODY,
-    ]
-)
+
+
+def _closing_answer(status_line: bytes, failure: Failure) -> bytes:
+    """A whole HTTP answer in Chat's JSON that closes the connection: written below the app,
+    straight to the connection."""
+    body = failure_answer(WebhookError(failure)).body
+    return b"".join(
+        [
+            b"HTTP/1.1 %s\r\n" % status_line,
+            b"content-type: %s\r\n" % _JSON,
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+    )
+
+
+_TIMEOUT_RESPONSE = _closing_answer(b"408 Request Timeout", Failure.REQUEST_TIMEOUT)
 _OVER_CAPACITY_BODY = failure_answer(WebhookError(Failure.TOO_MANY_CONNECTIONS)).body
 
 # Most bytes a request's line and headers may take. Chat's are under 1 KB (the query string
 # with Sign, a few headers); gunicorn's workers allowed a 4 KB line and 100 fields of 8 KB.
 # Looked at after each read, so a connection holds at most this plus one read's worth.
 MAX_HEAD_BYTES = 32 * 1024
-_HEAD_TOO_LARGE_BODY = failure_answer(WebhookError(Failure.HEADERS_TOO_LARGE)).body
-_HEAD_TOO_LARGE_RESPONSE = b"".join(
-    [
-        b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
-        b"content-type: %s\r\n" % _JSON,
-        b"content-length: %d\r\n" % len(_HEAD_TOO_LARGE_BODY),
-        b"connection: close\r\n\r\n",
-        _HEAD_TOO_LARGE_BODY,
-    ]
+_HEAD_TOO_LARGE_RESPONSE = _closing_answer(
+    b"431 Request Header Fields Too Large", Failure.HEADERS_TOO_LARGE
 )
 
 # How often each limit refused a request in this worker: logged at powers of ten.

@@ -61,10 +61,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.bench_faults import DEFAULT_TEST_DATABASE_URL, database_url, ready, wait_for_service
+from bench.bench_faults import DEFAULT_TEST_DATABASE_URL, started_pair
 from bench.bench_state import positive
 from bench.http_processes import EXAMPLE_POLICY, NORMAL_OUTCOMES, children, status_kb
-from bench.processes import ChatPolicyProcess, clean_env, free_ports, http_get, wait_until
+from bench.processes import ChatPolicyProcess, http_get
 from bench.report import heading, machine, markdown_table, number, percentile, verdict
 from bench.report import progress as report_progress
 from bench.wrk import Webhook, body, compute_sign, query_string
@@ -493,46 +493,23 @@ def peak_rss(adapter: ChatPolicyProcess, service: ChatPolicyProcess) -> dict[str
 def run_abuse(args: argparse.Namespace, workdir: Path) -> AbuseRun:
     """Start the deployment, abuse it, stop it."""
     raise_file_limit(args.slow + args.channels + 4 * round(args.rate) + 200)
-    http_port, grpc_port = free_ports(2)
-    token = secrets.token_hex(16)
-    server_url = args.database_url
-    with database_url(args.store, server_url) as url:
-        env = clean_env(
-            CHAT_POLICY_HTTP_BIND=f"127.0.0.1:{http_port}",
-            CHAT_POLICY_GRPC_BIND=f"127.0.0.1:{grpc_port}",
-            CHAT_POLICY_DATA_DIR=str(workdir / "data"),
-            CHAT_POLICY_METRICS_BIND="127.0.0.1:0",
-            CHAT_POLICY_CALLBACK_TOKENS=token,
-            CHAT_POLICY_SDKAPPIDS=str(SDK_APP_ID),
-            CHAT_POLICY_POLICY_FILE=str(EXAMPLE_POLICY),
-            **({"CHAT_POLICY_DATABASE_URL": url} if url else {}),
-        )
-        service = ChatPolicyProcess("service", env, workdir / "service.log")
-        adapter = ChatPolicyProcess("adapter", env, workdir / "adapter.log")
-        try:
-            progress(f"{args.store}: starting chat-policy service and adapter (logs in {workdir})")
-            service.start()
-            wait_for_service(service, grpc_port, interval_s=0.05)
-            adapter.start()
-            wait_until(
-                lambda: ready(http_port),
-                START_TIMEOUT_S,
-                "the adapter's /readyz to answer 200",
-                alive=adapter.check_alive,
-            )
-            before = adapter_outcomes(http_port)
-            run = asyncio.run(abuse(args, http_port, f"127.0.0.1:{grpc_port}", token))
-            progress("slow connections and streams let go; reading the adapter's outcomes")
-            after: dict[str, int] = {}
-            with contextlib.suppress(OSError):
-                after = adapter_outcomes(http_port)
-            run.outcomes = {
-                k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)
-            }
-            run.rss_mb = peak_rss(adapter, service)
-        finally:
-            run_exit = {"adapter": adapter.stop(), "service": service.stop()}
-    run.exit_codes = run_exit
+    progress(f"{args.store}: starting chat-policy service and adapter (logs in {workdir})")
+    with started_pair(
+        args.store,
+        args.database_url,
+        workdir,
+        CHAT_POLICY_POLICY_FILE=str(EXAMPLE_POLICY),
+    ) as pair:
+        http_port = pair.http_port
+        before = adapter_outcomes(http_port)
+        run = asyncio.run(abuse(args, http_port, f"127.0.0.1:{pair.grpc_port}", pair.token))
+        progress("slow connections and streams let go; reading the adapter's outcomes")
+        after: dict[str, int] = {}
+        with contextlib.suppress(OSError):
+            after = adapter_outcomes(http_port)
+        run.outcomes = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+        run.rss_mb = peak_rss(pair.adapter, pair.service)
+    run.exit_codes = pair.exit_codes
     return run
 
 

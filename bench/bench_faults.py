@@ -478,36 +478,14 @@ def run_store(store: str, args: argparse.Namespace, workdir: Path, server_url: s
     run_id = secrets.token_hex(3).upper()
     data_dir = workdir / store
     data_dir.mkdir()
-    http_port, grpc_port = free_ports(2)
-    token = secrets.token_hex(16)
-    with database_url(store, server_url) as url:
-        env = clean_env(
-            CHAT_POLICY_HTTP_BIND=f"127.0.0.1:{http_port}",
-            CHAT_POLICY_GRPC_BIND=f"127.0.0.1:{grpc_port}",
-            CHAT_POLICY_DATA_DIR=str(data_dir / "data"),
-            CHAT_POLICY_METRICS_BIND="127.0.0.1:0",
-            CHAT_POLICY_CALLBACK_TOKENS=token,
-            CHAT_POLICY_SDKAPPIDS=str(SDK_APP_ID),
-            **({"CHAT_POLICY_DATABASE_URL": url} if url else {}),
+    progress(f"{store}: starting chat-policy service and adapter (logs in {data_dir})")
+    with started_pair(store, server_url, data_dir) as pair:
+        signer = Signer(pair.token)
+        warm_up(pair.http_port, signer, run_id)
+        measured = measure(
+            store, args, pair.service, pair.adapter, pair.grpc_port, pair.http_port, signer, run_id
         )
-        service = ChatPolicyProcess("service", env, data_dir / "service.log")
-        adapter = ChatPolicyProcess("adapter", env, data_dir / "adapter.log")
-        try:
-            progress(f"{store}: starting chat-policy service and adapter (logs in {data_dir})")
-            service.start()
-            wait_for_service(service, grpc_port, interval_s=0.05)
-            adapter.start()
-            wait_until(
-                lambda: ready(http_port),
-                START_TIMEOUT_S,
-                "the adapter's /readyz to answer 200",
-                alive=adapter.check_alive,
-            )
-            signer = Signer(token)
-            warm_up(http_port, signer, run_id)
-            measured = measure(store, args, service, adapter, grpc_port, http_port, signer, run_id)
-        finally:
-            exit_codes = {"adapter": adapter.stop(), "service": service.stop()}
+    service, adapter, exit_codes = pair.service, pair.adapter, pair.exit_codes
     progress(f"{store}: processes stopped, exit status {exit_codes}")
     adapter_log, service_log = read_log(adapter.log()), read_log(service.log())
     with (data_dir / "requests.jsonl").open("w") as out:  # kept with --workdir
@@ -519,6 +497,59 @@ def run_store(store: str, args: argparse.Namespace, workdir: Path, server_url: s
         exit_codes=exit_codes,
         **measured,
     )
+
+
+@dataclass
+class Pair:
+    """`chat-policy service` and `chat-policy adapter`, started by started_pair."""
+
+    service: ChatPolicyProcess
+    adapter: ChatPolicyProcess
+    http_port: int
+    grpc_port: int
+    token: str
+    exit_codes: dict[str, int | None] = field(default_factory=dict)  # once stopped
+
+
+@contextlib.contextmanager
+def started_pair(store: str, server_url: str, workdir: Path, **settings: str) -> Iterator[Pair]:
+    """Start `chat-policy service`, then `chat-policy adapter`, on free ports and a fresh
+    store (SQLite in workdir, or a new PostgreSQL schema), auth on, logs in workdir, plus
+    CHAT_POLICY_* `settings`; wait until the adapter is ready; stop both when the block ends,
+    their exit statuses in .exit_codes."""
+    http_port, grpc_port = free_ports(2)
+    token = secrets.token_hex(16)
+    with database_url(store, server_url) as url:
+        env = clean_env(
+            CHAT_POLICY_HTTP_BIND=f"127.0.0.1:{http_port}",
+            CHAT_POLICY_GRPC_BIND=f"127.0.0.1:{grpc_port}",
+            CHAT_POLICY_DATA_DIR=str(workdir / "data"),
+            CHAT_POLICY_METRICS_BIND="127.0.0.1:0",
+            CHAT_POLICY_CALLBACK_TOKENS=token,
+            CHAT_POLICY_SDKAPPIDS=str(SDK_APP_ID),
+            **({"CHAT_POLICY_DATABASE_URL": url} if url else {}),
+            **settings,
+        )
+        pair = Pair(
+            ChatPolicyProcess("service", env, workdir / "service.log"),
+            ChatPolicyProcess("adapter", env, workdir / "adapter.log"),
+            http_port,
+            grpc_port,
+            token,
+        )
+        try:
+            pair.service.start()
+            wait_for_service(pair.service, grpc_port, interval_s=0.05)
+            pair.adapter.start()
+            wait_until(
+                lambda: ready(http_port),
+                START_TIMEOUT_S,
+                "the adapter's /readyz to answer 200",
+                alive=pair.adapter.check_alive,
+            )
+            yield pair
+        finally:
+            pair.exit_codes = {"adapter": pair.adapter.stop(), "service": pair.service.stop()}
 
 
 def ready(http_port: int) -> bool:

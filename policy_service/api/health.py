@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -11,6 +10,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from chatpolicy.v1 import creation_policy_service_pb2, group_state_service_pb2
+from policy_service.background import cancel_task
 from policy_service.errors import StoreUnavailable
 from policy_service.groups.store import GroupStateStore
 
@@ -59,11 +59,7 @@ class StoreHealth:
         after that message, and stop pinging (a ping under way is cancelled)."""
         await self._servicer.enter_graceful_shutdown()
         await self._servicer.end_watches()
-        task = self._task
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_task(self._task)
 
     async def check_store(self) -> None:
         """Ping the store once and report the outcome."""

@@ -28,6 +28,7 @@ import orjson
 from prometheus_client import Counter
 
 from chat_policy_shared.field_limits import MAX_ACCOUNT_BYTES, MAX_ID_BYTES, MAX_SHORT_TEXT_BYTES
+from policy_service.background import cancel_task
 from policy_service.engine.decision_log import DecisionRecord
 from policy_service.engine.policy import CreationRequest, Decision
 from policy_service.errors import StoreUnavailable, ValueNotStorable
@@ -114,11 +115,8 @@ class DecisionRecorder:
         self._stopping.set()
         task = self._task
         if task is not None and not task.done():
-            done, _ = await asyncio.wait({task}, timeout=timeout_s)
-            if not done:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await asyncio.wait({task}, timeout=timeout_s)
+            await cancel_task(task)
         left = len(self._queue)
         if left:
             log.warning("stopped with %d decision records not stored", left)

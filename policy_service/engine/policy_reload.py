@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from policy_service.background import cancel_task
 from policy_service.clock import now_ms
 from policy_service.engine.policy import Policy
 from policy_service.engine.policy_file import PolicyError, load_policy
@@ -106,11 +107,7 @@ class PolicyFileWatcher:
 
     async def stop(self) -> None:
         """Stop watching (a reload already under way finishes in its thread)."""
-        task = self._task
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_task(self._task)
 
     async def _run(self) -> None:
         while True:

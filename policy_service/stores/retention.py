@@ -4,10 +4,10 @@ rate-limit slots, in a task on the service's event loop."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
+from policy_service.background import cancel_task
 from policy_service.clock import now_ms
 from policy_service.errors import StoreUnavailable
 from policy_service.stores.store import Store
@@ -46,11 +46,7 @@ class RetentionPruner:
 
     async def stop(self) -> None:
         """Stop; a pass in progress is cancelled (each prune is its own transaction)."""
-        task = self._task
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_task(self._task)
 
     async def prune_once(self) -> None:
         """One pass with cutoffs from the service's clock now; logs what it removed."""
