@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+chatpolicy/v1/creation_policy_service.proto\x12\rchatpolicy.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x02\n\x19\x43heckGroupCreationRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x18\n\x10operator_account\x18\x02 \x01(\t\x12\x15\n\rowner_account\x18\x03 \x01(\t\x12\x12\n\ngroup_type\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x1d\n\x10\x63reate_group_num\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12\x17\n\x0fmember_accounts\x18\x07 \x03(\t\x12.\n\nevent_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tclient_ip\x18\t \x01(\t\x12\x14\n\x0copt_platform\x18\n \x01(\t\x12\x0f\n\x07\x65xplain\x18\x0b \x01(\x08\x42\x13\n\x11_create_group_num\"\x93\x01\n\x0eRuleEvaluation\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12)\n\x06result\x18\x03 \x01(\x0e\x32\x19.chatpolicy.v1.RuleResult\x12\'\n\x06\x65\x66\x66\x65\x63t\x18\x04 \x01(\x0e\x32\x17.chatpolicy.v1.Decision\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xa3\x02\n\x1a\x43heckGroupCreationResponse\x12)\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x17.chatpolicy.v1.Decision\x12\x12\n\nerror_code\x18\x02 \x01(\x05\x12\x12\n\nerror_info\x18\x03 \x01(\t\x12\x0f\n\x07rule_id\x18\x04 \x01(\t\x12\x17\n\x0fpolicy_revision\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x17\n\x0fshadow_rule_ids\x18\x08 \x03(\t\x12\x16\n\x0e\x65rror_rule_ids\x18\t \x03(\t\x12\x32\n\x0b\x65valuations\x18\n \x03(\x0b\x32\x1d.chatpolicy.v1.RuleEvaluation\"\x12\n\x10GetPolicyRequest\"\xfa\x01\n\x11GetPolicyResponse\x12\x17\n\x0fpolicy_revision\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12-\n\tloaded_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08rule_ids\x18\x04 \x03(\t\x12\x19\n\x11last_reload_error\x18\x05 \x01(\t\x12\x32\n\x0elast_reload_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\nrule_stats\x18\x07 \x03(\x0b\x32\x18.chatpolicy.v1.RuleStats\"R\n\tRuleStats\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65\x63ided\x18\x02 \x01(\x04\x12\x13\n\x0bshadow_hits\x18\x03 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x04\"\xca\x02\n\x0e\x44\x65\x63isionRecord\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12.\n\ndecided_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\x07request\x18\x03 \x01(\x0b\x32(.chatpolicy.v1.CheckGroupCreationRequest\x12)\n\x08\x64\x65\x63ision\x18\x04 \x01(\x0e\x32\x17.chatpolicy.v1.Decision\x12\x12\n\nerror_code\x18\x05 \x01(\x05\x12\x12\n\nerror_info\x18\x06 \x01(\t\x12\x0f\n\x07rule_id\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x17\n\x0fpolicy_revision\x18\t \x01(\t\x12\x17\n\x0fshadow_rule_ids\x18\n \x03(\t\x12\x12\n\nlatency_us\x18\x0b \x01(\x03\"\xaf\x02\n\x14ListDecisionsRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x18\n\x10operator_account\x18\x02 \x01(\t\x12)\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32\x17.chatpolicy.v1.Decision\x12\x0f\n\x07rule_id\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\x12\x37\n\x13\x64\x65\x63ided_at_or_after\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x14\x64\x65\x63ided_at_or_before\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x08 \x01(\x05\x12\x12\n\npage_token\x18\t \x01(\t\"b\n\x15ListDecisionsResponse\x12\x30\n\tdecisions\x18\x01 \x03(\x0b\x32\x1d.chatpolicy.v1.DecisionRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*K\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x11\n\rDECISION_DENY\x10\x02*\xa9\x01\n\nRuleResult\x12\x1b\n\x17RULE_RESULT_UNSPECIFIED\x10\x00\x12\x1e\n\x1aRULE_RESULT_NOT_APPLICABLE\x10\x01\x12\x16\n\x12RULE_RESULT_PASSED\x10\x02\x12\x17\n\x13RULE_RESULT_DECIDED\x10\x03\x12\x16\n\x12RULE_RESULT_SHADOW\x10\x04\x12\x15\n\x11RULE_RESULT_ERROR\x10\x05\x32\xae\x02\n\x15\x43reationPolicyService\x12i\n\x12\x43heckGroupCreation\x12(.chatpolicy.v1.CheckGroupCreationRequest\x1a).chatpolicy.v1.CheckGroupCreationResponse\x12N\n\tGetPolicy\x12\x1f.chatpolicy.v1.GetPolicyRequest\x1a .chatpolicy.v1.GetPolicyResponse\x12Z\n\rListDecisions\x12#.chatpolicy.v1.ListDecisionsRequest\x1a$.chatpolicy.v1.ListDecisionsResponseB\x1cZ\x1a\x63hatpolicy/v1;chatpolicyv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+chatpolicy/v1/creation_policy_service.proto\x12\rchatpolicy.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\x02\n\x19\x43heckGroupCreationRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x18\n\x10operator_account\x18\x02 \x01(\t\x12\x15\n\rowner_account\x18\x03 \x01(\t\x12\x12\n\ngroup_type\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x1d\n\x10\x63reate_group_num\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12\x17\n\x0fmember_accounts\x18\x07 \x03(\t\x12.\n\nevent_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tclient_ip\x18\t \x01(\t\x12\x14\n\x0copt_platform\x18\n \x01(\t\x12\x0f\n\x07\x65xplain\x18\x0b \x01(\x08\x12\x0f\n\x07\x64ry_run\x18\x0c \x01(\x08\x42\x13\n\x11_create_group_num\"\x93\x01\n\x0eRuleEvaluation\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12)\n\x06result\x18\x03 \x01(\x0e\x32\x19.chatpolicy.v1.RuleResult\x12\'\n\x06\x65\x66\x66\x65\x63t\x18\x04 \x01(\x0e\x32\x17.chatpolicy.v1.Decision\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xb4\x02\n\x1a\x43heckGroupCreationResponse\x12)\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x17.chatpolicy.v1.Decision\x12\x12\n\nerror_code\x18\x02 \x01(\x05\x12\x12\n\nerror_info\x18\x03 \x01(\t\x12\x0f\n\x07rule_id\x18\x04 \x01(\t\x12\x17\n\x0fpolicy_revision\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x17\n\x0fshadow_rule_ids\x18\x08 \x03(\t\x12\x16\n\x0e\x65rror_rule_ids\x18\t \x03(\t\x12\x32\n\x0b\x65valuations\x18\n \x03(\x0b\x32\x1d.chatpolicy.v1.RuleEvaluation\x12\x0f\n\x07\x64ry_run\x18\x0b \x01(\x08\"\x12\n\x10GetPolicyRequest\"\xfa\x01\n\x11GetPolicyResponse\x12\x17\n\x0fpolicy_revision\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12-\n\tloaded_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08rule_ids\x18\x04 \x03(\t\x12\x19\n\x11last_reload_error\x18\x05 \x01(\t\x12\x32\n\x0elast_reload_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\nrule_stats\x18\x07 \x03(\x0b\x32\x18.chatpolicy.v1.RuleStats\"R\n\tRuleStats\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65\x63ided\x18\x02 \x01(\x04\x12\x13\n\x0bshadow_hits\x18\x03 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x04\"\xda\x02\n\x0e\x44\x65\x63isionRecord\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12.\n\ndecided_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\x07request\x18\x03 \x01(\x0b\x32(.chatpolicy.v1.CheckGroupCreationRequest\x12)\n\x08\x64\x65\x63ision\x18\x04 \x01(\x0e\x32\x17.chatpolicy.v1.Decision\x12\x12\n\nerror_code\x18\x05 \x01(\x05\x12\x12\n\nerror_info\x18\x06 \x01(\t\x12\x0f\n\x07rule_id\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x17\n\x0fpolicy_revision\x18\t \x01(\t\x12\x17\n\x0fshadow_rule_ids\x18\n \x03(\t\x12\x12\n\nlatency_us\x18\x0b \x01(\x03\x12\x0e\n\x06\x63\x61ller\x18\x0c \x01(\t\"\xbf\x02\n\x14ListDecisionsRequest\x12\x12\n\nsdk_app_id\x18\x01 \x01(\x04\x12\x18\n\x10operator_account\x18\x02 \x01(\t\x12)\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32\x17.chatpolicy.v1.Decision\x12\x0f\n\x07rule_id\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\x12\x37\n\x13\x64\x65\x63ided_at_or_after\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x14\x64\x65\x63ided_at_or_before\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x08 \x01(\x05\x12\x12\n\npage_token\x18\t \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\n \x01(\t\"b\n\x15ListDecisionsResponse\x12\x30\n\tdecisions\x18\x01 \x03(\x0b\x32\x1d.chatpolicy.v1.DecisionRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*K\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x11\n\rDECISION_DENY\x10\x02*\xa9\x01\n\nRuleResult\x12\x1b\n\x17RULE_RESULT_UNSPECIFIED\x10\x00\x12\x1e\n\x1aRULE_RESULT_NOT_APPLICABLE\x10\x01\x12\x16\n\x12RULE_RESULT_PASSED\x10\x02\x12\x17\n\x13RULE_RESULT_DECIDED\x10\x03\x12\x16\n\x12RULE_RESULT_SHADOW\x10\x04\x12\x15\n\x11RULE_RESULT_ERROR\x10\x05\x32\xae\x02\n\x15\x43reationPolicyService\x12i\n\x12\x43heckGroupCreation\x12(.chatpolicy.v1.CheckGroupCreationRequest\x1a).chatpolicy.v1.CheckGroupCreationResponse\x12N\n\tGetPolicy\x12\x1f.chatpolicy.v1.GetPolicyRequest\x1a .chatpolicy.v1.GetPolicyResponse\x12Z\n\rListDecisions\x12#.chatpolicy.v1.ListDecisionsRequest\x1a$.chatpolicy.v1.ListDecisionsResponseB\x1cZ\x1a\x63hatpolicy/v1;chatpolicyv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,28 +33,28 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chatpolicy.v1.creation_poli
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z\032chatpolicy/v1;chatpolicyv1'
-  _globals['_DECISION']._serialized_start=1951
-  _globals['_DECISION']._serialized_end=2026
-  _globals['_RULERESULT']._serialized_start=2029
-  _globals['_RULERESULT']._serialized_end=2198
+  _globals['_DECISION']._serialized_start=2017
+  _globals['_DECISION']._serialized_end=2092
+  _globals['_RULERESULT']._serialized_start=2095
+  _globals['_RULERESULT']._serialized_end=2264
   _globals['_CHECKGROUPCREATIONREQUEST']._serialized_start=96
-  _globals['_CHECKGROUPCREATIONREQUEST']._serialized_end=409
-  _globals['_RULEEVALUATION']._serialized_start=412
-  _globals['_RULEEVALUATION']._serialized_end=559
-  _globals['_CHECKGROUPCREATIONRESPONSE']._serialized_start=562
-  _globals['_CHECKGROUPCREATIONRESPONSE']._serialized_end=853
-  _globals['_GETPOLICYREQUEST']._serialized_start=855
-  _globals['_GETPOLICYREQUEST']._serialized_end=873
-  _globals['_GETPOLICYRESPONSE']._serialized_start=876
-  _globals['_GETPOLICYRESPONSE']._serialized_end=1126
-  _globals['_RULESTATS']._serialized_start=1128
-  _globals['_RULESTATS']._serialized_end=1210
-  _globals['_DECISIONRECORD']._serialized_start=1213
-  _globals['_DECISIONRECORD']._serialized_end=1543
-  _globals['_LISTDECISIONSREQUEST']._serialized_start=1546
-  _globals['_LISTDECISIONSREQUEST']._serialized_end=1849
-  _globals['_LISTDECISIONSRESPONSE']._serialized_start=1851
-  _globals['_LISTDECISIONSRESPONSE']._serialized_end=1949
-  _globals['_CREATIONPOLICYSERVICE']._serialized_start=2201
-  _globals['_CREATIONPOLICYSERVICE']._serialized_end=2503
+  _globals['_CHECKGROUPCREATIONREQUEST']._serialized_end=426
+  _globals['_RULEEVALUATION']._serialized_start=429
+  _globals['_RULEEVALUATION']._serialized_end=576
+  _globals['_CHECKGROUPCREATIONRESPONSE']._serialized_start=579
+  _globals['_CHECKGROUPCREATIONRESPONSE']._serialized_end=887
+  _globals['_GETPOLICYREQUEST']._serialized_start=889
+  _globals['_GETPOLICYREQUEST']._serialized_end=907
+  _globals['_GETPOLICYRESPONSE']._serialized_start=910
+  _globals['_GETPOLICYRESPONSE']._serialized_end=1160
+  _globals['_RULESTATS']._serialized_start=1162
+  _globals['_RULESTATS']._serialized_end=1244
+  _globals['_DECISIONRECORD']._serialized_start=1247
+  _globals['_DECISIONRECORD']._serialized_end=1593
+  _globals['_LISTDECISIONSREQUEST']._serialized_start=1596
+  _globals['_LISTDECISIONSREQUEST']._serialized_end=1915
+  _globals['_LISTDECISIONSRESPONSE']._serialized_start=1917
+  _globals['_LISTDECISIONSRESPONSE']._serialized_end=2015
+  _globals['_CREATIONPOLICYSERVICE']._serialized_start=2267
+  _globals['_CREATIONPOLICYSERVICE']._serialized_end=2569
 # @@protoc_insertion_point(module_scope)

@@ -35,7 +35,7 @@ RULE_RESULT_SHADOW: RuleResult
 RULE_RESULT_ERROR: RuleResult
 
 class CheckGroupCreationRequest(_message.Message):
-    __slots__ = ("sdk_app_id", "operator_account", "owner_account", "group_type", "name", "create_group_num", "member_accounts", "event_time", "client_ip", "opt_platform", "explain")
+    __slots__ = ("sdk_app_id", "operator_account", "owner_account", "group_type", "name", "create_group_num", "member_accounts", "event_time", "client_ip", "opt_platform", "explain", "dry_run")
     SDK_APP_ID_FIELD_NUMBER: _ClassVar[int]
     OPERATOR_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     OWNER_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class CheckGroupCreationRequest(_message.Message):
     CLIENT_IP_FIELD_NUMBER: _ClassVar[int]
     OPT_PLATFORM_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     sdk_app_id: int
     operator_account: str
     owner_account: str
@@ -58,7 +59,8 @@ class CheckGroupCreationRequest(_message.Message):
     client_ip: str
     opt_platform: str
     explain: bool
-    def __init__(self, sdk_app_id: _Optional[int] = ..., operator_account: _Optional[str] = ..., owner_account: _Optional[str] = ..., group_type: _Optional[str] = ..., name: _Optional[str] = ..., create_group_num: _Optional[int] = ..., member_accounts: _Optional[_Iterable[str]] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., client_ip: _Optional[str] = ..., opt_platform: _Optional[str] = ..., explain: _Optional[bool] = ...) -> None: ...
+    dry_run: bool
+    def __init__(self, sdk_app_id: _Optional[int] = ..., operator_account: _Optional[str] = ..., owner_account: _Optional[str] = ..., group_type: _Optional[str] = ..., name: _Optional[str] = ..., create_group_num: _Optional[int] = ..., member_accounts: _Optional[_Iterable[str]] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., client_ip: _Optional[str] = ..., opt_platform: _Optional[str] = ..., explain: _Optional[bool] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class RuleEvaluation(_message.Message):
     __slots__ = ("rule_id", "kind", "result", "effect", "reason")
@@ -75,7 +77,7 @@ class RuleEvaluation(_message.Message):
     def __init__(self, rule_id: _Optional[str] = ..., kind: _Optional[str] = ..., result: _Optional[_Union[RuleResult, str]] = ..., effect: _Optional[_Union[Decision, str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class CheckGroupCreationResponse(_message.Message):
-    __slots__ = ("decision", "error_code", "error_info", "rule_id", "policy_revision", "decision_id", "reason", "shadow_rule_ids", "error_rule_ids", "evaluations")
+    __slots__ = ("decision", "error_code", "error_info", "rule_id", "policy_revision", "decision_id", "reason", "shadow_rule_ids", "error_rule_ids", "evaluations", "dry_run")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_INFO_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +88,7 @@ class CheckGroupCreationResponse(_message.Message):
     SHADOW_RULE_IDS_FIELD_NUMBER: _ClassVar[int]
     ERROR_RULE_IDS_FIELD_NUMBER: _ClassVar[int]
     EVALUATIONS_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     decision: Decision
     error_code: int
     error_info: str
@@ -96,7 +99,8 @@ class CheckGroupCreationResponse(_message.Message):
     shadow_rule_ids: _containers.RepeatedScalarFieldContainer[str]
     error_rule_ids: _containers.RepeatedScalarFieldContainer[str]
     evaluations: _containers.RepeatedCompositeFieldContainer[RuleEvaluation]
-    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., error_code: _Optional[int] = ..., error_info: _Optional[str] = ..., rule_id: _Optional[str] = ..., policy_revision: _Optional[str] = ..., decision_id: _Optional[str] = ..., reason: _Optional[str] = ..., shadow_rule_ids: _Optional[_Iterable[str]] = ..., error_rule_ids: _Optional[_Iterable[str]] = ..., evaluations: _Optional[_Iterable[_Union[RuleEvaluation, _Mapping]]] = ...) -> None: ...
+    dry_run: bool
+    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., error_code: _Optional[int] = ..., error_info: _Optional[str] = ..., rule_id: _Optional[str] = ..., policy_revision: _Optional[str] = ..., decision_id: _Optional[str] = ..., reason: _Optional[str] = ..., shadow_rule_ids: _Optional[_Iterable[str]] = ..., error_rule_ids: _Optional[_Iterable[str]] = ..., evaluations: _Optional[_Iterable[_Union[RuleEvaluation, _Mapping]]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class GetPolicyRequest(_message.Message):
     __slots__ = ()
@@ -133,7 +137,7 @@ class RuleStats(_message.Message):
     def __init__(self, rule_id: _Optional[str] = ..., decided: _Optional[int] = ..., shadow_hits: _Optional[int] = ..., errors: _Optional[int] = ...) -> None: ...
 
 class DecisionRecord(_message.Message):
-    __slots__ = ("decision_id", "decided_at", "request", "decision", "error_code", "error_info", "rule_id", "reason", "policy_revision", "shadow_rule_ids", "latency_us")
+    __slots__ = ("decision_id", "decided_at", "request", "decision", "error_code", "error_info", "rule_id", "reason", "policy_revision", "shadow_rule_ids", "latency_us", "caller")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     DECIDED_AT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +149,7 @@ class DecisionRecord(_message.Message):
     POLICY_REVISION_FIELD_NUMBER: _ClassVar[int]
     SHADOW_RULE_IDS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_US_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     decided_at: _timestamp_pb2.Timestamp
     request: CheckGroupCreationRequest
@@ -156,10 +161,11 @@ class DecisionRecord(_message.Message):
     policy_revision: str
     shadow_rule_ids: _containers.RepeatedScalarFieldContainer[str]
     latency_us: int
-    def __init__(self, decision_id: _Optional[str] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request: _Optional[_Union[CheckGroupCreationRequest, _Mapping]] = ..., decision: _Optional[_Union[Decision, str]] = ..., error_code: _Optional[int] = ..., error_info: _Optional[str] = ..., rule_id: _Optional[str] = ..., reason: _Optional[str] = ..., policy_revision: _Optional[str] = ..., shadow_rule_ids: _Optional[_Iterable[str]] = ..., latency_us: _Optional[int] = ...) -> None: ...
+    caller: str
+    def __init__(self, decision_id: _Optional[str] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request: _Optional[_Union[CheckGroupCreationRequest, _Mapping]] = ..., decision: _Optional[_Union[Decision, str]] = ..., error_code: _Optional[int] = ..., error_info: _Optional[str] = ..., rule_id: _Optional[str] = ..., reason: _Optional[str] = ..., policy_revision: _Optional[str] = ..., shadow_rule_ids: _Optional[_Iterable[str]] = ..., latency_us: _Optional[int] = ..., caller: _Optional[str] = ...) -> None: ...
 
 class ListDecisionsRequest(_message.Message):
-    __slots__ = ("sdk_app_id", "operator_account", "decision", "rule_id", "decision_id", "decided_at_or_after", "decided_at_or_before", "page_size", "page_token")
+    __slots__ = ("sdk_app_id", "operator_account", "decision", "rule_id", "decision_id", "decided_at_or_after", "decided_at_or_before", "page_size", "page_token", "caller")
     SDK_APP_ID_FIELD_NUMBER: _ClassVar[int]
     OPERATOR_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +175,7 @@ class ListDecisionsRequest(_message.Message):
     DECIDED_AT_OR_BEFORE_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     sdk_app_id: int
     operator_account: str
     decision: Decision
@@ -178,7 +185,8 @@ class ListDecisionsRequest(_message.Message):
     decided_at_or_before: _timestamp_pb2.Timestamp
     page_size: int
     page_token: str
-    def __init__(self, sdk_app_id: _Optional[int] = ..., operator_account: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., rule_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., decided_at_or_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decided_at_or_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    caller: str
+    def __init__(self, sdk_app_id: _Optional[int] = ..., operator_account: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., rule_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., decided_at_or_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decided_at_or_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., caller: _Optional[str] = ...) -> None: ...
 
 class ListDecisionsResponse(_message.Message):
     __slots__ = ("decisions", "next_page_token")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n chatpolicy/v1/error_reason.proto\x12\rchatpolicy.v1*\xc3\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12 \n\x1c\x45RROR_REASON_GROUP_NOT_FOUND\x10\x01\x12!\n\x1d\x45RROR_REASON_INVALID_ARGUMENT\x10\x02\x12#\n\x1f\x45RROR_REASON_INVALID_PAGE_TOKEN\x10\x03\x12\"\n\x1e\x45RROR_REASON_STORE_UNAVAILABLE\x10\x04\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x05\x12#\n\x1f\x45RROR_REASON_CHANGE_LOG_EXPIRED\x10\x06\x12\x1f\n\x1b\x45RROR_REASON_SEQUENCE_AHEAD\x10\x07\x12\"\n\x1e\x45RROR_REASON_TOO_MANY_WATCHERS\x10\x08\x12\x1e\n\x1a\x45RROR_REASON_SHUTTING_DOWN\x10\t\x12#\n\x1f\x45RROR_REASON_VALUE_NOT_STORABLE\x10\n\x12!\n\x1d\x45RROR_REASON_TOO_MANY_STREAMS\x10\x0b\x12\x1b\n\x17\x45RROR_REASON_OVERLOADED\x10\x0c\x42\x1cZ\x1a\x63hatpolicy/v1;chatpolicyv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n chatpolicy/v1/error_reason.proto\x12\rchatpolicy.v1*\x89\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12 \n\x1c\x45RROR_REASON_GROUP_NOT_FOUND\x10\x01\x12!\n\x1d\x45RROR_REASON_INVALID_ARGUMENT\x10\x02\x12#\n\x1f\x45RROR_REASON_INVALID_PAGE_TOKEN\x10\x03\x12\"\n\x1e\x45RROR_REASON_STORE_UNAVAILABLE\x10\x04\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x05\x12#\n\x1f\x45RROR_REASON_CHANGE_LOG_EXPIRED\x10\x06\x12\x1f\n\x1b\x45RROR_REASON_SEQUENCE_AHEAD\x10\x07\x12\"\n\x1e\x45RROR_REASON_TOO_MANY_WATCHERS\x10\x08\x12\x1e\n\x1a\x45RROR_REASON_SHUTTING_DOWN\x10\t\x12#\n\x1f\x45RROR_REASON_VALUE_NOT_STORABLE\x10\n\x12!\n\x1d\x45RROR_REASON_TOO_MANY_STREAMS\x10\x0b\x12\x1b\n\x17\x45RROR_REASON_OVERLOADED\x10\x0c\x12\x1f\n\x1b\x45RROR_REASON_UNKNOWN_CALLER\x10\r\x12#\n\x1f\x45RROR_REASON_METHOD_NOT_ALLOWED\x10\x0e\x42\x1cZ\x1a\x63hatpolicy/v1;chatpolicyv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z\032chatpolicy/v1;chatpolicyv1'
   _globals['_ERRORREASON']._serialized_start=52
-  _globals['_ERRORREASON']._serialized_end=503
+  _globals['_ERRORREASON']._serialized_end=573
 # @@protoc_insertion_point(module_scope)
