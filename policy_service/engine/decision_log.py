@@ -29,6 +29,8 @@ class DecisionRecord:
     shadow_rule_ids: tuple[str, ...]
     latency_us: int
     request_json: str
+    caller: str = ""
+    """Who asked, as the access file names it (policy_service.access.caller)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class DecisionQuery:
     decision_id: str = ""
     decided_at_least_ms: int | None = None
     decided_at_most_ms: int | None = None
+    caller: str = ""
 
 
 @dataclass(frozen=True)
