@@ -58,14 +58,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from chat_policy_cli.times import parse_time_ms
 from policy_service.engine.policy import CreationRequest, Decision, Effect, Policy
 from policy_service.engine.policy_file import PolicyError, load_policy
 from policy_service.engine.rate_limit import InMemoryRateCounter
@@ -100,11 +99,6 @@ _REQUEST_KEYS = frozenset(
     }
 )
 _EXPECT_KEYS = frozenset({"decision", "error_code", "rule", "shadow", "reason_contains"})
-_RFC3339 = re.compile(
-    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?(?:([Zz])|([+-]\d{2}:\d{2}))"
-)
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-_TIME_FORMS = "an RFC 3339 time with an offset ('2026-01-01T12:00:00Z') or Unix milliseconds"
 
 
 def add_policy_arguments(policy: argparse.ArgumentParser) -> None:
@@ -304,29 +298,6 @@ class _Table:
             return parse_time_ms(value)
         except ValueError as error:
             raise Problem(self.key(name), str(error)) from None
-
-
-def parse_time_ms(value: object) -> int:
-    """Unix milliseconds from an RFC 3339 string, a TOML offset date-time or an integer of
-    milliseconds; ValueError saying which forms are accepted otherwise."""
-    if type(value) is int and value >= 0:
-        return value
-    moment: datetime.datetime | None = None
-    if isinstance(value, datetime.datetime):
-        moment = value
-    elif isinstance(value, str) and (match := _RFC3339.fullmatch(value)):
-        date, clock, fraction, zulu, offset = match.groups()
-        micros = f".{fraction[:6]}" if fraction else ""
-        try:
-            moment = datetime.datetime.fromisoformat(
-                f"{date}T{clock}{micros}{'+00:00' if zulu else offset}"
-            )
-        except ValueError as error:
-            raise ValueError(f"not a valid time: {value!r} ({error})") from None
-    if moment is None or moment.tzinfo is None:
-        shown = value.isoformat() if isinstance(value, datetime.date | datetime.time) else value
-        raise ValueError(f"must be {_TIME_FORMS}, got {shown!r}")
-    return (moment - _EPOCH) // datetime.timedelta(milliseconds=1)
 
 
 DEFAULT_NOW_MS = parse_time_ms(DEFAULT_NOW)
