@@ -1,4 +1,5 @@
-"""`chat-policy policy check` and `chat-policy policy test`: a policy file, without a server.
+"""`chat-policy policy check` and `chat-policy policy test`: a policy file, without a server
+(and `policy show`, which asks the running service: chat_policy_cli.policy_show_command).
 
 `policy check FILE` loads a policy and prints `FILE: ok, N rules, revision sha256:...` (exit 0)
 or the error, which names the file, line, rule and field (exit 1). Warnings, in the same form,
@@ -64,6 +65,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from chat_policy_cli.policy_show_command import add_show_arguments, run_show
 from chat_policy_cli.times import parse_time_ms
 from policy_service.engine.policy import CreationRequest, Decision, Effect, Policy
 from policy_service.engine.policy_file import PolicyError, load_policy
@@ -102,7 +104,7 @@ _EXPECT_KEYS = frozenset({"decision", "error_code", "rule", "shadow", "reason_co
 
 
 def add_policy_arguments(policy: argparse.ArgumentParser) -> None:
-    """The subcommands of `chat-policy policy`: check and test."""
+    """The subcommands of `chat-policy policy`: check, test and show."""
     subcommands = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
     check = subcommands.add_parser(
         "check", help="load a policy file and say whether it is valid (exit 1 if not)"
@@ -118,12 +120,19 @@ def add_policy_arguments(policy: argparse.ArgumentParser) -> None:
         "--policy", metavar="FILE", help="the policy to test; overrides the cases file's `policy`"
     )
     test.add_argument("--json", action="store_true", help="print one JSON document")
+    add_show_arguments(
+        subcommands.add_parser(
+            "show", help="show the policy the running service decides with, and its rule counts"
+        )
+    )
 
 
 def run_policy(args: argparse.Namespace) -> int:
-    """Run `policy check` or `policy test`; the exit status is the command's."""
+    """Run `policy check`, `policy test` or `policy show`; the exit status is the command's."""
     if args.policy_command == "check":
         return check_policy_file(args.file)
+    if args.policy_command == "show":
+        return run_show(args)
     return run_policy_tests(args.cases, policy=args.policy, as_json=args.json)
 
 
