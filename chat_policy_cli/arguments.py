@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from chat_policy_cli.times import parse_time_ms
 from chat_policy_shared.channel import DEFAULT_TARGET
 
 DEFAULT_TIMEOUT_S = 5.0
@@ -58,6 +59,16 @@ def seconds(raw: str) -> float:
     if not 0 < value < 1e6:
         raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {raw!r}")
     return value
+
+
+def rfc3339_time(raw: str) -> int:
+    """A --since/--until argument: an RFC 3339 time with an offset, as Unix milliseconds."""
+    try:
+        return parse_time_ms(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an RFC 3339 time with an offset, like 2026-01-01T12:00:00Z; got {raw!r}"
+        ) from None
 
 
 def add_limit_options(parser: argparse.ArgumentParser, items: str) -> None:
