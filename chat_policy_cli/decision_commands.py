@@ -108,11 +108,7 @@ def list_request(args: argparse.Namespace) -> creation_policy_service_pb2.ListDe
     request = pb.ListDecisionsRequest(
         sdk_app_id=args.app,
         operator_account=args.operator,
-        decision=(
-            pb.Decision.Value(f"DECISION_{args.decision.upper()}")
-            if args.decision
-            else pb.DECISION_UNSPECIFIED
-        ),
+        decision=f"DECISION_{(args.decision or 'unspecified').upper()}",
         rule_id=args.rule,
         decision_id=args.id,
         caller=args.caller,

@@ -111,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # The command is the first word that is not an option (the only options here are -h,
-    # --help and --version, which take no value); only its module is loaded, the others are a name and a help line. (Not
-    # args.command after parsing: `simulate` has an argument of that name.)
+    # --help and --version, which take no value); only its module is loaded, the others are
+    # a name and a help line. (Not args.command after parsing: `simulate` has an argument of
+    # that name.)
     chosen = next((word for word in argv if not word.startswith("-")), "")
     run: Run | None = None
     for name, command in COMMANDS.items():
