@@ -218,6 +218,10 @@ ACQUIRE_SLOT = """
     SELECT n, (SELECT id FROM taken) FROM counted
 """
 
+# Counts the bucket's window without a lock or a slot (a dry run): it sees every slot whose
+# acquire committed before it began.
+COUNT_SLOTS = "SELECT count(*) FROM rate_limit_slot WHERE bucket = %s AND stamped_ms > %s"
+
 RELEASE_SLOT = "DELETE FROM rate_limit_slot WHERE id = %s"
 
 DELETE_SLOTS = """

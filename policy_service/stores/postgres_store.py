@@ -116,6 +116,7 @@ from policy_service.stores.postgres_schema import (
     CHANGES_AFTER,
     CHANGES_CHANNEL,
     COUNT,
+    COUNT_SLOTS,
     DELETE_CHANGES,
     DELETE_DECISIONS,
     DELETE_SLOTS,
@@ -389,6 +390,12 @@ class PostgresGroupStateStore:
             raise StoreUnavailable("PostgreSQL: counting a rate-limit window returned no row")
         count, slot = row
         return Acquisition(count, count < limit, slot)
+
+    async def count_slots(self, bucket: str, *, window_ms: int, now_ms: int) -> int:
+        """Count the bucket's window in one statement, holding no lock and taking no slot."""
+        rows = await self._read(COUNT_SLOTS, (bucket, now_ms - window_ms))
+        assert rows, "an aggregate always returns a row"
+        return int(rows[0][0])
 
     async def release(self, slot: int) -> None:
         """Delete the slot (nothing if it is gone already)."""

@@ -158,6 +158,7 @@ _LOG = (
     f" VALUES ({', '.join('?' * 12)})"
 )
 _INSERT_DECISION = insert_decisions("?")
+_COUNT_SLOTS = "SELECT count(*) FROM rate_limit_slot WHERE bucket = ? AND stamped_ms > ?"
 log = logging.getLogger(__name__)
 
 # Rows per statement or transaction in bulk reads and pruning: bounded work per transaction.
@@ -564,10 +565,7 @@ class SQLiteGroupStateStore:
         writer: no other write comes in between."""
 
         def write(db: _Db) -> Acquisition:
-            ((count,),) = db.execute(
-                "SELECT count(*) FROM rate_limit_slot WHERE bucket = ? AND stamped_ms > ?",
-                (bucket, now_ms - window_ms),
-            ).fetchall()
+            ((count,),) = db.execute(_COUNT_SLOTS, (bucket, now_ms - window_ms)).fetchall()
             within = count < limit
             if not (within or force):
                 return Acquisition(count, within, None)
@@ -578,6 +576,16 @@ class SQLiteGroupStateStore:
             return Acquisition(count, within, slot)
 
         return await self._write(write)
+
+    async def count_slots(self, bucket: str, *, window_ms: int, now_ms: int) -> int:
+        """Count the bucket's slots in the window, on a read thread: it sees every slot whose
+        acquire returned."""
+
+        def read(db: _Db) -> int:
+            ((count,),) = db.execute(_COUNT_SLOTS, (bucket, now_ms - window_ms)).fetchall()
+            return int(count)
+
+        return await self._read(read)
 
     async def release(self, slot: int) -> None:
         """Delete the slot (nothing if it is gone already)."""
