@@ -24,16 +24,14 @@ from prometheus_client.core import Metric
 class AdapterProcesses:
     """Collector of process_* for `master` and its children, each labelled pid and role."""
 
-    def __init__(self, master: int, proc: Path = Path("/proc")) -> None:
+    def __init__(self, master: int) -> None:
         self._master = master
-        self._proc = proc
 
     def collect(self) -> Iterable[Metric]:
         """One family per process metric, a series per live process."""
         families: dict[str, Metric] = {}
-        proc = str(self._proc)
         for pid, role in self.processes():
-            process = ProcessCollector(pid=functools.partial(int, pid), proc=proc, registry=None)
+            process = ProcessCollector(pid=functools.partial(int, pid), registry=None)
             for family in process.collect():
                 merged = families.setdefault(
                     family.name, Metric(family.name, family.documentation, family.type)
@@ -44,9 +42,9 @@ class AdapterProcesses:
 
     def processes(self) -> list[tuple[int, str]]:
         """The master, then its children (the workers), each with its role."""
-        master = str(self._master)
+        master = self._master
         try:
-            children = (self._proc / master / "task" / master / "children").read_text().split()
+            children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
         except OSError:  # the master is gone: this worker is about to exit too
             children = []
-        return [(self._master, "master")] + [(int(child), "worker") for child in children]
+        return [(master, "master")] + [(int(child), "worker") for child in children]
