@@ -143,9 +143,9 @@ class PrintVersion(argparse.Action):
         values: object,
         option_string: str | None = None,
     ) -> None:
-        from importlib.metadata import version
+        from chat_policy_shared.version import version
 
-        print(f"chat-policy {version('chat-policy')}")
+        print(f"chat-policy {version()}")
         parser.exit()
 
 

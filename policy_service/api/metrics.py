@@ -16,6 +16,7 @@ import prometheus_client
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from chat_policy_shared.build_info import BuildInfo
 from chat_policy_shared.listen_address import parse_bind
 from policy_service.engine.policy import Decision
 from policy_service.engine.policy_reload import PolicyHolder
@@ -176,13 +177,15 @@ def service_registry(
     policy: PolicyHolder,
     loop: asyncio.AbstractEventLoop | None = None,
 ) -> CollectorRegistry:
-    """What one service's /metrics serves: its scrape-time gauges, then every process metric
-    (`loop`: the store's, see ServiceCollector).
+    """What one service's /metrics serves: its scrape-time gauges, its build info, then every
+    process metric: the counters, histograms and prometheus_client's default process_* and
+    python_* (`loop`: the store's, see ServiceCollector).
 
     The gauges come first, so that a store error they count shows in the same scrape.
     """
     registry = CollectorRegistry()
     registry.register(ServiceCollector(store, policy, loop))
+    registry.register(BuildInfo("service"))
     registry.register(REGISTRY)
     return registry
 
