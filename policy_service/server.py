@@ -91,6 +91,7 @@ class PolicyService:
             destroyed_retention_s=settings.destroyed_retention_s,
             change_log_retention_s=settings.change_log_retention_s,
             decision_retention_s=settings.decision_retention_s,
+            audit_retention_s=settings.audit_retention_s,
             rate_slot_retention_ms=lambda: policy.policy.longest_window_ms,
             interval_s=settings.prune_interval_s,
         )
