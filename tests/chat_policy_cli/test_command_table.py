@@ -12,6 +12,7 @@ from chat_policy_cli.main import COMMANDS, main
 
 OPERATOR_MODULES = (
     "chat_policy_cli.group_commands",
+    "chat_policy_cli.audit_commands",
     "chat_policy_cli.decide_command",
     "chat_policy_cli.webhook_commands",
     "chat_policy_cli.spool_commands",
@@ -32,7 +33,18 @@ def test_the_help_lists_every_command_with_its_help_line(
     listing = " ".join(capsys.readouterr().out.split())
     assert raised.value.code == 0
     assert sorted(COMMANDS) == sorted(
-        ["service", "adapter", "run", "policy", "groups", "decide", "sign", "simulate", "spool"]
+        [
+            "service",
+            "adapter",
+            "run",
+            "policy",
+            "groups",
+            "decide",
+            "audit",
+            "sign",
+            "simulate",
+            "spool",
+        ]
     )
     for name, command in COMMANDS.items():
         assert f" {name} {command.help}" in listing
