@@ -1,8 +1,8 @@
 """The `chat-policy` command: `service`, `adapter` or `run` (both, supervised), and
 `policy check` / `policy test` to check and test a policy file without a server; and the
-operator commands: `policy show`, `decisions list`, `groups get|list|watch|clear` and `decide`
-(ask the running policy service), `sign` and `simulate` (Chat's side of a webhook), `spool
-list|replay|drop` (the adapter's set-aside events).
+operator commands: `policy show`, `decisions list`, `groups get|list|watch|clear`, `decide`
+and `audit list` (ask the running policy service), `sign` and `simulate` (Chat's side of a
+webhook), `spool list|replay|drop` (the adapter's set-aside events).
 
 COMMANDS is the one table of them. A command's module is imported only when that command is
 chosen, so `chat-policy --help` and the servers load none of the operator commands (nor grpc).
@@ -88,6 +88,12 @@ COMMANDS = {
         "chat_policy_cli.webhook_commands",
         "run_simulate",
         "add_simulate_arguments",
+    ),
+    "audit": Command(
+        "list the audit trail: who changed group state, and policy reloads",
+        "chat_policy_cli.audit_commands",
+        "run_audit",
+        "add_audit_arguments",
     ),
     "spool": Command(
         "list, replay or drop the events the adapter's spool set aside",

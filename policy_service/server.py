@@ -4,6 +4,7 @@ SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 
@@ -12,10 +13,16 @@ from grpc_reflection.v1alpha import reflection
 
 from chat_policy_shared.data_directory import directory_problem
 from chat_policy_shared.listen_address import listen_problem
-from chatpolicy.v1 import creation_policy_service_pb2_grpc, group_state_service_pb2_grpc
+from chatpolicy.v1 import (
+    audit_service_pb2_grpc,
+    creation_policy_service_pb2_grpc,
+    group_state_service_pb2_grpc,
+)
+from policy_service.api.audit_servicer import AuditServicer
 from policy_service.api.creation_policy_servicer import CreationPolicyServicer
 from policy_service.api.group_state_servicer import GroupStateServicer
 from policy_service.api.health import (
+    AUDIT_SERVICE,
     CREATION_POLICY_SERVICE,
     GROUP_STATE_SERVICE,
     HEALTH_SERVICE,
@@ -24,6 +31,7 @@ from policy_service.api.health import (
 from policy_service.api.metrics import MetricsEndpoint, service_registry
 from policy_service.api.rpc_interceptor import Budget, RpcInterceptor
 from policy_service.api.tls import server_credentials
+from policy_service.audit.trail import AuditTrail
 from policy_service.engine.decision_recorder import DecisionRecorder
 from policy_service.engine.policy_file import PolicyError, load_policy
 from policy_service.engine.policy_reload import PolicyFileWatcher, PolicyHolder
@@ -82,7 +90,10 @@ class PolicyService:
         """
         self._store = store
         self.policy = policy
-        self.policy_watcher = PolicyFileWatcher(policy, policy_poll_s)
+        self.trail = AuditTrail(store)
+        self.policy_watcher = PolicyFileWatcher(
+            policy, policy_poll_s, functools.partial(self.trail.reloaded, "policy.reload")
+        )
         self.recorder = DecisionRecorder(store)
         self.feed = ChangeFeed(store)
         self.health = StoreHealth(store)
@@ -91,6 +102,7 @@ class PolicyService:
             destroyed_retention_s=settings.destroyed_retention_s,
             change_log_retention_s=settings.change_log_retention_s,
             decision_retention_s=settings.decision_retention_s,
+            audit_retention_s=settings.audit_retention_s,
             rate_slot_retention_ms=lambda: policy.policy.longest_window_ms,
             interval_s=settings.prune_interval_s,
         )
@@ -111,16 +123,24 @@ class PolicyService:
             GroupStateServicer(
                 store,
                 self.feed,
+                self.trail,
                 watch_heartbeat_s=settings.watch_heartbeat_s,
                 watch_max_streams=settings.watch_max_streams,
                 max_event_ahead_s=settings.max_event_ahead_s,
             ),
             self.server,
         )
+        audit_service_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(store), self.server)
         self.health.add_to_server(self.server)
         # Server reflection, so that grpcurl, grpc_cli or Postman can list and call us.
         reflection.enable_server_reflection(
-            (CREATION_POLICY_SERVICE, GROUP_STATE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME),
+            (
+                CREATION_POLICY_SERVICE,
+                GROUP_STATE_SERVICE,
+                AUDIT_SERVICE,
+                HEALTH_SERVICE,
+                reflection.SERVICE_NAME,
+            ),
             self.server,
         )
         credentials = server_credentials(settings)

@@ -171,6 +171,7 @@ class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServ
                 if request.HasField("decided_at_or_before")
                 else None
             ),
+            caller=request.caller,
         )
         size = page_size_from_request(request.page_size)
         after = decode_decisions_token(request.page_token, query)
@@ -237,6 +238,7 @@ def _record_pb(record: DecisionRecord) -> pb.DecisionRecord:
         policy_revision=record.policy_revision,
         shadow_rule_ids=record.shadow_rule_ids,
         latency_us=record.latency_us,
+        caller=record.caller,
     )
 
 

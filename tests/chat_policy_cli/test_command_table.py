@@ -14,6 +14,7 @@ from chat_policy_cli.main import COMMANDS, main
 
 OPERATOR_MODULES = (
     "chat_policy_cli.group_commands",
+    "chat_policy_cli.audit_commands",
     "chat_policy_cli.decide_command",
     "chat_policy_cli.webhook_commands",
     "chat_policy_cli.spool_commands",
@@ -44,6 +45,7 @@ def test_the_help_lists_every_command_with_its_help_line(
             "decisions",
             "groups",
             "decide",
+            "audit",
             "sign",
             "simulate",
             "spool",
