@@ -29,10 +29,9 @@ def test_example_env_reproduces_the_defaults() -> None:
 
 
 def product_packages() -> list[Path]:
-    """The folders of every top-level package pyproject installs, but the generated protos."""
-    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    tops = {name.split(".")[0] for name in packages["packages"]} - set(packages["package-dir"])
-    return sorted(ROOT / top for top in tops)
+    """The folders of every top-level package chat-policy's wheel holds (pyproject's find)."""
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    return sorted(ROOT / pattern.removesuffix("*") for pattern in find["find"]["include"])
 
 
 def test_every_setting_is_in_example_env_and_readme() -> None:
