@@ -54,11 +54,10 @@ def run(*args: str | Path, timeout_s: float = 600, cwd: Path | None = None) -> s
 
 
 def build_distributions(folder: Path) -> Distributions:
-    """`python -m build` both projects into folder (sdist, then the wheel from it), and
-    `twine check --strict` the four files."""
-    for project in (API_PROJECT, ROOT):
-        run(sys.executable, "-m", "build", "--outdir", folder, project)
-    run(sys.executable, "-m", "twine", "check", "--strict", *sorted(folder.iterdir()))
+    """scripts/build into folder: both projects' sdists and wheels (each wheel built from its
+    sdist), checked by twine."""
+    run(ROOT / "scripts" / "build", folder)
+    assert len(list(folder.iterdir())) == 4, sorted(folder.iterdir())
     return Distributions(folder)
 
 
