@@ -50,6 +50,7 @@ class Deployment:
     grpc_port: int
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     group_leaders: set[int] = field(default_factory=set)  # pids started with new_session
+    chat_policy: Path = CHAT_POLICY  # the command: this checkout's, or an installed wheel's
 
     def start(
         self,
@@ -67,7 +68,7 @@ class Deployment:
         """
         with (self.tmp_path / f"{command}.log").open("ab") as log:
             process = subprocess.Popen(
-                [*wrapper, str(CHAT_POLICY), command],
+                [*wrapper, str(self.chat_policy), command],
                 cwd=self.tmp_path,
                 env={**self.env, **extra_env},
                 stdout=log,
@@ -101,7 +102,7 @@ class Deployment:
         """Run `chat-policy ARGS...` as an operator on the deployment's host: its environment
         (target, TLS, token, SdkAppid, data dir) and directory; its status and output."""
         return subprocess.run(
-            [str(CHAT_POLICY), *args],
+            [str(self.chat_policy), *args],
             env=self.env,
             cwd=self.tmp_path,
             capture_output=True,
