@@ -14,9 +14,10 @@ from collections.abc import Iterable
 
 import prometheus_client
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from chat_policy_shared.listen_address import parse_bind
+from policy_service.access.access_reload import AccessHolder
 from policy_service.engine.policy import Decision
 from policy_service.engine.policy_reload import PolicyHolder
 from policy_service.groups.store import GroupStateStore
@@ -171,18 +172,44 @@ class ServiceCollector:
         )
 
 
+class AccessCollector:
+    """Reads the access file's revision and refused reloads at scrape time."""
+
+    def __init__(self, access: AccessHolder) -> None:
+        self._access = access
+
+    def collect(self) -> Iterable[Metric]:
+        """The access file's metrics of this scrape."""
+        info = GaugeMetricFamily(
+            "chat_policy_service_access_info",
+            "The access file in force: always 1, its revision and path as labels.",
+            labels=["revision", "source"],
+        )
+        info.add_metric([self._access.rules.revision, str(self._access.path)], 1)
+        yield info
+        yield CounterMetricFamily(
+            "chat_policy_service_access_reload_failures",
+            "Reloads of the access file refused (the previous rules still apply), since start.",
+            value=self._access.failed_reloads,
+        )
+
+
 def service_registry(
     store: GroupStateStore,
     policy: PolicyHolder,
     loop: asyncio.AbstractEventLoop | None = None,
+    access: AccessHolder | None = None,
 ) -> CollectorRegistry:
-    """What one service's /metrics serves: its scrape-time gauges, then every process metric
-    (`loop`: the store's, see ServiceCollector).
+    """What one service's /metrics serves: its scrape-time gauges (the access file's too,
+    when there is one), then every process metric (`loop`: the store's, see
+    ServiceCollector).
 
     The gauges come first, so that a store error they count shows in the same scrape.
     """
     registry = CollectorRegistry()
     registry.register(ServiceCollector(store, policy, loop))
+    if access is not None:
+        registry.register(AccessCollector(access))
     registry.register(REGISTRY)
     return registry
 
