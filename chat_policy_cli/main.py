@@ -1,5 +1,6 @@
 """The `chat-policy` command: `service`, `adapter` or `run` (both, supervised), and
-`policy check` / `policy test` to check and test a policy file without a server; and the
+`policy check` / `policy test` to check and test a policy file without a server, `access
+check` / `access token` for the access file (who may call what); and the
 operator commands: `groups get|list|watch|clear` and `decide` (ask the running policy
 service), `sign` and `simulate` (Chat's side of a webhook), `spool list|replay|drop` (the
 adapter's set-aside events).
@@ -58,6 +59,12 @@ COMMANDS = {
         "chat_policy_cli.policy_commands",
         "run_policy",
         "add_policy_arguments",
+    ),
+    "access": Command(
+        "check an access file (who may call what), or make a bearer token for one",
+        "chat_policy_cli.access_commands",
+        "run_access",
+        "add_access_arguments",
     ),
     "groups": Command(
         "show, list, watch or clear the group-full state",

@@ -16,6 +16,7 @@ OPERATOR_MODULES = (
     "chat_policy_cli.webhook_commands",
     "chat_policy_cli.spool_commands",
     "chat_policy_cli.policy_commands",
+    "chat_policy_cli.access_commands",
     "chat_policy_cli.service_calls",
     "grpc",
     "google.protobuf",
@@ -32,7 +33,18 @@ def test_the_help_lists_every_command_with_its_help_line(
     listing = " ".join(capsys.readouterr().out.split())
     assert raised.value.code == 0
     assert sorted(COMMANDS) == sorted(
-        ["service", "adapter", "run", "policy", "groups", "decide", "sign", "simulate", "spool"]
+        [
+            "service",
+            "adapter",
+            "run",
+            "policy",
+            "access",
+            "groups",
+            "decide",
+            "sign",
+            "simulate",
+            "spool",
+        ]
     )
     for name, command in COMMANDS.items():
         assert f" {name} {command.help}" in listing
