@@ -70,8 +70,8 @@ class AccessRules:
         ):
             raise UnknownCaller(
                 method,
-                f"the bearer token is caller {token_grant.caller.name!r}'s but the client"
-                f" certificate is caller {certificate_grant.caller.name!r}'s",
+                f"the bearer token names caller {token_grant.caller.name!r} but the client"
+                f" certificate names caller {certificate_grant.caller.name!r}",
             )
         grant: Grant | None = token_grant or certificate_grant
         if grant is None:
