@@ -41,13 +41,15 @@ class CallerCheck:
         self._holder = holder
         self._mutual_tls = mutual_tls
 
-    def admit(self, method: str, permission: str, context: grpc.aio.ServicerContext) -> Caller:
-        """The caller of this call to `method`; UnknownCaller or MethodNotAllowed if it may
-        not make it."""
-        authorization = None
-        for key, value in context.invocation_metadata() or ():
-            if key == AUTHORIZATION_METADATA:
-                authorization = value if isinstance(value, str) else None
-                break
+    def admit(
+        self,
+        method: str,
+        permission: str,
+        authorization: str | None,
+        context: grpc.aio.ServicerContext,
+    ) -> Caller:
+        """The caller of this call to `method`, from its `authorization` metadata (None:
+        none) and its context's client certificate; UnknownCaller or MethodNotAllowed if it
+        may not make it."""
         certificate = certificate_identity(context.auth_context()) if self._mutual_tls else None
         return self._holder.rules.admit(method, permission, authorization, certificate)

@@ -227,3 +227,18 @@ def test_an_empty_file_lets_only_open_methods_through() -> None:
     assert empty.admit(HEALTH, "health", None, None) is UNIDENTIFIED
     with pytest.raises(UnknownCaller):
         empty.admit(READ, "group-state.read", None, None)
+
+
+def test_a_good_token_stays_good_and_a_wrong_one_stays_refused() -> None:
+    """A token found good is the same caller at every call (remembered), and a wrong token
+    sent after it is refused every time."""
+    access = rules()
+    for _ in range(3):
+        assert access.admit(WRITE, "group-state.write", f"Bearer {ADAPTER_TOKEN}", None).name == (
+            "adapter"
+        )
+        with pytest.raises(UnknownCaller):
+            access.admit(WRITE, "group-state.write", f"Bearer {ADAPTER_TOKEN}x", None)
+    without = rules(EXAMPLE.replace(token_digest_line(ADAPTER_TOKEN), token_digest_line("new")))
+    with pytest.raises(UnknownCaller):
+        without.admit(WRITE, "group-state.write", f"Bearer {ADAPTER_TOKEN}", None)
