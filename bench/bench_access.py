@@ -49,7 +49,6 @@ from policy_service.api.rpc_interceptor import Budget, RpcInterceptor, read_meta
 GOAL_US = 5.0
 METHOD = "/chatpolicy.v1.GroupStateService/RecordGroupFull"
 TOKEN = "bench-token-of-the-adapter-0123456789abcdefghij"  # as long as `access token` makes
-CERTIFICATE = "spiffe://example.org/caller-7"
 
 
 def progress(message: str) -> None:
@@ -58,8 +57,9 @@ def progress(message: str) -> None:
 
 
 def access_file(directory: Path, callers: int) -> Path:
-    """An access file of `callers` callers, two tokens and a certificate each; the adapter
-    (TOKEN) may write group state, as may caller 7 (CERTIFICATE)."""
+    """An access file of `callers` callers, two tokens and a certificate each
+    (certificate_identity); the adapter (TOKEN) and every other caller may write group
+    state."""
     lines = []
     for index in range(callers):
         name = "adapter" if index == 0 else f"caller-{index}"
@@ -67,13 +67,18 @@ def access_file(directory: Path, callers: int) -> Path:
         lines += [
             f"[callers.{name}]",
             f'tokens = ["{token_digest_line(token)}", "{token_digest_line(token + "-old")}"]',
-            f'certificates = ["spiffe://example.org/caller-{index}"]',
+            f'certificates = ["{certificate_identity(index)}"]',
             'allow = ["creation.check", "group-state.write", "group-state.read"]',
             "",
         ]
     path = directory / "access.toml"
     path.write_text("\n".join(lines))
     return path
+
+
+def certificate_identity(index: int) -> str:
+    """The SPIFFE ID in the client certificate of the access file's caller `index`."""
+    return f"spiffe://example.org/caller-{index}"
 
 
 class FakeContext:
@@ -102,8 +107,9 @@ def token_context() -> FakeContext:
     )
 
 
-def certificate_context() -> FakeContext:
-    """A mutual-TLS call without a token: the auth context grpc gives for a SPIFFE cert."""
+def certificate_context(identity: str) -> FakeContext:
+    """A mutual-TLS call without a token: the auth context grpc gives for a certificate with
+    the SPIFFE ID `identity`."""
     return FakeContext(
         (
             ("x-request-id", "0116f25f18c24d1c8a797793f971a287"),
@@ -111,11 +117,11 @@ def certificate_context() -> FakeContext:
         ),
         {
             "transport_security_type": [b"ssl"],
-            "x509_subject": [b"CN=caller-7"],
-            "x509_common_name": [b"caller-7"],
+            "x509_subject": [b"CN=caller"],
+            "x509_common_name": [b"caller"],
             "x509_pem_cert": [b"-----BEGIN CERTIFICATE-----\n" + b"A" * 900],
-            "x509_subject_alternative_name": [CERTIFICATE.encode()],
-            "peer_uri": [CERTIFICATE.encode()],
+            "x509_subject_alternative_name": [identity.encode()],
+            "peer_uri": [identity.encode()],
             "security_level": [b"TSI_PRIVACY_AND_INTEGRITY"],
             "ssl_session_reused": [b"false"],
         },
@@ -251,10 +257,11 @@ def main(argv: list[str]) -> int:
         holder = AccessHolder(path, load_access(path))
     checks: dict[str, list[float]] = {"token (plaintext)": [], "client certificate (mTLS)": []}
     by_token, by_certificate = CallerCheck(holder, False), CallerCheck(holder, True)
+    last = args.callers - 1  # the certificate call's caller: the file's last
     for round_ in range(args.rounds):
         checks["token (plaintext)"].append(check_us(by_token, token_context(), args.checks))
         checks["client certificate (mTLS)"].append(
-            check_us(by_certificate, certificate_context(), args.checks)
+            check_us(by_certificate, certificate_context(certificate_identity(last)), args.checks)
         )
         progress(f"check round {round_ + 1} done")
     unary = asyncio.run(unary_rounds(holder, args))
