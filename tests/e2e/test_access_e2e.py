@@ -213,3 +213,18 @@ def test_an_open_port_beyond_loopback_needs_saying_so(deployment: Deployment) ->
         json.loads(line) for line in deployment.log("service").splitlines() if '"WARNING"' in line
     ]
     assert any("is open: any caller" in line["message"] for line in warnings)
+
+
+def test_the_adapter_will_not_start_without_its_token(deployment: Deployment) -> None:
+    """A token file that cannot be read stops the adapter at start (exit 2), naming it."""
+    missing = str(deployment.tmp_path / "adapter.token")
+    process = deployment.start("adapter", {"CHAT_POLICY_GRPC_TOKEN_FILE": missing})
+    assert process.wait(timeout=60) == 2
+    errors = [
+        json.loads(line)["message"]
+        for line in deployment.log("adapter").splitlines()
+        if '"ERROR"' in line
+    ]
+    assert errors == [
+        f"adapter cannot start: CHAT_POLICY_GRPC_TOKEN_FILE={missing!r}: No such file or directory"
+    ]
