@@ -120,3 +120,10 @@ def test_open_access_is_true_or_false() -> None:
     """CHAT_POLICY_GRPC_OPEN_ACCESS is true or false, nothing else."""
     with pytest.raises(SettingsError, match="CHAT_POLICY_GRPC_OPEN_ACCESS='yes' must be true"):
         ServiceSettings.from_env({"CHAT_POLICY_GRPC_OPEN_ACCESS": "yes"})
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1:50051", "127.8.9.10:1", "[::1]:50051", "localhost:1"])
+def test_loopback_binds_need_no_access_file(bind: str) -> None:
+    """Only this host reaches a loopback bind: it starts open, as before."""
+    settings = ServiceSettings.from_env({"CHAT_POLICY_GRPC_BIND": bind})
+    assert (settings.access_file, settings.open_access) == (None, False)
