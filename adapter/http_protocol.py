@@ -53,7 +53,8 @@ _OVER_CAPACITY_BODY = failure_answer(WebhookError(Failure.TOO_MANY_CONNECTIONS))
 
 # Most bytes a request's line and headers may take. Chat's are under 1 KB (the query string
 # with Sign, a few headers); gunicorn's workers allowed a 4 KB line and 100 fields of 8 KB.
-# Looked at after each read, so a connection holds at most this plus one read's worth.
+# Looked at on each read, so a connection holds at most this plus one read's worth. (An end
+# of headers split across two reads is counted as head on both sides: at most 3 bytes more.)
 MAX_HEAD_BYTES = 32 * 1024
 _HEAD_TOO_LARGE_RESPONSE = _closing_answer(
     b"431 Request Header Fields Too Large", Failure.HEADERS_TOO_LARGE
@@ -85,9 +86,14 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        """Parse `data`; if the request's line and headers have then taken more than
-        MAX_HEAD_BYTES without ending, answer 431 and close the connection."""
+        """Parse `data`; if the request's line and headers take more than MAX_HEAD_BYTES,
+        answer 431 and close the connection: before parsing when their end is in `data`
+        (so the app never sees the request), else once they have gone on past it."""
         if not self._headers_received:
+            end = data.find(b"\r\n\r\n")
+            if end >= 0 and self._head_bytes + end + 4 > MAX_HEAD_BYTES:
+                self._refuse_large_head()
+                return
             self._head_bytes += len(data)
         super().data_received(data)
         if (
@@ -113,6 +119,7 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
         """The request is whole: no deadline until the next one begins, whose line and
         headers are counted afresh."""
         self._cancel_deadline()
+        self._headers_received = False
         self._head_bytes = 0
         super().on_message_complete()
 

@@ -5,6 +5,9 @@ gives them one private PROMETHEUS_MULTIPROC_DIR before any of them imports prome
 each worker then writes its counters to files there, and /metrics, whichever worker answers it,
 adds up the files of every worker, dead ones included (a respawned worker loses nothing).
 Without that variable (the tests' in-process app) this process's own metrics are served.
+prometheus_client's process metrics do not work across processes: the scrape reads them from
+/proc for the master and every live worker instead, a series per process
+(adapter/process_metrics.py).
 
 The spool's depth and its set-aside events are no per-worker gauges: the spool is one SQLite
 file shared by the workers, so the worker answering the scrape reads it right then. (A gauge
@@ -34,8 +37,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from adapter.answers import Answer, Failure, WebhookError
+from adapter.process_metrics import AdapterProcesses
 from adapter.settings import METRICS_PATH
 from adapter.spool import Spool, SpoolUnavailable
+from chat_policy_shared.build_info import BuildInfo
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -227,15 +232,18 @@ class SpoolGauges:
 
 
 class MetricsResource:
-    """GET /metrics: Prometheus' text format, every worker's metrics added up; read (the
-    workers' files, the spool) in `blocking`, off the event loop."""
+    """GET /metrics: Prometheus' text format, every worker's metrics added up, and the process
+    metrics of the master and each worker; read (the workers' files, the spool, /proc) in
+    `blocking`, off the event loop."""
 
     def __init__(self, spool: Spool, blocking: Executor) -> None:
         self._blocking = blocking
         registry = CollectorRegistry()
         registry.register(SpoolGauges(spool))
+        registry.register(BuildInfo("adapter"))
         if os.environ.get(MULTIPROC_DIR_ENV):
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            registry.register(AdapterProcesses(master=os.getppid()))  # a worker's parent
         else:
             registry.register(REGISTRY)
         self._registry = registry

@@ -1,14 +1,16 @@
-"""The operator commands' argument types (an SdkAppid, whole numbers, seconds), their
-common options (--target, --timeout, --json) and the help formatter that keeps their exit
-status lists as written."""
+"""The operator commands' argument types (an SdkAppid, whole numbers, seconds, a time), their
+common options (--target, --timeout, --json, --limit and --all) and the help formatter that
+keeps their exit status lists as written."""
 
 from __future__ import annotations
 
 import argparse
 
+from chat_policy_cli.times import parse_time_ms
 from chat_policy_shared.channel import DEFAULT_TARGET
 
 DEFAULT_TIMEOUT_S = 5.0
+DEFAULT_LIMIT = 100
 MAX_SDK_APP_ID = 2**64 - 1
 
 TARGET_HELP = (
@@ -57,6 +59,30 @@ def seconds(raw: str) -> float:
     if not 0 < value < 1e6:
         raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {raw!r}")
     return value
+
+
+def rfc3339_time(raw: str) -> int:
+    """A --since/--until argument: an RFC 3339 time with an offset, as Unix milliseconds."""
+    try:
+        return parse_time_ms(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an RFC 3339 time with an offset, like 2026-01-01T12:00:00Z; got {raw!r}"
+        ) from None
+
+
+def add_limit_options(parser: argparse.ArgumentParser, items: str) -> None:
+    """--limit N (default DEFAULT_LIMIT) and --all, for a listing of `items` (plural)."""
+    parser.add_argument(
+        "--limit",
+        type=positive_int,
+        default=DEFAULT_LIMIT,
+        metavar="N",
+        help=f"list at most N {items} (default {DEFAULT_LIMIT})",
+    )
+    parser.add_argument(
+        "--all", action="store_true", help=f"list every {items[:-1]}, page after page"
+    )
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:

@@ -1,8 +1,10 @@
 """`chat-policy decide`: ask the running policy service for a group-creation decision.
 
 The request is what a Group.CallbackBeforeCreateGroup webhook with these fields would make
-(CheckGroupCreation), and the answer is the one the webhook would give. The service treats it
-as a real request: it is recorded (ListDecisions) and counts towards rate limits.
+(CheckGroupCreation), and the answer is the one the webhook would give. By default it is a dry
+run: decided and explained by the live policy, but not recorded, not counted, and taking no
+rate-limit slot. With --live the service treats it as Chat's request: it is recorded
+(ListDecisions) and an allowed one counts towards rate limits.
 """
 
 from __future__ import annotations
@@ -42,8 +44,11 @@ def add_decide_arguments(decide: argparse.ArgumentParser) -> None:
         "Ask the running policy service whether a group may be created"
         " (CheckGroupCreation), with the fields a Group.CallbackBeforeCreateGroup webhook"
         " carries. Prints the decision, the error_code and error_info Chat would get, the"
-        " deciding rule and its reason, the policy revision and the decision id. The service"
-        " records the decision like any other, and an allowed one counts towards rate limits."
+        " deciding rule and its reason, the policy revision, the decision id and every"
+        " evaluated rule. A dry run by default: the service decides with its live policy"
+        " (rate limits count the creations made so far and this one) but records nothing and"
+        " takes no rate-limit slot. --live asks as Chat's request would: the decision is"
+        " recorded and an allowed one counts towards rate limits."
     )
     decide.epilog = DECIDE_EXIT_STATUSES
     decide.formatter_class = HelpFormatter
@@ -87,7 +92,15 @@ def add_decide_arguments(decide: argparse.ArgumentParser) -> None:
         help="OptPlatform: RESTAPI, Web, Android, iOS, ... (default: none)",
     )
     decide.add_argument(
-        "--explain", action="store_true", help="also print every evaluated rule's outcome"
+        "--live",
+        action="store_true",
+        help="ask as Chat's request would: the decision is recorded, and an allowed one takes"
+        " a rate-limit slot (default: a dry run, which does neither)",
+    )
+    decide.add_argument(
+        "--explain",
+        action="store_true",
+        help="with --live, also print every evaluated rule's outcome (a dry run always does)",
     )
     add_grpc_options(decide)
     decide.set_defaults(prog=decide.prog)
@@ -112,6 +125,7 @@ def run_decide(args: argparse.Namespace) -> int:
         client_ip=args.client_ip,
         opt_platform=args.platform,
         explain=args.explain,
+        dry_run=not args.live,
     )
     if args.create_group_num is not None:
         request.create_group_num = args.create_group_num
@@ -145,6 +159,8 @@ def decision_lines(response: creation_policy_service_pb2.CheckGroupCreationRespo
         rows.append(("shadow rules", ", ".join(response.shadow_rule_ids)))
     if response.error_rule_ids:
         rows.append(("failed rules", ", ".join(response.error_rule_ids)))
+    if response.dry_run:
+        rows.append(("dry run", "yes: not recorded, no rate-limit slot taken (--live to act)"))
     lines = key_values(rows)
     if response.evaluations:
         lines.append("evaluations:")

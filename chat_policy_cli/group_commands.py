@@ -17,13 +17,14 @@ import argparse
 import getpass
 import signal
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from chat_policy_cli.arguments import (
     HelpFormatter,
     add_grpc_options,
+    add_limit_options,
     non_negative_int,
-    positive_int,
     sdk_app_id,
 )
 from chat_policy_cli.output import (
@@ -37,7 +38,12 @@ from chat_policy_cli.output import (
     plural,
     print_json,
 )
-from chat_policy_cli.service_calls import RPC_EXIT_STATUSES, call_service, report_rpc_error
+from chat_policy_cli.service_calls import (
+    RPC_EXIT_STATUSES,
+    call_service,
+    collect_pages,
+    report_rpc_error,
+)
 from chat_policy_shared.channel import dial_target
 
 if TYPE_CHECKING:
@@ -45,8 +51,6 @@ if TYPE_CHECKING:
 
     from chatpolicy.v1 import group_state_pb2, group_state_service_pb2
 
-DEFAULT_LIMIT = 100
-MAX_PAGE_SIZE = 1000  # the service caps page_size here
 MAX_REASON_CHARS = 256  # ClearGroupFullRequest.reason
 
 WATCH_EXIT_STATUSES = """\
@@ -87,16 +91,7 @@ def add_group_arguments(groups: argparse.ArgumentParser) -> None:
         formatter_class=HelpFormatter,
     )
     _add_app(listing, every_app=True)
-    listing.add_argument(
-        "--limit",
-        type=positive_int,
-        default=DEFAULT_LIMIT,
-        metavar="N",
-        help=f"list at most N groups (default {DEFAULT_LIMIT})",
-    )
-    listing.add_argument(
-        "--all", action="store_true", help="list every full group, page after page"
-    )
+    add_limit_options(listing, "full groups")
     add_grpc_options(listing)
     listing.set_defaults(prog=listing.prog)
 
@@ -248,18 +243,15 @@ def run_list(args: argparse.Namespace) -> int:
 
     def list_groups(channel: grpc.Channel) -> int:
         stub = rpc.GroupStateServiceStub(channel)
-        states: list[group_state_pb2.GroupState] = []
-        token = ""
-        while True:
-            wanted = MAX_PAGE_SIZE if args.all else min(MAX_PAGE_SIZE, args.limit - len(states))
+
+        def fetch(size: int, token: str) -> tuple[Sequence[group_state_pb2.GroupState], str]:
             request = pb.ListFullGroupsRequest(
-                sdk_app_id=args.app, page_size=wanted, page_token=token
+                sdk_app_id=args.app, page_size=size, page_token=token
             )
             page = stub.ListFullGroups(request, timeout=args.timeout)
-            states.extend(page.group_states)
-            token = page.next_page_token
-            if not token or (not args.all and len(states) >= args.limit):
-                break
+            return page.group_states, page.next_page_token
+
+        states, token = collect_pages(fetch, None if args.all else args.limit)
         if args.json:
             print_json(
                 {

@@ -1,9 +1,9 @@
 """The `chat-policy` command: `service`, `adapter` or `run` (both, supervised), and
 `policy check` / `policy test` to check and test a policy file without a server, `access
-check` / `access token` for the access file (who may call what); and the
-operator commands: `groups get|list|watch|clear` and `decide` (ask the running policy
-service), `sign` and `simulate` (Chat's side of a webhook), `spool list|replay|drop` (the
-adapter's set-aside events).
+check` / `access token` for the access file (who may call what); and the operator commands:
+`policy show`, `decisions list`, `groups get|list|watch|clear`, `decide` and `audit list`
+(ask the running policy service), `sign` and `simulate` (Chat's side of a webhook), `spool
+list|replay|drop` (the adapter's set-aside events).
 
 COMMANDS is the one table of them. A command's module is imported only when that command is
 chosen, so `chat-policy --help` and the servers load none of the operator commands (nor grpc).
@@ -55,7 +55,7 @@ COMMANDS = {
     "adapter": Command("run the webhook adapter (gunicorn)", _SERVERS, "run_adapter", prints=False),
     "run": Command("run both, supervised; Ctrl-C stops both", _SERVERS, "run_both", prints=False),
     "policy": Command(
-        "check or test a policy file",
+        "check or test a policy file, or show the running service's",
         "chat_policy_cli.policy_commands",
         "run_policy",
         "add_policy_arguments",
@@ -65,6 +65,12 @@ COMMANDS = {
         "chat_policy_cli.access_commands",
         "run_access",
         "add_access_arguments",
+    ),
+    "decisions": Command(
+        "list the decisions the policy service recorded",
+        "chat_policy_cli.decision_commands",
+        "run_decisions",
+        "add_decision_arguments",
     ),
     "groups": Command(
         "show, list, watch or clear the group-full state",
@@ -90,6 +96,12 @@ COMMANDS = {
         "run_simulate",
         "add_simulate_arguments",
     ),
+    "audit": Command(
+        "list the audit trail: who changed group state, and policy reloads",
+        "chat_policy_cli.audit_commands",
+        "run_audit",
+        "add_audit_arguments",
+    ),
     "spool": Command(
         "list, replay or drop the events the adapter's spool set aside",
         "chat_policy_cli.spool_commands",
@@ -107,10 +119,14 @@ def main(argv: list[str] | None = None) -> int:
         description="Policy backend for Tencent Cloud Chat group webhooks."
         " Configured by CHAT_POLICY_* environment variables (see README).",
     )
+    parser.add_argument(
+        "--version", action=PrintVersion, help="print the installed version of chat-policy and exit"
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    # The command is the first word that is not an option (the only options here are -h and
-    # --help); only its module is loaded, the others are a name and a help line. (Not
-    # args.command after parsing: `simulate` has an argument of that name.)
+    # The command is the first word that is not an option (the only options here are -h,
+    # --help and --version, which take no value); only its module is loaded, the others are
+    # a name and a help line. (Not args.command after parsing: `simulate` has an argument of
+    # that name.)
     chosen = next((word for word in argv if not word.startswith("-")), "")
     run: Run | None = None
     for name, command in COMMANDS.items():
@@ -124,6 +140,26 @@ def main(argv: list[str] | None = None) -> int:
     if not COMMANDS[chosen].prints:
         return run(args)
     return run_printing(run, args)
+
+
+class PrintVersion(argparse.Action):
+    """--version: print `chat-policy X.Y.Z`, read from the installed package's metadata only
+    when asked, and exit 0."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        from chat_policy_shared.version import version
+
+        print(f"chat-policy {version()}")
+        parser.exit()
 
 
 def run_printing(run: Run, args: argparse.Namespace) -> int:

@@ -87,3 +87,16 @@ def key_values(rows: list[tuple[str, str]]) -> list[str]:
     """Aligned `key   value` lines."""
     width = max(len(key) for key, _ in rows)
     return [f"{key:<{width}}  {value}".rstrip() for key, value in rows]
+
+
+def table_lines(rows: list[tuple[str, ...]], numbers: frozenset[int] = frozenset()) -> list[str]:
+    """Rows as columns two spaces apart, each as wide as its widest value; the columns at
+    `numbers` aligned right, the others left."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return [
+        "  ".join(
+            value.rjust(width) if column in numbers else value.ljust(width)
+            for column, (value, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]

@@ -1,4 +1,5 @@
-"""`chat-policy policy check` and `chat-policy policy test`: a policy file, without a server.
+"""`chat-policy policy check` and `chat-policy policy test`: a policy file, without a server
+(and `policy show`, which asks the running service: chat_policy_cli.policy_show_command).
 
 `policy check FILE` loads a policy and prints `FILE: ok, N rules, revision sha256:...` (exit 0)
 or the error, which names the file, line, rule and field (exit 1). Warnings, in the same form,
@@ -58,14 +59,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from chat_policy_cli.policy_show_command import add_show_arguments, run_show
+from chat_policy_cli.times import parse_time_ms
 from policy_service.engine.policy import CreationRequest, Decision, Effect, Policy
 from policy_service.engine.policy_file import PolicyError, load_policy
 from policy_service.engine.rate_limit import InMemoryRateCounter
@@ -100,15 +101,10 @@ _REQUEST_KEYS = frozenset(
     }
 )
 _EXPECT_KEYS = frozenset({"decision", "error_code", "rule", "shadow", "reason_contains"})
-_RFC3339 = re.compile(
-    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?(?:([Zz])|([+-]\d{2}:\d{2}))"
-)
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-_TIME_FORMS = "an RFC 3339 time with an offset ('2026-01-01T12:00:00Z') or Unix milliseconds"
 
 
 def add_policy_arguments(policy: argparse.ArgumentParser) -> None:
-    """The subcommands of `chat-policy policy`: check and test."""
+    """The subcommands of `chat-policy policy`: check, test and show."""
     subcommands = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
     check = subcommands.add_parser(
         "check", help="load a policy file and say whether it is valid (exit 1 if not)"
@@ -124,12 +120,19 @@ def add_policy_arguments(policy: argparse.ArgumentParser) -> None:
         "--policy", metavar="FILE", help="the policy to test; overrides the cases file's `policy`"
     )
     test.add_argument("--json", action="store_true", help="print one JSON document")
+    add_show_arguments(
+        subcommands.add_parser(
+            "show", help="show the policy the running service decides with, and its rule counts"
+        )
+    )
 
 
 def run_policy(args: argparse.Namespace) -> int:
-    """Run `policy check` or `policy test`; the exit status is the command's."""
+    """Run `policy check`, `policy test` or `policy show`; the exit status is the command's."""
     if args.policy_command == "check":
         return check_policy_file(args.file)
+    if args.policy_command == "show":
+        return run_show(args)
     return run_policy_tests(args.cases, policy=args.policy, as_json=args.json)
 
 
@@ -304,29 +307,6 @@ class _Table:
             return parse_time_ms(value)
         except ValueError as error:
             raise Problem(self.key(name), str(error)) from None
-
-
-def parse_time_ms(value: object) -> int:
-    """Unix milliseconds from an RFC 3339 string, a TOML offset date-time or an integer of
-    milliseconds; ValueError saying which forms are accepted otherwise."""
-    if type(value) is int and value >= 0:
-        return value
-    moment: datetime.datetime | None = None
-    if isinstance(value, datetime.datetime):
-        moment = value
-    elif isinstance(value, str) and (match := _RFC3339.fullmatch(value)):
-        date, clock, fraction, zulu, offset = match.groups()
-        micros = f".{fraction[:6]}" if fraction else ""
-        try:
-            moment = datetime.datetime.fromisoformat(
-                f"{date}T{clock}{micros}{'+00:00' if zulu else offset}"
-            )
-        except ValueError as error:
-            raise ValueError(f"not a valid time: {value!r} ({error})") from None
-    if moment is None or moment.tzinfo is None:
-        shown = value.isoformat() if isinstance(value, datetime.date | datetime.time) else value
-        raise ValueError(f"must be {_TIME_FORMS}, got {shown!r}")
-    return (moment - _EPOCH) // datetime.timedelta(milliseconds=1)
 
 
 DEFAULT_NOW_MS = parse_time_ms(DEFAULT_NOW)

@@ -8,8 +8,8 @@ grpc is imported only when a command calls the service, so that `--help` stays f
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from chat_policy_cli.output import EXIT_CONFIG, fail, print_json
 from chat_policy_shared.channel import (
@@ -21,6 +21,10 @@ from chat_policy_shared.channel import (
 
 if TYPE_CHECKING:
     import grpc
+
+MAX_PAGE_SIZE = 1000  # the service caps page_size here
+
+Item = TypeVar("Item")
 
 RPC_EXIT_STATUSES = """\
 exit status:
@@ -90,3 +94,18 @@ def rpc_error_line(document: Mapping[str, object], target: str) -> str:
     if document["code"] in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
         notes.append(f"target {target}")
     return f"{line} ({'; '.join(notes)})" if notes else line
+
+
+def collect_pages(
+    fetch: Callable[[int, str], tuple[Sequence[Item], str]], limit: int | None
+) -> tuple[list[Item], str]:
+    """Call fetch(page_size, page_token) page after page, until the last page or until
+    `limit` items (None: every page); the items and the token that would continue them."""
+    items: list[Item] = []
+    token = ""
+    while True:
+        wanted = MAX_PAGE_SIZE if limit is None else min(MAX_PAGE_SIZE, limit - len(items))
+        page, token = fetch(wanted, token)
+        items.extend(page)
+        if not token or (limit is not None and len(items) >= limit):
+            return items, token

@@ -4,6 +4,7 @@ SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 
@@ -12,13 +13,19 @@ from grpc_reflection.v1alpha import reflection
 
 from chat_policy_shared.data_directory import directory_problem
 from chat_policy_shared.listen_address import listen_problem
-from chatpolicy.v1 import creation_policy_service_pb2_grpc, group_state_service_pb2_grpc
+from chatpolicy.v1 import (
+    audit_service_pb2_grpc,
+    creation_policy_service_pb2_grpc,
+    group_state_service_pb2_grpc,
+)
 from policy_service.access.access_file import AccessError, load_access
-from policy_service.access.access_reload import AccessFileWatcher, AccessHolder, ReloadHook
+from policy_service.access.access_reload import AccessFileWatcher, AccessHolder
+from policy_service.api.audit_servicer import AuditServicer
 from policy_service.api.caller_check import CallerCheck
 from policy_service.api.creation_policy_servicer import CreationPolicyServicer
 from policy_service.api.group_state_servicer import GroupStateServicer
 from policy_service.api.health import (
+    AUDIT_SERVICE,
     CREATION_POLICY_SERVICE,
     GROUP_STATE_SERVICE,
     HEALTH_SERVICE,
@@ -27,6 +34,7 @@ from policy_service.api.health import (
 from policy_service.api.metrics import MetricsEndpoint, service_registry
 from policy_service.api.rpc_interceptor import Budget, RpcInterceptor
 from policy_service.api.tls import server_credentials
+from policy_service.audit.trail import AuditTrail
 from policy_service.engine.decision_recorder import DecisionRecorder
 from policy_service.engine.policy_file import PolicyError, load_policy
 from policy_service.engine.policy_reload import PolicyFileWatcher, PolicyHolder
@@ -76,24 +84,30 @@ class PolicyService:
         *,
         access: AccessHolder | None = None,
         policy_poll_s: float = 1.0,
-        on_access_reload: ReloadHook | None = None,
         serve_metrics: bool = False,
     ) -> None:
         """Build both services and bind settings.grpc_bind (BindError if it is taken).
 
         With `access` (the access file's rules), every call's caller is checked; without it,
         every caller may call everything. The policy and access files are checked for
-        changes every policy_poll_s; on_access_reload is told of every access reload. With
-        serve_metrics,
+        changes every policy_poll_s, and each reload, loaded or refused, is an event of the
+        audit trail ("policy.reload", "access.reload"). With serve_metrics,
         Prometheus metrics are served at once on settings.metrics_bind (BindError if taken),
         port in .metrics_port.
         """
         self._store = store
         self.policy = policy
-        self.policy_watcher = PolicyFileWatcher(policy, policy_poll_s)
+        self.trail = AuditTrail(store)
+        self.policy_watcher = PolicyFileWatcher(
+            policy, policy_poll_s, functools.partial(self.trail.reloaded, "policy.reload")
+        )
         self.access = access
         self.access_watcher = (
-            None if access is None else AccessFileWatcher(access, policy_poll_s, on_access_reload)
+            None
+            if access is None
+            else AccessFileWatcher(
+                access, policy_poll_s, functools.partial(self.trail.reloaded, "access.reload")
+            )
         )
         self.recorder = DecisionRecorder(store)
         self.feed = ChangeFeed(store)
@@ -103,6 +117,7 @@ class PolicyService:
             destroyed_retention_s=settings.destroyed_retention_s,
             change_log_retention_s=settings.change_log_retention_s,
             decision_retention_s=settings.decision_retention_s,
+            audit_retention_s=settings.audit_retention_s,
             rate_slot_retention_ms=lambda: policy.policy.longest_window_ms,
             interval_s=settings.prune_interval_s,
         )
@@ -128,16 +143,24 @@ class PolicyService:
             GroupStateServicer(
                 store,
                 self.feed,
+                self.trail,
                 watch_heartbeat_s=settings.watch_heartbeat_s,
                 watch_max_streams=settings.watch_max_streams,
                 max_event_ahead_s=settings.max_event_ahead_s,
             ),
             self.server,
         )
+        audit_service_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(store), self.server)
         self.health.add_to_server(self.server)
         # Server reflection, so that grpcurl, grpc_cli or Postman can list and call us.
         reflection.enable_server_reflection(
-            (CREATION_POLICY_SERVICE, GROUP_STATE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME),
+            (
+                CREATION_POLICY_SERVICE,
+                GROUP_STATE_SERVICE,
+                AUDIT_SERVICE,
+                HEALTH_SERVICE,
+                reflection.SERVICE_NAME,
+            ),
             self.server,
         )
         credentials = server_credentials(settings)

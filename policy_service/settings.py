@@ -88,6 +88,9 @@ class ServiceSettings:
     decision_retention_s: float = 7 * 86400.0
     """How long the decision log keeps a creation decision (CHAT_POLICY_DECISION_RETENTION_S)."""
 
+    audit_retention_s: float = 90 * 86400.0
+    """How long the audit trail keeps an event (CHAT_POLICY_AUDIT_RETENTION_S)."""
+
     watch_heartbeat_s: float = 10.0
     """An idle watch stream gets a progress message this often (CHAT_POLICY_WATCH_HEARTBEAT_S)."""
 
@@ -113,6 +116,7 @@ class ServiceSettings:
             self.destroyed_retention_s / 4,
             self.change_log_retention_s / 4,
             self.decision_retention_s / 4,
+            self.audit_retention_s / 4,
         )
 
     @property
@@ -194,6 +198,9 @@ class ServiceSettings:
             ),
             decision_retention_s=_positive(
                 environ, "CHAT_POLICY_DECISION_RETENTION_S", defaults.decision_retention_s
+            ),
+            audit_retention_s=_positive(
+                environ, "CHAT_POLICY_AUDIT_RETENTION_S", defaults.audit_retention_s
             ),
             watch_heartbeat_s=_positive(
                 environ, "CHAT_POLICY_WATCH_HEARTBEAT_S", defaults.watch_heartbeat_s

@@ -21,8 +21,8 @@ from policy_service.background import cancel_task
 log = logging.getLogger(__name__)
 
 ReloadHook = Callable[[str, bool, str], Awaitable[None]]
-"""Told of every reload: (reason "file changed" or "SIGHUP", loaded, the new revision or why
-the file was refused)."""
+"""Told of every reload: (reason "file changed" or "SIGHUP", loaded, "revision sha256:..." or
+why the file was refused). The service points it at the audit trail ("access.reload")."""
 
 
 class AccessHolder:
@@ -36,8 +36,8 @@ class AccessHolder:
         """Reloads refused since the start (the metric counts them)."""
 
     def reload(self) -> tuple[bool, str]:
-        """Load the file again and apply it if valid: (True, revision), or (False, why) and
-        the rules in force are kept."""
+        """Load the file again and apply it if valid: (True, "revision sha256:..."), or
+        (False, why) and the rules in force are kept."""
         try:
             rules = load_access(self.path)
         except AccessError as error:
@@ -56,7 +56,7 @@ class AccessHolder:
                 rules.revision,
                 len(rules.grants),
             )
-        return True, rules.revision
+        return True, f"revision {rules.revision}"
 
 
 class AccessFileWatcher:
@@ -96,7 +96,11 @@ class AccessFileWatcher:
             if not signalled and seen == self._seen:
                 continue
             self._seen = seen
-            loaded, detail = await asyncio.to_thread(self._holder.reload)
+            try:
+                loaded, detail = await asyncio.to_thread(self._holder.reload)
+            except Exception as error:  # a bug: keep watching, with the last good rules
+                log.exception("access file reload failed unexpectedly; still applying the last")
+                loaded, detail = False, f"unexpected error: {error}"
             if self._on_reload is not None:
                 try:
                     await self._on_reload("SIGHUP" if signalled else "file changed", loaded, detail)

@@ -10,6 +10,7 @@ import grpc
 
 from chat_policy_shared.logs import describe_call
 from chatpolicy.v1 import creation_policy_service_pb2, creation_policy_service_pb2_grpc
+from policy_service.access.caller import current_caller
 from policy_service.api.metrics import count_decision
 from policy_service.api.page_tokens import (
     decode_decisions_token,
@@ -66,13 +67,19 @@ class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServ
     async def CheckGroupCreation(
         self, request: pb.CheckGroupCreationRequest, context: grpc.aio.ServicerContext
     ) -> pb.CheckGroupCreationResponse:
-        """Decide one group creation; describe it on the RPC's log line and queue its record."""
+        """Decide one group creation; describe it on the RPC's log line and, unless it is a
+        dry run, count it and queue its record (with its caller)."""
         started = time.perf_counter_ns()
         creation = creation_request(request)
         creation.validate()
         decided_at = now_ms()
+        dry_run = request.dry_run
         decision = await self._policy.policy.decide(
-            creation, counter=self._counter, now_ms=decided_at, explain=request.explain
+            creation,
+            counter=self._counter,
+            now_ms=decided_at,
+            explain=request.explain,
+            dry_run=dry_run,
         )
         latency_us = (time.perf_counter_ns() - started) // 1000
         outcome = decision.outcome
@@ -87,6 +94,7 @@ class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServ
             error_rules=[error.rule_id for error in decision.errors],
             latency_us=latency_us,
             reason=decision.reason,
+            dry_run=dry_run,
         )
         for error in decision.errors:
             log.warning(
@@ -95,9 +103,10 @@ class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServ
                 error.reason,
                 extra={"decision_id": decision.decision_id, "rule": error.rule_id},
             )
-        self._counts.add(decision)
-        count_decision(decision)
-        self._recorder.record(creation, decision, decided_at, latency_us)
+        if not dry_run:
+            self._counts.add(decision)
+            count_decision(decision)
+            self._recorder.record(creation, decision, decided_at, latency_us, current_caller().name)
         return pb.CheckGroupCreationResponse(
             decision=_DECISIONS[outcome.effect],
             error_code=outcome.error_code,
@@ -109,6 +118,7 @@ class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServ
             shadow_rule_ids=[e.rule_id for e in decision.shadow_hits],
             error_rule_ids=[e.rule_id for e in decision.errors],
             evaluations=[_evaluation_pb(e) for e in decision.evaluations],
+            dry_run=dry_run,
         )
 
     @maps_errors
@@ -161,6 +171,7 @@ class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServ
                 if request.HasField("decided_at_or_before")
                 else None
             ),
+            caller=request.caller,
         )
         size = page_size_from_request(request.page_size)
         after = decode_decisions_token(request.page_token, query)
@@ -227,6 +238,7 @@ def _record_pb(record: DecisionRecord) -> pb.DecisionRecord:
         policy_revision=record.policy_revision,
         shadow_rule_ids=record.shadow_rule_ids,
         latency_us=record.latency_us,
+        caller=record.caller,
     )
 
 

@@ -1,23 +1,32 @@
-"""GroupStateService: translates protobuf to the group-state store and back."""
+"""GroupStateService: translates protobuf to the group-state store and back.
+
+Every ClearGroupFull, and every Record* call from a caller that does not relay Chat's
+webhooks, is audited (policy_service.audit.trail): a change is stored with its audit event,
+in one transaction; a call that fails after reaching its method appends an event with the
+status it was answered with.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import code_pb2
 
 from chatpolicy.v1 import group_state_pb2, group_state_service_pb2, group_state_service_pb2_grpc
+from policy_service.access.caller import current_caller
 from policy_service.api.page_tokens import (
     FullGroupsFilter,
     decode_page_token,
     encode_page_token,
     page_size_from_request,
 )
-from policy_service.api.status import maps_errors, maps_stream_errors
+from policy_service.api.status import maps_errors, maps_stream_errors, status_for
 from policy_service.api.timestamps import milliseconds, timestamp
+from policy_service.audit.audit_log import with_outcome
+from policy_service.audit.trail import AuditTrail
 from policy_service.clock import now_ms
 from policy_service.errors import GroupNotFound, InvalidArgument, TooManyWatchers
 from policy_service.groups.change_feed import ChangeFeed
@@ -26,10 +35,12 @@ from policy_service.groups.state import EventKind, GroupEvent, GroupKey, GroupSt
 from policy_service.groups.store import FullGroupsCursor, GroupStateStore
 
 pb = group_state_service_pb2
-log = logging.getLogger(__name__)
 
 # The most groups one BatchGetGroupStates may name.
 MAX_BATCH_GET = 1000
+# The full method names audit events carry as their action.
+_SERVICE_NAME = group_state_service_pb2.DESCRIPTOR.services_by_name["GroupStateService"].full_name
+CLEAR_GROUP_FULL = f"/{_SERVICE_NAME}/ClearGroupFull"
 
 _EVENT_KINDS = {
     EventKind.FULL: group_state_pb2.GROUP_EVENT_KIND_FULL,
@@ -46,6 +57,7 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
         self,
         store: GroupStateStore,
         feed: ChangeFeed,
+        trail: AuditTrail,
         *,
         watch_heartbeat_s: float,
         watch_max_streams: int,
@@ -53,6 +65,7 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
     ) -> None:
         self._store = store
         self._feed = feed
+        self._trail = trail
         self._max_event_ahead_s = max_event_ahead_s
         self._heartbeat_s = watch_heartbeat_s
         # Watch streams open now, and the most this replica serves (the servicer runs on one
@@ -65,7 +78,7 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
         self, request: pb.RecordGroupFullRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordGroupFullResponse:
         """Apply one group-full event."""
-        outcome = await self._record(request, EventKind.FULL)
+        outcome = await self._record("RecordGroupFull", request, EventKind.FULL)
         return pb.RecordGroupFullResponse(
             group_state=_group_state_pb(outcome.state), applied=outcome.applied
         )
@@ -75,7 +88,7 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
         self, request: pb.RecordMemberExitRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordMemberExitResponse:
         """Apply one member-exit event to the group and its topics."""
-        outcome = await self._record(request, EventKind.MEMBER_EXIT)
+        outcome = await self._record("RecordMemberExit", request, EventKind.MEMBER_EXIT)
         return pb.RecordMemberExitResponse(
             group_state=_group_state_pb(outcome.state), applied=outcome.applied
         )
@@ -85,7 +98,7 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
         self, request: pb.RecordGroupDestroyedRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordGroupDestroyedResponse:
         """Apply one group-destroyed event to the group and its topics."""
-        outcome = await self._record(request, EventKind.DESTROYED)
+        outcome = await self._record("RecordGroupDestroyed", request, EventKind.DESTROYED)
         return pb.RecordGroupDestroyedResponse(
             group_state=_group_state_pb(outcome.state), applied=outcome.applied
         )
@@ -94,32 +107,61 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
     async def ClearGroupFull(
         self, request: pb.ClearGroupFullRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClearGroupFullResponse:
-        """Apply one clear, stamped now unless the request says when."""
-        key = _key(request)
-        clear_ms = (
-            self._event_time_ms("clear_time", request.clear_time)
-            if request.HasField("clear_time")
-            else now_ms()
-        )
-        outcome = await self._store.record(GroupEvent.cleared(key, clear_ms, request.reason))
-        if outcome.applied:
-            log.info(
-                "cleared full group %s of SdkAppid %d%s: %s",
-                key.group_id,
-                key.sdk_app_id,
-                f" topic {key.topic_id}" if key.topic_id else "",
-                request.reason,
+        """Apply one clear, stamped now unless the request says when; always audited."""
+
+        def cleared() -> GroupEvent:
+            key = _key(request)
+            clear_ms = (
+                self._event_time_ms("clear_time", request.clear_time)
+                if request.HasField("clear_time")
+                else now_ms()
             )
+            return GroupEvent.cleared(key, clear_ms, request.reason)
+
+        outcome = await self._audited(CLEAR_GROUP_FULL, request, cleared, request.reason)
         return pb.ClearGroupFullResponse(
             group_state=_group_state_pb(outcome.state), applied=outcome.applied
         )
 
-    async def _record(self, request: _EventRequest, kind: EventKind) -> RecordOutcome:
-        key = _key(request)
-        if not request.HasField("event_time"):
-            raise InvalidArgument("event_time", "is required")
-        event_time_ms = self._event_time_ms("event_time", request.event_time)
-        return await self._store.record(GroupEvent(key, kind, event_time_ms))
+    async def _record(self, method: str, request: _EventRequest, kind: EventKind) -> RecordOutcome:
+        """Apply a webhook's event; audited unless the caller relays Chat."""
+
+        def event() -> GroupEvent:
+            key = _key(request)
+            if not request.HasField("event_time"):
+                raise InvalidArgument("event_time", "is required")
+            return GroupEvent(key, kind, self._event_time_ms("event_time", request.event_time))
+
+        if current_caller().relays_chat:
+            return await self._store.record(event())
+        return await self._audited(f"/{_SERVICE_NAME}/{method}", request, event, "")
+
+    async def _audited(
+        self,
+        action: str,
+        request: _EventRequest | pb.ClearGroupFullRequest,
+        event_of: Callable[[], GroupEvent],
+        reason: str,
+    ) -> RecordOutcome:
+        """Build the request's event (validating it) and apply it with its audit event; if
+        either fails, append an audit event with the status the call is answered with."""
+        about = GroupKey(request.sdk_app_id, request.group_id, getattr(request, "topic_id", ""))
+        try:
+            event = event_of()
+            audit = self._trail.event(action, about, reason=reason)
+            outcome = await self._store.record(event, audit)
+        except Exception as error:
+            status = status_for(error)
+            await self._trail.failed(
+                action,
+                about,
+                reason=reason,
+                result=code_pb2.Code.Name(status.code),
+                detail=status.message,
+            )
+            raise
+        self._trail.stored(with_outcome(audit, event, outcome))
+        return outcome
 
     def _event_time_ms(self, field: str, stamp: Timestamp) -> int:
         """The event's time; InvalidArgument naming `field` if it is further ahead of this

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from chatpolicy.v1 import creation_policy_service_pb2, group_state_service_pb2
+from chatpolicy.v1 import audit_service_pb2, creation_policy_service_pb2, group_state_service_pb2
 from policy_service.background import cancel_task
 from policy_service.errors import StoreUnavailable
 from policy_service.groups.store import GroupStateStore
@@ -22,9 +22,11 @@ CREATION_POLICY_SERVICE = creation_policy_service_pb2.DESCRIPTOR.services_by_nam
 GROUP_STATE_SERVICE = group_state_service_pb2.DESCRIPTOR.services_by_name[
     "GroupStateService"
 ].full_name
+AUDIT_SERVICE = audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 HEALTH_SERVICE: str = health.SERVICE_NAME
-# The whole server ("") and GroupStateService need the store; creation decisions do not.
-STORE_DEPENDENT = ("", GROUP_STATE_SERVICE)
+# The whole server (""), GroupStateService and AuditService need the store; creation
+# decisions do not.
+STORE_DEPENDENT = ("", GROUP_STATE_SERVICE, AUDIT_SERVICE)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

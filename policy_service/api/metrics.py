@@ -16,6 +16,7 @@ import prometheus_client
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from chat_policy_shared.build_info import BuildInfo
 from chat_policy_shared.listen_address import parse_bind
 from policy_service.access.access_reload import AccessHolder
 from policy_service.engine.policy import Decision
@@ -201,7 +202,8 @@ def service_registry(
     access: AccessHolder | None = None,
 ) -> CollectorRegistry:
     """What one service's /metrics serves: its scrape-time gauges (the access file's too,
-    when there is one), then every process metric (`loop`: the store's, see
+    when there is one), its build info, then every process metric: the counters, histograms
+    and prometheus_client's default process_* and python_* (`loop`: the store's, see
     ServiceCollector).
 
     The gauges come first, so that a store error they count shows in the same scrape.
@@ -210,6 +212,7 @@ def service_registry(
     registry.register(ServiceCollector(store, policy, loop))
     if access is not None:
         registry.register(AccessCollector(access))
+    registry.register(BuildInfo("service"))
     registry.register(REGISTRY)
     return registry
 

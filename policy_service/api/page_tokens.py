@@ -1,4 +1,5 @@
-"""AIP-158 page sizes and keyset page tokens for listing full groups and decisions."""
+"""AIP-158 page sizes and keyset page tokens for listing full groups, decisions and audit
+events."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import astuple, dataclass
 from typing import Any
 
 from chat_policy_shared.field_limits import text_problem
+from policy_service.audit.audit_log import AuditCursor, AuditQuery
 from policy_service.engine.decision_log import DecisionCursor, DecisionQuery
 from policy_service.errors import InvalidArgument, InvalidPageToken
 from policy_service.groups.state import GroupKey
@@ -82,7 +84,22 @@ def decode_decisions_token(token: str, query: DecisionQuery) -> DecisionCursor |
     return DecisionCursor(decided_at_ms, decision_id)
 
 
-def _query_digest(query: DecisionQuery) -> str:
+def encode_audit_token(query: AuditQuery, cursor: AuditCursor) -> str:
+    """An opaque token for the audit events after `cursor`, bound to the request's filters."""
+    return _encode([_TOKEN_VERSION, _query_digest(query), cursor.occurred_at_ms, cursor.audit_id])
+
+
+def decode_audit_token(token: str, query: AuditQuery) -> AuditCursor | None:
+    """The cursor in `token` (None for the first page); InvalidPageToken if it is not ours."""
+    if not token:
+        return None
+    _, digest, occurred_at_ms, audit_id = _decode(token, (str, int, str))
+    if digest != _query_digest(query):
+        raise InvalidPageToken("page_token was issued for different filters")
+    return AuditCursor(occurred_at_ms, audit_id)
+
+
+def _query_digest(query: DecisionQuery | AuditQuery) -> str:
     return hashlib.sha256(json.dumps(astuple(query)).encode()).hexdigest()[:16]
 
 

@@ -8,8 +8,10 @@ reload) is appended on its own. Retention bounds the trail by age.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
+
+from policy_service.groups.state import GroupEvent, RecordOutcome
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,19 @@ class AuditEvent:
     detail: str
     request_id: str
     replica: str
+
+
+def with_outcome(audit: AuditEvent, event: GroupEvent, outcome: RecordOutcome) -> AuditEvent:
+    """The audit event of a state change as it is stored with the change: its detail says
+    whether the event applied and, if not, why (a store calls this inside the transaction
+    that applied the event; the caller, with the outcome, to log the same event)."""
+    if outcome.applied:
+        detail = "applied"
+    elif event.order <= outcome.state.last_event:
+        detail = "not applied: the group's last event is not older"
+    else:
+        detail = "not applied: the group is not full"
+    return replace(audit, detail=detail)
 
 
 @dataclass(frozen=True)

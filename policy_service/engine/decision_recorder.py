@@ -43,8 +43,8 @@ UNSTORABLE_DECISION_RECORDS = Counter(
     ["outcome"],
 )
 
-# A decision waiting for its record: the request, the decision, its time and latency.
-_Decided = tuple[CreationRequest, Decision, int, int]
+# A decision waiting for its record: the request, the decision, its time, latency and caller.
+_Decided = tuple[CreationRequest, Decision, int, int, str]
 
 # The text columns a store indexes, and the bytes of UTF-8 an altered record keeps of each:
 # an index entry has a size limit (PostgreSQL's is about 2.7 KB).
@@ -99,15 +99,21 @@ class DecisionRecorder:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="decision-recorder")
 
     def record(
-        self, request: CreationRequest, decision: Decision, decided_at_ms: int, latency_us: int
+        self,
+        request: CreationRequest,
+        decision: Decision,
+        decided_at_ms: int,
+        latency_us: int,
+        caller: str,
     ) -> None:
-        """Queue a decision's record; never blocks (a full queue drops it, counted)."""
+        """Queue a decision's record (caller: who asked); never blocks (a full queue drops
+        it, counted)."""
         if len(self._queue) >= self._max_queued:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.warning("decision record queue full: %d records dropped so far", self.dropped)
             return
-        self._queue.append((request, decision, decided_at_ms, latency_us))
+        self._queue.append((request, decision, decided_at_ms, latency_us, caller))
         self._queued.set()
 
     async def stop(self, timeout_s: float = 5.0) -> None:
@@ -235,7 +241,7 @@ def storable_record(record: DecisionRecord) -> tuple[DecisionRecord, str] | None
 
 
 def record_of(
-    request: CreationRequest, decision: Decision, decided_at_ms: int, latency_us: int
+    request: CreationRequest, decision: Decision, decided_at_ms: int, latency_us: int, caller: str
 ) -> DecisionRecord:
     """The record of one decision, with its request as a JSON object (orjson writes the
     dataclass's fields in order, as compact UTF-8 JSON)."""
@@ -254,4 +260,5 @@ def record_of(
         shadow_rule_ids=tuple(e.rule_id for e in decision.shadow_hits),
         latency_us=latency_us,
         request_json=orjson.dumps(request).decode(),
+        caller=caller,
     )

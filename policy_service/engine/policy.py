@@ -117,13 +117,15 @@ class RuleEvaluation:
 class Evaluation:
     """The per-request state rules share: the request and what is derived from it once (the
     group type's current name, the platform folded, the folded name, the parsed ClientIP,
-    CEL values), the clock, and the rate-limit slots taken (given back on a refusal)."""
+    CEL values), the clock, and the rate-limit slots taken (given back on a refusal); a dry
+    run takes none, its rate limits only count."""
 
     __slots__ = (
         "address",
         "cel_context",
         "cel_variables",
         "counter",
+        "dry_run",
         "folded_name",
         "group_type",
         "now_ms",
@@ -132,10 +134,17 @@ class Evaluation:
         "slots",
     )
 
-    def __init__(self, request: CreationRequest, now_ms: int, counter: RateCounter | None) -> None:
+    def __init__(
+        self,
+        request: CreationRequest,
+        now_ms: int,
+        counter: RateCounter | None,
+        dry_run: bool = False,
+    ) -> None:
         self.request = request
         self.now_ms = now_ms
         self.counter = counter
+        self.dry_run = dry_run
         self.group_type = canonical_group_type(request.group_type)
         self.platform = request.opt_platform.casefold()
         self.folded_name: str | None = None
@@ -263,6 +272,7 @@ class Policy:
         counter: RateCounter | None = None,
         now_ms: int | None = None,
         explain: bool = False,
+        dry_run: bool = False,
     ) -> Decision:
         """Evaluate the rules in order: the first that decides wins, else the default.
 
@@ -271,11 +281,13 @@ class Policy:
 
         counter counts rate-limited creations (a rate-limit rule without one is an error,
         and skipped); now_ms is the clock rate limits and `time` use, the service's by
-        default. A refusal gives back the rate-limit slots the evaluation took.
+        default. A refusal gives back the rate-limit slots the evaluation took. A dry run
+        takes none (a rate-limit rule counts the window plus this request) and is explained.
         """
         if now_ms is None:
             now_ms = clock.now_ms()
-        evaluation = Evaluation(request, now_ms, counter)
+        explain = explain or dry_run
+        evaluation = Evaluation(request, now_ms, counter, dry_run)
         # Explaining walks every rule, so that the ones the index skips show as not applicable.
         rules = (
             self.rules

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,14 +85,23 @@ def _log_warnings(policy: Policy) -> None:
         log.warning("policy %s: %s", policy.revision, warning)
 
 
+# Told of each reload: what started it ("file changed", "SIGHUP"), whether the new policy was
+# loaded, and its revision or why it was refused (the service points it at the audit trail).
+ReloadHook = Callable[[str, bool, str], Awaitable[None]]
+
+
 class PolicyFileWatcher:
     """Reloads a PolicyHolder when SIGHUP is signalled or its files change: a task on the
     service's loop polls the files' stat every interval_s; a reload (reading and compiling
-    the files) runs in a worker thread, so that requests keep being served meanwhile."""
+    the files) runs in a worker thread, so that requests keep being served meanwhile. Each
+    reload is reported to on_reload, if given."""
 
-    def __init__(self, holder: PolicyHolder, interval_s: float) -> None:
+    def __init__(
+        self, holder: PolicyHolder, interval_s: float, on_reload: ReloadHook | None = None
+    ) -> None:
         self._holder = holder
         self._interval_s = interval_s
+        self._on_reload = on_reload
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._seen = self._signature()
@@ -117,12 +127,27 @@ class PolicyFileWatcher:
                 signalled = True
             self._wake.clear()
             if signalled or self._signature() != self._seen:
-                try:
-                    await asyncio.to_thread(self._holder.reload)
-                except Exception:
-                    log.exception("policy reload failed unexpectedly; still running the last")
+                loaded, detail = await self._reload()
                 # After the load: a new policy may read other list files.
                 self._seen = self._signature()
+                if self._on_reload is not None:
+                    try:
+                        await self._on_reload(
+                            "SIGHUP" if signalled else "file changed", loaded, detail
+                        )
+                    except Exception:
+                        log.exception("reporting a policy reload failed unexpectedly")
+
+    async def _reload(self) -> tuple[bool, str]:
+        """Reload in a worker thread: whether it loaded, and the revision or why not."""
+        try:
+            loaded = await asyncio.to_thread(self._holder.reload)
+        except Exception as error:
+            log.exception("policy reload failed unexpectedly; still running the last")
+            return False, f"unexpected error: {error}"
+        if loaded:
+            return True, f"revision {self._holder.policy.revision}"
+        return False, self._holder.status.error
 
     def _signature(self) -> tuple[tuple[int, int, int] | None, ...]:
         """What identifies the content of the policy file and its list files on disk."""

@@ -41,6 +41,11 @@ class RateCounter(Protocol):
         """
         ...
 
+    async def count_slots(self, bucket: str, *, window_ms: int, now_ms: int) -> int:
+        """How many of the bucket's slots are stamped after now_ms - window_ms; takes none
+        (a dry run asks what acquire would answer)."""
+        ...
+
     async def release(self, slot: int) -> None:
         """Give back a slot taken by acquire (the creation was refused after all)."""
         ...
@@ -64,16 +69,19 @@ class InMemoryRateCounter:
     ) -> Acquisition:
         """See RateCounter.acquire."""
         with self._lock:
-            slots = self._slots[bucket]
-            since = now_ms - window_ms
-            count = sum(1 for stamped in slots.values() if stamped > since)
+            count = self._count(bucket, now_ms - window_ms)
             within = count < limit
             if not (within or force):
                 return Acquisition(count, within, None)
             slot = next(self._ids)
-            slots[slot] = now_ms
+            self._slots[bucket][slot] = now_ms
             self._bucket_of[slot] = bucket
             return Acquisition(count, within, slot)
+
+    async def count_slots(self, bucket: str, *, window_ms: int, now_ms: int) -> int:
+        """See RateCounter.count_slots."""
+        with self._lock:
+            return self._count(bucket, now_ms - window_ms)
 
     async def release(self, slot: int) -> None:
         """See RateCounter.release."""
@@ -89,6 +97,10 @@ class InMemoryRateCounter:
             for slot in old:
                 self._forget(self._bucket_of.pop(slot), slot)
             return len(old)
+
+    def _count(self, bucket: str, since_ms: int) -> int:
+        slots = self._slots.get(bucket, {})
+        return sum(1 for stamped in slots.values() if stamped > since_ms)
 
     def _forget(self, bucket: str, slot: int) -> None:
         slots = self._slots[bucket]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from policy_service.engine.address_ranges import AddressRanges, parse_address
 from policy_service.engine.banned_words import BannedWords, fold
 from policy_service.engine.policy import ConditionError, Evaluation
+from policy_service.engine.rate_limit import Acquisition
 from policy_service.errors import StoreUnavailable
 
 
@@ -195,7 +196,8 @@ class RateLimitCheck:
     in the store so that replicas share the count. A refused request does not count.
 
     A shadow rule counts every creation it sees (it takes a slot even over the limit), since
-    those creations do happen.
+    those creations do happen. A dry run takes no slot: it counts the window, and fails when
+    the window already holds `limit`, as acquire would.
     """
 
     rule_id: str
@@ -208,7 +210,7 @@ class RateLimitCheck:
     awaits = True
 
     async def violation(self, evaluation: Evaluation) -> str | None:
-        """Takes a slot, or fails when the window already holds `limit`."""
+        """Takes a slot (a dry run: none), or fails when the window already holds `limit`."""
         request = evaluation.request
         subject = (request.owner_account if self.per_owner else "") or request.operator_account
         if not subject:
@@ -218,13 +220,19 @@ class RateLimitCheck:
             raise ConditionError("no rate-limit counter to count with")
         bucket = f"{self.rule_id}:{request.sdk_app_id}:{subject}"
         try:
-            taken = await counter.acquire(
-                bucket,
-                window_ms=self.window_ms,
-                limit=self.limit,
-                now_ms=evaluation.now_ms,
-                force=self.shadow,
-            )
+            if evaluation.dry_run:
+                count = await counter.count_slots(
+                    bucket, window_ms=self.window_ms, now_ms=evaluation.now_ms
+                )
+                taken = Acquisition(count, count < self.limit, None)
+            else:
+                taken = await counter.acquire(
+                    bucket,
+                    window_ms=self.window_ms,
+                    limit=self.limit,
+                    now_ms=evaluation.now_ms,
+                    force=self.shadow,
+                )
         except StoreUnavailable as error:
             if self.deny_on_store_error:
                 return f"rate-limit store unavailable: {error}"

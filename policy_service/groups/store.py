@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from policy_service.audit.audit_log import AuditEvent
 from policy_service.groups.change_log import ChangeLogBounds, PruneOutcome, StateChange
 from policy_service.groups.state import (
     GroupCounts,
@@ -41,8 +42,13 @@ class GroupStateStore(Protocol):
     may overlap, except wait_for_changes, which one task awaits at a time.
     """
 
-    async def record(self, event: GroupEvent) -> RecordOutcome:
+    async def record(self, event: GroupEvent, audit: AuditEvent | None = None) -> RecordOutcome:
         """Apply an event atomically and durably before returning.
+
+        With `audit`, the audit event with_outcome(audit, event, outcome) is stored in the
+        same transaction, whether the event changed anything or not: when the record fails
+        (GroupNotFound, ValueNotStorable, StoreUnavailable; or the audit event cannot be
+        stored), neither is kept.
 
         A whole-group event (member exit, destruction) applies to the group and to every
         topic of it; the outcome's state is the one of the event's own key. Each changed

@@ -16,10 +16,10 @@ from policy_service.engine.decision_log import DecisionCursor, DecisionQuery, De
 
 DECISION_COLUMNS = (
     "decision_id, decided_at_ms, sdk_app_id, operator_account, effect, error_code, error_info,"
-    " rule_id, reason, policy_revision, shadow_rule_ids, latency_us, request_json"
+    " rule_id, reason, policy_revision, shadow_rule_ids, latency_us, request_json, caller"
 )
 
-DecisionRow = tuple[str, int, int, str, str, int, str, str, str, str, str, int, str]
+DecisionRow = tuple[str, int, int, str, str, int, str, str, str, str, str, int, str, str]
 
 
 def row_from_decision(record: DecisionRecord) -> DecisionRow:
@@ -38,6 +38,7 @@ def row_from_decision(record: DecisionRecord) -> DecisionRow:
         orjson.dumps(record.shadow_rule_ids).decode(),
         record.latency_us,
         record.request_json,
+        record.caller,
     )
 
 
@@ -57,6 +58,7 @@ def decision_from_row(row: Sequence[Any]) -> DecisionRecord:
         shadow_rule_ids,
         latency_us,
         request_json,
+        caller,
     ) = row
     return DecisionRecord(
         decision_id=decision_id,
@@ -72,12 +74,13 @@ def decision_from_row(row: Sequence[Any]) -> DecisionRecord:
         shadow_rule_ids=tuple(json.loads(shadow_rule_ids)),
         latency_us=latency_us,
         request_json=request_json,
+        caller=caller,
     )
 
 
 def insert_decisions(placeholder: str) -> str:
     """The statement inserting one decision row, skipping a decision_id already stored."""
-    values = ", ".join([placeholder] * 13)
+    values = ", ".join([placeholder] * 14)
     return (
         f"INSERT INTO creation_decision ({DECISION_COLUMNS}) VALUES ({values})"
         " ON CONFLICT (decision_id) DO NOTHING"
@@ -90,8 +93,9 @@ def list_decisions_query(
     """The SQL and parameters of one page of list_decisions, newest first.
 
     The order (decided_at_ms, decision_id) descending is the index creation_decision_time,
-    read backwards; with sdk_app_id or operator_account set, that column is an equality
-    followed by the same order: creation_decision_app_time or creation_decision_operator_time.
+    read backwards; with sdk_app_id, operator_account or caller set, that column is an
+    equality followed by the same order: creation_decision_app_time,
+    creation_decision_operator_time or creation_decision_caller_time.
     The cursor is a row comparison on the columns after the equality, so that it bounds the
     index scan (the page starts at the cursor, however deep) instead of merely filtering.
     """
@@ -104,6 +108,7 @@ def list_decisions_query(
         ("effect", query.effect),
         ("rule_id", query.rule_id),
         ("decision_id", query.decision_id),
+        ("caller", query.caller),
     ):
         if value:
             where.append(f"{column} = {p}")

@@ -106,6 +106,33 @@ MIGRATIONS = (
     CREATE UNIQUE INDEX group_state_change_sequence ON group_state_change (sequence);
     CREATE INDEX group_state_change_pending ON group_state_change (id) WHERE sequence IS NULL;
     """,
+    # The audit trail, and the caller of a decision (empty for one recorded before). The
+    # indexes serve newest-first listing, unfiltered or with a caller, an action, an
+    # application or a group (as list_audit_query words it). Older replicas ignore both.
+    """
+    ALTER TABLE creation_decision ADD COLUMN caller TEXT COLLATE "C" NOT NULL DEFAULT '';
+    CREATE INDEX creation_decision_caller_time
+        ON creation_decision (caller, decided_at_ms, decision_id);
+    CREATE TABLE audit_event (
+        audit_id TEXT COLLATE "C" PRIMARY KEY,
+        occurred_at_ms BIGINT NOT NULL,
+        caller TEXT COLLATE "C" NOT NULL,
+        action TEXT COLLATE "C" NOT NULL,
+        sdk_app_id BIGINT NOT NULL,
+        group_id TEXT COLLATE "C" NOT NULL,
+        topic_id TEXT COLLATE "C" NOT NULL,
+        reason TEXT NOT NULL,
+        result TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        replica TEXT NOT NULL
+    );
+    CREATE INDEX audit_event_time ON audit_event (occurred_at_ms, audit_id);
+    CREATE INDEX audit_event_caller_time ON audit_event (caller, occurred_at_ms, audit_id);
+    CREATE INDEX audit_event_action_time ON audit_event (action, occurred_at_ms, audit_id);
+    CREATE INDEX audit_event_app_time ON audit_event (sdk_app_id, occurred_at_ms, audit_id);
+    CREATE INDEX audit_event_group_time ON audit_event (group_id, occurred_at_ms, audit_id);
+    """,
 )
 
 # The channel every store NOTIFYs on commit of a change; the payload is the schema's name.
@@ -218,12 +245,22 @@ ACQUIRE_SLOT = """
     SELECT n, (SELECT id FROM taken) FROM counted
 """
 
+# Counts the bucket's window without a lock or a slot (a dry run): it sees every slot whose
+# acquire committed before it began.
+COUNT_SLOTS = "SELECT count(*) FROM rate_limit_slot WHERE bucket = %s AND stamped_ms > %s"
+
 RELEASE_SLOT = "DELETE FROM rate_limit_slot WHERE id = %s"
 
 DELETE_SLOTS = """
     DELETE FROM rate_limit_slot WHERE id IN
         (SELECT id FROM rate_limit_slot WHERE stamped_ms < %(before)s
          ORDER BY stamped_ms LIMIT %(batch)s)
+"""
+
+DELETE_AUDIT_EVENTS = """
+    DELETE FROM audit_event WHERE audit_id IN
+        (SELECT audit_id FROM audit_event WHERE occurred_at_ms < %(before)s
+         ORDER BY occurred_at_ms LIMIT %(batch)s)
 """
 
 DELETE_DECISIONS = """

@@ -50,20 +50,21 @@ LISTEN, so that call returns at once.
 
 Rate limits. acquire counts a bucket's window and takes a slot in one transaction holding
 the bucket's advisory lock, so replicas counting one bucket take turns; it holds no other
-lock. Slots and recorded decisions are not part of the change log: no sequence, no NOTIFY.
+lock. Slots, recorded decisions and audit events are not part of the change log: no
+sequence, no NOTIFY; an audited record inserts its audit event in its own transaction.
 
-Pruning. Each batch (forgetting destroyed states, or deleting old changes, decisions or
-rate-limit slots) is a transaction that first tries the schema's prune lock
+Pruning. Each batch (forgetting destroyed states, or deleting old changes, decisions, audit
+events or rate-limit slots) is a transaction that first tries the schema's prune lock
 (pg_try_advisory_xact_lock): a replica that finds another pruning stops its pass. Batches
 re-check what they delete, so racing passes never forget a state twice; a transaction lock,
 unlike a session lock held across batches, cannot outlive a failed pass on a pooled
 connection and works through a transaction-pooling proxy.
 
-Round trips. A call waits for the server once per read that its writes depend on, its
-statements otherwise pipelined: record twice (BEGIN, the group's lock and read; then the
-writes, the change log, COMMIT and NOTIFY); get, get_many, changes_after (the sequencer and
-the read), acquire, release and append_decisions once. A pooled connection is checked (an
-empty query, one more round trip) as it leaves the pool only when it has been idle there for
+Round trips. A call waits for the server once per read that its writes depend on, its statements
+otherwise pipelined: record twice (BEGIN, the group's lock and read; then the writes, the change
+log, COMMIT and NOTIFY); get, get_many, changes_after (the sequencer and the read), acquire,
+release, append_decisions and append_audit_events once. A pooled connection is checked (an empty
+query, one more round trip) as it leaves the pool only when it has been idle there for
 _RECENTLY_USED_S or longer, so one killed while idle (server restart, terminated backend) is
 replaced rather than handed out; under load none is checked. One that died within that time
 fails its call as StoreUnavailable, never retried (a COMMIT whose answer was lost may have
@@ -89,6 +90,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from chat_policy_shared.field_limits import echo
+from policy_service.audit.audit_log import AuditCursor, AuditEvent, AuditQuery, with_outcome
 from policy_service.clock import now_ms
 from policy_service.engine.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
 from policy_service.engine.rate_limit import Acquisition
@@ -103,6 +105,12 @@ from policy_service.groups.state import (
     apply_to_group,
 )
 from policy_service.groups.store import FullGroupsCursor
+from policy_service.stores.audit_rows import (
+    audit_from_row,
+    insert_audit_event,
+    list_audit_query,
+    row_from_audit,
+)
 from policy_service.stores.deadline import capped
 from policy_service.stores.decision_rows import (
     decision_from_row,
@@ -116,6 +124,8 @@ from policy_service.stores.postgres_schema import (
     CHANGES_AFTER,
     CHANGES_CHANNEL,
     COUNT,
+    COUNT_SLOTS,
+    DELETE_AUDIT_EVENTS,
     DELETE_CHANGES,
     DELETE_DECISIONS,
     DELETE_SLOTS,
@@ -159,6 +169,7 @@ _BUCKET_LOCK = (
     "coalesce(current_schema(), '') || '/' || %s, %s))"
 )
 _INSERT_DECISION = insert_decisions("%s")
+_INSERT_AUDIT = insert_audit_event("%s")
 # Sent after the COMMIT of a change, in a transaction of its own (see the module docstring).
 _NOTIFY = f"SELECT pg_notify('{CHANGES_CHANNEL}', current_schema())"
 
@@ -253,7 +264,7 @@ class PostgresGroupStateStore:
                 raise
         return store
 
-    async def record(self, event: GroupEvent) -> RecordOutcome:
+    async def record(self, event: GroupEvent, audit: AuditEvent | None = None) -> RecordOutcome:
         """Apply an event in one transaction holding its group's lock (every topic, too).
 
         The lock is a transaction-scoped advisory lock on (sdk_app_id, group_id), not
@@ -265,7 +276,7 @@ class PostgresGroupStateStore:
         required: each statement after the lock sees what the previous holder committed.
         A hash collision between two groups only makes them wait for each other. Two round
         trips: BEGIN, the lock and the read; then the writes, the change log's rows, the
-        COMMIT and the NOTIFY.
+        audit event (if any), the COMMIT and the NOTIFY.
         """
         key = event.key
         with self._translated_errors():
@@ -284,6 +295,9 @@ class PostgresGroupStateStore:
                         )
                     await _log_changes(conn, outcome.changed, forgotten=False)
                     after_commit.append(_NOTIFY)
+                if audit is not None:
+                    stored = with_outcome(audit, event, outcome)
+                    await conn.execute(_INSERT_AUDIT, row_from_audit(stored))
         return outcome
 
     async def get(self, key: GroupKey) -> GroupState | None:
@@ -390,6 +404,12 @@ class PostgresGroupStateStore:
         count, slot = row
         return Acquisition(count, count < limit, slot)
 
+    async def count_slots(self, bucket: str, *, window_ms: int, now_ms: int) -> int:
+        """Count the bucket's window in one statement, holding no lock and taking no slot."""
+        rows = await self._read(COUNT_SLOTS, (bucket, now_ms - window_ms))
+        assert rows, "an aggregate always returns a row"
+        return int(rows[0][0])
+
     async def release(self, slot: int) -> None:
         """Delete the slot (nothing if it is gone already)."""
         with self._translated_errors():
@@ -436,6 +456,38 @@ class PostgresGroupStateStore:
             async with self._connection() as conn:
                 deleted, _ = await _repeat(
                     lambda: _delete_batch(conn, DELETE_DECISIONS, before_ms),
+                    until_below=_PRUNE_BATCH,
+                )
+        return deleted
+
+    async def append_audit_events(self, events: Sequence[AuditEvent]) -> None:
+        """Insert the events in one transaction and one round trip, skipping known audit_ids
+        (in audit_id order, so that two appends sharing events never deadlock)."""
+        if not events:
+            return
+        rows = sorted(map(row_from_audit, events), key=lambda row: str(row[0]))
+        with self._translated_errors():
+            async with (
+                self._connection() as conn,
+                _pipelined_transaction(conn),
+                conn.cursor() as cursor,
+            ):
+                await cursor.executemany(_INSERT_AUDIT, rows)
+
+    async def list_audit_events(
+        self, query: AuditQuery, limit: int, after: AuditCursor | None
+    ) -> list[AuditEvent]:
+        """One keyset page of audit events, newest first: an index range scan."""
+        sql, params = list_audit_query(query, limit, after, "%s")
+        return [audit_from_row(row) for row in await self._read(sql, params)]
+
+    async def prune_audit_events(self, before_ms: int) -> int:
+        """Delete audit events that occurred before before_ms, a batch per transaction; the
+        pass stops at the first batch that finds another replica pruning."""
+        with self._translated_errors():
+            async with self._connection() as conn:
+                deleted, _ = await _repeat(
+                    lambda: _delete_batch(conn, DELETE_AUDIT_EVENTS, before_ms),
                     until_below=_PRUNE_BATCH,
                 )
         return deleted

@@ -1,5 +1,5 @@
-"""Retention: forget destroyed groups and delete old change-log entries, decisions and
-rate-limit slots, in a task on the service's event loop."""
+"""Retention: forget destroyed groups and delete old change-log entries, decisions, audit
+events and rate-limit slots, in a task on the service's event loop."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ class RetentionPruner:
         destroyed_retention_s: float,
         change_log_retention_s: float,
         decision_retention_s: float,
+        audit_retention_s: float,
         rate_slot_retention_ms: Callable[[], int],
         interval_s: float,
     ) -> None:
@@ -36,6 +37,7 @@ class RetentionPruner:
         self._destroyed_ms = int(destroyed_retention_s * 1000)
         self._changes_ms = int(change_log_retention_s * 1000)
         self._decisions_ms = int(decision_retention_s * 1000)
+        self._audit_ms = int(audit_retention_s * 1000)
         self._rate_slot_retention_ms = rate_slot_retention_ms
         self._interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
@@ -53,14 +55,16 @@ class RetentionPruner:
         now = now_ms()
         outcome = await self._store.prune(now - self._destroyed_ms, now - self._changes_ms)
         decisions = await self._store.prune_decisions(now - self._decisions_ms)
+        audit_events = await self._store.prune_audit_events(now - self._audit_ms)
         slots = await self._store.prune_slots(now - self._rate_slot_retention_ms())
-        if outcome.forgotten or outcome.changes_deleted or decisions or slots:
+        if outcome.forgotten or outcome.changes_deleted or decisions or audit_events or slots:
             log.info(
                 "retention forgot %d destroyed group states and deleted %d changes,"
-                " %d decisions and %d rate-limit slots",
+                " %d decisions, %d audit events and %d rate-limit slots",
                 outcome.forgotten,
                 outcome.changes_deleted,
                 decisions,
+                audit_events,
                 slots,
             )
 

@@ -1,17 +1,16 @@
 """The embedded SQLite group-state store (WAL, synchronous=FULL: acknowledged means on disk),
 on asyncio.
 
-One process owns the file. Every write (record, acquire, release, the prunes, appended
-decisions) goes to one writer thread, which owns the write connection: a caller queues a
-function for it and awaits a future. The writer takes everything queued (up to _GROUP) and
-runs it in arrival order in one IMMEDIATE transaction, each function in a savepoint of its
-own (one that raises is rolled back alone, and only its caller gets the error), then COMMITs
-once: concurrent writers share one fsync. Only after that COMMIT does it resolve the batch's
-futures, with one call_soon_threadsafe per commit; if the transaction fails, every caller in
-it gets StoreUnavailable and none of its writes stay. One writer also means change-log
-sequences (AUTOINCREMENT: never reused) commit in order, and acquire's count and insert see
-no other write in between. A commit that logged a change wakes wait_for_changes (an
-asyncio.Event on the loop).
+One process owns the file. Every write (record, acquire, release, the prunes, appended decisions
+and audit events) goes to one writer thread, which owns the write connection: a caller queues a
+function for it and awaits a future. The writer takes everything queued (up to _GROUP) and runs
+it in arrival order in one IMMEDIATE transaction, each function in a savepoint of its own (one
+that raises is rolled back alone, and only its caller gets the error), then COMMITs once:
+concurrent writers share one fsync. Only after that COMMIT does it resolve the batch's futures,
+with one call_soon_threadsafe per commit; if the transaction fails, every caller in it gets
+StoreUnavailable and none of its writes stay. One writer also means change-log sequences
+(AUTOINCREMENT: never reused) commit in order, and acquire's count and insert see no other write
+in between. A commit that logged a change wakes wait_for_changes (an asyncio.Event on the loop).
 
 Reads use other connections (WAL: a reader never waits for the writer, and sees every commit
 made before it began, so every write whose future resolved). Where a read runs was measured
@@ -22,9 +21,11 @@ list_full takes ~0.3 ms (1,000 rows: 4.5 ms), 500 changes ~2 ms, 1,000 keys of g
 of up to _INLINE_KEYS keys, change_log_bounds, ping) run inline on the event loop, on a
 connection of the loop's own, whose busy timeout is short (in WAL a reader waits only on a
 recovery); reads that grow with a limit or with the data (list_full, count, changes_after,
-list_decisions, larger get_many) run on _READ_THREADS read threads, each with its own
-connection (SQLite releases the GIL while it steps, so the loop runs meanwhile). Rate-limit
-slots and the decision log live in the same file, outside the change log.
+list_decisions, list_audit_events, larger get_many) run on _READ_THREADS read threads, each
+with its own connection (SQLite releases the GIL while it steps, so the loop runs meanwhile).
+Rate-limit
+slots, the decision log and the audit trail live in the same file, outside the change log;
+an audited record stores its audit event in the record's savepoint.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from chat_policy_shared.field_limits import echo
+from policy_service.audit.audit_log import AuditCursor, AuditEvent, AuditQuery, with_outcome
 from policy_service.clock import now_ms
 from policy_service.engine.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
 from policy_service.engine.rate_limit import Acquisition
@@ -55,6 +57,12 @@ from policy_service.groups.state import (
     apply_to_group,
 )
 from policy_service.groups.store import FullGroupsCursor
+from policy_service.stores.audit_rows import (
+    audit_from_row,
+    insert_audit_event,
+    list_audit_query,
+    row_from_audit,
+)
 from policy_service.stores.decision_rows import (
     decision_from_row,
     insert_decisions,
@@ -145,6 +153,33 @@ MIGRATIONS = (
     CREATE INDEX creation_decision_operator_time
         ON creation_decision (operator_account, decided_at_ms, decision_id);
     """,
+    # The audit trail, and the caller of a decision (empty for one recorded before). The
+    # indexes serve newest-first listing, unfiltered or with a caller, an action, an
+    # application or a group (as list_audit_query words it).
+    """
+    ALTER TABLE creation_decision ADD COLUMN caller TEXT NOT NULL DEFAULT '';
+    CREATE INDEX creation_decision_caller_time
+        ON creation_decision (caller, decided_at_ms, decision_id);
+    CREATE TABLE audit_event (
+        audit_id TEXT PRIMARY KEY,
+        occurred_at_ms INTEGER NOT NULL,
+        caller TEXT NOT NULL,
+        action TEXT NOT NULL,
+        sdk_app_id INTEGER NOT NULL,
+        group_id TEXT NOT NULL,
+        topic_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        result TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        replica TEXT NOT NULL
+    );
+    CREATE INDEX audit_event_time ON audit_event (occurred_at_ms, audit_id);
+    CREATE INDEX audit_event_caller_time ON audit_event (caller, occurred_at_ms, audit_id);
+    CREATE INDEX audit_event_action_time ON audit_event (action, occurred_at_ms, audit_id);
+    CREATE INDEX audit_event_app_time ON audit_event (sdk_app_id, occurred_at_ms, audit_id);
+    CREATE INDEX audit_event_group_time ON audit_event (group_id, occurred_at_ms, audit_id);
+    """,
 )
 
 _COLUMNS = (
@@ -158,6 +193,8 @@ _LOG = (
     f" VALUES ({', '.join('?' * 12)})"
 )
 _INSERT_DECISION = insert_decisions("?")
+_COUNT_SLOTS = "SELECT count(*) FROM rate_limit_slot WHERE bucket = ? AND stamped_ms > ?"
+_INSERT_AUDIT = insert_audit_event("?")
 log = logging.getLogger(__name__)
 
 # Rows per statement or transaction in bulk reads and pruning: bounded work per transaction.
@@ -412,13 +449,16 @@ class SQLiteGroupStateStore:
         """How many writes those transactions held: over commits, the writes per commit."""
         return self._writer.committed_writes
 
-    async def record(self, event: GroupEvent) -> RecordOutcome:
-        """Apply an event in the writer's transaction (to every topic, for a whole group)."""
+    async def record(self, event: GroupEvent, audit: AuditEvent | None = None) -> RecordOutcome:
+        """Apply an event in the writer's transaction (to every topic, for a whole group),
+        with its audit event in the same savepoint."""
 
         def write(db: _Db) -> RecordOutcome:
             outcome = apply_to_group(_select_group(db, event.key), event)
             db.executemany(_UPSERT, [row_from_state(state) for state in outcome.changed])
             self._log(db, outcome.changed, forgotten=False)
+            if audit is not None:
+                db.execute(_INSERT_AUDIT, row_from_audit(with_outcome(audit, event, outcome)))
             return outcome
 
         return await self._write(write)
@@ -564,10 +604,7 @@ class SQLiteGroupStateStore:
         writer: no other write comes in between."""
 
         def write(db: _Db) -> Acquisition:
-            ((count,),) = db.execute(
-                "SELECT count(*) FROM rate_limit_slot WHERE bucket = ? AND stamped_ms > ?",
-                (bucket, now_ms - window_ms),
-            ).fetchall()
+            ((count,),) = db.execute(_COUNT_SLOTS, (bucket, now_ms - window_ms)).fetchall()
             within = count < limit
             if not (within or force):
                 return Acquisition(count, within, None)
@@ -578,6 +615,16 @@ class SQLiteGroupStateStore:
             return Acquisition(count, within, slot)
 
         return await self._write(write)
+
+    async def count_slots(self, bucket: str, *, window_ms: int, now_ms: int) -> int:
+        """Count the bucket's slots in the window, on a read thread: it sees every slot whose
+        acquire returned."""
+
+        def read(db: _Db) -> int:
+            ((count,),) = db.execute(_COUNT_SLOTS, (bucket, now_ms - window_ms)).fetchall()
+            return int(count)
+
+        return await self._read(read)
 
     async def release(self, slot: int) -> None:
         """Delete the slot (nothing if it is gone already)."""
@@ -621,6 +668,35 @@ class SQLiteGroupStateStore:
         return await self._delete_in_batches(
             "DELETE FROM creation_decision WHERE rowid IN (SELECT rowid FROM creation_decision"
             " WHERE decided_at_ms < ? ORDER BY decided_at_ms LIMIT ?)",
+            before_ms,
+        )
+
+    async def append_audit_events(self, events: Sequence[AuditEvent]) -> None:
+        """Insert the events in one write, skipping known audit_ids."""
+        if not events:
+            return
+
+        def write(db: _Db) -> None:
+            db.executemany(_INSERT_AUDIT, map(row_from_audit, events))
+
+        await self._write(write)
+
+    async def list_audit_events(
+        self, query: AuditQuery, limit: int, after: AuditCursor | None
+    ) -> list[AuditEvent]:
+        """One keyset page of audit events, newest first: an index range scan."""
+        sql, params = list_audit_query(query, limit, after, "?")
+
+        def read(db: _Db) -> list[AuditEvent]:
+            return [audit_from_row(row) for row in db.execute(sql, params).fetchall()]
+
+        return await self._read(read)
+
+    async def prune_audit_events(self, before_ms: int) -> int:
+        """Delete audit events that occurred before before_ms, a batch per write."""
+        return await self._delete_in_batches(
+            "DELETE FROM audit_event WHERE rowid IN (SELECT rowid FROM audit_event"
+            " WHERE occurred_at_ms < ? ORDER BY occurred_at_ms LIMIT ?)",
             before_ms,
         )
 

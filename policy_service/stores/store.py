@@ -1,11 +1,12 @@
-"""The whole store's interface (group state, rate-limit slots, decisions) and opening one from
-a database URL."""
+"""The whole store's interface (group state, rate-limit slots, decisions, the audit trail) and
+opening one from a database URL."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Protocol
 
+from policy_service.audit.audit_log import AuditLog
 from policy_service.engine.decision_log import DecisionLog
 from policy_service.engine.rate_limit import RateCounter
 from policy_service.errors import PolicyServiceError
@@ -15,12 +16,13 @@ from policy_service.groups.store import GroupStateStore
 SQLITE_PREFIX = "sqlite:///"
 
 
-class Store(GroupStateStore, RateCounter, DecisionLog, Protocol):
+class Store(GroupStateStore, RateCounter, DecisionLog, AuditLog, Protocol):
     """A whole store, as open_store returns it: group states and their change log, the
-    rate-limit slots and the decision log, in one database.
+    rate-limit slots, the decision log and the audit trail, in one database.
 
-    Both stores (SQLite, PostgreSQL) implement all three interfaces; code that needs only one
-    part takes that part's interface. Slots and decisions are not part of the change log.
+    Both stores (SQLite, PostgreSQL) implement all four interfaces; code that needs only one
+    part takes that part's interface. Slots, decisions and audit events are not part of the
+    change log.
     """
 
 

@@ -17,6 +17,7 @@ from adapter.group_state import GROUP_FULL, replay_to
 from adapter.settings import OnPolicyError
 from adapter.signature import compute_sign
 from adapter.spool import Replayer
+from chat_policy_shared.version import version
 from chatpolicy.v1 import creation_policy_service_pb2 as cpb
 from tests.adapter.chat import APP, Chat, FakePolicyClient, FakeRpcError, MakeChat
 from tests.chat_samples import BEFORE_CREATE_SAMPLE, GROUP_FULL_SAMPLE
@@ -258,3 +259,9 @@ def test_metrics_are_served_beside_a_webhook_at_its_own_path(make_chat: MakeChat
     assert chat.post(BEFORE_CREATE, BEFORE_CREATE_SAMPLE).status_code == 200
     assert ("chat_policy_adapter_spool_depth", frozenset()) in scrape(chat)
     assert chat.client.simulate_post("/", body=b"{}").status_code == 404
+
+
+def test_metrics_say_which_version_runs(chat: Chat) -> None:
+    """/metrics carries chat_policy_build_info of the adapter, with chat-policy's version."""
+    info = frozenset({"component": "adapter", "version": version()}.items())
+    assert scrape(chat)[("chat_policy_build_info", info)] == 1

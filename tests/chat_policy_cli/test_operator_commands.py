@@ -195,6 +195,8 @@ def test_bad_arguments_exit_2_with_a_usage_message(
         (["groups", "watch"], "0  stopped with Ctrl-C (SIGINT) or SIGTERM"),
         (["groups", "clear"], "google.rpc.ErrorInfo reason"),
         (["decide"], "0  the service decided, whether it allows or denies"),
+        (["decisions", "list"], "1  the call failed: one line on stderr"),
+        (["policy", "show"], "2  bad arguments or configuration"),
         (["sign"], "2  bad arguments"),
         (["simulate"], "3  HTTP 200 with another ErrorCode: Chat would see a refusal"),
     ],

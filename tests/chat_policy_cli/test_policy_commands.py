@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from chat_policy_cli.main import main
-from chat_policy_cli.policy_commands import DEFAULT_NOW_MS, parse_time_ms
+from chat_policy_cli.policy_commands import DEFAULT_NOW_MS
+from chat_policy_cli.times import parse_time_ms
 from policy_service.engine.policy_file import load_policy
 
 ROOT = Path(__file__).resolve().parents[2]

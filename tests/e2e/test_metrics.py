@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.processes import free_port
+from chat_policy_shared.version import version
 from tests.chat_samples import BEFORE_CREATE_SAMPLE, GROUP_FULL_SAMPLE
 from tests.e2e.deployment import Deployment, adapter_serves
 from tests.waiting import wait_for
@@ -145,3 +146,23 @@ def test_metrics_add_up_across_workers_and_survive_a_killed_worker(
     adapter.send_signal(signal.SIGTERM)
     assert adapter.wait(timeout=20) == 0
     assert list(adapter_tmp.iterdir()) == []
+
+
+def test_the_adapter_serves_process_metrics_of_its_master_and_each_worker(
+    deployment: Deployment,
+) -> None:
+    """Whichever worker answers, the adapter's /metrics has process_* for gunicorn's master
+    and for each live worker, one series each labelled with its pid and role, and its build
+    info."""
+    adapter = deployment.start_adapter(new_session=True)
+    wait_for(lambda: len(workers(adapter.pid)) == 2, 20, "two gunicorn workers")
+    processes = {(str(adapter.pid), "master")}
+    processes |= {(str(pid), "worker") for pid in workers(adapter.pid)}
+    info = frozenset({"component": "adapter", "version": version()}.items())
+    for _ in range(6):  # each scrape on a new connection: both workers answer some
+        samples = scrape(deployment.http_port)
+        for name in ("process_cpu_seconds_total", "process_resident_memory_bytes"):
+            series = [dict(labels) for sample, labels in samples if sample == name]
+            assert {(labels["pid"], labels["role"]) for labels in series} == processes
+            assert len(series) == len(processes)
+        assert samples[("chat_policy_build_info", info)] == 1

@@ -224,6 +224,40 @@ def test_a_request_whose_headers_go_on_past_the_cap_gets_431(deployment: Deploym
     assert answer == (200, OK)
 
 
+def test_headers_past_the_cap_in_one_read_get_431(deployment: Deployment) -> None:
+    """A whole request whose headers are past 32 KB gets 431 even when its line, headers and
+    end of headers arrive in one read (the app never sees it); the next is answered."""
+    start(deployment, CHAT_POLICY_HTTP_READ_TIMEOUT_S="120")
+    now = str(int(time.time()))
+    signed = query("Group.CallbackAfterGroupFull", RequestTime=now, Sign=compute_sign(TOKEN, now))
+    document = body(GROUP_FULL_SAMPLE)
+
+    def request(padding: int) -> bytes:
+        return (
+            f"POST /?{signed} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n".encode()
+            + f"X-Padding: {'a' * padding}\r\n".encode()
+            + f"Content-Length: {len(document)}\r\n\r\n".encode()
+            + document
+        )
+
+    client = connect(deployment)
+    with client:
+        client.sendall(request(40_000))
+        response = read_to_close(client)
+    assert response.startswith(b"HTTP/1.1 431 "), response[:200]
+    # The same, as the second request of a kept-alive connection.
+    client = connect(deployment)
+    with client:
+        client.sendall(request(10))
+        first = client.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200 "), first[:200]
+        client.sendall(request(40_000))
+        response = read_to_close(client)
+    assert response.startswith(b"HTTP/1.1 431 "), response[:200]
+    assert limit_refusals(deployment, "header_size") == 2
+    assert signed_post(deployment, "Group.CallbackAfterGroupFull", document) == (200, OK)
+
+
 def test_requests_beyond_the_connection_cap_get_503(deployment: Deployment) -> None:
     """With a cap of 4 connections on one worker, a webhook on a 4th connection is answered,
     one on a 5th gets 503 in Chat's JSON, and once the idle connections go it is answered."""

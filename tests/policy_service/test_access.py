@@ -16,6 +16,8 @@ from prometheus_client import REGISTRY
 
 from chat_policy_shared.channel import ChannelSecurity, open_channel
 from chatpolicy.v1 import (
+    audit_service_pb2,
+    audit_service_pb2_grpc,
     creation_policy_service_pb2,
     creation_policy_service_pb2_grpc,
     group_state_service_pb2,
@@ -47,6 +49,10 @@ allow = ["policy.read"]
 [callers.named]
 certificates = ["cn-only"]
 allow = ["group-state.read"]
+
+[callers.auditor]
+certificates = ["auditor.internal"]
+allow = ["audit.read"]
 """
 
 
@@ -60,6 +66,7 @@ def pki(tmp_path: Path) -> Pki:
     pki.issue_client("reader", dns=("reader.internal", "other.internal"), cn="someone")
     pki.issue_client("named", cn="cn-only")
     pki.issue_client("stranger", uris=("spiffe://example.org/stranger",))
+    pki.issue_client("auditor", dns=("auditor.internal",))
     return pki
 
 
@@ -91,6 +98,7 @@ class Client:
         self.groups = group_state_service_pb2_grpc.GroupStateServiceStub(self.channel)
         self.creation = creation_policy_service_pb2_grpc.CreationPolicyServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
+        self.audit = audit_service_pb2_grpc.AuditServiceStub(self.channel)
 
     def get(self) -> grpc.StatusCode:
         """GetGroupState of a group never seen: NOT_FOUND when the caller may read."""
@@ -247,3 +255,24 @@ def test_an_edited_file_applies_and_a_broken_one_is_refused(
     assert billing.record() == grpc.StatusCode.OK
     assert "access file reload refused, still applying sha256:" in caplog.text
     assert "caller 'broken' field 'allow': unknown permission 'everything'" in caplog.text
+
+
+def test_access_reloads_are_audited(server: Server, pki: Pki, tmp_path: Path) -> None:
+    """Each reload of the access file is an access.reload event of the audit trail by
+    "local": OK with the revision, or REFUSED with why (read by a caller with audit.read)."""
+    request = audit_service_pb2.ListAuditEventsRequest(action="access.reload")
+    auditor = Client(server, pki, "auditor")
+
+    def events() -> list[Any]:
+        return list(auditor.audit.ListAuditEvents(request, timeout=5).events)
+
+    access_file = tmp_path / "access.toml"
+    access_file.write_text(ACCESS + "# edited\n")
+    wait_for(lambda: len(events()) == 1, what="the reload's event")
+    access_file.write_text(ACCESS + "[callers.x]\n")
+    wait_for(lambda: len(events()) == 2, what="the refusal's event")
+    refused, loaded = events()
+    assert (loaded.caller, loaded.reason, loaded.result) == ("local", "file changed", "OK")
+    assert loaded.detail.startswith("revision sha256:")
+    assert (refused.result, refused.caller) == ("REFUSED", "local")
+    assert "caller 'x': cannot be recognised" in refused.detail

@@ -7,15 +7,20 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from chatpolicy.v1 import creation_policy_service_pb2 as pb
+from policy_service.engine.decision_log import DecisionRecord
 from policy_service.engine.policy_file import load_policy, parse_policy
 from policy_service.engine.policy_reload import PolicyHolder
 from policy_service.errors import StoreUnavailable
+from policy_service.stores.store import open_store
 from tests.policy_service.servers import APP, BrokenStore, Serve, Server, error_info
 from tests.waiting import wait_for
 
@@ -315,6 +320,79 @@ def test_get_policy_counts_decisions_shadow_hits_and_errors_per_rule(serve: Serv
         ("default", 2, 0, 0),
         ("names", 1, 0, 0),
         ("shadow-short-names", 0, 2, 0),
+    ]
+
+
+def decisions_counted(rule: str, effect: str) -> float:
+    """chat_policy_service_decisions_total for a rule and effect in this process, so far."""
+    labels = {"rule": rule, "effect": effect}
+    return REGISTRY.get_sample_value("chat_policy_service_decisions_total", labels) or 0.0
+
+
+def test_a_dry_run_takes_no_rate_limit_slot(serve: Serve) -> None:
+    """Dry runs are decided, explained and marked, and take no slot: with limit 2, two live
+    creations are still allowed after many dry runs, and then a dry run is refused too."""
+    server = serve(policy=parse_policy(POLICY))
+    for _ in range(5):
+        dry = check(server, operator_account="a", name="group", dry_run=True)
+        assert (dry.decision, dry.dry_run) == (pb.DECISION_ALLOW, True)
+        assert [e.rule_id for e in dry.evaluations] == [
+            "names",
+            "shadow-short-names",
+            "cel-error",
+            "rate",
+        ]
+    live = [check(server, operator_account="a", name="group") for _ in range(2)]
+    assert [(r.decision, r.dry_run) for r in live] == [(pb.DECISION_ALLOW, False)] * 2
+    assert list(live[0].evaluations) == []
+    refused = check(server, operator_account="a", name="group", dry_run=True)
+    assert (refused.decision, refused.rule_id, refused.dry_run) == (pb.DECISION_DENY, "rate", True)
+
+
+def test_a_dry_run_is_neither_recorded_nor_counted(serve: Serve) -> None:
+    """ListDecisions never lists a dry run, and neither GetPolicy's rule_stats nor the
+    decision metrics count it."""
+    server = serve(policy=parse_policy(POLICY))
+    metric_before = decisions_counted("names", "deny")
+    for _ in range(3):
+        check(server, operator_account="a", name="casino", dry_run=True)
+    live = check(server, operator_account="b", name="group", create_group_num=1)
+    # Records are stored in the order decided: once the live one is listed, a dry run
+    # recorded before it would be too.
+    wait_for(lambda: len(list_decisions(server).decisions) == 1)
+    assert [d.decision_id for d in list_decisions(server).decisions] == [live.decision_id]
+    stats = server.creation.GetPolicy(pb.GetPolicyRequest(), timeout=5).rule_stats
+    assert [(s.rule_id, s.decided) for s in stats] == [("default", 1)]
+    assert decisions_counted("names", "deny") == metric_before
+
+
+class KeptDecisions:
+    """A store that also keeps every decision record appended to it, as it was given."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.appended: list[DecisionRecord] = []
+
+    @classmethod
+    async def open(cls, url: str) -> KeptDecisions:
+        return cls(await open_store(url))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def append_decisions(self, records: Sequence[DecisionRecord]) -> None:
+        self.appended += records
+        await self._store.append_decisions(records)
+
+
+def test_a_recorded_decision_carries_its_caller(serve: Serve) -> None:
+    """The record of a decision names who asked: without an access file, "anonymous"."""
+    server = serve(store=KeptDecisions.open, policy=parse_policy(POLICY))
+    kept: KeptDecisions = server.store.target
+    decided = check(server, operator_account="a", name="group")
+    wait_for(lambda: len(kept.appended) == 1)
+    assert [(r.decision_id, r.caller) for r in kept.appended] == [
+        (decided.decision_id, "anonymous")
     ]
 
 

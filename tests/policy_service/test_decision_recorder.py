@@ -74,7 +74,7 @@ def decide(recorder: Driven, operator: str, latency_us: int = 7) -> str:
     decision ID."""
     request = CreationRequest(1400000000, operator_account=operator)
     decision = run(POLICY.decide(request, now_ms=1))
-    recorder.record(request, decision, 1, latency_us)
+    recorder.record(request, decision, 1, latency_us, "ops-console")
     return decision.decision_id
 
 
@@ -96,7 +96,8 @@ def test_decisions_arriving_together_are_stored_in_one_append(
 
 
 def test_a_record_keeps_the_request_as_json(event_loop_thread: LoopThread) -> None:
-    """The stored record carries the request's fields as a JSON object and the decision."""
+    """The stored record carries the request's fields as a JSON object, the decision and
+    its caller."""
     log = RecordingLog()
     recorder = Driven(event_loop_thread, DecisionRecorder(log, linger_s=0))
     recorder.start()
@@ -105,6 +106,7 @@ def test_a_record_keeps_the_request_as_json(event_loop_thread: LoopThread) -> No
     recorder.stop()
     (record,) = log.appends[0]
     assert record.effect == "allow" and record.latency_us == 7
+    assert record.caller == "ops-console"
     assert '"operator_account":"alice"' in record.request_json
 
 

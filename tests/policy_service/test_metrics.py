@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from chat_policy_shared.version import version
 from chatpolicy.v1 import creation_policy_service_pb2 as cpb
 from chatpolicy.v1 import group_state_service_pb2 as pb
 from chatpolicy.v1 import group_state_service_pb2_grpc
@@ -214,6 +215,23 @@ def test_the_reload_status_follows_the_policy_file(tmp_path: Path) -> None:
     path.write_bytes(POLICY)
     assert holder.reload()
     assert gauges()[("chat_policy_service_policy_last_reload_success", frozenset())] == 1
+
+
+def test_the_service_serves_its_build_info_and_process_metrics() -> None:
+    """/metrics says what runs (chat_policy_build_info, component service) and how the process
+    fares: its CPU, memory, file descriptors and start time, unlabelled (one process)."""
+    holder = PolicyHolder(None, load_policy(None))
+    registry = service_registry(BrokenStore(StoreUnavailable("down")), holder)
+    samples = parse(generate_latest(registry).decode())
+    info = frozenset({"component": "service", "version": version()}.items())
+    assert samples[("chat_policy_build_info", info)] == 1
+    for name in (
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ):
+        assert samples[(name, frozenset())] > 0
 
 
 def test_a_taken_metrics_port_is_a_bind_error(

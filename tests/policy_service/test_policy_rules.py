@@ -63,6 +63,10 @@ class UnavailableCounter:
         """Fails."""
         raise StoreUnavailable("connection refused")
 
+    async def count_slots(self, bucket: str, *, window_ms: int, now_ms: int) -> int:
+        """Fails."""
+        raise StoreUnavailable("connection refused")
+
     async def release(self, slot: int) -> None:
         """Fails."""
         raise StoreUnavailable("connection refused")
@@ -632,6 +636,42 @@ def test_rate_limit_without_operator_is_not_counted() -> None:
     """A request naming neither operator nor owner has nobody to count and passes."""
     policy, counter = one_rule("rate_limit", 'limit = 1\nwindow = "1h"'), InMemoryRateCounter()
     assert [refuses(policy, req(), counter=counter, now_ms=T0) for _ in range(3)] == [False] * 3
+
+
+def test_dry_runs_take_no_slot_but_see_the_slots_taken() -> None:
+    """With limit 1, dry runs allow again and again and the live request after them is still
+    allowed; once it took the slot, a dry run is refused as the next live request is."""
+    policy, counter = one_rule("rate_limit", 'limit = 1\nwindow = "1h"'), InMemoryRateCounter()
+    alice = req(operator_account="alice")
+    for _ in range(3):
+        assert not refuses(policy, alice, counter=counter, now_ms=T0, dry_run=True)
+    assert not refuses(policy, alice, counter=counter, now_ms=T0)
+    dry = run(policy.decide(alice, counter=counter, now_ms=T0 + 1, dry_run=True))
+    assert (dry.rule_id, dry.outcome) == ("r", REFUSAL)
+    assert dry.reason == "operator 'alice' reached 1 creations in 3600s"
+    assert refuses(policy, alice, counter=counter, now_ms=T0 + 2)
+
+
+def test_a_dry_run_is_explained_without_being_asked() -> None:
+    """A dry run lists every evaluated rule, as explain does."""
+    policy, counter = one_rule("rate_limit", RATE), InMemoryRateCounter()
+    decision = run(policy.decide(req(operator_account="a"), counter=counter, dry_run=True))
+    assert [(e.rule_id, e.result) for e in decision.evaluations] == [("r", RuleResult.PASSED)]
+
+
+def test_a_shadow_rate_limit_in_a_dry_run_reports_and_takes_no_slot() -> None:
+    """A shadow limit, which takes a slot even over its limit when live, takes none in a dry
+    run, and still reports when it would have refused."""
+    policy = one_rule("rate_limit", 'limit = 1\nwindow = "1h"', shadow=True)
+    counter = InMemoryRateCounter()
+    alice = req(operator_account="alice")
+    dry = run(policy.decide(alice, counter=counter, now_ms=T0, dry_run=True))
+    assert dry.shadow_hits == ()
+    live = run(policy.decide(alice, counter=counter, now_ms=T0))
+    assert live.shadow_hits == ()
+    dry = run(policy.decide(alice, counter=counter, now_ms=T0, dry_run=True))
+    assert [h.rule_id for h in dry.shadow_hits] == ["r"]
+    assert run(counter.count_slots("r:1400000000:alice", window_ms=3_600_000, now_ms=T0)) == 1
 
 
 LIMIT_THEN_NAME = """version = 1

@@ -122,6 +122,7 @@ def test_concurrent_replicas_apply_each_migration_once(
         ).fetchall()
     assert [version for (version,) in versions] == list(range(1, len(MIGRATIONS) + 1))
     assert [table for (_, table) in tables] == [
+        "audit_event",
         "change_log_state",
         "creation_decision",
         "group_state",

@@ -13,10 +13,11 @@ CREATION_POLICY_SERVICE = "chatpolicy.v1.CreationPolicyService"
 
 
 def test_reflection_lists_every_service(serve: Serve) -> None:
-    """Reflection lists both chatpolicy services, health and reflection itself, nothing else."""
+    """Reflection lists the chatpolicy services, health and reflection itself, nothing else."""
     server = serve()
     database = ProtoReflectionDescriptorDatabase(server.channel)
     assert sorted(database.get_services()) == [
+        "chatpolicy.v1.AuditService",
         CREATION_POLICY_SERVICE,
         "chatpolicy.v1.GroupStateService",
         "grpc.health.v1.Health",

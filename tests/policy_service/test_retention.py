@@ -1,5 +1,6 @@
-"""Retention of decisions and rate-limit slots: what a pass deletes and logs, its setting,
-and the service's own pruner (destroyed groups and the change log: test_watch.py)."""
+"""Retention of decisions, audit events and rate-limit slots: what a pass deletes and logs,
+its settings, and the service's own pruner (destroyed groups and the change log:
+test_watch.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from policy_service.audit.audit_log import AuditEvent, AuditQuery
 from policy_service.clock import now_ms
 from policy_service.engine.decision_log import DecisionQuery, DecisionRecord
 from policy_service.settings import ServiceSettings, SettingsError
@@ -18,6 +20,7 @@ from policy_service.stores.retention import RetentionPruner
 from tests.event_loops import Blocking
 from tests.policy_service.servers import APP, Serve
 from tests.policy_service.stores import open_fresh
+from tests.waiting import wait_for
 
 HOUR_S = 3600.0
 
@@ -46,6 +49,29 @@ def decision_ids(store: Any) -> list[str]:
     return [record.decision_id for record in store.list_decisions(DecisionQuery(), 100, None)]
 
 
+def audit_event(audit_id: str, occurred_at_ms: int) -> AuditEvent:
+    """A clear of a group of APP by ops, at occurred_at_ms."""
+    return AuditEvent(
+        audit_id=audit_id,
+        occurred_at_ms=occurred_at_ms,
+        caller="ops",
+        action="/chatpolicy.v1.GroupStateService/ClearGroupFull",
+        sdk_app_id=APP,
+        group_id="@TGS#2J4SZEAEL",
+        topic_id="",
+        reason="cap raised",
+        result="OK",
+        detail="applied",
+        request_id="r-1",
+        replica="host:1",
+    )
+
+
+def audit_ids(store: Any) -> list[str]:
+    """The stored audit events' IDs, newest first."""
+    return [event.audit_id for event in store.list_audit_events(AuditQuery(), 100, None)]
+
+
 def slots_of(store: Any, bucket: str) -> int:
     """How many slots the bucket holds, whatever their age (limit 0: taking none)."""
     return store.acquire(bucket, window_ms=10**12, limit=0, now_ms=now_ms()).count_before
@@ -70,6 +96,7 @@ def test_pass_deletes_old_decisions_and_slots_and_logs_the_counts(
     """A pass deletes decisions and slots older than their retentions, keeps newer ones, logs."""
     now = now_ms()
     store.append_decisions([decision("old", now - 60_000), decision("new", now - 5_000)])
+    store.append_audit_events([audit_event("old", now - 25_000), audit_event("new", now - 15_000)])
     store.acquire("b", window_ms=1, limit=1, now_ms=now - 30_000)
     store.acquire("b", window_ms=1, limit=1, now_ms=now - 1_000)
     pruner = pruner_of(
@@ -77,16 +104,18 @@ def test_pass_deletes_old_decisions_and_slots_and_logs_the_counts(
         destroyed_retention_s=HOUR_S,
         change_log_retention_s=HOUR_S,
         decision_retention_s=30,
+        audit_retention_s=20,
         rate_slot_retention_ms=lambda: 10_000,
         interval_s=60,
     )
     with caplog.at_level(logging.INFO, logger="policy_service.stores.retention"):
         pruner.prune_once()
     assert decision_ids(store) == ["new"]
+    assert audit_ids(store) == ["new"]
     assert slots_of(store, "b") == 1
     assert caplog.messages == [
         "retention forgot 0 destroyed group states and deleted 0 changes,"
-        " 1 decisions and 1 rate-limit slots"
+        " 1 decisions, 1 audit events and 1 rate-limit slots"
     ]
 
 
@@ -102,6 +131,7 @@ def test_pass_with_nothing_to_delete_logs_nothing(
         destroyed_retention_s=HOUR_S,
         change_log_retention_s=HOUR_S,
         decision_retention_s=HOUR_S,
+        audit_retention_s=HOUR_S,
         rate_slot_retention_ms=lambda: 60_000,
         interval_s=60,
     )
@@ -120,6 +150,7 @@ def test_slot_retention_is_asked_at_every_pass(store: Any) -> None:
         destroyed_retention_s=HOUR_S,
         change_log_retention_s=HOUR_S,
         decision_retention_s=HOUR_S,
+        audit_retention_s=HOUR_S,
         rate_slot_retention_ms=lambda: retention_ms[0],
         interval_s=60,
     )
@@ -139,6 +170,27 @@ def test_service_prunes_old_decisions_through_its_pruner(serve: Serve) -> None:
     while decision_ids(server.store) != ["kept"]:
         assert time.monotonic() < deadline, f"still stored: {decision_ids(server.store)}"
         time.sleep(0.05)
+
+
+def test_service_prunes_old_audit_events_through_its_pruner(serve: Serve) -> None:
+    """With a short audit retention the service itself deletes an old audit event, not a new one."""
+    server = serve(audit_retention_s=0.4)
+    now = now_ms()
+    server.store.append_audit_events(
+        [audit_event("old", now - 1_000), audit_event("kept", now + 60_000)]
+    )
+    wait_for(lambda: audit_ids(server.store) == ["kept"], what="the old audit event to go")
+
+
+def test_audit_retention_setting_is_read_and_must_be_positive() -> None:
+    """CHAT_POLICY_AUDIT_RETENTION_S sets the retention (default 90 days) and the pruning pace."""
+    assert ServiceSettings().audit_retention_s == 90 * 86400
+    settings = ServiceSettings.from_env({"CHAT_POLICY_AUDIT_RETENTION_S": "4"})
+    assert settings.audit_retention_s == 4.0
+    assert settings.prune_interval_s == 1.0
+    for value in ("0", "-5", "a quarter"):
+        with pytest.raises(SettingsError, match="CHAT_POLICY_AUDIT_RETENTION_S"):
+            ServiceSettings.from_env({"CHAT_POLICY_AUDIT_RETENTION_S": value})
 
 
 def test_decision_retention_setting_is_read_and_must_be_positive() -> None:

@@ -995,6 +995,22 @@ def test_forced_acquire_takes_a_slot_beyond_the_limit(counter: RateCounter) -> N
     assert within.slot is not None
 
 
+def test_count_slots_counts_the_window_as_acquire_does_and_takes_none(
+    counter: RateCounter,
+) -> None:
+    """count_slots says what acquire's count_before would be, and leaves the window as it is:
+    a limit of 1 still lets the next acquire take the slot."""
+    assert counter.count_slots("b", window_ms=WINDOW_MS, now_ms=1000) == 0
+    assert counter.count_slots("b", window_ms=WINDOW_MS, now_ms=1000) == 0
+    assert take(counter, "b", 1000, limit=1).within_limit
+    take(counter, "other", 1000, limit=1)
+    assert counter.count_slots("b", window_ms=WINDOW_MS, now_ms=1001) == 1
+    assert take(counter, "b", 1001, limit=1) == Acquisition(1, False, None)
+    assert counter.count_slots("b", window_ms=WINDOW_MS, now_ms=1999) == 1
+    assert counter.count_slots("b", window_ms=WINDOW_MS, now_ms=2000) == 0
+    assert take(counter, "b", 2000, limit=1).within_limit
+
+
 def test_release_frees_a_slot(counter: RateCounter) -> None:
     """A released slot no longer counts; releasing it again changes nothing."""
     first = take(counter, "b", 1000)

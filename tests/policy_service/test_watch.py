@@ -26,7 +26,8 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 GROUP_STATE_SERVICE = "chatpolicy.v1.GroupStateService"
 CREATION_POLICY_SERVICE = "chatpolicy.v1.CreationPolicyService"
-ALL_SERVICES = ("", GROUP_STATE_SERVICE, CREATION_POLICY_SERVICE)
+AUDIT_SERVICE = "chatpolicy.v1.AuditService"
+ALL_SERVICES = ("", GROUP_STATE_SERVICE, CREATION_POLICY_SERVICE, AUDIT_SERVICE)
 # A fixed EventTime for tests that do not depend on the service's clock.
 T0 = 1_670_574_414_000
 # Every stream is opened with this deadline: a message that never comes fails the test.
@@ -444,13 +445,14 @@ def check(server: Server, service: str) -> int:
 
 
 def test_health_serves_on_a_working_store(serve: Serve) -> None:
-    """On a working store, the server and both services are SERVING."""
+    """On a working store, the server and every service are SERVING."""
     server = serve()
-    assert [check(server, service) for service in ALL_SERVICES] == [SERVING] * 3
+    assert [check(server, service) for service in ALL_SERVICES] == [SERVING] * 4
 
 
 def test_health_follows_the_store(serve: Serve) -> None:
-    """A store that is down makes the server and GroupStateService NOT_SERVING, not creation."""
+    """A store that is down makes the server, GroupStateService and AuditService NOT_SERVING,
+    not creation."""
     server = serve(store=BrokenStore(StoreUnavailable("down")))
     deadline = time.monotonic() + 10.0
     while check(server, GROUP_STATE_SERVICE) != NOT_SERVING:
@@ -460,6 +462,7 @@ def test_health_follows_the_store(serve: Serve) -> None:
         NOT_SERVING,
         NOT_SERVING,
         SERVING,
+        NOT_SERVING,
     ]
 
 
@@ -471,10 +474,10 @@ def test_stop_reports_not_serving_then_the_server_is_gone(serve: Serve) -> None:
         for s in ALL_SERVICES
     ]
     try:
-        assert [next(w).status for w in watches] == [SERVING] * 3
+        assert [next(w).status for w in watches] == [SERVING] * 4
         stopping = threading.Thread(target=server.stop_service, args=(10.0,))
         stopping.start()
-        assert [next(w).status for w in watches] == [NOT_SERVING] * 3
+        assert [next(w).status for w in watches] == [NOT_SERVING] * 4
     finally:
         for watch in watches:
             watch.cancel()
