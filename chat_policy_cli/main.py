@@ -1,8 +1,9 @@
 """The `chat-policy` command: `service`, `adapter` or `run` (both, supervised), and
-`policy check` / `policy test` to check and test a policy file without a server; and the
-operator commands: `policy show`, `decisions list`, `groups get|list|watch|clear`, `decide`
-and `audit list` (ask the running policy service), `sign` and `simulate` (Chat's side of a
-webhook), `spool list|replay|drop` (the adapter's set-aside events).
+`policy check` / `policy test` to check and test a policy file without a server, `access
+check` / `access token` for the access file (who may call what); and the operator commands:
+`policy show`, `decisions list`, `groups get|list|watch|clear`, `decide` and `audit list`
+(ask the running policy service), `sign` and `simulate` (Chat's side of a webhook), `spool
+list|replay|drop` (the adapter's set-aside events).
 
 COMMANDS is the one table of them. A command's module is imported only when that command is
 chosen, so `chat-policy --help` and the servers load none of the operator commands (nor grpc).
@@ -58,6 +59,12 @@ COMMANDS = {
         "chat_policy_cli.policy_commands",
         "run_policy",
         "add_policy_arguments",
+    ),
+    "access": Command(
+        "check an access file (who may call what), or make a bearer token for one",
+        "chat_policy_cli.access_commands",
+        "run_access",
+        "add_access_arguments",
     ),
     "decisions": Command(
         "list the decisions the policy service recorded",

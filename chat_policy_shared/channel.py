@@ -1,5 +1,6 @@
-"""gRPC channels to the policy service: TLS or mutual TLS when configured, round-robin over
-every address a DNS name resolves to, keepalive, and a quick reconnect after a restart.
+"""gRPC channels to the policy service: TLS or mutual TLS when configured, a bearer token on
+every call when one is given, round-robin over every address a DNS name resolves to,
+keepalive, and a quick reconnect after a restart.
 
 Used by every client the project ships: the adapter's workers (an asyncio channel each),
 `chat-policy run` and the operator commands (blocking channels). grpc is imported when a
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,12 +54,13 @@ def dial_target(environ: Mapping[str, str] = os.environ) -> str:
 
 
 class ChannelSettingsError(ValueError):
-    """A TLS setting is incomplete or names a file that cannot be read."""
+    """A TLS or token setting is incomplete or names a file that cannot be read."""
 
 
 @dataclass(frozen=True)
 class ChannelSecurity:
-    """How a client proves the service is ours, and itself to the service (mutual TLS).
+    """How a client proves the service is ours, and itself to the service (mutual TLS, a
+    bearer token, or both).
 
     No CA file: plaintext, for a service on loopback or inside a trusted network.
     """
@@ -77,6 +79,12 @@ class ChannelSecurity:
     """Name to check the service's certificate against when it differs from the target's
     host, e.g. when dialling an IP address (CHAT_POLICY_GRPC_TLS_SERVER_NAME)."""
 
+    token_file: Path | None = None
+    """File holding the bearer token every call presents (CHAT_POLICY_GRPC_TOKEN_FILE)."""
+
+    token: str = field(default="", repr=False)
+    """The token token_file holds, read once (from_env); empty: no token is sent."""
+
     @property
     def tls(self) -> bool:
         """True when the channel uses TLS."""
@@ -84,13 +92,17 @@ class ChannelSecurity:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ChannelSecurity:
-        """Read the client's TLS settings; a client certificate without its key (or without a
-        CA) is an error."""
+        """Read the client's TLS settings and its token file (now, once); a client
+        certificate without its key (or without a CA), or a token file that cannot be read or
+        holds no token, is an error."""
+        token_file = _path(environ, "CHAT_POLICY_GRPC_TOKEN_FILE")
         security = cls(
             ca_file=_path(environ, "CHAT_POLICY_GRPC_TLS_CA"),
             cert_file=_path(environ, "CHAT_POLICY_GRPC_TLS_CLIENT_CERT"),
             key_file=_path(environ, "CHAT_POLICY_GRPC_TLS_CLIENT_KEY"),
             server_name=environ.get("CHAT_POLICY_GRPC_TLS_SERVER_NAME", "").strip(),
+            token_file=token_file,
+            token="" if token_file is None else _token(token_file),
         )
         if (security.cert_file is None) != (security.key_file is None):
             raise ChannelSettingsError(
@@ -132,8 +144,14 @@ def open_channel(target: str, security: ChannelSecurity) -> grpc.Channel:
 
     credentials, options = _dial_options(security)
     if credentials is None:
-        return grpc.insecure_channel(target, options=options)
-    return grpc.secure_channel(target, credentials, options=options)
+        channel = grpc.insecure_channel(target, options=options)
+    else:
+        channel = grpc.secure_channel(target, credentials, options=options)
+    if not security.token:
+        return channel
+    from chat_policy_shared.bearer_token import BearerToken
+
+    return grpc.intercept_channel(channel, BearerToken(security.token))
 
 
 def open_aio_channel(target: str, security: ChannelSecurity) -> grpc.aio.Channel:
@@ -142,9 +160,14 @@ def open_aio_channel(target: str, security: ChannelSecurity) -> grpc.aio.Channel
     import grpc.aio
 
     credentials, options = _dial_options(security)
+    interceptors = None
+    if security.token:
+        from chat_policy_shared.bearer_token import aio_interceptors
+
+        interceptors = aio_interceptors(security.token)
     if credentials is None:
-        return grpc.aio.insecure_channel(target, options=options)
-    return grpc.aio.secure_channel(target, credentials, options=options)
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
 
 
 def _dial_options(
@@ -161,6 +184,24 @@ def _dial_options(
 def _path(environ: Mapping[str, str], name: str) -> Path | None:
     raw = environ.get(name, "").strip()
     return Path(raw) if raw else None
+
+
+def _token(path: Path) -> str:
+    """The bearer token a token file holds: its text less surrounding white space."""
+    name = "CHAT_POLICY_GRPC_TOKEN_FILE"
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8"
+        raise ChannelSettingsError(f"{name}={str(path)!r}: {reason}") from None
+    if not token:
+        raise ChannelSettingsError(f"{name}={str(path)!r} holds no token")
+    if not (token.isascii() and token.isprintable()) or " " in token:
+        raise ChannelSettingsError(
+            f"{name}={str(path)!r}: a token is one word of printable ASCII"
+            " (as `chat-policy access token` makes)"
+        )
+    return token
 
 
 def _read(path: Path, name: str) -> bytes:

@@ -76,3 +76,22 @@ class TooManyWatchers(PolicyServiceError):
 
 class ShuttingDown(PolicyServiceError):
     """The service is stopping; the caller should reconnect to it or another replica."""
+
+
+class UnknownCaller(PolicyServiceError):
+    """The service checks callers and this call carried no credential of one it knows."""
+
+    def __init__(self, method: str, message: str) -> None:
+        super().__init__(f"{method}: {message}")
+        self.method = method
+
+
+class MethodNotAllowed(PolicyServiceError):
+    """A known caller called a method the access file does not let it call."""
+
+    def __init__(self, caller: str, method: str, permission: str) -> None:
+        super().__init__(
+            f"caller {caller!r} may not call {method}: the access file does not give it"
+            f" the permission {permission!r}"
+        )
+        self.caller, self.method, self.permission = caller, method, permission

@@ -18,7 +18,10 @@ from chatpolicy.v1 import (
     creation_policy_service_pb2_grpc,
     group_state_service_pb2_grpc,
 )
+from policy_service.access.access_file import AccessError, load_access
+from policy_service.access.access_reload import AccessFileWatcher, AccessHolder
 from policy_service.api.audit_servicer import AuditServicer
+from policy_service.api.caller_check import CallerCheck
 from policy_service.api.creation_policy_servicer import CreationPolicyServicer
 from policy_service.api.group_state_servicer import GroupStateServicer
 from policy_service.api.health import (
@@ -37,7 +40,7 @@ from policy_service.engine.policy_file import PolicyError, load_policy
 from policy_service.engine.policy_reload import PolicyFileWatcher, PolicyHolder
 from policy_service.errors import PolicyServiceError, StoreUnavailable
 from policy_service.groups.change_feed import ChangeFeed
-from policy_service.settings import ServiceSettings, SettingsError
+from policy_service.settings import ServiceSettings, SettingsError, is_loopback
 from policy_service.stores.retention import RetentionPruner
 from policy_service.stores.store import Store, open_store, redacted_url, sqlite_path
 
@@ -68,7 +71,7 @@ class BindError(RuntimeError):
 
 class PolicyService:
     """The gRPC server (grpc.aio) and its background tasks: the change feed, retention,
-    health, policy reloads and the decision record, all on one event loop.
+    health, policy and access reloads and the decision record, all on one event loop.
 
     Built, started and stopped on the running loop the store was opened on.
     """
@@ -79,12 +82,16 @@ class PolicyService:
         store: Store,
         policy: PolicyHolder,
         *,
+        access: AccessHolder | None = None,
         policy_poll_s: float = 1.0,
         serve_metrics: bool = False,
     ) -> None:
         """Build both services and bind settings.grpc_bind (BindError if it is taken).
 
-        The policy file is checked for changes every policy_poll_s. With serve_metrics,
+        With `access` (the access file's rules), every call's caller is checked; without it,
+        every caller may call everything. The policy and access files are checked for
+        changes every policy_poll_s, and each reload, loaded or refused, is an event of the
+        audit trail ("policy.reload", "access.reload"). With serve_metrics,
         Prometheus metrics are served at once on settings.metrics_bind (BindError if taken),
         port in .metrics_port.
         """
@@ -93,6 +100,14 @@ class PolicyService:
         self.trail = AuditTrail(store)
         self.policy_watcher = PolicyFileWatcher(
             policy, policy_poll_s, functools.partial(self.trail.reloaded, "policy.reload")
+        )
+        self.access = access
+        self.access_watcher = (
+            None
+            if access is None
+            else AccessFileWatcher(
+                access, policy_poll_s, functools.partial(self.trail.reloaded, "access.reload")
+            )
         )
         self.recorder = DecisionRecorder(store)
         self.feed = ChangeFeed(store)
@@ -111,10 +126,15 @@ class PolicyService:
         self.budget = Budget(
             max_streams=settings.max_streams, max_unary=settings.max_concurrent_rpcs
         )
+        callers = (
+            None
+            if access is None
+            else CallerCheck(access, mutual_tls=settings.tls_client_ca_file is not None)
+        )
         self.server = grpc.aio.server(
             options=SERVER_OPTIONS,
-            # Admission, request IDs in the log, RPC metrics and one log line per call.
-            interceptors=(RpcInterceptor(self.budget),),
+            # Callers, admission, request IDs in the log, RPC metrics and one line per call.
+            interceptors=(RpcInterceptor(self.budget, callers),),
         )
         creation_policy_service_pb2_grpc.add_CreationPolicyServiceServicer_to_server(
             CreationPolicyServicer(policy, store, store, self.recorder), self.server
@@ -161,7 +181,7 @@ class PolicyService:
         self.metrics_port: int | None = None
         self._metrics: MetricsEndpoint | None = None
         if serve_metrics:
-            self._metrics = metrics_endpoint(settings, store, policy)
+            self._metrics = metrics_endpoint(settings, store, policy, access)
             self.metrics_port = self._metrics.port
 
     async def start(self) -> None:
@@ -170,6 +190,8 @@ class PolicyService:
         self.recorder.start()
         await self.server.start()
         self.policy_watcher.start()
+        if self.access_watcher is not None:
+            self.access_watcher.start()
         self.pruner.start()
         self.health.start()
 
@@ -181,19 +203,30 @@ class PolicyService:
         await self.server.stop(grace_s)
         await self.pruner.stop()
         await self.policy_watcher.stop()
+        if self.access_watcher is not None:
+            await self.access_watcher.stop()
         await self.recorder.stop()
         if self._metrics is not None:
             self._metrics.close()
 
+    def reload_files(self) -> None:
+        """Reload the policy and access files now (SIGHUP)."""
+        self.policy_watcher.request_reload()
+        if self.access_watcher is not None:
+            self.access_watcher.request_reload()
+
 
 def metrics_endpoint(
-    settings: ServiceSettings, store: Store, policy: PolicyHolder
+    settings: ServiceSettings,
+    store: Store,
+    policy: PolicyHolder,
+    access: AccessHolder | None = None,
 ) -> MetricsEndpoint:
     """The /metrics endpoint on CHAT_POLICY_METRICS_BIND; BindError if it cannot listen there."""
     problem = listen_problem(settings.metrics_bind)
     if problem is None:
         try:
-            registry = service_registry(store, policy, asyncio.get_running_loop())
+            registry = service_registry(store, policy, asyncio.get_running_loop(), access)
             return MetricsEndpoint(settings.metrics_bind, registry)
         except OSError as error:
             problem = error.strerror or str(error)
@@ -210,22 +243,40 @@ def serve(settings: ServiceSettings) -> None:
 
 async def _serve(settings: ServiceSettings) -> None:
     policy = PolicyHolder(settings.policy_file, load_policy(settings.policy_file))
+    access = (
+        None
+        if settings.access_file is None
+        else AccessHolder(settings.access_file, load_access(settings.access_file))
+    )
     store = await open_configured_store(settings)
     try:
-        service = PolicyService(settings, store, policy, serve_metrics=True)
+        service = PolicyService(settings, store, policy, access=access, serve_metrics=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, service.policy_watcher.request_reload)
+        loop.add_signal_handler(signal.SIGHUP, service.reload_files)
         await service.start()
         log.info(
-            "policy service listening on %s (port %d), store %s, policy %s",
+            "policy service listening on %s (port %d), store %s, policy %s, access %s",
             settings.grpc_bind,
             service.port,
             redacted_url(settings.resolved_database_url),
             policy.policy.revision,
+            "open to every caller" if access is None else access.rules.revision,
         )
+        if (
+            settings.open_access
+            and access is None
+            and settings.tls_client_ca_file is None
+            and not is_loopback(settings.grpc_bind)
+        ):
+            log.warning(
+                "the gRPC port %s is open: any caller that reaches it may call every method,"
+                " group-state writes included (CHAT_POLICY_GRPC_OPEN_ACCESS=true); set"
+                " CHAT_POLICY_ACCESS_FILE or mutual TLS to say who may call what",
+                settings.grpc_bind,
+            )
         log.info(
             "serving metrics at http://%s:%d/metrics",
             settings.metrics_bind.rpartition(":")[0],
@@ -263,7 +314,7 @@ def main() -> int:
     """Entry point of `chat-policy service`: exit 0 on a clean stop, 2 on bad configuration."""
     try:
         serve(ServiceSettings.from_env())
-    except (SettingsError, PolicyError, PolicyServiceError, BindError) as error:
+    except (SettingsError, PolicyError, AccessError, PolicyServiceError, BindError) as error:
         log.error("policy service cannot start: %s", error)
         return 2
     return 0

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from chat_policy_shared.listen_address import bind_problem
+from chat_policy_shared.listen_address import bind_problem, parse_bind
 from policy_service.stores.store import SQLITE_PREFIX
 
 Number = TypeVar("Number", int, float)
@@ -54,6 +55,15 @@ class ServiceSettings:
     tls_client_ca_file: Path | None = None
     """PEM CA bundle that callers' certificates must chain to (CHAT_POLICY_GRPC_TLS_CLIENT_CA);
     setting it requires every caller to present one (mutual TLS)."""
+
+    access_file: Path | None = None
+    """Who may call what (CHAT_POLICY_ACCESS_FILE, TOML); None: every caller may call every
+    method, as ANONYMOUS."""
+
+    open_access: bool = False
+    """An open gRPC port on a non-loopback address, accepted knowingly
+    (CHAT_POLICY_GRPC_OPEN_ACCESS=true): without it, such a bind needs an access file or
+    mutual TLS."""
 
     max_concurrent_rpcs: int = 256
     """Unary calls served at once (CHAT_POLICY_GRPC_MAX_CONCURRENT); one more is answered
@@ -138,6 +148,21 @@ class ServiceSettings:
                 "CHAT_POLICY_GRPC_TLS_CLIENT_CA (mutual TLS) needs TLS: set"
                 " CHAT_POLICY_GRPC_TLS_CERT and CHAT_POLICY_GRPC_TLS_KEY"
             )
+        grpc_bind = _bind(environ, "CHAT_POLICY_GRPC_BIND", defaults.grpc_bind)
+        access_file = _path(environ, "CHAT_POLICY_ACCESS_FILE")
+        open_access = _flag(environ, "CHAT_POLICY_GRPC_OPEN_ACCESS")
+        if (
+            access_file is None
+            and tls_client_ca_file is None
+            and not open_access
+            and not is_loopback(grpc_bind)
+        ):
+            raise SettingsError(
+                f"CHAT_POLICY_GRPC_BIND={grpc_bind!r} is not a loopback address, and anyone"
+                " who reaches it could call every method: set CHAT_POLICY_ACCESS_FILE (callers"
+                " and what each may call), or CHAT_POLICY_GRPC_TLS_CLIENT_CA (mutual TLS), or"
+                " CHAT_POLICY_GRPC_OPEN_ACCESS=true to accept an open port knowingly"
+            )
         for removed, instead in REMOVED_SETTINGS.items():
             if environ.get(removed, ""):
                 raise SettingsError(f"{removed} is no longer used: {instead}")
@@ -151,13 +176,15 @@ class ServiceSettings:
                 f" CHAT_POLICY_MAX_STREAMS={max_streams}: watch streams are part of the streams"
             )
         return cls(
-            grpc_bind=_bind(environ, "CHAT_POLICY_GRPC_BIND", defaults.grpc_bind),
+            grpc_bind=grpc_bind,
             data_dir=Path(environ.get("CHAT_POLICY_DATA_DIR", "") or defaults.data_dir),
             database_url=database_url,
             policy_file=Path(policy_file) if policy_file else None,
             tls_cert_file=tls_cert_file,
             tls_key_file=tls_key_file,
             tls_client_ca_file=tls_client_ca_file,
+            access_file=access_file,
+            open_access=open_access,
             max_concurrent_rpcs=_positive(
                 environ, "CHAT_POLICY_GRPC_MAX_CONCURRENT", defaults.max_concurrent_rpcs
             ),
@@ -193,6 +220,25 @@ def _bind(environ: Mapping[str, str], name: str, default: str) -> str:
     if problem:
         raise SettingsError(f"{name}={raw!r} {problem}, e.g. {default}")
     return raw
+
+
+def is_loopback(bind: str) -> bool:
+    """Whether a listen address reaches this host only: `localhost` or a loopback address."""
+    host = parse_bind(bind)[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # another host name: it may resolve to anything
+        return False
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    """`true` or `false` (any case); unset or empty is false."""
+    raw = environ.get(name, "").strip().lower()
+    if raw not in ("", "true", "false"):
+        raise SettingsError(f"{name}={environ[name]!r} must be true or false")
+    return raw == "true"
 
 
 def _path(environ: Mapping[str, str], name: str) -> Path | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from adapter.settings import AdapterSettings
+from policy_service.access.access_file import load_access
 from policy_service.settings import REMOVED_SETTINGS, ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +64,9 @@ def test_multi_host_examples_are_valid_settings() -> None:
     adapter = example_env(MULTI_HOST / "adapter.env")
     assert set(service) - known == set() and set(adapter) - known == set()
     assert ServiceSettings.from_env(service).tls_client_ca_file is not None
+    assert ServiceSettings.from_env(service).access_file == Path("/etc/chat-policy/access.toml")
+    rules = load_access(ROOT / "examples" / "multi-host" / "access.toml")
+    assert [grant.caller.name for grant in rules.grants] == ["adapter", "membership", "operators"]
     assert AdapterSettings.from_env(adapter).grpc_target.startswith("dns:///")
 
 

@@ -14,10 +14,11 @@ from collections.abc import Iterable
 
 import prometheus_client
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from chat_policy_shared.build_info import BuildInfo
 from chat_policy_shared.listen_address import parse_bind
+from policy_service.access.access_reload import AccessHolder
 from policy_service.engine.policy import Decision
 from policy_service.engine.policy_reload import PolicyHolder
 from policy_service.groups.store import GroupStateStore
@@ -172,19 +173,45 @@ class ServiceCollector:
         )
 
 
+class AccessCollector:
+    """Reads the access file's revision and refused reloads at scrape time."""
+
+    def __init__(self, access: AccessHolder) -> None:
+        self._access = access
+
+    def collect(self) -> Iterable[Metric]:
+        """The access file's metrics of this scrape."""
+        info = GaugeMetricFamily(
+            "chat_policy_service_access_info",
+            "The access file in force: always 1, its revision and path as labels.",
+            labels=["revision", "source"],
+        )
+        info.add_metric([self._access.rules.revision, str(self._access.path)], 1)
+        yield info
+        yield CounterMetricFamily(
+            "chat_policy_service_access_reload_failures",
+            "Reloads of the access file refused (the previous rules still apply), since start.",
+            value=self._access.failed_reloads,
+        )
+
+
 def service_registry(
     store: GroupStateStore,
     policy: PolicyHolder,
     loop: asyncio.AbstractEventLoop | None = None,
+    access: AccessHolder | None = None,
 ) -> CollectorRegistry:
-    """What one service's /metrics serves: its scrape-time gauges, its build info, then every
-    process metric: the counters, histograms and prometheus_client's default process_* and
-    python_* (`loop`: the store's, see ServiceCollector).
+    """What one service's /metrics serves: its scrape-time gauges (the access file's too,
+    when there is one), its build info, then every process metric: the counters, histograms
+    and prometheus_client's default process_* and python_* (`loop`: the store's, see
+    ServiceCollector).
 
     The gauges come first, so that a store error they count shows in the same scrape.
     """
     registry = CollectorRegistry()
     registry.register(ServiceCollector(store, policy, loop))
+    if access is not None:
+        registry.register(AccessCollector(access))
     registry.register(BuildInfo("service"))
     registry.register(REGISTRY)
     return registry

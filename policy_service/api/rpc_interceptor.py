@@ -1,9 +1,16 @@
-"""The server interceptor every RPC goes through: admission, request ID, metrics, one
-canonical log line.
+"""The server interceptor every RPC goes through: the caller's identity and permission,
+admission, request ID, metrics, one canonical log line.
 
 It runs on the grpc.aio server's event loop and wraps each handler in a coroutine (a unary
 call, or a stream whose handler writes through its context) or an async generator (a stream
 whose handler yields).
+
+Identity first (README "Access: who may call what"): with an access file, every call's
+caller is recognised and checked (policy_service.api.caller_check) before it takes any room
+of the budget; a call that may not be made is answered UNAUTHENTICATED
+(ERROR_REASON_UNKNOWN_CALLER) or PERMISSION_DENIED (ERROR_REASON_METHOD_NOT_ALLOWED) without
+running its handler. The handler runs as its caller (policy_service.access.caller.calling_as);
+without an access file every caller is ANONYMOUS.
 
 Admission (the concurrency budget, README "Operating it"): at most `max_streams` streaming
 calls (watch and reflection streams) and at most `max_unary` unary calls are served at once;
@@ -16,9 +23,9 @@ For each RPC it takes the caller's request ID from the `x-request-id` metadata (
 and runs the handler with it bound (chat_policy_shared.logs.serving; every call is a task of
 its own, so the binding is the call's), so every line logged while serving the call carries
 it; it counts the RPC by method and status code, observes its latency, and logs one canonical
-line when the call is answered (a stream: when it ends). A unary handler puts what it did on
-that line with chat_policy_shared.logs.describe_call (the creation decision does), rather than
-writing a line of its own.
+line, with the caller's name, when the call is answered (a stream: when it ends). A unary
+handler puts what it did on that line with chat_policy_shared.logs.describe_call (the creation
+decision does), rather than writing a line of its own.
 
 The status code is what the handler left on its context: set_code, or abort (which raises);
 an exception without one is UNKNOWN, as grpc answers it; a call whose client went away
@@ -48,9 +55,12 @@ from chat_policy_shared.logs import (
     serving,
 )
 from chatpolicy.v1 import error_reason_pb2
+from policy_service.access.caller import ANONYMOUS, Caller, calling_as
+from policy_service.access.permissions import permission_of
 from policy_service.api import metrics
-from policy_service.api.status import failure
-from policy_service.errors import StoreUnavailable
+from policy_service.api.caller_check import AUTHORIZATION_METADATA, CallerCheck
+from policy_service.api.status import failure, status_for
+from policy_service.errors import MethodNotAllowed, StoreUnavailable, UnknownCaller
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +75,9 @@ _OK = grpc.StatusCode.OK
 _UNKNOWN = grpc.StatusCode.UNKNOWN
 _CANCELLED = grpc.StatusCode.CANCELLED
 
+# The caller on the line of a call refused for want of a known credential.
+_UNKNOWN_CALLER = Caller("unknown")
+
 
 @dataclass
 class Budget:
@@ -78,21 +91,29 @@ class Budget:
     unary: int = 0
 
 
-def request_id_of(context: grpc.aio.ServicerContext) -> str:
-    """The caller's x-request-id if it is acceptable (as the adapter's X-Request-ID), else a
-    new random one."""
+def read_metadata(context: grpc.aio.ServicerContext) -> tuple[str, str | None]:
+    """The call's request ID: the caller's x-request-id if it is acceptable (as the adapter's
+    X-Request-ID), else a new random one; and its `authorization` metadata (None: none).
+
+    One pass over the metadata, which grpc.aio builds anew at each invocation_metadata()
+    (about 4 µs here)."""
+    request_id = authorization = None
     for key, value in context.invocation_metadata() or ():
-        if key == REQUEST_ID_METADATA:
-            return accepted_request_id(value if isinstance(value, str) else None)
-    return accepted_request_id(None)
+        if key == REQUEST_ID_METADATA and request_id is None:
+            request_id = value if isinstance(value, str) else None
+        elif key == AUTHORIZATION_METADATA and authorization is None:
+            authorization = value if isinstance(value, str) else None
+    return accepted_request_id(request_id), authorization
 
 
 class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Wraps every method handler of the server (unary or streaming, either way); with a
-    budget, admits calls within it."""
+    caller check, serves only the calls the access file allows; with a budget, admits calls
+    within it."""
 
-    def __init__(self, budget: Budget | None = None) -> None:
+    def __init__(self, budget: Budget | None = None, callers: CallerCheck | None = None) -> None:
         self._budget = budget
+        self._callers = callers
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
@@ -111,17 +132,18 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if cached is not None and cached[0] is handler:
             return cached[1]
         budget = None if method.startswith(EXEMPT_SERVICE_PREFIX) else self._budget
-        wrapped = _wrap(handler, _MethodObserver(method), budget)
+        wrapped = _wrap(handler, _MethodObserver(method), budget, self._callers)
         if method in self._wrapped or len(self._wrapped) < MAX_CACHED_METHODS:
             self._wrapped[method] = (handler, wrapped)
         return wrapped
 
 
 class _MethodObserver:
-    """Counts, times and logs the calls of one method."""
+    """Counts, times and logs the calls of one method, and knows the permission it needs."""
 
     def __init__(self, method: str) -> None:
         self.method = method
+        self.permission = permission_of(method)
         self._latency = metrics.RPC_LATENCY.labels(method)
         self._calls: dict[grpc.StatusCode, Any] = {}
         self._short_name = method.rpartition("/")[2]
@@ -131,10 +153,11 @@ class _MethodObserver:
         context: grpc.aio.ServicerContext,
         started: float,
         error: BaseException | None,
+        caller: Caller,
         described: CallLine | None = None,
     ) -> None:
-        """Record one call that ended now, raising `error` (None: it returned); its line
-        carries what the handler `described` of it."""
+        """Record one call of `caller` that ended now, raising `error` (None: it returned);
+        its line carries what the handler `described` of it."""
         elapsed = time.perf_counter() - started
         if error is None:
             error = failure()  # answered with an error status by maps_errors
@@ -157,6 +180,7 @@ class _MethodObserver:
         if log.isEnabledFor(logging.INFO):
             fields: dict[str, object] = {
                 "rpc_method": self.method,
+                "caller": caller.name,
                 "code": code.name,
                 "latency_ms": round(elapsed * 1000, 3),
             }
@@ -182,10 +206,32 @@ def _caused_by_store(error: BaseException) -> bool:
     return False
 
 
+def _admit(
+    callers: CallerCheck | None,
+    observer: _MethodObserver,
+    authorization: str | None,
+    context: grpc.aio.ServicerContext,
+) -> tuple[Caller, CallLine | None]:
+    """The caller of this call, and, when it may not make it, what its line says of the
+    refusal, which is left on the context to be answered once the handler returns."""
+    if callers is None:
+        return ANONYMOUS, None
+    try:
+        return callers.admit(observer.method, observer.permission, authorization, context), None
+    except (UnknownCaller, MethodNotAllowed) as refused:
+        _answer(context, rpc_status.to_status(status_for(refused)))
+        caller = _UNKNOWN_CALLER if isinstance(refused, UnknownCaller) else Caller(refused.caller)
+        return caller, CallLine(str(refused))
+
+
 def _refuse(context: grpc.aio.ServicerContext, streaming: bool, budget: Budget) -> None:
     """Answer a call beyond the budget RESOURCE_EXHAUSTED with an ErrorInfo, once the handler
     returns (so that the call is counted and logged before its caller hears of it)."""
-    status = _refusal(streaming, budget)
+    _answer(context, _refusal(streaming, budget))
+
+
+def _answer(context: grpc.aio.ServicerContext, status: grpc.Status) -> None:
+    """Leave `status` on the context, for grpc to send once the handler returns."""
     context.set_code(status.code)
     context.set_details(status.details)
     context.set_trailing_metadata(status.trailing_metadata)
@@ -215,27 +261,31 @@ def _refusal(streaming: bool, budget: Budget) -> grpc.Status:
 
 
 def _wrap(
-    handler: grpc.RpcMethodHandler, observer: _MethodObserver, budget: Budget | None
+    handler: grpc.RpcMethodHandler,
+    observer: _MethodObserver,
+    budget: Budget | None,
+    callers: CallerCheck | None,
 ) -> grpc.RpcMethodHandler:
-    """The same handler with its behaviour observed (and admitted within the budget)."""
+    """The same handler with its behaviour observed (and its caller checked, and admitted
+    within the budget)."""
     codec = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            _unary_response(handler.unary_unary, observer, budget), **codec
+            _unary_response(handler.unary_unary, observer, budget, callers), **codec
         )
     if handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(
-            _unary_response(handler.stream_unary, observer, budget), **codec
+            _unary_response(handler.stream_unary, observer, budget, callers), **codec
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _stream_response(handler.unary_stream, observer, budget), **codec
+            _stream_response(handler.unary_stream, observer, budget, callers), **codec
         )
     return grpc.stream_stream_rpc_method_handler(
-        _stream_response(handler.stream_stream, observer, budget), **codec
+        _stream_response(handler.stream_stream, observer, budget, callers), **codec
     )
 
 
@@ -243,63 +293,79 @@ Behaviour = Callable[..., Any]
 
 
 def _unary_response(
-    behaviour: Behaviour, observer: _MethodObserver, budget: Budget | None
+    behaviour: Behaviour,
+    observer: _MethodObserver,
+    budget: Budget | None,
+    callers: CallerCheck | None,
 ) -> Behaviour:
     async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
-        with serving(request_id_of(context)), describing_call() as described:
+        request_id, authorization = read_metadata(context)
+        with serving(request_id), describing_call() as described:
+            caller, refused = _admit(callers, observer, authorization, context)
+            if refused is not None:
+                observer.finish(context, started, None, caller, refused)
+                return None
             if budget is not None and budget.unary >= budget.max_unary:
                 _refuse(context, False, budget)
-                observer.finish(context, started, None, described)
+                observer.finish(context, started, None, caller, described)
                 return None
             try:
                 if budget is not None:
                     budget.unary += 1
                 try:
-                    response = await behaviour(request, context)
+                    with calling_as(caller):
+                        response = await behaviour(request, context)
                 finally:
                     if budget is not None:
                         budget.unary -= 1
             except BaseException as error:
-                observer.finish(context, started, error, described)
+                observer.finish(context, started, error, caller, described)
                 raise
-            observer.finish(context, started, None, described)
+            observer.finish(context, started, None, caller, described)
             return response
 
     return observed
 
 
 def _stream_response(
-    behaviour: Behaviour, observer: _MethodObserver, budget: Budget | None
+    behaviour: Behaviour,
+    observer: _MethodObserver,
+    budget: Budget | None,
+    callers: CallerCheck | None,
 ) -> Behaviour:
     if not inspect.isasyncgenfunction(behaviour):
-        return _writing_stream(behaviour, observer, budget)
+        return _writing_stream(behaviour, observer, budget, callers)
 
     async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         started = time.perf_counter()
-        request_id = request_id_of(context)
-        if budget is not None and budget.streams >= budget.max_streams:
-            _refuse(context, True, budget)
-            with serving(request_id):
-                observer.finish(context, started, None)
-            return
+        request_id, authorization = read_metadata(context)
+        with serving(request_id):
+            caller, refused = _admit(callers, observer, authorization, context)
+            if refused is not None:
+                observer.finish(context, started, None, caller, refused)
+                return
+            if budget is not None and budget.streams >= budget.max_streams:
+                _refuse(context, True, budget)
+                observer.finish(context, started, None, caller)
+                return
         if budget is not None:
             budget.streams += 1
         error: BaseException | None = None
         responses = behaviour(request, context)
         try:
-            # The request ID is bound only while the handler runs, never across a yield: a
-            # generator grpc leaves suspended is closed later, maybe from another task, whose
-            # context the binding must not leak into (nor be reset from).
+            # The request ID and the caller are bound only while the handler runs, never
+            # across a yield: a generator grpc leaves suspended is closed later, maybe from
+            # another task, whose context the binding must not leak into (nor be reset from).
             while True:
-                with serving(request_id):
+                with serving(request_id), calling_as(caller):
                     try:
                         response = await responses.__anext__()
                     except StopAsyncIteration:
                         return
                 yield response
         except GeneratorExit:  # grpc stopped reading: the client went away
-            with serving(request_id):
+            with serving(request_id), calling_as(caller):
                 await responses.aclose()
             raise
         except BaseException as caught:
@@ -309,13 +375,16 @@ def _stream_response(
             if budget is not None:
                 budget.streams -= 1
             with serving(request_id):
-                observer.finish(context, started, error)
+                observer.finish(context, started, error, caller)
 
     return observed
 
 
 def _writing_stream(
-    behaviour: Behaviour, observer: _MethodObserver, budget: Budget | None
+    behaviour: Behaviour,
+    observer: _MethodObserver,
+    budget: Budget | None,
+    callers: CallerCheck | None,
 ) -> Behaviour:
     """A stream whose handler is a coroutine writing through context.write (as the health
     service's Watch): it ends when the coroutine returns."""
@@ -324,7 +393,12 @@ def _writing_stream(
         started = time.perf_counter()
         error: BaseException | None = None
         counted = False
-        with serving(request_id_of(context)):
+        request_id, authorization = read_metadata(context)
+        with serving(request_id):
+            caller, refused = _admit(callers, observer, authorization, context)
+            if refused is not None:
+                observer.finish(context, started, None, caller, refused)
+                return
             try:
                 if budget is not None:
                     if budget.streams >= budget.max_streams:
@@ -332,7 +406,8 @@ def _writing_stream(
                         return
                     budget.streams += 1
                     counted = True
-                await behaviour(request, context)
+                with calling_as(caller):
+                    await behaviour(request, context)
             except BaseException as caught:
                 error = caught
                 raise
@@ -340,6 +415,6 @@ def _writing_stream(
                 if counted:
                     assert budget is not None
                     budget.streams -= 1
-                observer.finish(context, started, error)
+                observer.finish(context, started, error, caller)
 
     return observed

@@ -21,10 +21,12 @@ from policy_service.errors import (
     GroupNotFound,
     InvalidArgument,
     InvalidPageToken,
+    MethodNotAllowed,
     SequenceAhead,
     ShuttingDown,
     StoreUnavailable,
     TooManyWatchers,
+    UnknownCaller,
     ValueNotStorable,
 )
 from policy_service.stores.deadline import call_deadline
@@ -50,6 +52,11 @@ STATUS_TABLE: dict[type[Exception], tuple[int, int]] = {
     ValueNotStorable: (
         code_pb2.INVALID_ARGUMENT,
         error_reason_pb2.ERROR_REASON_VALUE_NOT_STORABLE,
+    ),
+    UnknownCaller: (code_pb2.UNAUTHENTICATED, error_reason_pb2.ERROR_REASON_UNKNOWN_CALLER),
+    MethodNotAllowed: (
+        code_pb2.PERMISSION_DENIED,
+        error_reason_pb2.ERROR_REASON_METHOD_NOT_ALLOWED,
     ),
 }
 INTERNAL = (code_pb2.INTERNAL, error_reason_pb2.ERROR_REASON_INTERNAL)
@@ -163,4 +170,8 @@ def _metadata(error: Exception) -> dict[str, str]:
             "group_id": echo(error.group_id),
             "topic_id": echo(error.topic_id),
         }
+    if isinstance(error, UnknownCaller):
+        return {"method": error.method}
+    if isinstance(error, MethodNotAllowed):
+        return {"caller": error.caller, "method": error.method, "permission": error.permission}
     return {}

@@ -15,6 +15,7 @@ from chatpolicy.v1 import (
     group_state_service_pb2,
     group_state_service_pb2_grpc,
 )
+from policy_service.access.access_reload import AccessHolder
 from policy_service.engine.policy_reload import PolicyHolder
 from policy_service.server import PolicyService
 from policy_service.settings import ServiceSettings
@@ -64,6 +65,7 @@ class Server:
         settings: ServiceSettings,
         policy_poll_s: float,
         serve_metrics: bool = False,
+        access: AccessHolder | None = None,
     ) -> None:
         self.loop = LoopThread()
 
@@ -79,6 +81,7 @@ class Server:
                     settings,
                     opened,
                     policy,
+                    access=access,
                     policy_poll_s=policy_poll_s,
                     serve_metrics=serve_metrics,
                 )

@@ -11,7 +11,11 @@ from policy_service.settings import ServiceSettings, SettingsError
 def test_binds_are_host_and_port(bind: str) -> None:
     """The gRPC and metrics binds take HOST:PORT, an IPv6 host in brackets, port 0 too."""
     settings = ServiceSettings.from_env(
-        {"CHAT_POLICY_GRPC_BIND": bind, "CHAT_POLICY_METRICS_BIND": bind}
+        {
+            "CHAT_POLICY_GRPC_BIND": bind,
+            "CHAT_POLICY_METRICS_BIND": bind,
+            "CHAT_POLICY_GRPC_OPEN_ACCESS": "true",
+        }
     )
     assert (settings.grpc_bind, settings.metrics_bind) == (bind, bind)
 
@@ -76,3 +80,50 @@ def test_the_thread_count_of_the_threaded_server_is_refused_with_what_replaces_i
     the settings that bound calls now."""
     with pytest.raises(SettingsError, match="CHAT_POLICY_GRPC_MAX_CONCURRENT"):
         ServiceSettings.from_env({"CHAT_POLICY_GRPC_MAX_WORKERS": "8"})
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0:50051", "[::]:50051", "10.0.1.11:50051", "policy:1"])
+def test_an_open_port_beyond_loopback_is_refused(bind: str) -> None:
+    """A gRPC bind other hosts can reach, with neither an access file nor mutual TLS, is a
+    SettingsError naming the three ways out."""
+    with pytest.raises(SettingsError) as raised:
+        ServiceSettings.from_env({"CHAT_POLICY_GRPC_BIND": bind})
+    message = str(raised.value)
+    assert message.startswith(f"CHAT_POLICY_GRPC_BIND={bind!r} is not a loopback address")
+    for way_out in (
+        "CHAT_POLICY_ACCESS_FILE",
+        "CHAT_POLICY_GRPC_TLS_CLIENT_CA",
+        "CHAT_POLICY_GRPC_OPEN_ACCESS=true",
+    ):
+        assert way_out in message
+
+
+@pytest.mark.parametrize(
+    "way_out",
+    [
+        {"CHAT_POLICY_ACCESS_FILE": "access.toml"},
+        {
+            "CHAT_POLICY_GRPC_TLS_CERT": "c.pem",
+            "CHAT_POLICY_GRPC_TLS_KEY": "k.pem",
+            "CHAT_POLICY_GRPC_TLS_CLIENT_CA": "ca.pem",
+        },
+        {"CHAT_POLICY_GRPC_OPEN_ACCESS": "TRUE"},
+    ],
+)
+def test_each_way_out_opens_a_port_beyond_loopback(way_out: dict[str, str]) -> None:
+    """An access file, mutual TLS or the explicit open flag each let 0.0.0.0 be bound."""
+    settings = ServiceSettings.from_env({"CHAT_POLICY_GRPC_BIND": "0.0.0.0:50051", **way_out})
+    assert settings.grpc_bind == "0.0.0.0:50051"
+
+
+def test_open_access_is_true_or_false() -> None:
+    """CHAT_POLICY_GRPC_OPEN_ACCESS is true or false, nothing else."""
+    with pytest.raises(SettingsError, match="CHAT_POLICY_GRPC_OPEN_ACCESS='yes' must be true"):
+        ServiceSettings.from_env({"CHAT_POLICY_GRPC_OPEN_ACCESS": "yes"})
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1:50051", "127.8.9.10:1", "[::1]:50051", "localhost:1"])
+def test_loopback_binds_need_no_access_file(bind: str) -> None:
+    """Only this host reaches a loopback bind: it starts open, as before."""
+    settings = ServiceSettings.from_env({"CHAT_POLICY_GRPC_BIND": bind})
+    assert (settings.access_file, settings.open_access) == (None, False)
