@@ -250,6 +250,40 @@ def run_on_deployment(sample: Sample, deployment: Deployment, tmp_path: Path) ->
         assert any(value == expected for value in printed), f"{expected} not printed: {shown}"
 
 
+def build_site(docs: Path, site: Path) -> subprocess.CompletedProcess[str]:
+    """`mkdocs build --strict` of mkdocs.yml with its pages taken from docs."""
+    config = docs.parent / "mkdocs.yml"
+    shutil.copy(ROOT / "mkdocs.yml", config)
+    return subprocess.run(
+        [str(BIN / "mkdocs"), "build", "--strict", "-f", str(config), "-d", str(site)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        "[a page that is not there](no-such-page.md)",
+        "[an anchor that is not there](configuration.md#no-such-setting)",
+        "[an anchor of this page that is not there](#no-such-section)",
+    ],
+)
+def test_the_site_build_fails_on_a_broken_link(tmp_path: Path, broken: str) -> None:
+    """The strict build that scripts/check runs fails on a link to a missing page or anchor,
+    and builds the pages as they are."""
+    shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    assert build_site(tmp_path / "docs", tmp_path / "site").returncode == 0
+    with (tmp_path / "docs" / "index.md").open("a") as page:
+        page.write(f"\n{broken}\n")
+    failed = build_site(tmp_path / "docs", tmp_path / "site")
+    target = broken.split("](")[1].rstrip(")")
+    assert failed.returncode != 0 and f"'{target}'" in failed.stderr, failed.stderr
+
+
 def test_every_page_has_samples_found() -> None:
     """The parser finds the pages' samples: every language it met is one it knows."""
     assert len(SAMPLES) > 30
