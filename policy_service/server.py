@@ -123,7 +123,7 @@ class PolicyService:
             interval_s=settings.prune_interval_s,
         )
         # The concurrency budget: streams never take the room of unary calls, and health is
-        # outside both (README "Operating it").
+        # outside both (docs/operating.md).
         self.budget = Budget(
             max_streams=settings.max_streams, max_unary=settings.max_concurrent_rpcs
         )

@@ -1,4 +1,4 @@
-"""The shipped examples and the README stay true to the code."""
+"""The shipped examples and the documentation stay true to the code."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from policy_service.settings import REMOVED_SETTINGS, ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 MULTI_HOST = ROOT / "examples" / "multi-host"
-# Where README's "Install for production" puts the wheel's venv, and systemd's StateDirectory.
+# Where docs/install.md puts the wheel's venv, and systemd's StateDirectory.
 INSTALLED = "/opt/chat-policy/venv/bin/chat-policy"
 STATE_DIRECTORY = "/var/lib/chat-policy"
 UNITS = {"chat-policy-service.service": "service", "chat-policy-adapter.service": "adapter"}
@@ -46,15 +46,20 @@ def product_packages() -> list[Path]:
     return sorted(ROOT / pattern.removesuffix("*") for pattern in find["find"]["include"])
 
 
-def test_every_setting_is_in_example_env_and_readme() -> None:
-    """Each CHAT_POLICY_* variable the code reads is listed in example.env and README."""
+def test_every_setting_is_in_example_env_and_the_configuration_page() -> None:
+    """Each CHAT_POLICY_* variable the code reads is listed in example.env and in the
+    reference table of docs/configuration.md."""
     modules = [module for package in product_packages() for module in package.rglob("*.py")]
     assert ROOT / "policy_service" / "settings.py" in modules
     sources = "".join(module.read_text() for module in modules)
     read_by_code = set(re.findall(r'"(CHAT_POLICY_[A-Z_]+)"', sources)) - set(REMOVED_SETTINGS)
-    readme = (ROOT / "README.md").read_text()
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    in_table = set(
+        re.findall(r"^\| `(CHAT_POLICY_[A-Z_]+)`(?:, `(CHAT_POLICY_[A-Z_]+)`)?", page, re.M)
+    )
+    documented = {name for row in in_table for name in row if name}
     assert read_by_code == set(example_env())
-    assert {name for name in read_by_code if f"`{name}`" not in readme} == set()
+    assert read_by_code - documented == set()
 
 
 def test_multi_host_examples_are_valid_settings() -> None:

@@ -5,14 +5,14 @@ It runs on the grpc.aio server's event loop and wraps each handler in a coroutin
 call, or a stream whose handler writes through its context) or an async generator (a stream
 whose handler yields).
 
-Identity first (README "Access: who may call what"): with an access file, every call's
+Identity first (docs/access.md): with an access file, every call's
 caller is recognised and checked (policy_service.api.caller_check) before it takes any room
 of the budget; a call that may not be made is answered UNAUTHENTICATED
 (ERROR_REASON_UNKNOWN_CALLER) or PERMISSION_DENIED (ERROR_REASON_METHOD_NOT_ALLOWED) without
 running its handler. The handler runs as its caller (policy_service.access.caller.calling_as);
 without an access file every caller is ANONYMOUS.
 
-Admission (the concurrency budget, README "Operating it"): at most `max_streams` streaming
+Admission (the concurrency budget, docs/operating.md): at most `max_streams` streaming
 calls (watch and reflection streams) and at most `max_unary` unary calls are served at once;
 a call beyond either is answered RESOURCE_EXHAUSTED at once, with ErrorInfo reason
 ERROR_REASON_TOO_MANY_STREAMS or ERROR_REASON_OVERLOADED. The health service is never refused

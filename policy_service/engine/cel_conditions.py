@@ -1,6 +1,6 @@
 """Rule conditions written in CEL, compiled once when the policy loads.
 
-An expression sees the request as these variables (README documents them):
+An expression sees the request as these variables (docs/policies.md documents them):
 sdk_app_id, operator, owner, group_type (the current name: "Work", not "Private"), name,
 create_group_num (null when Chat omitted it), members, platform, client_ip and time (the
 request's EventTime, else the service's clock; a UTC timestamp).

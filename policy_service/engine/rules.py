@@ -1,7 +1,7 @@
 """The checks of the first-class rule kinds: what each verifies once its rule applies.
 
 Each check returns None when the request passes, or the reason it fails, which the rule turns
-into its outcome (README's policy section documents every kind and its keys).
+into its outcome (docs/policies.md documents every kind and its keys).
 """
 
 from __future__ import annotations

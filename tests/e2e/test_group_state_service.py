@@ -454,8 +454,9 @@ def test_a_resume_from_the_first_progress_of_a_new_database_misses_nothing(
     deployment: Deployment,
 ) -> None:
     """Resuming from the sequence a new, empty log reported delivers the change made meanwhile."""
-    # The README's recipe: watch from now, keep the first message's sequence (0 here), and
-    # after a disconnect watch again after it: 0 set explicitly is not "from now".
+    # The recipe of docs/calling.md (WatchGroupStates): watch from now, keep the first
+    # message's sequence (0 here), and after a disconnect watch again after it: 0 set
+    # explicitly is not "from now".
     deployment.start_service()
     target = deployment.grpc_target
     with watching(target) as watcher:

@@ -1,5 +1,5 @@
 """The wheels as they ship: built from this checkout, installed into clean virtual
-environments, and run against one another (README, "Install for production")."""
+environments, and run against one another (docs/install.md)."""
 
 from __future__ import annotations
 

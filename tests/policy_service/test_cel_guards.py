@@ -89,7 +89,7 @@ def test_every_expression_that_fails_on_null_is_found(expression: str) -> None:
     ],
 )
 def test_a_guarded_read_is_not_reported_and_does_not_fail(expression: str) -> None:
-    """The guards the README shows, in either order, and what a condition implies through
+    """The guards docs/policies.md shows, in either order, and what a condition implies through
     `!`, `&&`, `||` and `?:`: not reported, and the interpreter agrees they never fail."""
     assert unguarded_reads(expression, NULLABLE) == frozenset()
     assert not fails_on_null(expression)
