@@ -16,6 +16,7 @@ master: the batch processor's thread does not survive a fork), and `shut_down` f
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -30,6 +31,8 @@ EXPORTERS = ("otlp", "console")
 _PROTOCOL_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
 
 _provider: TracerProvider | None = None
+
+log = logging.getLogger(__name__)
 
 
 class TracingSettingsError(ValueError):
@@ -109,6 +112,11 @@ def start(service_name: str, environ: Mapping[str, str] = os.environ) -> Tracer 
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     _provider = provider
+    log.info(
+        "tracing on: spans of service %s exported with %s",
+        resource.attributes[SERVICE_NAME],
+        ", ".join(wanted),
+    )
     return provider.get_tracer(SCOPE)
 
 
