@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
 SCOPE = "chat_policy"
 EXPORTERS = ("otlp", "console")
 _PROTOCOL_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+# How long a process that stops waits for its last spans to be exported: a live collector
+# takes milliseconds, and one that does not answer must not hold up a stop (the exporter
+# would retry for OTEL_EXPORTER_OTLP_TIMEOUT, 10 s by default).
+SHUTDOWN_TIMEOUT_S = 2.0
 
 _provider: TracerProvider | None = None
 
@@ -120,12 +125,19 @@ def start(service_name: str, environ: Mapping[str, str] = os.environ) -> Tracer 
     return provider.get_tracer(SCOPE)
 
 
-def shut_down() -> None:
-    """Export the spans still queued and stop the exporters; nothing when tracing is off.
+def shut_down(timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
+    """Export the spans still queued and stop the exporters, waiting at most `timeout_s`
+    (what is not exported by then is dropped, with a warning); nothing when tracing is off.
 
-    Blocks for as long as the exporter takes (OTEL_EXPORTER_OTLP_TIMEOUT at most per
-    batch): call it from a thread, not from an event loop that still serves."""
+    Blocks: call it from a thread, not from an event loop that still serves."""
     global _provider
-    if _provider is not None:
-        _provider.shutdown()
-        _provider = None
+    if _provider is None:
+        return
+    # The SDK's own shutdown waits as long as the exporter retries; it runs in a daemon
+    # thread, left behind if it takes too long (the SDK's exit hook then finds it shut down).
+    stopping = threading.Thread(target=_provider.shutdown, name="tracing-shutdown", daemon=True)
+    stopping.start()
+    stopping.join(timeout_s)
+    if stopping.is_alive():
+        log.warning("tracing: spans not exported within %g s of stopping were dropped", timeout_s)
+    _provider = None

@@ -145,3 +145,27 @@ def test_outside_a_span_nothing_is_added() -> None:
     metadata = with_trace_context(((REQUEST_ID_METADATA, "r-1"),))
     assert metadata == ((REQUEST_ID_METADATA, "r-1"),)
     assert not trace.get_current_span(trace_context_of(metadata)).get_span_context().is_valid
+
+
+def test_a_collector_that_does_not_answer_does_not_hold_up_a_stop() -> None:
+    """shut_down gives up on an exporter still retrying after its timeout, says that spans
+    were dropped, and the process exits (the exporter would retry for 10 s)."""
+    code = """
+from bench.processes import free_port
+import os
+os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"  # nothing there
+from chat_policy_shared import tracing
+tracer = tracing.start("chat-policy-test")
+with tracer.start_as_current_span("lost"):
+    pass
+tracing.shut_down(0.2)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "spans not exported within 0.2 s of stopping were dropped" in result.stderr
