@@ -22,6 +22,7 @@ from adapter.spool import Spool, SpoolUnavailable
 from chat_policy_shared import tracing
 from chat_policy_shared.data_directory import directory_problem
 from chat_policy_shared.listen_address import listen_problem
+from chat_policy_shared.version import version
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,8 @@ def main() -> int:
             settings.http_bind,
         )
     log.info(
-        "adapter listening on %s%s, policy service at %s (deadline %d ms)",
+        "adapter %s listening on %s%s, policy service at %s (deadline %d ms)",
+        version(),
         settings.http_bind,
         settings.webhook_path,
         settings.grpc_target,

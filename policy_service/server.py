@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from chat_policy_shared import tracing
 from chat_policy_shared.data_directory import directory_problem
 from chat_policy_shared.listen_address import listen_problem
+from chat_policy_shared.version import version
 from chatpolicy.v1 import (
     audit_service_pb2_grpc,
     creation_policy_service_pb2_grpc,
@@ -274,7 +275,8 @@ async def _serve(settings: ServiceSettings) -> None:
         loop.add_signal_handler(signal.SIGHUP, service.reload_files)
         await service.start()
         log.info(
-            "policy service listening on %s (port %d), store %s, policy %s, access %s",
+            "policy service %s listening on %s (port %d), store %s, policy %s, access %s",
+            version(),
             settings.grpc_bind,
             service.port,
             redacted_url(settings.resolved_database_url),

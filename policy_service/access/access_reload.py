@@ -32,8 +32,8 @@ class AccessHolder:
         """Hold rules already loaded from `path`."""
         self.path = path
         self.rules = rules
-        self.failed_reloads = 0
-        """Reloads refused since the start (the metric counts them)."""
+        self.last_reload_error = ""
+        """Why the latest reload was refused; empty when it loaded, or none was tried."""
 
     def reload(self) -> tuple[bool, str]:
         """Load the file again and apply it if valid: (True, "revision sha256:..."), or
@@ -41,12 +41,13 @@ class AccessHolder:
         try:
             rules = load_access(self.path)
         except AccessError as error:
-            self.failed_reloads += 1
+            self.last_reload_error = str(error)
             log.error(
                 "access file reload refused, still applying %s: %s", self.rules.revision, error
             )
             return False, str(error)
         previous, self.rules = self.rules, rules
+        self.last_reload_error = ""
         if rules.revision == previous.revision:
             log.info("access file reloaded: unchanged, revision %s", rules.revision)
         else:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import prometheus_client
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from chat_policy_shared.build_info import BuildInfo
 from chat_policy_shared.listen_address import parse_bind
@@ -188,10 +188,11 @@ class AccessCollector:
         )
         info.add_metric([self._access.rules.revision, str(self._access.path)], 1)
         yield info
-        yield CounterMetricFamily(
-            "chat_policy_service_access_reload_failures",
-            "Reloads of the access file refused (the previous rules still apply), since start.",
-            value=self._access.failed_reloads,
+        yield GaugeMetricFamily(
+            "chat_policy_service_access_last_reload_success",
+            "1 if the latest reload of the access file succeeded (or none was tried), 0 if it"
+            " was refused and the previous rules still apply.",
+            value=0 if self._access.last_reload_error else 1,
         )
 
 

@@ -78,7 +78,11 @@ def wheel_files(wheel: Path) -> set[str]:
 
 
 def lower_bounds(pyproject: Path) -> dict[str, str]:
-    """Each runtime dependency of a pyproject.toml with a `>=` bound, and that bound."""
+    """Each runtime dependency of a pyproject.toml with a `>=` bound (with its extras, as
+    `psycopg[binary,pool]`), and that bound."""
     dependencies = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
-    bounds = (re.fullmatch(r"([A-Za-z0-9._-]+)>=([^,]+),.*", line) for line in dependencies)
+    bounds = (
+        re.fullmatch(r"([A-Za-z0-9._-]+(?:\[[a-z,]+\])?)>=([^,]+),.*", line)
+        for line in dependencies
+    )
     return {match[1]: match[2] for match in bounds if match}

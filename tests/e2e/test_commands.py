@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from chat_policy_shared.version import version
 from tests.chat_samples import OK
 from tests.e2e.deployment import Deployment, adapter_serves
 from tests.waiting import wait_for
@@ -58,6 +59,9 @@ def test_run_serves_webhooks_and_a_signal_stops_both(
     assert not is_running(service)
     assert not is_running(adapter)
     assert "policy service stopped" in deployment.log("run")
+    # Both start lines name the version installed.
+    assert f"policy service {version()} listening on" in deployment.log("run")
+    assert f"adapter {version()} listening on" in deployment.log("run")
 
 
 def test_run_exits_nonzero_and_stops_the_adapter_when_the_service_dies(

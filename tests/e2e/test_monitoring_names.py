@@ -3,8 +3,8 @@
 The adapter's workers write a labelled counter's file only once it counts something, so the
 deployment lives through what the dashboard and the alerts watch: a creation failing open and
 events spooled while the service is down, a refused SdkAppid and an oversized header, then the
-service starting (with a tighter clock than the adapter's: one event is set aside, the others
-are replayed) and webhooks answered normally.
+service starting (with an access file, and a tighter clock than the adapter's: one event is
+set aside, the others are replayed) and webhooks answered normally.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.processes import free_port
+from policy_service.access.access_file import token_digest_line
 from tests.chat_samples import BEFORE_CREATE_SAMPLE, OK
 from tests.e2e.deployment import Deployment
 from tests.e2e.spooled_events import (
@@ -66,6 +67,17 @@ def test_the_dashboard_and_the_alerts_query_only_exported_metrics(
     the service's /metrics."""
     metrics_port = free_port()
     deployment.env["CHAT_POLICY_METRICS_BIND"] = f"127.0.0.1:{metrics_port}"
+    # With an access file (its metrics are exported only then); the adapter presents a token.
+    token_file = deployment.tmp_path / "adapter.token"
+    token_file.write_text("monitoring-adapter-token\n")
+    access_file = deployment.tmp_path / "access.toml"
+    access_file.write_text(
+        "[callers.adapter]\nrelays_chat = true\n"
+        f'tokens = ["{token_digest_line("monitoring-adapter-token")}"]\n'
+        'allow = ["creation.check", "group-state.write"]\n'
+    )
+    deployment.env["CHAT_POLICY_ACCESS_FILE"] = str(access_file)
+    deployment.env["CHAT_POLICY_GRPC_TOKEN_FILE"] = str(token_file)
     deployment.start_adapter({"CHAT_POLICY_MAX_EVENT_AHEAD_S": "7200"})
     future_ms = int(time.time() * 1000) + 3_600_000  # the service below refuses it for good
     assert post_timed(deployment, BEFORE_CREATE, BEFORE_CREATE_SAMPLE) == (200, OK)  # fail-open

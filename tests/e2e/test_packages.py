@@ -113,12 +113,22 @@ def oldest_grpc_and_protobuf() -> list[str]:
     return [f"{name}=={bound}" for name, bound in bounds.items() if name.startswith(GRPC)]
 
 
-@pytest.mark.parametrize("pins", [[], oldest_grpc_and_protobuf()], ids=["newest", "oldest-grpc"])
+def oldest_of_all() -> list[str]:
+    """Every runtime dependency of chat-policy pinned to its lower bound."""
+    return [f"{name}=={bound}" for name, bound in lower_bounds(ROOT / "pyproject.toml").items()]
+
+
+@pytest.mark.parametrize(
+    "pins",
+    [[], oldest_grpc_and_protobuf(), oldest_of_all()],
+    ids=["newest", "oldest-grpc", "oldest-of-all"],
+)
 def test_installed_wheel_answers_a_signed_webhook(
     distributions: Distributions, service_deployment: Deployment, tmp_path: Path, pins: list[str]
 ) -> None:
     """`chat-policy run` from a venv holding only the two wheels and their runtime
-    dependencies (the newest pip finds, or the oldest grpc and protobuf allowed) decides a
+    dependencies (the newest pip finds, the oldest grpc and protobuf allowed, or the oldest
+    release every runtime dependency allows) decides a
     signed group creation with the shipped default policy."""
     installed = clean_venv(
         tmp_path / "venv", distributions.api_wheel, distributions.server_wheel, *pins

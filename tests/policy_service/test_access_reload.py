@@ -61,7 +61,9 @@ def test_the_hook_hears_of_each_reload_and_why(tmp_path: Path) -> None:
     assert "access.toml:5: caller 'x': cannot be recognised" in heard[1][2]
     assert heard[2][:2] == ("SIGHUP", False)
     assert heard[0][2] == f"revision {holder.rules.revision}"
-    assert holder.failed_reloads == 2
+    assert "cannot be recognised" in holder.last_reload_error
+    path.write_text(ACCESS)
+    assert holder.reload()[0] and holder.last_reload_error == ""
 
 
 def test_the_servicer_serves_as_the_caller(tmp_path: Path) -> None:
