@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import falcon
 import falcon.asgi
@@ -21,6 +21,10 @@ from adapter.request_log import RequestLog
 from adapter.settings import AdapterSettings
 from adapter.spool import Replayer, Spool
 from adapter.webhook import WebhookFamily, WebhookResource, write_answer
+from chat_policy_shared import tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +44,22 @@ def create_app(
     spool: Spool,
     wake_replayer: Callable[[], None],
     clock: Callable[[], float] = time.time,
+    tracer: Tracer | None = None,
 ) -> falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]:
     """The ASGI app: one webhook route, every answer in Chat's JSON shape.
 
     After-events the policy service cannot take go to `spool`, written off the event loop in a
     small pool of threads; `wake_replayer` is called after each, so that a replayer in this
     process looks at the spool soon. `clock` (Unix seconds) is what RequestTime and EventTime
-    are held against.
+    are held against. With `tracer` (tracing on), each webhook is served inside a span of its
+    own (adapter.webhook_spans), which `client` is to propagate.
     """
     blocking = ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="adapter-blocking")
     app = falcon.asgi.App(middleware=(RequestLog(), AnswerHeaders(settings.auth_enabled)))
+    if tracer is not None:
+        from adapter.webhook_spans import WebhookSpans
+
+        app.add_middleware(WebhookSpans(tracer, settings.webhook_path))
     creation = group_creation.GroupCreationFamily(client, settings)
     state = group_state.GroupStateFamily(
         client, spool, blocking, wake_replayer, settings.max_event_ahead_s
@@ -68,17 +78,25 @@ def create_app(
 def create_app_from_env() -> falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]:
     """The app for this worker, configured from the environment.
 
-    Call it in each worker after fork. Its gRPC channel opens at the first call, inside the
-    worker's event loop; at lifespan startup the worker's replayer starts (one at a time
-    leads), and at shutdown it stops and the channel closes.
+    Call it in each worker after fork. Tracing, when the OTEL_* variables turn it on, is set
+    up here, in the worker (chat_policy_shared.tracing). Its gRPC channel opens at the first
+    call, inside the worker's event loop; at lifespan startup the worker's replayer starts
+    (one at a time leads), and at shutdown it stops, the channel closes and the spans still
+    queued are exported.
     """
     settings = AdapterSettings.from_env()
+    tracer = tracing.start("chat-policy-adapter")
+    add_trace_context = None
+    if tracer is not None:
+        from chat_policy_shared.trace_context import with_trace_context
+
+        add_trace_context = with_trace_context
     client = GrpcPolicyClient(
-        settings.grpc_target, settings.grpc_security, settings.grpc_deadline_ms
+        settings.grpc_target, settings.grpc_security, settings.grpc_deadline_ms, add_trace_context
     )
     spool = Spool(settings.spool_path, settings.spool_max_events)
-    lifespan = WorkerLifespan(settings, client, spool)
-    app = create_app(settings, client, spool, lifespan.replayer.wake)
+    lifespan = WorkerLifespan(settings, client, spool, tracer)
+    app = create_app(settings, client, spool, lifespan.replayer.wake, tracer=tracer)
     app.add_middleware(lifespan)
     return app
 
@@ -92,12 +110,18 @@ class WorkerLifespan:
     event loop, over the worker's one channel, and the thread waits for each.
     """
 
-    def __init__(self, settings: AdapterSettings, client: GrpcPolicyClient, spool: Spool) -> None:
+    def __init__(
+        self,
+        settings: AdapterSettings,
+        client: GrpcPolicyClient,
+        spool: Spool,
+        tracer: Tracer | None = None,
+    ) -> None:
         self._client = client
         self._loop: asyncio.AbstractEventLoop | None = None
         self.replayer = Replayer(
             spool,
-            self._on_loop(group_state.replay_to(client)),
+            self._on_loop(group_state.replay_to(client, tracer)),
             self._on_loop(
                 group_state.answers_health_checks(client, settings.grpc_deadline_ms / 1000)
             ),
@@ -110,10 +134,11 @@ class WorkerLifespan:
         self.replayer.start()
 
     async def process_shutdown(self, scope: Mapping[str, Any], event: Mapping[str, Any]) -> None:
-        """Stop the replayer (from a thread: its last call may still need this loop), then
-        close the channel."""
+        """Stop the replayer (from a thread: its last call may still need this loop), close
+        the channel, then export the spans still queued (from a thread: it blocks)."""
         await asyncio.to_thread(self.replayer.stop)
         await self._client.close()
+        await asyncio.to_thread(tracing.shut_down)
 
     def _on_loop(self, function: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:
         """`function` as a blocking call for the replayer's thread, run on the worker's loop."""

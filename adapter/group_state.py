@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Executor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -23,6 +23,9 @@ from adapter.policy_client import PolicyClient, RecordRequest, timestamp_from_ms
 from adapter.spool import Rejected, RetryLater, Spool, SpooledEvent, SpoolFull, SpoolUnavailable
 from adapter.webhook import Webhook
 from chatpolicy.v1 import group_state_service_pb2 as pb
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 GROUP_FULL = "Group.CallbackAfterGroupFull"
 MEMBER_EXIT = "Group.CallbackAfterMemberExit"
@@ -165,8 +168,16 @@ def answers_health_checks(
     return answers
 
 
-def replay_to(client: PolicyClient) -> Callable[[SpooledEvent], Coroutine[Any, Any, None]]:
-    """The replayer's delivery: rebuild the spooled request and record it."""
+# The span of a spooled event's delivery (tracing on): the root of a trace of its own, whose
+# Record* call the policy service continues.
+REPLAY_SPAN = "spool replay"
+
+
+def replay_to(
+    client: PolicyClient, tracer: Tracer | None = None
+) -> Callable[[SpooledEvent], Coroutine[Any, Any, None]]:
+    """The replayer's delivery: rebuild the spooled request and record it; with a tracer,
+    inside a span of its own (REPLAY_SPAN) carrying the method and the webhook's request ID."""
 
     async def deliver(event: SpooledEvent) -> None:
         request_type = SPOOLED_REQUESTS.get(event.method)
@@ -184,4 +195,12 @@ def replay_to(client: PolicyClient) -> Callable[[SpooledEvent], Coroutine[Any, A
             raise RetryLater(str(failure)) from None
         REPLAYED.labels(event.method).inc()
 
-    return deliver
+    if tracer is None:
+        return deliver
+
+    async def traced(event: SpooledEvent) -> None:
+        attributes = {"rpc.method": event.method, "chat_policy.request_id": event.request_id}
+        with tracer.start_as_current_span(REPLAY_SPAN, attributes=attributes):
+            await deliver(event)
+
+    return traced

@@ -19,6 +19,7 @@ from uvicorn_worker import UvicornWorker
 
 from adapter.settings import AdapterSettings
 from adapter.spool import Spool, SpoolUnavailable
+from chat_policy_shared import tracing
 from chat_policy_shared.data_directory import directory_problem
 from chat_policy_shared.listen_address import listen_problem
 from chat_policy_shared.version import version
@@ -152,6 +153,7 @@ def main() -> int:
     try:
         settings = AdapterSettings.from_env()
         settings.grpc_security.credentials()  # the TLS files are readable
+        tracing.exporters()  # the OTEL_* variables ask for nothing unshipped (set up per worker)
     except ValueError as error:
         log.error("adapter cannot start: %s", error)
         return 2

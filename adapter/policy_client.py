@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import grpc.aio
 from google.protobuf import timestamp_pb2
@@ -17,6 +17,9 @@ from chatpolicy.v1 import (
     group_state_service_pb2,
     group_state_service_pb2_grpc,
 )
+
+if TYPE_CHECKING:
+    from chat_policy_shared.trace_context import Metadata
 
 RecordRequest = (
     group_state_service_pb2.RecordGroupFullRequest
@@ -45,9 +48,21 @@ class PolicyClient(Protocol):
 
 class GrpcPolicyClient:
     """PolicyClient over one grpc.aio channel, opened at the first call: inside the worker's
-    event loop, after fork. Make one per process (per worker) and close it at shutdown."""
+    event loop, after fork. Make one per process (per worker) and close it at shutdown.
 
-    def __init__(self, target: str, security: ChannelSecurity, deadline_ms: int) -> None:
+    Every call but the health check carries the request ID as `x-request-id` metadata, and
+    what `add_trace_context` adds to that (tracing on: the current span's `traceparent`,
+    chat_policy_shared.trace_context.with_trace_context).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        security: ChannelSecurity,
+        deadline_ms: int,
+        add_trace_context: Callable[[Metadata], Metadata] | None = None,
+    ) -> None:
+        self._add_trace_context = add_trace_context
         self._target = target
         self._security = security
         self._timeout_s = deadline_ms / 1000
@@ -59,14 +74,14 @@ class GrpcPolicyClient:
         """Ask CreationPolicyService.CheckGroupCreation."""
         response: creation_policy_service_pb2.CheckGroupCreationResponse
         response = await self._open().creation.CheckGroupCreation(
-            request, timeout=self._timeout_s, metadata=((REQUEST_ID_METADATA, request_id),)
+            request, timeout=self._timeout_s, metadata=self._metadata(request_id)
         )
         return response
 
     async def record(self, request: RecordRequest, request_id: str) -> bool:
         """Call the GroupStateService method named by the request's type; True if applied."""
         response = await self._open().record_methods[type(request)](
-            request, timeout=self._timeout_s, metadata=((REQUEST_ID_METADATA, request_id),)
+            request, timeout=self._timeout_s, metadata=self._metadata(request_id)
         )
         return bool(getattr(response, "applied"))  # noqa: B009 (untyped generated stub)
 
@@ -82,6 +97,13 @@ class GrpcPolicyClient:
         if self._stubs is not None:
             await self._stubs.channel.close()
             self._stubs = None
+
+    def _metadata(self, request_id: str) -> Metadata:
+        """A call's metadata: its request ID, and its trace context when tracing is on."""
+        metadata: Metadata = ((REQUEST_ID_METADATA, request_id),)
+        if self._add_trace_context is None:
+            return metadata
+        return self._add_trace_context(metadata)
 
     def _open(self) -> _Stubs:
         """The stubs on this client's channel; the first call opens it, in the running loop."""

@@ -66,6 +66,7 @@ class WebhookResource:
         self._check_source(req)
         self._authenticate(req, now_s)
         sdk_app_id = self._sdk_app_id(req)
+        req.context.sdk_app_id = sdk_app_id
         command = req.get_param("CallbackCommand") or ""
         req.context.command = command
         if not command:

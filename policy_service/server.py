@@ -7,10 +7,12 @@ import asyncio
 import functools
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_reflection.v1alpha import reflection
 
+from chat_policy_shared import tracing
 from chat_policy_shared.data_directory import directory_problem
 from chat_policy_shared.listen_address import listen_problem
 from chat_policy_shared.version import version
@@ -44,6 +46,9 @@ from policy_service.groups.change_feed import ChangeFeed
 from policy_service.settings import ServiceSettings, SettingsError, is_loopback
 from policy_service.stores.retention import RetentionPruner
 from policy_service.stores.store import Store, open_store, redacted_url, sqlite_path
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +91,7 @@ class PolicyService:
         access: AccessHolder | None = None,
         policy_poll_s: float = 1.0,
         serve_metrics: bool = False,
+        tracer: Tracer | None = None,
     ) -> None:
         """Build both services and bind settings.grpc_bind (BindError if it is taken).
 
@@ -94,7 +100,8 @@ class PolicyService:
         changes every policy_poll_s, and each reload, loaded or refused, is an event of the
         audit trail ("policy.reload", "access.reload"). With serve_metrics,
         Prometheus metrics are served at once on settings.metrics_bind (BindError if taken),
-        port in .metrics_port.
+        port in .metrics_port. With `tracer` (tracing on), every unary call but health's is a
+        span, and so are its decision and its store write (policy_service.api.rpc_spans).
         """
         self._store = store
         self.policy = policy
@@ -135,10 +142,15 @@ class PolicyService:
         self.server = grpc.aio.server(
             options=SERVER_OPTIONS,
             # Callers, admission, request IDs in the log, RPC metrics and one line per call.
-            interceptors=(RpcInterceptor(self.budget, callers),),
+            interceptors=(RpcInterceptor(self.budget, callers, tracer),),
         )
+        spans = None
+        if tracer is not None:
+            from policy_service.api.rpc_spans import OperationSpans
+
+            spans = OperationSpans(tracer)
         creation_policy_service_pb2_grpc.add_CreationPolicyServiceServicer_to_server(
-            CreationPolicyServicer(policy, store, store, self.recorder), self.server
+            CreationPolicyServicer(policy, store, store, self.recorder, spans), self.server
         )
         group_state_service_pb2_grpc.add_GroupStateServiceServicer_to_server(
             GroupStateServicer(
@@ -148,6 +160,7 @@ class PolicyService:
                 watch_heartbeat_s=settings.watch_heartbeat_s,
                 watch_max_streams=settings.watch_max_streams,
                 max_event_ahead_s=settings.max_event_ahead_s,
+                spans=spans,
             ),
             self.server,
         )
@@ -249,9 +262,12 @@ async def _serve(settings: ServiceSettings) -> None:
         if settings.access_file is None
         else AccessHolder(settings.access_file, load_access(settings.access_file))
     )
+    tracer = tracing.start("chat-policy-service")
     store = await open_configured_store(settings)
     try:
-        service = PolicyService(settings, store, policy, access=access, serve_metrics=True)
+        service = PolicyService(
+            settings, store, policy, access=access, serve_metrics=True, tracer=tracer
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -289,6 +305,7 @@ async def _serve(settings: ServiceSettings) -> None:
         await service.stop(settings.grace_s)
     finally:
         await store.close()
+        await asyncio.to_thread(tracing.shut_down)  # the spans still queued are exported
     log.info("policy service stopped")
 
 
@@ -316,7 +333,14 @@ def main() -> int:
     """Entry point of `chat-policy service`: exit 0 on a clean stop, 2 on bad configuration."""
     try:
         serve(ServiceSettings.from_env())
-    except (SettingsError, PolicyError, AccessError, PolicyServiceError, BindError) as error:
+    except (
+        SettingsError,
+        PolicyError,
+        AccessError,
+        PolicyServiceError,
+        BindError,
+        tracing.TracingSettingsError,
+    ) as error:
         log.error("policy service cannot start: %s", error)
         return 2
     return 0

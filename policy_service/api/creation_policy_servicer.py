@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -33,6 +34,9 @@ from policy_service.engine.rate_limit import RateCounter
 from policy_service.engine.rule_counts import RuleCounts
 from policy_service.errors import InvalidArgument
 
+if TYPE_CHECKING:
+    from policy_service.api.rpc_spans import OperationSpans
+
 pb = creation_policy_service_pb2
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,8 @@ _RESULTS = {
 
 
 class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServiceServicer):
-    """Answers group-creation checks from the running policy and lists recorded decisions."""
+    """Answers group-creation checks from the running policy and lists recorded decisions;
+    with `spans` (tracing on), each decision is a span."""
 
     def __init__(
         self,
@@ -56,7 +61,9 @@ class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServ
         counter: RateCounter,
         decisions: DecisionLog,
         recorder: DecisionRecorder,
+        spans: OperationSpans | None = None,
     ) -> None:
+        self._spans = spans
         self._policy = policy
         self._counter = counter
         self._decisions = decisions
@@ -74,13 +81,17 @@ class CreationPolicyServicer(creation_policy_service_pb2_grpc.CreationPolicyServ
         creation.validate()
         decided_at = now_ms()
         dry_run = request.dry_run
-        decision = await self._policy.policy.decide(
+        deciding = self._policy.policy.decide(
             creation,
             counter=self._counter,
             now_ms=decided_at,
             explain=request.explain,
             dry_run=dry_run,
         )
+        if self._spans is None:
+            decision = await deciding
+        else:
+            decision = await self._spans.decision(deciding, dry_run)
         latency_us = (time.perf_counter_ns() - started) // 1000
         outcome = decision.outcome
         describe_call(

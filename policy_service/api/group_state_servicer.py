@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -25,7 +26,7 @@ from policy_service.api.page_tokens import (
 )
 from policy_service.api.status import maps_errors, maps_stream_errors, status_for
 from policy_service.api.timestamps import milliseconds, timestamp
-from policy_service.audit.audit_log import with_outcome
+from policy_service.audit.audit_log import AuditEvent, with_outcome
 from policy_service.audit.trail import AuditTrail
 from policy_service.clock import now_ms
 from policy_service.errors import GroupNotFound, InvalidArgument, TooManyWatchers
@@ -33,6 +34,9 @@ from policy_service.groups.change_feed import ChangeFeed
 from policy_service.groups.change_log import StateChange
 from policy_service.groups.state import EventKind, GroupEvent, GroupKey, GroupState, RecordOutcome
 from policy_service.groups.store import FullGroupsCursor, GroupStateStore
+
+if TYPE_CHECKING:
+    from policy_service.api.rpc_spans import OperationSpans
 
 pb = group_state_service_pb2
 
@@ -51,7 +55,8 @@ _EVENT_KINDS = {
 
 
 class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer):
-    """Serves group-full state from a GroupStateStore, and its changes from a ChangeFeed."""
+    """Serves group-full state from a GroupStateStore, and its changes from a ChangeFeed;
+    with `spans` (tracing on), each store write is a span."""
 
     def __init__(
         self,
@@ -62,7 +67,9 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
         watch_heartbeat_s: float,
         watch_max_streams: int,
         max_event_ahead_s: float,
+        spans: OperationSpans | None = None,
     ) -> None:
+        self._spans = spans
         self._store = store
         self._feed = feed
         self._trail = trail
@@ -133,7 +140,7 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
             return GroupEvent(key, kind, self._event_time_ms("event_time", request.event_time))
 
         if current_caller().relays_chat:
-            return await self._store.record(event())
+            return await self._stored(event())
         return await self._audited(f"/{_SERVICE_NAME}/{method}", request, event, "")
 
     async def _audited(
@@ -149,7 +156,7 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
         try:
             event = event_of()
             audit = self._trail.event(action, about, reason=reason)
-            outcome = await self._store.record(event, audit)
+            outcome = await self._stored(event, audit)
         except Exception as error:
             status = status_for(error)
             await self._trail.failed(
@@ -162,6 +169,13 @@ class GroupStateServicer(group_state_service_pb2_grpc.GroupStateServiceServicer)
             raise
         self._trail.stored(with_outcome(audit, event, outcome))
         return outcome
+
+    async def _stored(self, event: GroupEvent, audit: AuditEvent | None = None) -> RecordOutcome:
+        """Apply `event` in the store (with its audit event, if any)."""
+        recording = self._store.record(event, audit)
+        if self._spans is None:
+            return await recording
+        return await self._spans.record(recording, event, audited=audit is not None)
 
     def _event_time_ms(self, field: str, stamp: Timestamp) -> int:
         """The event's time; InvalidArgument naming `field` if it is further ahead of this

@@ -27,6 +27,11 @@ line, with the caller's name, when the call is answered (a stream: when it ends)
 handler puts what it did on that line with chat_policy_shared.logs.describe_call (the creation
 decision does), rather than writing a line of its own.
 
+With a tracer (tracing on, docs/tracing.md), each unary call but the health service's is
+served inside a server span of its own (policy_service.api.rpc_spans), continuing the trace
+the caller sent in its `traceparent` metadata; the span carries the status code and the
+caller. Without one, no tracing code runs.
+
 The status code is what the handler left on its context: set_code, or abort (which raises);
 an exception without one is UNKNOWN, as grpc answers it; a call whose client went away
 before the answer (its task cancelled) is CANCELLED.
@@ -40,7 +45,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import any_pb2
@@ -61,6 +66,11 @@ from policy_service.api import metrics
 from policy_service.api.caller_check import AUTHORIZATION_METADATA, CallerCheck
 from policy_service.api.status import failure, status_for
 from policy_service.errors import MethodNotAllowed, StoreUnavailable, UnknownCaller
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
+    from policy_service.api.rpc_spans import RpcSpans
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +119,17 @@ def read_metadata(context: grpc.aio.ServicerContext) -> tuple[str, str | None]:
 class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Wraps every method handler of the server (unary or streaming, either way); with a
     caller check, serves only the calls the access file allows; with a budget, admits calls
-    within it."""
+    within it; with a tracer, serves each unary call in a span."""
 
-    def __init__(self, budget: Budget | None = None, callers: CallerCheck | None = None) -> None:
+    def __init__(
+        self,
+        budget: Budget | None = None,
+        callers: CallerCheck | None = None,
+        tracer: Tracer | None = None,
+    ) -> None:
         self._budget = budget
         self._callers = callers
+        self._tracer = tracer
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
@@ -131,18 +147,27 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        budget = None if method.startswith(EXEMPT_SERVICE_PREFIX) else self._budget
-        wrapped = _wrap(handler, _MethodObserver(method), budget, self._callers)
+        exempt = method.startswith(EXEMPT_SERVICE_PREFIX)
+        budget = None if exempt else self._budget
+        spans = None
+        unary_response = handler.unary_unary is not None or handler.stream_unary is not None
+        if self._tracer is not None and unary_response and not exempt:
+            from policy_service.api.rpc_spans import RpcSpans
+
+            spans = RpcSpans(self._tracer, method)
+        wrapped = _wrap(handler, _MethodObserver(method, spans), budget, self._callers)
         if method in self._wrapped or len(self._wrapped) < MAX_CACHED_METHODS:
             self._wrapped[method] = (handler, wrapped)
         return wrapped
 
 
 class _MethodObserver:
-    """Counts, times and logs the calls of one method, and knows the permission it needs."""
+    """Counts, times and logs the calls of one method, and knows the permission it needs;
+    with `spans`, its unary calls are traced and their spans say how they were answered."""
 
-    def __init__(self, method: str) -> None:
+    def __init__(self, method: str, spans: RpcSpans | None = None) -> None:
         self.method = method
+        self.spans = spans
         self.permission = permission_of(method)
         self._latency = metrics.RPC_LATENCY.labels(method)
         self._calls: dict[grpc.StatusCode, Any] = {}
@@ -175,6 +200,8 @@ class _MethodObserver:
             calls = self._calls.setdefault(code, metrics.RPCS.labels(self.method, code.name))
         calls.inc()
         self._latency.observe(elapsed)
+        if self.spans is not None:
+            self.spans.describe(code, caller.name)
         if error is not None and _caused_by_store(error):
             metrics.STORE_ERRORS.labels(self._short_name).inc()
         if log.isEnabledFor(logging.INFO):
@@ -325,7 +352,7 @@ def _unary_response(
             observer.finish(context, started, None, caller, described)
             return response
 
-    return observed
+    return observed if observer.spans is None else observer.spans.traced(observed)
 
 
 def _stream_response(

@@ -9,6 +9,7 @@ from typing import Any
 
 import falcon.testing
 import pytest
+from opentelemetry.trace import Tracer
 
 from adapter.app import create_app
 from adapter.settings import AdapterSettings
@@ -18,7 +19,8 @@ from tests.adapter.chat import APP, Chat, FakePolicyClient, MakeChat
 
 @pytest.fixture
 def make_chat(tmp_path: Path) -> Iterator[MakeChat]:
-    """Build the app from settings overrides, a fake and a clock; return a Chat posting to it.
+    """Build the app from settings overrides, a fake, a clock and a tracer (tracing on);
+    return a Chat posting to it.
 
     The spool is a real one in tmp_path, left for the test to inspect (Chat.spool).
     """
@@ -27,6 +29,7 @@ def make_chat(tmp_path: Path) -> Iterator[MakeChat]:
     def make(
         fake: FakePolicyClient | None = None,
         clock: Callable[[], float] = time.time,
+        tracer: Tracer | None = None,
         **overrides: Any,
     ) -> Chat:
         settings = AdapterSettings(
@@ -40,7 +43,9 @@ def make_chat(tmp_path: Path) -> Iterator[MakeChat]:
         fake = fake or FakePolicyClient()
         spool = Spool(settings.spool_path, settings.spool_max_events)
         spools.append(spool)
-        client = falcon.testing.TestClient(create_app(settings, fake, spool, lambda: None, clock))
+        client = falcon.testing.TestClient(
+            create_app(settings, fake, spool, lambda: None, clock, tracer)
+        )
         return Chat(client, fake, spool, settings.webhook_path)
 
     yield make

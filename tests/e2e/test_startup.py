@@ -241,3 +241,18 @@ def test_a_connection_cap_beyond_the_open_file_limit_is_refused(deployment: Depl
     message = refusal(deployment, "adapter", {"CHAT_POLICY_HTTP_MAX_CONNECTIONS": str(hard)})
     assert message.startswith(f"adapter cannot start: CHAT_POLICY_HTTP_MAX_CONNECTIONS={hard}: ")
     assert f"the hard limit (ulimit -Hn) is {hard}" in message
+
+
+@pytest.mark.parametrize("command", ["service", "adapter", "run"])
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("OTEL_TRACES_EXPORTER", "zipkin"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")],
+)
+def test_an_unshipped_trace_exporter_is_refused(
+    deployment: Deployment, command: str, variable: str, value: str
+) -> None:
+    """Tracing asked of an exporter or protocol not shipped exits 2 naming the variable,
+    rather than running untraced (docs/tracing.md)."""
+    extra = {variable: value, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}
+    message = refusal(deployment, command, extra)
+    assert f"{variable}={value!r}" in message

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.trace import Tracer
 
 from policy_service.access.access_file import load_access
 from policy_service.access.access_reload import AccessHolder
@@ -23,7 +24,7 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
     ServiceSettings' defaults); stop them after the test. The store is named (StoreSpec: a
     URL, an async opener, a BrokenStore) and opened on the server's own loop. A policy given
     as a path is reloaded when the file changes (polled every 0.05 s), and so is the access
-    file of an `access_file` setting."""
+    file of an `access_file` setting. With a `tracer`, the service makes spans with it."""
     started: list[Server] = []
 
     def start(
@@ -31,6 +32,7 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
         policy: Policy | Path | None = None,
         *,
         serve_metrics: bool = False,
+        tracer: Tracer | None = None,
         **settings: Any,
     ) -> Server:
         if isinstance(policy, Path):
@@ -50,6 +52,7 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
             policy_poll_s=0.05,
             serve_metrics=serve_metrics,
             access=access,
+            tracer=tracer,
         )
         started.append(server)
         return server

@@ -9,6 +9,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2_grpc
 from grpc_status import rpc_status
+from opentelemetry.trace import Tracer
 
 from chatpolicy.v1 import (
     creation_policy_service_pb2_grpc,
@@ -66,6 +67,7 @@ class Server:
         policy_poll_s: float,
         serve_metrics: bool = False,
         access: AccessHolder | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.loop = LoopThread()
 
@@ -84,6 +86,7 @@ class Server:
                     access=access,
                     policy_poll_s=policy_poll_s,
                     serve_metrics=serve_metrics,
+                    tracer=tracer,
                 )
                 await service.start()
             except BaseException:
