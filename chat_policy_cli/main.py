@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="chat-policy",
         description="Policy backend for Tencent Cloud Chat group webhooks."
-        " Configured by CHAT_POLICY_* environment variables (see README).",
+        " Configured by CHAT_POLICY_* environment variables (see docs/configuration.md).",
     )
     parser.add_argument(
         "--version", action=PrintVersion, help="print the installed version of chat-policy and exit"
