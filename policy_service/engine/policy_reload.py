@@ -8,19 +8,15 @@ GetPolicy and the log say why.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import os
 import threading
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from policy_service.background import cancel_task
 from policy_service.clock import now_ms
 from policy_service.engine.policy import Policy
 from policy_service.engine.policy_file import PolicyError, load_policy
+from policy_service.file_watcher import FileWatcher, ReloadHook, file_stat
 
 log = logging.getLogger(__name__)
 
@@ -85,81 +81,30 @@ def _log_warnings(policy: Policy) -> None:
         log.warning("policy %s: %s", policy.revision, warning)
 
 
-# Told of each reload: what started it ("file changed", "SIGHUP"), whether the new policy was
-# loaded, and its revision or why it was refused (the service points it at the audit trail).
-ReloadHook = Callable[[str, bool, str], Awaitable[None]]
-
-
-class PolicyFileWatcher:
-    """Reloads a PolicyHolder when SIGHUP is signalled or its files change: a task on the
-    service's loop polls the files' stat every interval_s; a reload (reading and compiling
-    the files) runs in a worker thread, so that requests keep being served meanwhile. Each
-    reload is reported to on_reload, if given."""
+class PolicyFileWatcher(FileWatcher):
+    """Reloads a PolicyHolder when SIGHUP is signalled or its files (the policy file and the
+    list files it reads) change; the shipped default policy is never reloaded."""
 
     def __init__(
         self, holder: PolicyHolder, interval_s: float, on_reload: ReloadHook | None = None
     ) -> None:
         self._holder = holder
-        self._interval_s = interval_s
-        self._on_reload = on_reload
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._seen = self._signature()
+        super().__init__("policy-reload", self._load, self._files, interval_s, on_reload)
 
     def start(self) -> None:
         """Start watching, on the running loop (a no-op for the shipped default policy)."""
         if self._holder.path is not None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="policy-reload")
+            super().start()
 
-    def request_reload(self) -> None:
-        """Ask for a reload now (on the loop: the SIGHUP handler runs there)."""
-        self._wake.set()
-
-    async def stop(self) -> None:
-        """Stop watching (a reload already under way finishes in its thread)."""
-        await cancel_task(self._task)
-
-    async def _run(self) -> None:
-        while True:
-            signalled = False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval_s)
-                signalled = True
-            self._wake.clear()
-            if signalled or self._signature() != self._seen:
-                loaded, detail = await self._reload()
-                # After the load: a new policy may read other list files.
-                self._seen = self._signature()
-                if self._on_reload is not None:
-                    try:
-                        await self._on_reload(
-                            "SIGHUP" if signalled else "file changed", loaded, detail
-                        )
-                    except Exception:
-                        log.exception("reporting a policy reload failed unexpectedly")
-
-    async def _reload(self) -> tuple[bool, str]:
-        """Reload in a worker thread: whether it loaded, and the revision or why not."""
-        try:
-            loaded = await asyncio.to_thread(self._holder.reload)
-        except Exception as error:
-            log.exception("policy reload failed unexpectedly; still running the last")
-            return False, f"unexpected error: {error}"
-        if loaded:
+    def _load(self) -> tuple[bool, str]:
+        """Reload (in the watcher's worker thread): whether it loaded, the revision or why not."""
+        if self._holder.reload():
             return True, f"revision {self._holder.policy.revision}"
         return False, self._holder.status.error
 
-    def _signature(self) -> tuple[tuple[int, int, int] | None, ...]:
+    def _files(self) -> tuple[tuple[int, int, int] | None, ...]:
         """What identifies the content of the policy file and its list files on disk."""
         holder = self._holder
         if holder.path is None:
             return ()
-        return tuple(_stat(path) for path in (holder.path, *holder.policy.sources))
-
-
-def _stat(path: Path) -> tuple[int, int, int] | None:
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return (status.st_ino, status.st_size, status.st_mtime_ns)
+        return tuple(file_stat(path) for path in (holder.path, *holder.policy.sources))
