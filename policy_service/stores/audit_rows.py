@@ -10,6 +10,7 @@ from dataclasses import astuple
 from typing import Any
 
 from policy_service.audit.audit_log import AuditCursor, AuditEvent, AuditQuery
+from policy_service.stores.newest_first import newest_first_page
 
 AUDIT_COLUMNS = (
     "audit_id, occurred_at_ms, caller, action, sdk_app_id, group_id, topic_id, reason, result,"
@@ -44,32 +45,21 @@ def list_audit_query(
     The order (occurred_at_ms, audit_id) descending is the index audit_event_time, read
     backwards; with caller, action, sdk_app_id or group_id set, that column is an equality
     followed by the same order: audit_event_caller_time, audit_event_action_time,
-    audit_event_app_time or audit_event_group_time. The cursor is a row comparison on the
-    order's columns, so that it bounds the index scan instead of merely filtering.
+    audit_event_app_time or audit_event_group_time.
     """
-    p = placeholder
-    where: list[str] = []
-    params: list[object] = []
-    for column, value in (
-        ("caller", query.caller),
-        ("action", query.action),
-        ("sdk_app_id", query.sdk_app_id),
-        ("group_id", query.group_id),
-    ):
-        if value:
-            where.append(f"{column} = {p}")
-            params.append(value)
-    if query.occurred_at_least_ms is not None:
-        where.append(f"occurred_at_ms >= {p}")
-        params.append(query.occurred_at_least_ms)
-    if query.occurred_at_most_ms is not None:
-        where.append(f"occurred_at_ms <= {p}")
-        params.append(query.occurred_at_most_ms)
-    if after is not None:
-        where.append(f"(occurred_at_ms, audit_id) < ({p}, {p})")
-        params += [after.occurred_at_ms, after.audit_id]
-    sql = f"SELECT {AUDIT_COLUMNS} FROM audit_event"
-    if where:
-        sql += f" WHERE {' AND '.join(where)}"
-    sql += f" ORDER BY occurred_at_ms DESC, audit_id DESC LIMIT {p}"
-    return sql, [*params, limit]
+    return newest_first_page(
+        "audit_event",
+        AUDIT_COLUMNS,
+        ("occurred_at_ms", "audit_id"),
+        (
+            ("caller", query.caller),
+            ("action", query.action),
+            ("sdk_app_id", query.sdk_app_id),
+            ("group_id", query.group_id),
+        ),
+        query.occurred_at_least_ms,
+        query.occurred_at_most_ms,
+        None if after is None else (after.occurred_at_ms, after.audit_id),
+        limit,
+        placeholder,
+    )

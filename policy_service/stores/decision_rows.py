@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from policy_service.engine.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
+from policy_service.stores.newest_first import newest_first_page
 
 DECISION_COLUMNS = (
     "decision_id, decided_at_ms, sdk_app_id, operator_account, effect, error_code, error_info,"
@@ -96,34 +97,22 @@ def list_decisions_query(
     read backwards; with sdk_app_id, operator_account or caller set, that column is an
     equality followed by the same order: creation_decision_app_time,
     creation_decision_operator_time or creation_decision_caller_time.
-    The cursor is a row comparison on the columns after the equality, so that it bounds the
-    index scan (the page starts at the cursor, however deep) instead of merely filtering.
     """
-    p = placeholder
-    where: list[str] = []
-    params: list[object] = []
-    for column, value in (
-        ("sdk_app_id", query.sdk_app_id),
-        ("operator_account", query.operator_account),
-        ("effect", query.effect),
-        ("rule_id", query.rule_id),
-        ("decision_id", query.decision_id),
-        ("caller", query.caller),
-    ):
-        if value:
-            where.append(f"{column} = {p}")
-            params.append(value)
-    if query.decided_at_least_ms is not None:
-        where.append(f"decided_at_ms >= {p}")
-        params.append(query.decided_at_least_ms)
-    if query.decided_at_most_ms is not None:
-        where.append(f"decided_at_ms <= {p}")
-        params.append(query.decided_at_most_ms)
-    if after is not None:
-        where.append(f"(decided_at_ms, decision_id) < ({p}, {p})")
-        params += [after.decided_at_ms, after.decision_id]
-    sql = f"SELECT {DECISION_COLUMNS} FROM creation_decision"
-    if where:
-        sql += f" WHERE {' AND '.join(where)}"
-    sql += f" ORDER BY decided_at_ms DESC, decision_id DESC LIMIT {p}"
-    return sql, [*params, limit]
+    return newest_first_page(
+        "creation_decision",
+        DECISION_COLUMNS,
+        ("decided_at_ms", "decision_id"),
+        (
+            ("sdk_app_id", query.sdk_app_id),
+            ("operator_account", query.operator_account),
+            ("effect", query.effect),
+            ("rule_id", query.rule_id),
+            ("decision_id", query.decision_id),
+            ("caller", query.caller),
+        ),
+        query.decided_at_least_ms,
+        query.decided_at_most_ms,
+        None if after is None else (after.decided_at_ms, after.decision_id),
+        limit,
+        placeholder,
+    )
