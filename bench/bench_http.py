@@ -145,6 +145,8 @@ def measure(deployment: Deployment, load: Load, workdir: Path) -> tuple[dict[str
         "cpu_http_us": cpu.get("http", 0.0) * 1e6 / requests,
         "cpu_grpc_us": cpu.get("grpc", 0.0) * 1e6 / requests,
         "cpu_postgresql_us": cpu.get("postgresql", 0.0) * 1e6 / requests,
+        # The gRPC server is one Python process: above ~90% of one core it is the bottleneck.
+        "grpc_core_pct": 100 * cpu.get("grpc", 0.0) / (result.duration_s or 1.0),
         "wrk_cpu_us": result.cpu_s * 1e6 / requests,
         # The machine's CPU time (all cores) that went to none of the above: other work.
         "other_pct": 100 * (machine["busy_s"] - sum(cpu.values()) - result.cpu_s) / total,
@@ -461,6 +463,7 @@ def cpu_table(run: Run) -> list[str]:
     """Where the CPU went in the closed loop: per process kind, and the rest of the machine."""
     columns = [
         *("configuration", "gunicorn (HTTP side), µs/req", "gRPC server, µs/req"),
+        "gRPC server busy, % of one core",
         *("PostgreSQL server, µs/req", "wrk, µs/req", "other work, % of the machine"),
         "stolen, % of the machine",
     ]
@@ -469,6 +472,7 @@ def cpu_table(run: Run) -> list[str]:
         cells = [
             cell(run.values(c.id, "closed", "cpu_http_us")),
             cell(run.values(c.id, "closed", "cpu_grpc_us")) if c.kind != "b0" else "-",
+            cell(run.values(c.id, "closed", "grpc_core_pct")) if c.kind != "b0" else "-",
             cell(run.values(c.id, "closed", "cpu_postgresql_us"))
             if c.store == "postgresql"
             else "-",
@@ -737,7 +741,9 @@ def load_section(run: Run) -> list[str]:
         *closed_table(run),
         "",
         "Where the CPU went in the closed loop, per request completed (server CPU = gunicorn"
-        " + gRPC server). PostgreSQL server: every process named postgres on the machine"
+        " + gRPC server). gRPC server busy: its CPU over the run's wall time; it is one"
+        " Python process, so near 100% of one core it bounds the closed loop whatever the"
+        " other core does. PostgreSQL server: every process named postgres on the machine"
         " (not in server CPU). Other work: the machine's busy time that none of these"
         " processes nor wrk used, e.g. other jobs (near 0 on a quiet machine):",
         "",
