@@ -32,14 +32,19 @@ class SpanWatchingClient(FakePolicyClient):
     current: list[SpanContext] = field(default_factory=list)
 
     async def check_group_creation(
-        self, request: cpb.CheckGroupCreationRequest, request_id: str
+        self,
+        request: cpb.CheckGroupCreationRequest,
+        request_id: str,
+        webhook: str | None = None,
     ) -> cpb.CheckGroupCreationResponse:
         self.current.append(trace.get_current_span().get_span_context())
-        return await super().check_group_creation(request, request_id)
+        return await super().check_group_creation(request, request_id, webhook)
 
-    async def record(self, request: RecordRequest, request_id: str) -> bool:
+    async def record(
+        self, request: RecordRequest, request_id: str, webhook: str | None = None
+    ) -> bool:
         self.current.append(trace.get_current_span().get_span_context())
-        return await super().record(request, request_id)
+        return await super().record(request, request_id, webhook)
 
 
 def test_a_webhook_is_a_server_span_current_during_the_call(make_chat: MakeChat) -> None:
