@@ -35,9 +35,7 @@ class GroupCreationFamily:
         """Answer one creation request: allowed, refused, or the configured fail-open/closed."""
         request = check_request(webhook)
         try:
-            response = await self._client.check_group_creation(
-                request, webhook.request_id, COMMAND
-            )
+            response = await self._client.check_group_creation(request, webhook.request_id, COMMAND)
         except grpc.RpcError as error:
             return self._undecided(webhook, grpc_failure(error))
         decided = decision_fields(response)
