@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -70,12 +71,14 @@ class WebhookError(Exception):
 
 @dataclass(frozen=True)
 class Answer:
-    """An HTTP status, the Chat JSON body that goes with it, and a word for the log line."""
+    """An HTTP status, the Chat JSON body that goes with it, and a word for the log line;
+    `log_fields` (optional): what the policy service answered, for the log line too."""
 
     http_status: int
     body: bytes
     error_code: int
     outcome: str
+    log_fields: Mapping[str, object] | None = None
 
 
 def chat_json(action_status: str, error_code: int, error_info: str) -> bytes:
@@ -87,9 +90,9 @@ def chat_json(action_status: str, error_code: int, error_info: str) -> bytes:
 _OK_BODY = chat_json("OK", 0, "")
 
 
-def ok(outcome: str) -> Answer:
+def ok(outcome: str, log_fields: Mapping[str, object] | None = None) -> Answer:
     """Success: HTTP 200, ActionStatus OK, ErrorCode 0; `outcome` says what happened."""
-    return Answer(200, _OK_BODY, 0, outcome)
+    return Answer(200, _OK_BODY, 0, outcome, log_fields)
 
 
 def is_refusal_code(code: int) -> bool:
@@ -97,9 +100,12 @@ def is_refusal_code(code: int) -> bool:
     return code == 1 or 10100 <= code <= 10200
 
 
-def refusal(error_code: int, error_info: str) -> Answer:
+def refusal(
+    error_code: int, error_info: str, log_fields: Mapping[str, object] | None = None
+) -> Answer:
     """A group creation refused by policy: HTTP 200, ActionStatus OK, Chat's refusal code."""
-    return Answer(200, chat_json("OK", error_code, error_info), error_code, "refused")
+    body = chat_json("OK", error_code, error_info)
+    return Answer(200, body, error_code, "refused", log_fields)
 
 
 def failure_answer(error: WebhookError) -> Answer:

@@ -35,12 +35,14 @@ class GroupCreationFamily:
         """Answer one creation request: allowed, refused, or the configured fail-open/closed."""
         request = check_request(webhook)
         try:
-            response = await self._client.check_group_creation(request, webhook.request_id)
+            response = await self._client.check_group_creation(request, webhook.request_id, COMMAND)
         except grpc.RpcError as error:
             return self._undecided(webhook, grpc_failure(error))
+        decided = decision_fields(response)
         if response.decision == pb.DECISION_DENY:
-            return refusal(response.error_code, response.error_info)
-        return ok("allowed")
+            decided["reason"] = response.reason
+            return refusal(response.error_code, response.error_info, decided)
+        return ok("allowed", decided)
 
     def _undecided(self, webhook: Webhook, cause: WebhookError) -> Answer:
         settings = self._settings
@@ -58,6 +60,22 @@ class GroupCreationFamily:
             cause,
         )
         return ok("fail-open")
+
+
+def decision_fields(response: pb.CheckGroupCreationResponse) -> dict[str, object]:
+    """The decision on the webhook's log line, named as on the service's line for the call:
+    the rule, the decision's ID and the policy revision, and the shadow and erring rules when
+    there are any. All come from the policy (never from the webhook's query string)."""
+    fields: dict[str, object] = {
+        "rule": response.rule_id,
+        "decision_id": response.decision_id,
+        "revision": response.policy_revision,
+    }
+    if response.shadow_rule_ids:
+        fields["shadow_rules"] = list(response.shadow_rule_ids)
+    if response.error_rule_ids:
+        fields["error_rules"] = list(response.error_rule_ids)
+    return fields
 
 
 def check_request(webhook: Webhook) -> pb.CheckGroupCreationRequest:

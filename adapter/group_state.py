@@ -81,7 +81,7 @@ class GroupStateFamily:
         if request is None:
             return ok("acknowledged")
         try:
-            applied = await self._client.record(request, webhook.request_id)
+            applied = await self._client.record(request, webhook.request_id, webhook.command)
         except grpc.RpcError as error:
             failure = grpc_failure(error)
             if failure.failure is Failure.POLICY_REJECTED:

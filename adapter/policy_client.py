@@ -10,7 +10,7 @@ from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chat_policy_shared.channel import ChannelSecurity, open_aio_channel
-from chat_policy_shared.logs import REQUEST_ID_METADATA
+from chat_policy_shared.logs import REQUEST_ID_METADATA, WEBHOOK_METADATA
 from chatpolicy.v1 import (
     creation_policy_service_pb2,
     creation_policy_service_pb2_grpc,
@@ -29,15 +29,24 @@ RecordRequest = (
 
 
 class PolicyClient(Protocol):
-    """The calls the adapter makes; tests put a fake here. Failures raise grpc.RpcError."""
+    """The calls the adapter makes; tests put a fake here. Failures raise grpc.RpcError.
+
+    `webhook` is the CallbackCommand of the webhook a call relays (None: it relays none, as
+    a replay from the spool).
+    """
 
     async def check_group_creation(
-        self, request: creation_policy_service_pb2.CheckGroupCreationRequest, request_id: str
+        self,
+        request: creation_policy_service_pb2.CheckGroupCreationRequest,
+        request_id: str,
+        webhook: str | None = None,
     ) -> creation_policy_service_pb2.CheckGroupCreationResponse:
         """Ask CreationPolicyService.CheckGroupCreation."""
         ...
 
-    async def record(self, request: RecordRequest, request_id: str) -> bool:
+    async def record(
+        self, request: RecordRequest, request_id: str, webhook: str | None = None
+    ) -> bool:
         """Call the GroupStateService method named by the request's type; True if applied."""
         ...
 
@@ -50,8 +59,9 @@ class GrpcPolicyClient:
     """PolicyClient over one grpc.aio channel, opened at the first call: inside the worker's
     event loop, after fork. Make one per process (per worker) and close it at shutdown.
 
-    Every call but the health check carries the request ID as `x-request-id` metadata, and
-    what `add_trace_context` adds to that (tracing on: the current span's `traceparent`,
+    Every call but the health check carries the request ID as `x-request-id` metadata, the
+    webhook it relays (if any) as `x-chat-policy-webhook`, and what `add_trace_context` adds
+    to that (tracing on: the current span's `traceparent`,
     chat_policy_shared.trace_context.with_trace_context).
     """
 
@@ -69,19 +79,24 @@ class GrpcPolicyClient:
         self._stubs: _Stubs | None = None
 
     async def check_group_creation(
-        self, request: creation_policy_service_pb2.CheckGroupCreationRequest, request_id: str
+        self,
+        request: creation_policy_service_pb2.CheckGroupCreationRequest,
+        request_id: str,
+        webhook: str | None = None,
     ) -> creation_policy_service_pb2.CheckGroupCreationResponse:
         """Ask CreationPolicyService.CheckGroupCreation."""
         response: creation_policy_service_pb2.CheckGroupCreationResponse
         response = await self._open().creation.CheckGroupCreation(
-            request, timeout=self._timeout_s, metadata=self._metadata(request_id)
+            request, timeout=self._timeout_s, metadata=self._metadata(request_id, webhook)
         )
         return response
 
-    async def record(self, request: RecordRequest, request_id: str) -> bool:
+    async def record(
+        self, request: RecordRequest, request_id: str, webhook: str | None = None
+    ) -> bool:
         """Call the GroupStateService method named by the request's type; True if applied."""
         response = await self._open().record_methods[type(request)](
-            request, timeout=self._timeout_s, metadata=self._metadata(request_id)
+            request, timeout=self._timeout_s, metadata=self._metadata(request_id, webhook)
         )
         return bool(getattr(response, "applied"))  # noqa: B009 (untyped generated stub)
 
@@ -98,9 +113,14 @@ class GrpcPolicyClient:
             await self._stubs.channel.close()
             self._stubs = None
 
-    def _metadata(self, request_id: str) -> Metadata:
-        """A call's metadata: its request ID, and its trace context when tracing is on."""
-        metadata: Metadata = ((REQUEST_ID_METADATA, request_id),)
+    def _metadata(self, request_id: str, webhook: str | None) -> Metadata:
+        """A call's metadata: its request ID, the webhook it relays, and its trace context
+        when tracing is on."""
+        metadata: Metadata
+        if webhook is None:
+            metadata = ((REQUEST_ID_METADATA, request_id),)
+        else:
+            metadata = ((REQUEST_ID_METADATA, request_id), (WEBHOOK_METADATA, webhook))
         if self._add_trace_context is None:
             return metadata
         return self._add_trace_context(metadata)

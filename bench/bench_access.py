@@ -136,7 +136,7 @@ def check_us(check: CallerCheck, context: FakeContext, calls: int) -> float:
     admit = check.admit
     started = time.perf_counter_ns()
     for _ in range(calls):
-        _, authorization = read_metadata(context)  # type: ignore[arg-type]
+        _, authorization, _ = read_metadata(context)  # type: ignore[arg-type]
         admit(METHOD, permission, authorization, context)  # type: ignore[arg-type]
     return (time.perf_counter_ns() - started) / calls / 1000
 

@@ -58,15 +58,26 @@ Measure = Callable[[Webhook, str, int], tuple[float, float]]
 
 
 class InstantClient:
-    """A PolicyClient that answers at once: every creation allowed, every event applied."""
+    """A PolicyClient that answers at once: every creation allowed (by the default rule, as
+    the service answers it), every event applied."""
 
     async def check_group_creation(
-        self, request: cpb.CheckGroupCreationRequest, request_id: str
+        self,
+        request: cpb.CheckGroupCreationRequest,
+        request_id: str,
+        webhook: str | None = None,
     ) -> cpb.CheckGroupCreationResponse:
         """Allow."""
-        return cpb.CheckGroupCreationResponse(decision=cpb.DECISION_ALLOW)
+        return cpb.CheckGroupCreationResponse(
+            decision=cpb.DECISION_ALLOW,
+            rule_id="default",
+            policy_revision="sha256:8c1d0e6b2f4a9d37",
+            decision_id="18a2b3c4d5e6f7081f2e3d4c5b6a7980",
+        )
 
-    async def record(self, request: RecordRequest, request_id: str) -> bool:
+    async def record(
+        self, request: RecordRequest, request_id: str, webhook: str | None = None
+    ) -> bool:
         """Applied."""
         return True
 

@@ -4,6 +4,9 @@ The request being served is held in a context variable: the adapter's middleware
 X-Request-ID, the policy service's interceptor from the `x-request-id` gRPC metadata, and every
 line logged while it is set carries it as `request_id`. Fields passed with `extra=` become
 JSON fields of their own.
+
+One INFO line per webhook: the adapter's. A call the adapter makes for a webhook carries
+`x-chat-policy-webhook`, and the service's line for it is DEBUG unless it failed.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ import orjson
 
 REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_METADATA = "x-request-id"
+# On a call the adapter makes for a webhook: the webhook's CallbackCommand. The adapter's line
+# for the webhook is then the canonical one, and the service logs the call's line at DEBUG
+# when it is answered OK.
+WEBHOOK_METADATA = "x-chat-policy-webhook"
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 # The unary RPC being served: what its handler adds to the call's one canonical line.

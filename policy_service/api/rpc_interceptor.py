@@ -25,7 +25,9 @@ its own, so the binding is the call's), so every line logged while serving the c
 it; it counts the RPC by method and status code, observes its latency, and logs one canonical
 line, with the caller's name, when the call is answered (a stream: when it ends). A unary
 handler puts what it did on that line with chat_policy_shared.logs.describe_call (the creation
-decision does), rather than writing a line of its own.
+decision does), rather than writing a line of its own. A unary call the adapter makes for a
+webhook (`x-chat-policy-webhook` metadata) has the adapter's line as its canonical one: its
+own line is DEBUG when it is answered OK, and otherwise INFO with a `webhook` field.
 
 With a tracer (tracing on, docs/tracing.md), each unary call but the health service's is
 served inside a server span of its own (policy_service.api.rpc_spans), continuing the trace
@@ -54,6 +56,7 @@ from grpc_status import rpc_status
 
 from chat_policy_shared.logs import (
     REQUEST_ID_METADATA,
+    WEBHOOK_METADATA,
     CallLine,
     accepted_request_id,
     describing_call,
@@ -101,19 +104,22 @@ class Budget:
     unary: int = 0
 
 
-def read_metadata(context: grpc.aio.ServicerContext) -> tuple[str, str | None]:
+def read_metadata(context: grpc.aio.ServicerContext) -> tuple[str, str | None, str | None]:
     """The call's request ID: the caller's x-request-id if it is acceptable (as the adapter's
-    X-Request-ID), else a new random one; and its `authorization` metadata (None: none).
+    X-Request-ID), else a new random one; its `authorization` metadata (None: none); and the
+    webhook it relays, from `x-chat-policy-webhook` (None: none).
 
     One pass over the metadata, which grpc.aio builds anew at each invocation_metadata()
     (about 4 µs here)."""
-    request_id = authorization = None
+    request_id = authorization = webhook = None
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_METADATA and request_id is None:
             request_id = value if isinstance(value, str) else None
         elif key == AUTHORIZATION_METADATA and authorization is None:
             authorization = value if isinstance(value, str) else None
-    return accepted_request_id(request_id), authorization
+        elif key == WEBHOOK_METADATA and webhook is None:
+            webhook = value if isinstance(value, str) else None
+    return accepted_request_id(request_id), authorization, webhook
 
 
 class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -180,9 +186,11 @@ class _MethodObserver:
         error: BaseException | None,
         caller: Caller,
         described: CallLine | None = None,
+        webhook: str | None = None,
     ) -> None:
         """Record one call of `caller` that ended now, raising `error` (None: it returned);
-        its line carries what the handler `described` of it."""
+        its line carries what the handler `described` of it. The line of a call relaying a
+        `webhook` (whose line the adapter writes) is DEBUG if it is answered OK."""
         elapsed = time.perf_counter() - started
         if error is None:
             error = failure()  # answered with an error status by maps_errors
@@ -204,18 +212,21 @@ class _MethodObserver:
             self.spans.describe(code, caller.name)
         if error is not None and _caused_by_store(error):
             metrics.STORE_ERRORS.labels(self._short_name).inc()
-        if log.isEnabledFor(logging.INFO):
+        level = logging.DEBUG if webhook is not None and code is _OK else logging.INFO
+        if log.isEnabledFor(level):
             fields: dict[str, object] = {
                 "rpc_method": self.method,
                 "caller": caller.name,
                 "code": code.name,
                 "latency_ms": round(elapsed * 1000, 3),
             }
+            if webhook is not None:
+                fields["webhook"] = webhook
             summary = ""
             if described is not None:
                 fields.update(described.fields)
                 summary = f": {described.summary}" if described.summary else ""
-            log.info("%s answered %s%s", self._short_name, code.name, summary, extra=fields)
+            log.log(level, "%s answered %s%s", self._short_name, code.name, summary, extra=fields)
 
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -327,15 +338,15 @@ def _unary_response(
 ) -> Behaviour:
     async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
-        request_id, authorization = read_metadata(context)
+        request_id, authorization, webhook = read_metadata(context)
         with serving(request_id), describing_call() as described:
             caller, refused = _admit(callers, observer, authorization, context)
             if refused is not None:
-                observer.finish(context, started, None, caller, refused)
+                observer.finish(context, started, None, caller, refused, webhook)
                 return None
             if budget is not None and budget.unary >= budget.max_unary:
                 _refuse(context, False, budget)
-                observer.finish(context, started, None, caller, described)
+                observer.finish(context, started, None, caller, described, webhook)
                 return None
             try:
                 if budget is not None:
@@ -347,9 +358,9 @@ def _unary_response(
                     if budget is not None:
                         budget.unary -= 1
             except BaseException as error:
-                observer.finish(context, started, error, caller, described)
+                observer.finish(context, started, error, caller, described, webhook)
                 raise
-            observer.finish(context, started, None, caller, described)
+            observer.finish(context, started, None, caller, described, webhook)
             return response
 
     return observed if observer.spans is None else observer.spans.traced(observed)
@@ -366,7 +377,7 @@ def _stream_response(
 
     async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         started = time.perf_counter()
-        request_id, authorization = read_metadata(context)
+        request_id, authorization, _ = read_metadata(context)
         with serving(request_id):
             caller, refused = _admit(callers, observer, authorization, context)
             if refused is not None:
@@ -420,7 +431,7 @@ def _writing_stream(
         started = time.perf_counter()
         error: BaseException | None = None
         counted = False
-        request_id, authorization = read_metadata(context)
+        request_id, authorization, _ = read_metadata(context)
         with serving(request_id):
             caller, refused = _admit(callers, observer, authorization, context)
             if refused is not None:

@@ -33,7 +33,8 @@ class FakeRpcError(grpc.RpcError):
 
 @dataclass
 class FakePolicyClient:
-    """Records each request and request ID; answers with `response` or raises `error`."""
+    """Records each request and request ID, and the webhook each call relays; answers with
+    `response` or raises `error`."""
 
     creation: cpb.CheckGroupCreationResponse = field(
         default_factory=lambda: cpb.CheckGroupCreationResponse(decision=cpb.DECISION_ALLOW)
@@ -41,20 +42,28 @@ class FakePolicyClient:
     applied: bool = True
     error: Exception | None = None
     calls: list[tuple[Any, str]] = field(default_factory=list)
+    relayed: list[str | None] = field(default_factory=list)
     health: str = "SERVING"
     health_error: Exception | None = None
     health_checks: list[float] = field(default_factory=list)  # the timeout of each check
 
     async def check_group_creation(
-        self, request: cpb.CheckGroupCreationRequest, request_id: str
+        self,
+        request: cpb.CheckGroupCreationRequest,
+        request_id: str,
+        webhook: str | None = None,
     ) -> cpb.CheckGroupCreationResponse:
         self.calls.append((request, request_id))
+        self.relayed.append(webhook)
         if self.error:
             raise self.error
         return self.creation
 
-    async def record(self, request: RecordRequest, request_id: str) -> bool:
+    async def record(
+        self, request: RecordRequest, request_id: str, webhook: str | None = None
+    ) -> bool:
         self.calls.append((request, request_id))
+        self.relayed.append(webhook)
         if self.error:
             raise self.error
         return self.applied

@@ -1,5 +1,5 @@
 """With a tracer, each webhook is a server span, current while the policy service is called,
-and its context rides on the gRPC call next to the request ID."""
+and its context rides on the gRPC call next to the request ID (and the webhook it relays)."""
 
 from __future__ import annotations
 
@@ -32,14 +32,19 @@ class SpanWatchingClient(FakePolicyClient):
     current: list[SpanContext] = field(default_factory=list)
 
     async def check_group_creation(
-        self, request: cpb.CheckGroupCreationRequest, request_id: str
+        self,
+        request: cpb.CheckGroupCreationRequest,
+        request_id: str,
+        webhook: str | None = None,
     ) -> cpb.CheckGroupCreationResponse:
         self.current.append(trace.get_current_span().get_span_context())
-        return await super().check_group_creation(request, request_id)
+        return await super().check_group_creation(request, request_id, webhook)
 
-    async def record(self, request: RecordRequest, request_id: str) -> bool:
+    async def record(
+        self, request: RecordRequest, request_id: str, webhook: str | None = None
+    ) -> bool:
         self.current.append(trace.get_current_span().get_span_context())
-        return await super().record(request, request_id)
+        return await super().record(request, request_id, webhook)
 
 
 def test_a_webhook_is_a_server_span_current_during_the_call(make_chat: MakeChat) -> None:
@@ -122,10 +127,12 @@ class MetadataKeeper(creation_policy_service_pb2_grpc.CreationPolicyServiceServi
         return cpb.CheckGroupCreationResponse(decision=cpb.DECISION_ALLOW)
 
 
-def sent_metadata(add_trace_context: bool, in_span: bool) -> dict[str, str | bytes]:
-    """What a GrpcPolicyClient sends a real grpc.aio server on a creation check, called
-    inside a span or not (checking that a traceparent names that span); the keys grpc adds
-    itself (user-agent, ...) left out."""
+def sent_metadata(
+    add_trace_context: bool, in_span: bool, webhook: str | None = None
+) -> dict[str, str | bytes]:
+    """What a GrpcPolicyClient sends a real grpc.aio server on a creation check relaying
+    `webhook`, called inside a span or not (checking that a traceparent names that span); the
+    keys grpc adds itself (user-agent, ...) left out."""
     keeper = MetadataKeeper()
     spans = RecordedSpans()
 
@@ -142,10 +149,10 @@ def sent_metadata(add_trace_context: bool, in_span: bool) -> dict[str, str | byt
         )
         try:
             if not in_span:
-                await client.check_group_creation(cpb.CheckGroupCreationRequest(), "req-1")
+                await client.check_group_creation(cpb.CheckGroupCreationRequest(), "req-1", webhook)
                 return ""
             with spans.tracer.start_as_current_span("webhook") as span:
-                await client.check_group_creation(cpb.CheckGroupCreationRequest(), "req-1")
+                await client.check_group_creation(cpb.CheckGroupCreationRequest(), "req-1", webhook)
             context = span.get_span_context()
             flags = int(context.trace_flags)
             return f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags:02x}"
@@ -155,7 +162,8 @@ def sent_metadata(add_trace_context: bool, in_span: bool) -> dict[str, str | byt
 
     traceparent = asyncio.run(call())
     [metadata] = keeper.metadata
-    ours = {key: value for key, value in metadata if key in ("x-request-id", "traceparent")}
+    keys = ("x-request-id", "x-chat-policy-webhook", "traceparent")
+    ours = {key: value for key, value in metadata if key in keys}
     if in_span and add_trace_context:
         assert ours["traceparent"] == traceparent
     return ours
@@ -171,6 +179,32 @@ def test_the_client_sends_only_the_request_id_otherwise() -> None:
     """Tracing off, or no current span: x-request-id alone, as before."""
     assert sent_metadata(False, True) == {"x-request-id": "req-1"}
     assert sent_metadata(True, False) == {"x-request-id": "req-1"}
+
+
+def test_a_call_for_a_webhook_names_it_next_to_the_request_id() -> None:
+    """A call relaying a webhook carries its CallbackCommand as x-chat-policy-webhook, beside
+    the request ID and the trace context, which stay as they are."""
+    assert sent_metadata(False, True, CREATE) == {
+        "x-request-id": "req-1",
+        "x-chat-policy-webhook": CREATE,
+    }
+    assert sorted(sent_metadata(True, True, CREATE)) == [
+        "traceparent",
+        "x-chat-policy-webhook",
+        "x-request-id",
+    ]
+
+
+def test_the_adapter_names_the_webhook_each_call_relays(make_chat: MakeChat) -> None:
+    """Each webhook's call names its command; a replay from the spool relays none."""
+    fake = FakePolicyClient()
+    chat = make_chat(fake)
+    chat.post(CREATE, {"Operator_Account": "alice"})
+    chat.post(FULL, {"GroupId": "g", "EventTime": 1})
+    request = spb.RecordGroupFullRequest(sdk_app_id=APP, group_id="g")
+    event = SpooledEvent(1, "RecordGroupFull", request.SerializeToString(), "r-7", 0, 0)
+    asyncio.run(replay_to(fake)(event))
+    assert fake.relayed == [CREATE, FULL, None]
 
 
 def test_a_replayed_event_is_a_span_of_its_own() -> None:

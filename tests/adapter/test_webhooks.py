@@ -338,3 +338,72 @@ def test_one_log_line_per_request_without_secrets(
     assert (lines[1]["request_id"], lines[1]["status"]) == ("r2", 401)
     assert lines[1]["outcome"] == "unauthenticated"
     assert all("s3cret-token" not in line and params["Sign"] not in line for line in rendered)
+
+
+def request_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+    """The canonical request lines logged so far, as the JSON the log holds."""
+    formatter = logs.JsonFormatter()
+    return [
+        json.loads(formatter.format(record))
+        for record in caplog.records
+        if record.name == "adapter.request"
+    ]
+
+
+def test_the_request_line_carries_the_decision(
+    make_chat: MakeChat, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A creation's line carries the deciding rule, the decision's ID and the policy revision
+    (the service's line for the call is DEBUG), the reason when refused, and the shadow and
+    erring rules when there are any; a failed check or an after-event carries none."""
+    caplog.set_level(logging.INFO)
+    fake = FakePolicyClient(
+        cpb.CheckGroupCreationResponse(
+            decision=cpb.DECISION_ALLOW,
+            rule_id="default",
+            policy_revision="sha256:8c1d0e6b2f4a9d37",
+            decision_id="d-1",
+            reason="no rule matched",
+        )
+    )
+    chat = make_chat(fake)
+    chat.post(BEFORE, SAMPLE_CREATE)
+    fake.creation = cpb.CheckGroupCreationResponse(
+        decision=cpb.DECISION_DENY,
+        error_code=10123,
+        error_info="Public groups are closed",
+        rule_id="no-public",
+        policy_revision="sha256:8c1d0e6b2f4a9d37",
+        decision_id="d-2",
+        reason="group type Public is denied",
+        shadow_rule_ids=["new-limit"],
+        error_rule_ids=["broken-cel"],
+    )
+    chat.post(BEFORE, SAMPLE_CREATE)
+    chat.post(FULL, {"GroupId": "g"})
+    fake.error = FakeRpcError(grpc.StatusCode.UNAVAILABLE)
+    chat.post(BEFORE, SAMPLE_CREATE)
+    decision_keys = ("rule", "decision_id", "revision", "reason", "shadow_rules", "error_rules")
+    decided = [
+        (line["outcome"], {key: line[key] for key in decision_keys if key in line})
+        for line in request_lines(caplog)
+    ]
+    assert decided == [
+        (
+            "allowed",
+            {"rule": "default", "decision_id": "d-1", "revision": "sha256:8c1d0e6b2f4a9d37"},
+        ),
+        (
+            "refused",
+            {
+                "rule": "no-public",
+                "decision_id": "d-2",
+                "revision": "sha256:8c1d0e6b2f4a9d37",
+                "reason": "group type Public is denied",
+                "shadow_rules": ["new-limit"],
+                "error_rules": ["broken-cel"],
+            },
+        ),
+        ("recorded", {}),
+        ("fail-open", {}),
+    ]

@@ -147,9 +147,13 @@ def test_each_caller_gets_what_the_file_allows(guarded: tuple[Deployment, Pki]) 
     assert as_adapter.returncode == 1
     assert "PERMISSION_DENIED" in as_adapter.stderr
     assert "ERROR_REASON_METHOD_NOT_ALLOWED" in as_adapter.stderr
+    # The adapter's call was admitted (recorded, not spooled); its line is the adapter's, the
+    # service's line for it being DEBUG. The refused call's line names its caller.
+    relayed = [json.loads(line) for line in deployment.log("adapter").splitlines()]
+    assert [line["outcome"] for line in relayed if line.get("command")] == ["recorded"]
     lines = [json.loads(line) for line in deployment.log("service").splitlines()]
     callers = {line.get("caller") for line in lines if line.get("rpc_method", "").endswith("Full")}
-    assert "adapter" in callers and "billing" in callers
+    assert callers == {"billing"}
 
 
 def test_unknown_certificates_and_tokens_are_unauthenticated(

@@ -10,11 +10,13 @@ import pytest
 from grpc_status import rpc_status
 
 from adapter.signature import compute_sign
+from chatpolicy.v1 import creation_policy_service_pb2 as cpb
+from chatpolicy.v1 import creation_policy_service_pb2_grpc, group_state_service_pb2_grpc
 from chatpolicy.v1 import group_state_service_pb2 as pb
-from chatpolicy.v1 import group_state_service_pb2_grpc
 from tests.chat_samples import BEFORE_CREATE_SAMPLE, GROUP_FULL_SAMPLE, OK
 from tests.e2e.deployment import Deployment
 from tests.e2e.webhook_requests import SDKAPPID, body, query
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -187,11 +189,12 @@ def json_lines(text: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in text.splitlines()]
 
 
-def test_a_request_id_is_logged_by_both_processes_and_secrets_by_neither(
+def test_a_relayed_webhook_leaves_one_info_line_with_the_decision_and_no_secrets(
     deployment: Deployment,
 ) -> None:
-    """The caller's X-Request-ID is on the adapter's line and on the service's lines of the
-    call it made (one, with the decision); no token or Sign is in either log."""
+    """A relayed creation leaves one INFO line across both processes with the caller's
+    X-Request-ID: the adapter's, carrying the decision (the service's line for the call it
+    relayed is DEBUG); the decision is still recorded; no token or Sign is in either log."""
     deployment.env.update(CHAT_POLICY_SDKAPPIDS=str(SDKAPPID), CHAT_POLICY_CALLBACK_TOKENS="tok3n")
     deployment.start_service()
     deployment.start_adapter()
@@ -203,21 +206,25 @@ def test_a_request_id_is_logged_by_both_processes_and_secrets_by_neither(
         headers={"X-Request-ID": "e2e-trace-1"},
     )
     assert status == 200
-    adapter = [
+    info = [
         line
-        for line in json_lines(deployment.log("adapter"))
-        if line.get("request_id") == "e2e-trace-1"
+        for process in ("adapter", "service")
+        for line in json_lines(deployment.log(process))
+        if line.get("request_id") == "e2e-trace-1" and line["level"] == "INFO"
     ]
-    assert [(line["logger"], line["outcome"]) for line in adapter] == [
-        ("adapter.request", "allowed")
+    assert [(line["logger"], line["outcome"], line["rule"]) for line in info] == [
+        ("adapter.request", "allowed", "default")
     ]
-    traced = [
-        line
-        for line in json_lines(deployment.log("service"))
-        if line.get("request_id") == "e2e-trace-1"
-    ]
-    assert [(line["message"], line["rule"], line["effect"]) for line in traced] == [
-        ("CheckGroupCreation answered OK: decided allow by rule default", "default", "allow")
-    ]
+    [line] = info
+    assert str(line["revision"]).startswith("sha256:")
+    with grpc.insecure_channel(deployment.grpc_target) as channel:
+        creation = creation_policy_service_pb2_grpc.CreationPolicyServiceStub(channel)
+
+        def recorded() -> list[cpb.DecisionRecord]:
+            request = cpb.ListDecisionsRequest(decision_id=str(line["decision_id"]))
+            return list(creation.ListDecisions(request, timeout=5).decisions)
+
+        wait_for(lambda: len(recorded()) == 1, 10, "the decision's record")
+        assert recorded()[0].rule_id == "default"
     for log in (deployment.log("adapter"), deployment.log("service")):
         assert "tok3n" not in log and sign not in log

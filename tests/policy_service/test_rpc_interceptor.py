@@ -83,8 +83,14 @@ class Probe:
     def set_health(self, status: int) -> None:
         self.loop.run(self.health.set("", status))
 
-    def unary(self, request: bytes, request_id: str | None = None) -> bytes:
-        metadata = () if request_id is None else ((logs.REQUEST_ID_METADATA, request_id),)
+    def unary(
+        self, request: bytes, request_id: str | None = None, webhook: str | None = None
+    ) -> bytes:
+        metadata: tuple[tuple[str, str], ...] = ()
+        if request_id is not None:
+            metadata += ((logs.REQUEST_ID_METADATA, request_id),)
+        if webhook is not None:
+            metadata += ((logs.WEBHOOK_METADATA, webhook),)
         call = self.channel.unary_unary(UNARY)
         response: bytes = call(request, metadata=metadata, timeout=5)
         return response
@@ -148,7 +154,13 @@ class RecordedLines(logging.Handler):
     def rpc_lines(self, method: str) -> list[RpcLine]:
         """The canonical lines of `method`."""
         return [
-            RpcLine(record.levelno, fields["code"], fields["latency_ms"], request_id)
+            RpcLine(
+                record.levelno,
+                fields["code"],
+                fields["latency_ms"],
+                request_id,
+                fields.get("webhook"),
+            )
             for record, request_id in self.lines
             if record.name == "policy_service.api.rpc_interceptor"
             and (fields := vars(record)).get("rpc_method") == method
@@ -163,6 +175,7 @@ class RpcLine:
     code: str
     latency_ms: float
     request_id: str | None
+    webhook: str | None = None
 
 
 @pytest.fixture
@@ -205,6 +218,58 @@ def test_unary_calls_are_counted_timed_and_logged_with_their_code(
     assert line.level == logging.INFO
     assert line.code == code
     assert 0 <= line.latency_ms < 5000
+
+
+WEBHOOK = "Group.CallbackBeforeCreateGroup"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "code"),
+    [(b"echo", "OK"), (b"describe:work", "OK"), (b"abort:NOT_FOUND", "NOT_FOUND")],
+)
+def test_a_call_for_a_webhook_logs_no_info_line_unless_it_fails(
+    probe: Probe, lines: RecordedLines, request_bytes: bytes, code: str
+) -> None:
+    """A call carrying x-chat-policy-webhook has the adapter's line as its canonical one:
+    answered OK it logs no INFO line (it is still counted and timed); answered otherwise its
+    INFO line names the webhook."""
+    counted, timed = rpcs(UNARY, code), latency_count(UNARY)
+    with pytest.raises(grpc.RpcError) if code != "OK" else contextlib.nullcontext():
+        probe.unary(request_bytes, request_id="relayed-1", webhook=WEBHOOK)
+    wait_for(lambda: rpcs(UNARY, code) == counted + 1)
+    assert latency_count(UNARY) == timed + 1
+    expected = [] if code == "OK" else [(logging.INFO, code, "relayed-1", WEBHOOK)]
+    logged = [
+        (line.level, line.code, line.request_id, line.webhook) for line in lines.rpc_lines(UNARY)
+    ]
+    assert logged == expected
+
+
+def test_a_call_for_a_webhook_answered_ok_logs_at_debug(probe: Probe, lines: RecordedLines) -> None:
+    """With DEBUG on, the OK call's line is there, at DEBUG, with the webhook and what the
+    handler described."""
+    logging.getLogger().setLevel(logging.DEBUG)
+    probe.unary(b"describe:work", request_id="relayed-2", webhook=WEBHOOK)
+    [line] = lines.rpc_lines(UNARY)
+    assert (line.level, line.code, line.request_id, line.webhook) == (
+        logging.DEBUG,
+        "OK",
+        "relayed-2",
+        WEBHOOK,
+    )
+    (record,) = [record for record, _ in lines.lines if record.name.endswith("rpc_interceptor")]
+    assert record.getMessage() == "Unary answered OK: did work"
+
+
+def test_a_call_without_the_webhook_metadata_logs_as_before(
+    probe: Probe, lines: RecordedLines
+) -> None:
+    """Without x-chat-policy-webhook an OK call keeps its INFO line, with no webhook field."""
+    probe.unary(b"describe:work", request_id="direct-1")
+    [line] = lines.rpc_lines(UNARY)
+    assert (line.level, line.code, line.request_id) == (logging.INFO, "OK", "direct-1")
+    (record,) = [record for record, _ in lines.lines]
+    assert "webhook" not in vars(record)
 
 
 def test_the_request_id_comes_from_the_metadata(probe: Probe, lines: RecordedLines) -> None:
