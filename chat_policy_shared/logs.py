@@ -131,6 +131,14 @@ def accepted_request_id(given: str | None) -> str:
     return secrets.token_hex(16)
 
 
+def accepted_webhook(given: str | None) -> str | None:
+    """The webhook a call says it relays, if it is a short token of safe characters (as a
+    CallbackCommand is), else None: the value is the caller's and lands in the log."""
+    if given and _ACCEPTABLE_ID.fullmatch(given):
+        return given
+    return None
+
+
 @dataclass
 class CallLine:
     """What the handler of an RPC says about it on the RPC's canonical line: a few words for

@@ -59,6 +59,7 @@ from chat_policy_shared.logs import (
     WEBHOOK_METADATA,
     CallLine,
     accepted_request_id,
+    accepted_webhook,
     describing_call,
     serving,
 )
@@ -107,7 +108,7 @@ class Budget:
 def read_metadata(context: grpc.aio.ServicerContext) -> tuple[str, str | None, str | None]:
     """The call's request ID: the caller's x-request-id if it is acceptable (as the adapter's
     X-Request-ID), else a new random one; its `authorization` metadata (None: none); and the
-    webhook it relays, from `x-chat-policy-webhook` (None: none).
+    webhook it relays, from `x-chat-policy-webhook` if it is a safe token (None: none).
 
     One pass over the metadata, which grpc.aio builds anew at each invocation_metadata()
     (about 4 µs here)."""
@@ -119,7 +120,7 @@ def read_metadata(context: grpc.aio.ServicerContext) -> tuple[str, str | None, s
             authorization = value if isinstance(value, str) else None
         elif key == WEBHOOK_METADATA and webhook is None:
             webhook = value if isinstance(value, str) else None
-    return accepted_request_id(request_id), authorization, webhook
+    return accepted_request_id(request_id), authorization, accepted_webhook(webhook)
 
 
 class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]

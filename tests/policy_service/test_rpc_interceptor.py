@@ -272,6 +272,17 @@ def test_a_call_without_the_webhook_metadata_logs_as_before(
     assert "webhook" not in vars(record)
 
 
+@pytest.mark.parametrize("given", ["Group.Callback BeforeCreateGroup", "x" * 129, ""])
+def test_a_webhook_name_that_is_not_a_safe_token_counts_as_none(
+    probe: Probe, lines: RecordedLines, given: str
+) -> None:
+    """The caller's webhook name lands in the log: one with other characters, or longer
+    than a request ID may be, is ignored, and the OK call keeps its INFO line."""
+    probe.unary(b"describe:work", request_id="odd-1", webhook=given)
+    [line] = lines.rpc_lines(UNARY)
+    assert (line.level, line.code, line.webhook) == (logging.INFO, "OK", None)
+
+
 def test_the_request_id_comes_from_the_metadata(probe: Probe, lines: RecordedLines) -> None:
     """The handler, its log lines and the rpc line all run under the caller's x-request-id."""
     assert probe.unary(b"request_id", request_id="chat-req.42:a_b") == b"chat-req.42:a_b"
