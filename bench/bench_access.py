@@ -44,7 +44,12 @@ from policy_service.access.access_file import load_access, token_digest_line
 from policy_service.access.access_reload import AccessHolder
 from policy_service.access.permissions import permission_of
 from policy_service.api.caller_check import CallerCheck
-from policy_service.api.rpc_interceptor import Budget, RpcInterceptor, read_metadata
+from policy_service.api.rpc_interceptor import (
+    Budget,
+    InterceptedServer,
+    RpcInterceptor,
+    read_metadata,
+)
 
 GOAL_US = 5.0
 METHOD = "/chatpolicy.v1.GroupStateService/RecordGroupFull"
@@ -148,8 +153,7 @@ async def record(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
 
 async def start_server(callers: CallerCheck | None) -> tuple[grpc.aio.Server, int]:
     """A grpc.aio server with the production interceptor serving METHOD, on a free port."""
-    interceptor = RpcInterceptor(Budget(max_streams=2000, max_unary=256), callers)
-    server = grpc.aio.server(interceptors=(interceptor,))
+    server = InterceptedServer(RpcInterceptor(Budget(max_streams=2000, max_unary=256), callers))
     service, _, method = METHOD[1:].partition("/")
     handler = grpc.unary_unary_rpc_method_handler(record)
     server.add_generic_rpc_handlers(

@@ -17,13 +17,13 @@ import logging.config
 import re
 import secrets
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from chat_policy_shared.context_binding import Binding
 
 REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_METADATA = "x-request-id"
@@ -148,15 +148,9 @@ class CallLine:
     fields: dict[str, object] = field(default_factory=dict)
 
 
-@contextmanager
-def describing_call() -> Iterator[CallLine]:
-    """Within the block, describe_call adds to the CallLine it yields."""
-    line = CallLine()
-    token = _call_line.set(line)
-    try:
-        yield line
-    finally:
-        _call_line.reset(token)
+def describing_call() -> Binding[CallLine]:
+    """Within the block, describe_call adds to the CallLine it gives."""
+    return Binding(_call_line, CallLine())
 
 
 def describe_call(summary: str, **fields: object) -> None:
@@ -169,11 +163,6 @@ def describe_call(summary: str, **fields: object) -> None:
         line.fields.update(fields)
 
 
-@contextmanager
-def serving(current: str) -> Iterator[None]:
+def serving(current: str) -> Binding[str]:
     """Within the block, log lines carry `current` as their request ID."""
-    token = request_id.set(current)
-    try:
-        yield
-    finally:
-        request_id.reset(token)
+    return Binding(request_id, current)

@@ -9,7 +9,6 @@ import logging
 import signal
 from typing import TYPE_CHECKING
 
-import grpc
 import uvloop
 from grpc_reflection.v1alpha import reflection
 
@@ -36,7 +35,7 @@ from policy_service.api.health import (
     StoreHealth,
 )
 from policy_service.api.metrics import MetricsEndpoint, service_registry
-from policy_service.api.rpc_interceptor import Budget, RpcInterceptor
+from policy_service.api.rpc_interceptor import Budget, InterceptedServer, RpcInterceptor
 from policy_service.api.tls import server_credentials
 from policy_service.audit.trail import AuditTrail
 from policy_service.engine.decision_recorder import DecisionRecorder
@@ -140,10 +139,9 @@ class PolicyService:
             if access is None
             else CallerCheck(access, mutual_tls=settings.tls_client_ca_file is not None)
         )
-        self.server = grpc.aio.server(
-            options=SERVER_OPTIONS,
-            # Callers, admission, request IDs in the log, RPC metrics and one line per call.
-            interceptors=(RpcInterceptor(self.budget, callers, tracer),),
+        # Callers, admission, request IDs in the log, RPC metrics and one line per call.
+        self.server = InterceptedServer(
+            RpcInterceptor(self.budget, callers, tracer), options=SERVER_OPTIONS
         )
         spans = None
         if tracer is not None:

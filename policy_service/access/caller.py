@@ -7,10 +7,10 @@ who asked: the decision record, the audit trail, the log line.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
+
+from chat_policy_shared.context_binding import Binding
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,6 @@ def current_caller() -> Caller:
     return _current.get()
 
 
-@contextlib.contextmanager
-def calling_as(caller: Caller) -> Iterator[None]:
+def calling_as(caller: Caller) -> Binding[Caller]:
     """Serve what runs inside as `caller`'s call."""
-    token = _current.set(caller)
-    try:
-        yield
-    finally:
-        _current.reset(token)
+    return Binding(_current, caller)

@@ -7,21 +7,16 @@ waits with it, so that no call keeps the store busy long after its caller has gi
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
+
+from chat_policy_shared.context_binding import Binding
 
 _deadline: ContextVar[float | None] = ContextVar("call_deadline", default=None)
 
 
-@contextmanager
-def call_deadline(remaining_s: float | None) -> Iterator[None]:
+def call_deadline(remaining_s: float | None) -> Binding[float | None]:
     """Within the block, the current call must end within remaining_s (None: no deadline)."""
-    token = _deadline.set(None if remaining_s is None else time.monotonic() + remaining_s)
-    try:
-        yield
-    finally:
-        _deadline.reset(token)
+    return Binding(_deadline, None if remaining_s is None else time.monotonic() + remaining_s)
 
 
 def capped(wait_s: float) -> float:

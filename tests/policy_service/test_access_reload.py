@@ -13,7 +13,7 @@ from policy_service.access.access_file import load_access, token_digest_line
 from policy_service.access.access_reload import AccessFileWatcher, AccessHolder
 from policy_service.access.caller import current_caller
 from policy_service.api.caller_check import CallerCheck
-from policy_service.api.rpc_interceptor import RpcInterceptor
+from policy_service.api.rpc_interceptor import InterceptedServer, RpcInterceptor
 
 ACCESS = f"""\
 [callers.adapter]
@@ -77,7 +77,7 @@ def test_the_servicer_serves_as_the_caller(tmp_path: Path) -> None:
         return f"{caller.name} {caller.relays_chat}".encode()
 
     async def scenario() -> bytes:
-        server = grpc.aio.server(interceptors=(RpcInterceptor(None, CallerCheck(holder, False)),))
+        server = InterceptedServer(RpcInterceptor(None, CallerCheck(holder, False)))
         server.add_generic_rpc_handlers(
             (
                 grpc.method_handlers_generic_handler(

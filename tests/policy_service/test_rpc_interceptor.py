@@ -16,7 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
 from chat_policy_shared import logs
-from policy_service.api.rpc_interceptor import RpcInterceptor
+from policy_service.api.rpc_interceptor import InterceptedServer, RpcInterceptor
 from policy_service.api.status import maps_errors
 from policy_service.errors import StoreUnavailable
 from tests.event_loops import LoopThread
@@ -102,7 +102,7 @@ def probe() -> Iterator[Probe]:
     loop = LoopThread()
 
     async def make() -> grpc.aio.Server:
-        return grpc.aio.server(interceptors=(RpcInterceptor(),))
+        return InterceptedServer(RpcInterceptor())
 
     server = loop.run(make())
     server.add_generic_rpc_handlers(
