@@ -133,6 +133,41 @@ MIGRATIONS = (
     CREATE INDEX audit_event_app_time ON audit_event (sdk_app_id, occurred_at_ms, audit_id);
     CREATE INDEX audit_event_group_time ON audit_event (group_id, occurred_at_ms, audit_id);
     """,
+    # A changed state's two writes, the upsert and its change-log row, as one call, so that
+    # record sends them as one statement per state with its other statements in one message
+    # (postgres_store's docstring). PL/pgSQL keeps each statement's plan for the session.
+    # Integers are bigint (a caller's literal of any size resolves to it, or fails as out
+    # of range); last_event_kind is cast back to the column's smallint.
+    """
+    CREATE FUNCTION write_group_state(
+        p_sdk_app_id BIGINT, p_group_id TEXT, p_topic_id TEXT, p_full BOOLEAN,
+        p_full_since_ms BIGINT, p_last_event_time_ms BIGINT, p_full_event_count BIGINT,
+        p_destroyed BOOLEAN, p_last_event_kind BIGINT, p_clear_reason TEXT,
+        p_change_time_ms BIGINT
+    ) RETURNS VOID LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO group_state (sdk_app_id, group_id, topic_id, "full", full_since_ms,
+            last_event_time_ms, full_event_count, destroyed, last_event_kind, clear_reason)
+        VALUES (p_sdk_app_id, p_group_id, p_topic_id, p_full, p_full_since_ms,
+            p_last_event_time_ms, p_full_event_count, p_destroyed, p_last_event_kind::smallint,
+            p_clear_reason)
+        ON CONFLICT (sdk_app_id, group_id, topic_id) DO UPDATE SET
+            "full" = EXCLUDED."full",
+            full_since_ms = EXCLUDED.full_since_ms,
+            last_event_time_ms = EXCLUDED.last_event_time_ms,
+            full_event_count = EXCLUDED.full_event_count,
+            destroyed = EXCLUDED.destroyed,
+            last_event_kind = EXCLUDED.last_event_kind,
+            clear_reason = EXCLUDED.clear_reason;
+        INSERT INTO group_state_change (change_time_ms, sdk_app_id, group_id, topic_id, "full",
+            full_since_ms, last_event_time_ms, full_event_count, destroyed, last_event_kind,
+            clear_reason, forgotten)
+        VALUES (p_change_time_ms, p_sdk_app_id, p_group_id, p_topic_id, p_full,
+            p_full_since_ms, p_last_event_time_ms, p_full_event_count, p_destroyed,
+            p_last_event_kind::smallint, p_clear_reason, FALSE);
+    END
+    $$;
+    """,
 )
 
 # The channel every store NOTIFYs on commit of a change; the payload is the schema's name.
@@ -143,17 +178,14 @@ COLUMNS = (
     " full_event_count, destroyed, last_event_kind, clear_reason"
 )
 
-UPSERT = f"""
-    INSERT INTO group_state ({COLUMNS}) VALUES ({", ".join(["%s"] * 10)})
-    ON CONFLICT (sdk_app_id, group_id, topic_id) DO UPDATE SET
-        "full" = EXCLUDED."full",
-        full_since_ms = EXCLUDED.full_since_ms,
-        last_event_time_ms = EXCLUDED.last_event_time_ms,
-        full_event_count = EXCLUDED.full_event_count,
-        destroyed = EXCLUDED.destroyed,
-        last_event_kind = EXCLUDED.last_event_kind,
-        clear_reason = EXCLUDED.clear_reason
-"""
+# record's statement per changed state (migration 6): every integer cast, so that a literal
+# beyond bigint fails as out of range (a value the store refuses), not as a function that
+# does not exist, and one at bigint's lower bound (a numeric literal in SQL) is taken.
+_BIGINT = "CAST(%s AS bigint)"
+WRITE_STATE = (
+    f"SELECT write_group_state({_BIGINT}, %s, %s, %s, {_BIGINT}, {_BIGINT}, {_BIGINT}, %s,"
+    f" {_BIGINT}, %s, {_BIGINT})"
+)
 
 SELECT_GROUP = f"SELECT {COLUMNS} FROM group_state WHERE sdk_app_id = %s AND group_id = %s"
 

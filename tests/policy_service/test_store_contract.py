@@ -1284,6 +1284,17 @@ def test_an_event_with_a_number_beyond_64_bits_is_not_storable_and_writes_nothin
     assert record_full(store, KEY, 1000).applied
 
 
+def test_event_times_at_the_bounds_of_64_bits_are_stored_and_read_back(store: Store) -> None:
+    """-2**63 and 2**63-1 fit: written as SQL literals, the lower bound is a numeric one."""
+    low, high = GroupKey(APP, "@TGS#low"), GroupKey(APP, "@TGS#high")
+    assert record_full(store, low, -BEYOND_64_BITS).applied
+    assert record_full(store, high, BEYOND_64_BITS - 1).applied
+    assert store.get(low) == full_state(low, -BEYOND_64_BITS)
+    assert store.get(high) == full_state(high, BEYOND_64_BITS - 1)
+    changes = store.changes_after(0, 10)
+    assert [change.state for change in changes] == [store.get(low), store.get(high)]
+
+
 def test_a_decision_batch_with_a_number_beyond_64_bits_is_not_storable_and_writes_nothing(
     store: Store,
 ) -> None:
