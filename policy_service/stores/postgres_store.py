@@ -63,11 +63,13 @@ connection and works through a transaction-pooling proxy.
 Round trips. A call waits for the server once per read that its writes depend on, its statements
 otherwise pipelined: record twice (BEGIN, the group's lock and read; then the writes, the change
 log, COMMIT and NOTIFY); get, get_many, changes_after (the sequencer and the read), acquire,
-release, append_decisions and append_audit_events once. record, the call every after-webhook
-makes, sends each of its two round trips as one message of several statements, its values
-bound on the client (psycopg's AsyncClientCursor), rather than a pipeline of prepared
-statements, and a changed state's two writes as one call of write_group_state: about 40% less
-of the service's CPU per call (docs/speed.md). A pooled connection is checked (an empty
+release, append_decisions and append_audit_events once. record and acquire, the calls of every
+after-webhook and of every rate-limited before-webhook, send each round trip as one message of
+several statements, values bound on the client (psycopg's AsyncClientCursor), rather than a
+pipeline of statements, and record a changed state's two writes as one call of
+write_group_state: about a third less of the service's CPU per call (docs/speed.md). Batches
+(decisions, audit events) keep executemany in a pipeline, cheaper per row than a statement
+bound on the client. A pooled connection is checked (an empty
 query, one more round trip) as it leaves the pool only when it has been idle there for
 _RECENTLY_USED_S or longer, so one killed while idle (server restart, terminated backend) is
 replaced rather than handed out; under load none is checked. One that died within that time
@@ -170,8 +172,10 @@ _TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%s, hashtext(coalesce(current_sche
 _BUCKET_LOCK_SEED = 0x4350524C
 _BUCKET_LOCK = (
     "SELECT pg_advisory_xact_lock(hashtextextended("
-    "coalesce(current_schema(), '') || '/' || %s, %s))"
+    "coalesce(current_schema(), '') || '/' || %(bucket)s, %(seed)s))"
 )
+# acquire's one message: BEGIN, the bucket's lock, the count and the slot, COMMIT.
+_ACQUIRE = f"BEGIN ISOLATION LEVEL READ COMMITTED; {_BUCKET_LOCK}; {ACQUIRE_SLOT}; COMMIT"
 _INSERT_DECISION = insert_decisions("%s")
 _INSERT_AUDIT = insert_audit_event("%s")
 # record's first message: the transaction, the group's lock, and the group's rows.
@@ -295,8 +299,8 @@ class PostgresGroupStateStore:
         with self._translated_errors():
             async with self._connection() as conn, psycopg.AsyncClientCursor(conn) as cursor:
                 await cursor.execute(_LOCK_AND_READ, (_group_lock_key(key), *key_tuple(key)[:2]))
-                cursor.nextset()
-                cursor.nextset()
+                for _ in range(2):  # past BEGIN's result and the lock's, to the read's
+                    cursor.nextset()
                 rows = await cursor.fetchall()
                 outcome = apply_to_group([state_from_row(row) for row in rows], event)
                 statements: list[str] = []
@@ -399,20 +403,22 @@ class PostgresGroupStateStore:
         The lock is a transaction-scoped advisory lock, as for record (rows cannot be locked
         before they exist; read committed lets the count, a statement after the lock, see the
         slots the previous holder committed). BEGIN, the lock, the count and insert (one
-        statement) and COMMIT go in one round trip. Slots are not part of the change log.
+        statement) and COMMIT go in one message, bound on the client, as record's do.
+        Slots are not part of the change log.
         """
         params = {
             "bucket": bucket,
+            "seed": _BUCKET_LOCK_SEED,
             "since": now_ms - window_ms,
             "now": now_ms,
             "limit": limit,
             "force": force,
         }
         with self._translated_errors():
-            async with self._connection() as conn:
-                async with _pipelined_transaction(conn):
-                    await conn.execute(_BUCKET_LOCK, (bucket, _BUCKET_LOCK_SEED))
-                    cursor = await conn.execute(ACQUIRE_SLOT, params)
+            async with self._connection() as conn, psycopg.AsyncClientCursor(conn) as cursor:
+                await cursor.execute(_ACQUIRE, params)
+                for _ in range(2):  # past BEGIN's result and the lock's, to the count's
+                    cursor.nextset()
                 row = await cursor.fetchone()
         if row is None:
             raise StoreUnavailable("PostgreSQL: counting a rate-limit window returned no row")

@@ -886,7 +886,7 @@ def test_acquire_waits_only_for_its_own_buckets_lock(
     try:
         with postgres_schema.connect() as holder, postgres_schema.connect() as observer:
             with holder.transaction():
-                holder.execute(_BUCKET_LOCK, ("busy", _BUCKET_LOCK_SEED))
+                holder.execute(_BUCKET_LOCK, {"bucket": "busy", "seed": _BUCKET_LOCK_SEED})
                 waiter.start()
                 await_condition(
                     lambda: waiting_for_lock(observer, postgres_schema, "advisory") == 1,
