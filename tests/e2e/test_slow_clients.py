@@ -249,8 +249,10 @@ def test_headers_past_the_cap_in_one_read_get_431(deployment: Deployment) -> Non
     client = connect(deployment)
     with client:
         client.sendall(request(10))
-        first = client.recv(65536)
-        assert first.startswith(b"HTTP/1.1 200 "), first[:200]
+        # The whole first answer (its head and body may come in separate reads).
+        first = http.client.HTTPResponse(client)
+        first.begin()
+        assert (first.status, first.read()) == (200, OK)
         client.sendall(request(40_000))
         response = read_to_close(client)
     assert response.startswith(b"HTTP/1.1 431 "), response[:200]
