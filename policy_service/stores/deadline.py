@@ -19,6 +19,17 @@ def call_deadline(remaining_s: float | None) -> Binding[float | None]:
     return Binding(_deadline, None if remaining_s is None else time.monotonic() + remaining_s)
 
 
+def deadline_at(deadline: float | None) -> Binding[float | None]:
+    """Within the block, the current call must end by `deadline` (time.monotonic(); None: no
+    deadline): a deadline current_deadline gave, carried to another task."""
+    return Binding(_deadline, deadline)
+
+
+def current_deadline() -> float | None:
+    """When the current call must end (time.monotonic()), or None if it has no deadline."""
+    return _deadline.get()
+
+
 def capped(wait_s: float) -> float:
     """wait_s, or less if the current call's deadline comes sooner (never below 1 ms)."""
     deadline = _deadline.get()

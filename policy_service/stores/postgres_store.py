@@ -117,6 +117,7 @@ from policy_service.stores.audit_rows import (
     list_audit_query,
     row_from_audit,
 )
+from policy_service.stores.batches import Batcher
 from policy_service.stores.deadline import capped
 from policy_service.stores.decision_rows import (
     decision_from_row,
@@ -174,15 +175,15 @@ _BUCKET_LOCK = (
     "SELECT pg_advisory_xact_lock(hashtextextended("
     "coalesce(current_schema(), '') || '/' || %(bucket)s, %(seed)s))"
 )
+_BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
 # acquire's one message: BEGIN, the bucket's lock, the count and the slot, COMMIT.
-_ACQUIRE = f"BEGIN ISOLATION LEVEL READ COMMITTED; {_BUCKET_LOCK}; {ACQUIRE_SLOT}; COMMIT"
+_ACQUIRE = f"{_BEGIN}; {_BUCKET_LOCK}; {ACQUIRE_SLOT}; COMMIT"
 _INSERT_DECISION = insert_decisions("%s")
 _INSERT_AUDIT = insert_audit_event("%s")
-# record's first message: the transaction, the group's lock, and the group's rows.
-_LOCK_AND_READ = (
-    "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(CAST(%s AS bigint)); "
-    + SELECT_GROUP
-)
+# record's first message: the transaction, each group's lock, and each group's rows.
+_GROUP_LOCK = "SELECT pg_advisory_xact_lock(CAST(%s AS bigint))"
+# Events per record batch: bounds the locks one transaction holds and its messages' size.
+_RECORD_BATCH = 64
 # Sent after the COMMIT of a change, in a transaction of its own (see the module docstring).
 _NOTIFY = f"SELECT pg_notify('{CHANGES_CHANNEL}', current_schema())"
 
@@ -243,6 +244,9 @@ class PostgresGroupStateStore:
         self._unreachable = False  # the last wait for a pooled connection timed out
         self._checks: set[asyncio.Task[None]] = set()  # the pool checks _check_soon started
         self._schema = ""
+        self._records: Batcher[tuple[GroupEvent, AuditEvent | None], RecordOutcome] = Batcher(
+            self._record_batch, max_batch=_RECORD_BATCH
+        )
         self._pool: AsyncConnectionPool[_PooledConnection] = AsyncConnectionPool(
             url,
             connection_class=_PooledConnection,
@@ -278,7 +282,8 @@ class PostgresGroupStateStore:
         return store
 
     async def record(self, event: GroupEvent, audit: AuditEvent | None = None) -> RecordOutcome:
-        """Apply an event in one transaction holding its group's lock (every topic, too).
+        """Apply an event in a transaction holding its group's lock (every topic, too), with
+        whatever other events were submitted while the previous batch was written.
 
         The lock is a transaction-scoped advisory lock on (sdk_app_id, group_id), not
         SELECT ... FOR UPDATE: row locks cannot cover rows that do not exist yet, so two
@@ -289,35 +294,79 @@ class PostgresGroupStateStore:
         required: each statement after the lock sees what the previous holder committed.
         A hash collision between two groups only makes them wait for each other.
 
-        Two round trips, each one message of several statements (the simple query protocol,
-        parameters bound by psycopg's client-side cursor): BEGIN, the lock and the read;
-        then a write_group_state call per changed state (its upsert and change-log row), the
-        audit event (if any), the COMMIT and the NOTIFY. A statement that fails skips the
-        rest of its message: nothing commits, and the pool rolls the transaction back.
+        Events are written in batches (stores/batches.py), one batch at a time per store, at
+        most _RECORD_BATCH events each: one transaction takes the batch's group locks in
+        ascending order (so that batches of several replicas cannot deadlock on them), reads
+        its groups, applies its events in the order they came and writes them, so that its
+        events share two round trips, one commit and one NOTIFY (_record_together). An event
+        that cannot be applied (GroupNotFound) fails alone; when the database refuses a value
+        or aborts the transaction (a deadlock), nothing of the batch committed, and each of
+        its events is written again alone, so that only the refused one fails.
         """
-        key = event.key
-        with self._translated_errors():
-            async with self._connection() as conn, psycopg.AsyncClientCursor(conn) as cursor:
-                await cursor.execute(_LOCK_AND_READ, (_group_lock_key(key), *key_tuple(key)[:2]))
-                for _ in range(2):  # past BEGIN's result and the lock's, to the read's
-                    cursor.nextset()
-                rows = await cursor.fetchall()
-                outcome = apply_to_group([state_from_row(row) for row in rows], event)
-                statements: list[str] = []
-                params: list[Any] = []
-                if outcome.changed:
-                    stamp = now_ms()
-                    for state in outcome.changed:
-                        statements.append(WRITE_STATE)
-                        params += (*row_from_state(state), stamp)
+        return await self._records.submit((event, audit))
+
+    async def _record_batch(
+        self, batch: Sequence[tuple[GroupEvent, AuditEvent | None]]
+    ) -> list[RecordOutcome | Exception]:
+        """Each event's outcome or exception: together, or else each alone (see record)."""
+        try:
+            with self._translated_errors():
+                return await self._record_together(batch)
+        except (ValueNotStorable, StoreUnavailable) as error:
+            if len(batch) == 1 or not _written_alone_after(error):
+                return [error] * len(batch)
+        return [(await self._record_batch([one]))[0] for one in batch]
+
+    async def _record_together(
+        self, batch: Sequence[tuple[GroupEvent, AuditEvent | None]]
+    ) -> list[RecordOutcome | Exception]:
+        """Write the batch in one transaction, in two messages of several statements (the
+        simple query protocol, parameters bound by psycopg's client-side cursor): BEGIN, the
+        groups' locks and their reads; then a write_group_state call per changed state (its
+        upsert and change-log row), the audit events, the COMMIT and the NOTIFY. A statement
+        that fails skips the rest of its message: nothing commits, and the pool rolls the
+        transaction back."""
+        # Each group's stored states, by (sdk_app_id, group_id); the events change them as
+        # they are applied, so that a group's later event sees its earlier one.
+        stored: dict[tuple[Any, ...], dict[GroupKey, GroupState]] = {
+            key_tuple(event.key)[:2]: {} for event, _ in batch
+        }
+        locks = sorted({_group_lock_key(event.key) for event, _ in batch})
+        async with self._connection() as conn, psycopg.AsyncClientCursor(conn) as cursor:
+            await cursor.execute(
+                "; ".join([_BEGIN, *[_GROUP_LOCK] * len(locks), *[SELECT_GROUP] * len(stored)]),
+                [*locks, *(value for group in stored for value in group)],
+            )
+            for _ in range(1 + len(locks)):  # past BEGIN's result and the locks', to the reads
+                cursor.nextset()
+            for states in stored.values():
+                for state in map(state_from_row, await cursor.fetchall()):
+                    states[state.key] = state
+                cursor.nextset()
+            results: list[RecordOutcome | Exception] = []
+            statements: list[str] = []
+            params: list[Any] = []
+            stamp = now_ms()
+            for event, audit in batch:
+                states = stored[key_tuple(event.key)[:2]]
+                try:
+                    outcome = apply_to_group(states.values(), event)
+                except Exception as error:  # this event's alone (GroupNotFound)
+                    results.append(error)
+                    continue
+                results.append(outcome)
+                for state in outcome.changed:
+                    states[state.key] = state
+                    statements.append(WRITE_STATE)
+                    params += (*row_from_state(state), stamp)
                 if audit is not None:
                     statements.append(_INSERT_AUDIT)
                     params += row_from_audit(with_outcome(audit, event, outcome))
-                statements.append("COMMIT")
-                if outcome.changed:
-                    statements.append(_NOTIFY)
-                await cursor.execute("; ".join(statements), params)
-        return outcome
+            statements.append("COMMIT")
+            if any(isinstance(result, RecordOutcome) and result.changed for result in results):
+                statements.append(_NOTIFY)
+            await cursor.execute("; ".join(statements), params)
+        return results
 
     async def get(self, key: GroupKey) -> GroupState | None:
         """The group's state, or None."""
@@ -577,7 +626,9 @@ class PostgresGroupStateStore:
                 await conn.execute("SELECT 1")
 
     async def close(self) -> None:
-        """Wake wait_for_changes, close its listener and the pool."""
+        """Finish the records submitted, wake wait_for_changes, close its listener and the
+        pool."""
+        await self._records.drain()
         self._closing.set()
         # A waiter busy connecting keeps the lock longer; it closes the listener itself.
         try:
@@ -697,6 +748,17 @@ class PostgresGroupStateStore:
                     f"PostgreSQL cannot store a value: {echo(primary)}"
                 ) from error
             raise StoreUnavailable(f"PostgreSQL: {self._message(error)}") from error
+
+
+def _written_alone_after(error: ValueNotStorable | StoreUnavailable) -> bool:
+    """Whether a batch's events are each written again alone after `error`: a value refused
+    (one of them may be the only one at fault), or a transaction the server rolled back
+    (SQLSTATE class 40: a deadlock, say). Not when the server may be gone: a COMMIT whose
+    answer was lost may have committed."""
+    if isinstance(error, ValueNotStorable):
+        return True
+    cause = error.__cause__
+    return isinstance(cause, psycopg.Error) and (cause.sqlstate or "").startswith("40")
 
 
 def _refuses_value(error: psycopg.Error) -> bool:

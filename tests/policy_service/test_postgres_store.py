@@ -6,6 +6,7 @@ What every store does (events, pagination, concurrency) is in test_store_contrac
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -17,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -28,9 +29,16 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from policy_service.clock import now_ms
 from policy_service.engine.decision_log import DecisionCursor, DecisionQuery, DecisionRecord
 from policy_service.engine.rate_limit import Acquisition
-from policy_service.errors import StoreUnavailable, ValueNotStorable
+from policy_service.errors import GroupNotFound, StoreUnavailable, ValueNotStorable
 from policy_service.groups.change_log import ChangeLogBounds, PruneOutcome, StateChange
-from policy_service.groups.state import EventKind, GroupCounts, GroupEvent, GroupKey, GroupState
+from policy_service.groups.state import (
+    EventKind,
+    GroupCounts,
+    GroupEvent,
+    GroupKey,
+    GroupState,
+    RecordOutcome,
+)
 from policy_service.groups.store import FullGroupsCursor
 from policy_service.stores import postgres_store
 from policy_service.stores.decision_rows import list_decisions_query
@@ -1106,6 +1114,161 @@ def test_record_takes_two_round_trips_and_other_calls_one(
         assert len(store.list_decisions(DecisionQuery(), 10, None)) == 2
     finally:
         store.close()
+
+
+def record_together(
+    loop: LoopThread, store: Any, events: Sequence[GroupEvent]
+) -> list[RecordOutcome | BaseException]:
+    """Record the events at once, as concurrent calls would: each one's outcome or exception."""
+
+    async def record_all() -> list[RecordOutcome | BaseException]:
+        calls = (store.target.record(event) for event in events)
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    return loop.run(record_all())
+
+
+def test_records_submitted_together_share_two_round_trips_in_their_order(
+    proxy: RoundTripCounter,
+    monkeypatch: pytest.MonkeyPatch,
+    open_pg: OpenPostgres,
+    event_loop_thread: LoopThread,
+) -> None:
+    """Sixteen concurrent records, three of them for one group, are one transaction of two
+    round trips: each gets its own outcome, the one group's events applied in the order they
+    came, and the change log has every change, the group's in that order."""
+    monkeypatch.setattr(postgres_store, "_RECENTLY_USED_S", 60.0)
+    store = open_pg(proxy.url, min_size=1, max_size=1)
+    events = [GroupEvent(group_of(n), EventKind.FULL, 1000) for n in range(13)]
+    events[4:4] = [GroupEvent(KEY, EventKind.FULL, 1000 + n) for n in range(3)]
+    try:
+        store.ping()  # the new connection's check
+        outcomes: list[Any] = []
+        assert (
+            proxy.count(lambda: outcomes.extend(record_together(event_loop_thread, store, events)))
+            == 2
+        )
+        assert [outcome.state.key for outcome in outcomes] == [event.key for event in events]
+        assert [outcome.state.full_event_count for outcome in outcomes[4:7]] == [1, 2, 3]
+        assert all(outcome.applied for outcome in outcomes)
+        changes = store.changes_after(0, 100)
+        assert [change.state for change in changes] == [outcome.state for outcome in outcomes]
+        assert store.get(KEY) == outcomes[6].state
+    finally:
+        store.close()
+
+
+def test_a_value_refused_in_a_batch_fails_only_its_own_record(
+    postgres_schema: PostgresSchema, open_pg: OpenPostgres, event_loop_thread: LoopThread
+) -> None:
+    """An event time PostgreSQL cannot store fails its record alone as ValueNotStorable; the
+    records submitted with it are written (each again alone, after the batch rolled back)."""
+    store = open_pg(postgres_schema.url)
+    refused = GroupEvent(group_of(1), EventKind.FULL, 2**63)
+    events = [FULL, refused, GroupEvent(group_of(2), EventKind.FULL, 1000)]
+    try:
+        first, error, third = record_together(event_loop_thread, store, events)
+        assert isinstance(error, ValueNotStorable)
+        assert isinstance(first, RecordOutcome) and isinstance(third, RecordOutcome)
+        assert store.get_many([KEY, group_of(1), group_of(2)]) == {
+            KEY: first.state,
+            group_of(2): third.state,
+        }
+        assert [change.state for change in store.changes_after(0, 10)] == [first.state, third.state]
+    finally:
+        store.close()
+
+
+def test_a_clear_of_an_unknown_group_in_a_batch_fails_alone_in_the_same_round_trips(
+    proxy: RoundTripCounter,
+    monkeypatch: pytest.MonkeyPatch,
+    open_pg: OpenPostgres,
+    event_loop_thread: LoopThread,
+) -> None:
+    """A clear of a group with no state is GroupNotFound for its caller only; the batch's
+    other records are written in its two round trips."""
+    monkeypatch.setattr(postgres_store, "_RECENTLY_USED_S", 60.0)
+    store = open_pg(proxy.url, min_size=1, max_size=1)
+    events = [
+        FULL,
+        GroupEvent.cleared(group_of(1), 2000, "ops"),
+        GroupEvent(group_of(2), EventKind.FULL, 1000),
+    ]
+    try:
+        store.ping()
+        results: list[Any] = []
+        assert (
+            proxy.count(lambda: results.extend(record_together(event_loop_thread, store, events)))
+            == 2
+        )
+        assert isinstance(results[1], GroupNotFound)
+        assert store.get_many([KEY, group_of(1), group_of(2)]) == {
+            KEY: results[0].state,
+            group_of(2): results[2].state,
+        }
+    finally:
+        store.close()
+
+
+def deadlocks(schema: PostgresSchema) -> int:
+    """The deadlocks PostgreSQL has detected in the schema's database so far."""
+    with schema.connect() as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def sessions(schema: PostgresSchema) -> list[int]:
+    """The process IDs of the schema's sessions but this one."""
+    with schema.connect() as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
+            " AND pid <> pg_backend_pid()",
+            (schema.application_name,),
+        ).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+def test_batches_of_two_replicas_on_the_same_groups_in_opposite_orders_never_deadlock(
+    postgres_schema: PostgresSchema, open_pg: OpenPostgres, event_loop_thread: LoopThread
+) -> None:
+    """Two replicas each record a batch of events for the same twenty groups, one in the
+    reverse order of the other, again and again: the groups' locks are taken in one order,
+    so no transaction ever waits for another in a cycle (PostgreSQL detects none), and each
+    group counts every event applied to it (of each round's two, the later one is applied
+    for sure, the earlier one only if it came first)."""
+    replicas = [open_pg(postgres_schema.url) for _ in range(2)]
+    groups = [group_of(n) for n in range(20)]
+    rounds = 15
+    try:
+        before = deadlocks(postgres_schema)
+
+        async def both(round_: int) -> list[Any]:
+            batches = []
+            for replica, keys in zip(replicas, (groups, groups[::-1]), strict=True):
+                time_ms = 1000 + 2 * round_ + (keys is groups)
+                calls = (
+                    replica.target.record(GroupEvent(key, EventKind.FULL, time_ms)) for key in keys
+                )
+                batches.append(asyncio.gather(*calls))
+            return list(await asyncio.gather(*batches))
+
+        applied: Counter[GroupKey] = Counter()
+        for round_ in range(rounds):
+            for outcomes in event_loop_thread.run(both(round_)):
+                applied.update(outcome.state.key for outcome in outcomes if outcome.applied)
+        states = replicas[0].get_many(groups)
+        assert {key: state.full_event_count for key, state in states.items()} == applied
+        assert min(applied.values()) >= rounds
+    finally:
+        for replica in replicas:
+            replica.close()
+    # A session reports its counts as it ends, if not before.
+    await_condition(lambda: not sessions(postgres_schema), "the replicas' sessions to end")
+    assert deadlocks(postgres_schema) == before
 
 
 def test_connection_killed_while_idle_is_not_handed_out(
