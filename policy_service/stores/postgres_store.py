@@ -26,10 +26,12 @@ nothing and sees nothing twice):
   sequence than a younger one still in flight; here a number is never taken before commit.
 - The changes of one group keep their order: its writers take turns on the group's lock, so
   the later one inserts (a higher id) after the earlier committed; both are numbered in the
-  same pass in id order, or the earlier in an earlier pass. (Ids follow insertion time across
-  sessions because the identity's sequence caches no values: PostgreSQL's default, CACHE 1.
-  A cache would let a session insert with an id drawn before another's committed insert.)
-Writers thus hold only their group's lock, so the replicas' transactions commit side by side
+  same pass in id order, or the earlier in an earlier pass. (Ids follow insertion time
+  across sessions because the identity's sequence caches no values: PostgreSQL's default,
+  CACHE 1. A cache would let a session insert with an id drawn before another's committed
+  insert.) A batch of record inserts its events' changes in the order the events came, so
+  a group's changes keep their order within it too.
+Writers thus hold only their groups' locks, so the replicas' transactions commit side by side
 and share WAL flushes (group commit); the sequencer numbers a batch of writes per commit, and
 a pass that finds nothing to number writes nothing and flushes nothing. Each row is written
 twice (inserted, then numbered): a little more WAL and vacuuming. Pruning numbers what is
@@ -60,16 +62,19 @@ re-check what they delete, so racing passes never forget a state twice; a transa
 unlike a session lock held across batches, cannot outlive a failed pass on a pooled
 connection and works through a transaction-pooling proxy.
 
-Round trips. A call waits for the server once per read that its writes depend on, its statements
-otherwise pipelined: record twice (BEGIN, the group's lock and read; then the writes, the change
-log, COMMIT and NOTIFY); get, get_many, changes_after (the sequencer and the read), acquire,
-release, append_decisions and append_audit_events once. record and acquire, the calls of every
-after-webhook and of every rate-limited before-webhook, send each round trip as one message of
-several statements, values bound on the client (psycopg's AsyncClientCursor), rather than a
-pipeline of statements, and record a changed state's two writes as one call of
-write_group_state: about a third less of the service's CPU per call (docs/speed.md). Batches
-(decisions, audit events) keep executemany in a pipeline, cheaper per row than a statement
-bound on the client. A pooled connection is checked (an empty
+Round trips. A call waits for the server once per read that its writes depend on, its
+statements otherwise pipelined: record twice per batch of events submitted together (BEGIN, the
+groups' locks and reads; then the writes, the change log, COMMIT and NOTIFY); get, get_many,
+changes_after (the sequencer and the read), acquire, release, append_decisions and
+append_audit_events once. record and acquire, the calls of every after-webhook and of every
+rate-limited before-webhook, send each round trip as one message of several statements, values
+bound on the client (psycopg's AsyncClientCursor), rather than a pipeline of statements, and
+record a changed state's two writes as one call of write_group_state: about a third less of the
+service's CPU per call (docs/speed.md). Batching record's events (stores/batches.py) shares
+those two round trips, the commit and the NOTIFY among whatever events arrive while the
+previous batch is written: at 16 records at a time, about a third of the machine's CPU per
+record of writing each alone. Batches (decisions, audit events) keep executemany in a pipeline,
+cheaper per row than a statement bound on the client. A pooled connection is checked (an empty
 query, one more round trip) as it leaves the pool only when it has been idle there for
 _RECENTLY_USED_S or longer, so one killed while idle (server restart, terminated backend) is
 replaced rather than handed out; under load none is checked. One that died within that time
@@ -180,10 +185,16 @@ _BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
 _ACQUIRE = f"{_BEGIN}; {_BUCKET_LOCK}; {ACQUIRE_SLOT}; COMMIT"
 _INSERT_DECISION = insert_decisions("%s")
 _INSERT_AUDIT = insert_audit_event("%s")
-# record's first message: the transaction, each group's lock, and each group's rows.
+# record's first message: the transaction, its idle timeout, each group's lock and rows.
+_IDLE_TIMEOUT = "SET LOCAL idle_in_transaction_session_timeout = %s"
 _GROUP_LOCK = "SELECT pg_advisory_xact_lock(CAST(%s AS bigint))"
 # Events per record batch: bounds the locks one transaction holds and its messages' size.
 _RECORD_BATCH = 64
+# How long record's transaction may wait for its second message (in the service, a few
+# hundred microseconds) before PostgreSQL ends the session: a replica stopped or cut off
+# between the two releases its groups' locks then, not when the server notices the
+# connection is gone (TCP keepalive: hours by default).
+_RECORD_IDLE_TIMEOUT_MS = 5000
 # Sent after the COMMIT of a change, in a transaction of its own (see the module docstring).
 _NOTIFY = f"SELECT pg_notify('{CHANGES_CHANNEL}', current_schema())"
 
@@ -301,7 +312,10 @@ class PostgresGroupStateStore:
         events share two round trips, one commit and one NOTIFY (_record_together). An event
         that cannot be applied (GroupNotFound) fails alone; when the database refuses a value
         or aborts the transaction (a deadlock), nothing of the batch committed, and each of
-        its events is written again alone, so that only the refused one fails.
+        its events is written again alone, so that only the refused one fails. A batch holds
+        all its groups' locks until it commits, so the transaction sets a short
+        idle_in_transaction_session_timeout (_RECORD_IDLE_TIMEOUT_MS): a replica stopped
+        between its two messages lets go of them then.
         """
         return await self._records.submit((event, audit))
 
@@ -334,10 +348,17 @@ class PostgresGroupStateStore:
         locks = sorted({_group_lock_key(event.key) for event, _ in batch})
         async with self._connection() as conn, psycopg.AsyncClientCursor(conn) as cursor:
             await cursor.execute(
-                "; ".join([_BEGIN, *[_GROUP_LOCK] * len(locks), *[SELECT_GROUP] * len(stored)]),
-                [*locks, *(value for group in stored for value in group)],
+                "; ".join(
+                    [
+                        _BEGIN,
+                        _IDLE_TIMEOUT,
+                        *[_GROUP_LOCK] * len(locks),
+                        *[SELECT_GROUP] * len(stored),
+                    ]
+                ),
+                [_RECORD_IDLE_TIMEOUT_MS, *locks, *(value for group in stored for value in group)],
             )
-            for _ in range(1 + len(locks)):  # past BEGIN's result and the locks', to the reads
+            for _ in range(2 + len(locks)):  # past BEGIN's, SET's and the locks' results
                 cursor.nextset()
             for states in stored.values():
                 for state in map(state_from_row, await cursor.fetchall()):

@@ -1210,6 +1210,37 @@ def test_a_clear_of_an_unknown_group_in_a_batch_fails_alone_in_the_same_round_tr
         store.close()
 
 
+def test_a_replica_stalled_between_its_two_messages_lets_go_of_its_groups(
+    postgres_schema: PostgresSchema, open_pg: OpenPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica that stops between record's two messages (its loop blocked here; stopped or
+    cut off in life) holds its groups' locks only until PostgreSQL's idle-in-transaction
+    timeout ends its session: its record fails as StoreUnavailable, nothing of it is written,
+    and the group is free for the next record."""
+    monkeypatch.setattr(postgres_store, "_RECORD_IDLE_TIMEOUT_MS", 200)
+    store = open_pg(postgres_schema.url)
+    applied = postgres_store.apply_to_group
+
+    def stalled(*args: Any) -> Any:
+        time.sleep(1.0)
+        return applied(*args)
+
+    try:
+        monkeypatch.setattr(postgres_store, "apply_to_group", stalled)
+        with pytest.raises(StoreUnavailable, match="idle-in-transaction timeout"):
+            store.record(FULL)
+        monkeypatch.setattr(postgres_store, "apply_to_group", applied)
+        with postgres_schema.connect() as other:
+            other.execute("SET lock_timeout = '1s'")
+            assert other.execute(
+                "SELECT pg_advisory_xact_lock(%s)", (postgres_store._group_lock_key(KEY),)
+            ).fetchone()
+        assert store.get(KEY) is None
+        assert store.record(FULL).state.full_event_count == 1
+    finally:
+        store.close()
+
+
 def deadlocks(schema: PostgresSchema) -> int:
     """The deadlocks PostgreSQL has detected in the schema's database so far."""
     with schema.connect() as conn:
