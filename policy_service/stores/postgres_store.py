@@ -87,6 +87,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -162,6 +163,8 @@ from policy_service.stores.state_rows import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 Row = tuple[Any, ...]
 
 # Schema-wide advisory locks use the two-int form, so they never collide with the one-bigint
@@ -181,15 +184,19 @@ _BUCKET_LOCK = (
     "coalesce(current_schema(), '') || '/' || %(bucket)s, %(seed)s))"
 )
 _BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
-# acquire's one message: BEGIN, the bucket's lock, the count and the slot, COMMIT.
-_ACQUIRE = f"{_BEGIN}; {_BUCKET_LOCK}; {ACQUIRE_SLOT}; COMMIT"
 _INSERT_DECISION = insert_decisions("%s")
 _INSERT_AUDIT = insert_audit_event("%s")
 # record's first message: the transaction, its idle timeout, each group's lock and rows.
 _IDLE_TIMEOUT = "SET LOCAL idle_in_transaction_session_timeout = %s"
 _GROUP_LOCK = "SELECT pg_advisory_xact_lock(CAST(%s AS bigint))"
-# Events per record batch: bounds the locks one transaction holds and its messages' size.
-_RECORD_BATCH = 64
+# Record's and acquire's batches (stores/batches.py): at most _BATCH_SIZE events or acquires
+# each, bounding the locks one transaction holds and the size of its messages; one batch at a
+# time, or up to _BATCH_LANES when those in flight have been for _BATCH_STALL_S (a batch
+# waiting for a lock that another replica holds long holds up only itself). A batch takes a
+# few milliseconds.
+_BATCH_SIZE = 64
+_BATCH_LANES = 4
+_BATCH_STALL_S = 0.05
 # How long record's transaction may wait for its second message (in the service, a few
 # hundred microseconds) before PostgreSQL ends the session: a replica stopped or cut off
 # between the two releases its groups' locks then, not when the server notices the
@@ -256,7 +263,16 @@ class PostgresGroupStateStore:
         self._checks: set[asyncio.Task[None]] = set()  # the pool checks _check_soon started
         self._schema = ""
         self._records: Batcher[tuple[GroupEvent, AuditEvent | None], RecordOutcome] = Batcher(
-            self._record_batch, max_batch=_RECORD_BATCH
+            functools.partial(self._together_or_alone, self._record_together),
+            max_batch=_BATCH_SIZE,
+            max_lanes=_BATCH_LANES,
+            stall_s=_BATCH_STALL_S,
+        )
+        self._acquires: Batcher[dict[str, Any], tuple[int, int | None]] = Batcher(
+            functools.partial(self._together_or_alone, self._acquire_together),
+            max_batch=_BATCH_SIZE,
+            max_lanes=_BATCH_LANES,
+            stall_s=_BATCH_STALL_S,
         )
         self._pool: AsyncConnectionPool[_PooledConnection] = AsyncConnectionPool(
             url,
@@ -305,31 +321,36 @@ class PostgresGroupStateStore:
         required: each statement after the lock sees what the previous holder committed.
         A hash collision between two groups only makes them wait for each other.
 
-        Events are written in batches (stores/batches.py), one batch at a time per store, at
-        most _RECORD_BATCH events each: one transaction takes the batch's group locks in
-        ascending order (so that batches of several replicas cannot deadlock on them), reads
-        its groups, applies its events in the order they came and writes them, so that its
-        events share two round trips, one commit and one NOTIFY (_record_together). An event
-        that cannot be applied (GroupNotFound) fails alone; when the database refuses a value
-        or aborts the transaction (a deadlock), nothing of the batch committed, and each of
-        its events is written again alone, so that only the refused one fails. A batch holds
-        all its groups' locks until it commits, so the transaction sets a short
-        idle_in_transaction_session_timeout (_RECORD_IDLE_TIMEOUT_MS): a replica stopped
-        between its two messages lets go of them then.
+        Events are written in batches (stores/batches.py), one batch at a time per store unless
+        the one in flight is stalled, at most _BATCH_SIZE events each: one transaction takes the
+        batch's group locks in ascending order (so that batches of several replicas cannot
+        deadlock on them), reads its groups, applies its events in the order they came and
+        writes them, so that its events share two round trips, one commit and one NOTIFY
+        (_record_together). An event that cannot be applied (GroupNotFound) fails alone; when
+        the database refuses a value or aborts the transaction (a deadlock), nothing of the
+        batch committed, and each of its events is written again alone, so that only the refused
+        one fails. The cost: a group whose lock another replica holds long holds up its batch's
+        other events with it (the next batches go on beside it after _BATCH_STALL_S). A batch
+        holds all its groups' locks until it commits, so its transaction sets a short
+        idle_in_transaction_session_timeout (_RECORD_IDLE_TIMEOUT_MS): a replica stopped between
+        its two messages lets go of them then.
         """
         return await self._records.submit((event, audit))
 
-    async def _record_batch(
-        self, batch: Sequence[tuple[GroupEvent, AuditEvent | None]]
-    ) -> list[RecordOutcome | Exception]:
-        """Each event's outcome or exception: together, or else each alone (see record)."""
+    async def _together_or_alone(
+        self,
+        together: Callable[[Sequence[Item]], Awaitable[list[Result | Exception]]],
+        batch: Sequence[Item],
+    ) -> list[Result | Exception]:
+        """Each item's result or exception: written together in one transaction, or else,
+        when the database refused a value or rolled the transaction back, each alone."""
         try:
             with self._translated_errors():
-                return await self._record_together(batch)
+                return await together(batch)
         except (ValueNotStorable, StoreUnavailable) as error:
             if len(batch) == 1 or not _written_alone_after(error):
                 return [error] * len(batch)
-        return [(await self._record_batch([one]))[0] for one in batch]
+        return [(await self._together_or_alone(together, [one]))[0] for one in batch]
 
     async def _record_together(
         self, batch: Sequence[tuple[GroupEvent, AuditEvent | None]]
@@ -467,33 +488,43 @@ class PostgresGroupStateStore:
     async def acquire(
         self, bucket: str, *, window_ms: int, limit: int, now_ms: int, force: bool = False
     ) -> Acquisition:
-        """Count the bucket's window and take a slot in one transaction holding the bucket's
+        """Count the bucket's window and take a slot in a transaction holding the bucket's
         lock, so that callers on every replica take turns per bucket.
 
         The lock is a transaction-scoped advisory lock, as for record (rows cannot be locked
         before they exist; read committed lets the count, a statement after the lock, see the
-        slots the previous holder committed). BEGIN, the lock, the count and insert (one
-        statement) and COMMIT go in one message, bound on the client, as record's do.
-        Slots are not part of the change log.
+        slots the previous holder committed). Acquires are written in batches, as record's
+        events are (one transaction, the buckets' locks in ascending order of their names, an
+        acquire refused or a batch rolled back written again alone): BEGIN, the locks, each
+        acquire's count and insert (one statement) in the order they came, and COMMIT, in one
+        message bound on the client. Slots are not part of the change log.
         """
-        params = {
-            "bucket": bucket,
-            "seed": _BUCKET_LOCK_SEED,
-            "since": now_ms - window_ms,
-            "now": now_ms,
-            "limit": limit,
-            "force": force,
-        }
-        with self._translated_errors():
-            async with self._connection() as conn, psycopg.AsyncClientCursor(conn) as cursor:
-                await cursor.execute(_ACQUIRE, params)
-                for _ in range(2):  # past BEGIN's result and the lock's, to the count's
-                    cursor.nextset()
-                row = await cursor.fetchone()
-        if row is None:
-            raise StoreUnavailable("PostgreSQL: counting a rate-limit window returned no row")
-        count, slot = row
+        params = {"bucket": bucket, "since": now_ms - window_ms, "now": now_ms}
+        count, slot = await self._acquires.submit({**params, "limit": limit, "force": force})
         return Acquisition(count, count < limit, slot)
+
+    async def _acquire_together(
+        self, batch: Sequence[dict[str, Any]]
+    ) -> list[tuple[int, int | None] | Exception]:
+        """Take the batch's slots in one transaction, one message (see acquire)."""
+        buckets = sorted({params["bucket"] for params in batch})
+        async with self._connection() as conn, psycopg.AsyncClientCursor(conn) as cursor:
+            locks = (
+                cursor.mogrify(_BUCKET_LOCK, {"bucket": bucket, "seed": _BUCKET_LOCK_SEED})
+                for bucket in buckets
+            )
+            slots = (cursor.mogrify(ACQUIRE_SLOT, params) for params in batch)
+            await cursor.execute("; ".join([_BEGIN, *locks, *slots, "COMMIT"]))
+            for _ in range(1 + len(buckets)):  # past BEGIN's result and the locks'
+                cursor.nextset()
+            results: list[tuple[int, int | None] | Exception] = []
+            for _ in batch:
+                row = await cursor.fetchone()
+                if row is None:
+                    raise StoreUnavailable("PostgreSQL: counting a rate-limit window gave no row")
+                results.append((row[0], row[1]))
+                cursor.nextset()
+        return results
 
     async def count_slots(self, bucket: str, *, window_ms: int, now_ms: int) -> int:
         """Count the bucket's window in one statement, holding no lock and taking no slot."""
@@ -650,6 +681,7 @@ class PostgresGroupStateStore:
         """Finish the records submitted, wake wait_for_changes, close its listener and the
         pool."""
         await self._records.drain()
+        await self._acquires.drain()
         self._closing.set()
         # A waiter busy connecting keeps the lock longer; it closes the listener itself.
         try:

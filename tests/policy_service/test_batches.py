@@ -38,10 +38,15 @@ class Writes:
         return [ValueError(f"odd {i}") if self.fail_odd and i % 2 else 2 * i for i in items]
 
 
+def one_lane(writes: Writes, max_batch: int) -> Batcher[int, int]:
+    """A Batcher of one batch at a time, however long it takes."""
+    return Batcher(writes, max_batch=max_batch, max_lanes=1, stall_s=60)
+
+
 def test_calls_submitted_together_are_written_in_one_batch_each_getting_its_own() -> None:
     async def scenario() -> tuple[list[int], Writes]:
         writes = Writes()
-        batcher: Batcher[int, int] = Batcher(writes, max_batch=100)
+        batcher = one_lane(writes, 100)
         return list(await asyncio.gather(*(batcher.submit(i) for i in range(10)))), writes
 
     results, writes = asyncio.run(scenario())
@@ -52,7 +57,7 @@ def test_calls_submitted_together_are_written_in_one_batch_each_getting_its_own(
 def test_calls_submitted_during_a_batch_go_in_the_next_one_of_at_most_max_batch() -> None:
     async def scenario() -> Writes:
         writes = Writes(pause_s=0.05)
-        batcher: Batcher[int, int] = Batcher(writes, max_batch=3)
+        batcher = one_lane(writes, 3)
         first = asyncio.ensure_future(batcher.submit(0))
         await asyncio.sleep(0.01)  # the first batch is in flight
         rest = await asyncio.gather(*(batcher.submit(i) for i in range(1, 8)))
@@ -65,7 +70,7 @@ def test_calls_submitted_during_a_batch_go_in_the_next_one_of_at_most_max_batch(
 def test_an_items_exception_is_its_callers_alone_and_a_raised_one_everyones() -> None:
     async def scenario() -> tuple[list[object], list[object]]:
         writes = Writes(fail_odd=True)
-        batcher: Batcher[int, int] = Batcher(writes, max_batch=100)
+        batcher = one_lane(writes, 100)
         each = await asyncio.gather(*(batcher.submit(i) for i in range(4)), return_exceptions=True)
         writes.raise_error = RuntimeError("database gone")
         every = await asyncio.gather(*(batcher.submit(i) for i in range(2)), return_exceptions=True)
@@ -79,7 +84,7 @@ def test_an_items_exception_is_its_callers_alone_and_a_raised_one_everyones() ->
 def test_a_caller_that_gives_up_before_its_batch_is_not_written() -> None:
     async def scenario() -> tuple[Writes, int]:
         writes = Writes(pause_s=0.05)
-        batcher: Batcher[int, int] = Batcher(writes, max_batch=100)
+        batcher = one_lane(writes, 100)
         first = asyncio.ensure_future(batcher.submit(1))
         await asyncio.sleep(0.01)
         gone = asyncio.ensure_future(batcher.submit(2))
@@ -96,7 +101,7 @@ def test_a_caller_that_gives_up_before_its_batch_is_not_written() -> None:
 def test_a_batch_written_when_its_caller_gives_up_still_completes() -> None:
     async def scenario() -> tuple[Writes, int]:
         writes = Writes(pause_s=0.05)
-        batcher: Batcher[int, int] = Batcher(writes, max_batch=100)
+        batcher = one_lane(writes, 100)
         gone = asyncio.ensure_future(batcher.submit(1))
         await asyncio.sleep(0.01)  # taken into the batch, being written
         gone.cancel()
@@ -114,7 +119,7 @@ def test_a_batch_runs_outside_its_callers_context_with_their_latest_deadline() -
 
     async def scenario() -> tuple[Writes, float]:
         writes = Writes()
-        batcher: Batcher[int, int] = Batcher(writes, max_batch=100)
+        batcher = one_lane(writes, 100)
         started = time.monotonic()
         await asyncio.gather(submit(batcher, 1, 5.0), submit(batcher, 2, 30.0))
         await asyncio.gather(submit(batcher, 3, 5.0), submit(batcher, 4, None))
@@ -130,7 +135,7 @@ def test_a_batch_runs_outside_its_callers_context_with_their_latest_deadline() -
 def test_drain_waits_for_every_call_submitted() -> None:
     async def scenario() -> Writes:
         writes = Writes(pause_s=0.02)
-        batcher: Batcher[int, int] = Batcher(writes, max_batch=1)
+        batcher = one_lane(writes, 1)
         calls = [asyncio.ensure_future(batcher.submit(i)) for i in range(3)]
         await asyncio.sleep(0)
         await batcher.drain()
@@ -143,7 +148,7 @@ def test_drain_waits_for_every_call_submitted() -> None:
 def test_cancelled_batch_cancels_its_callers_and_those_queued() -> None:
     async def scenario() -> list[object]:
         writes = Writes(pause_s=10)
-        batcher: Batcher[int, int] = Batcher(writes, max_batch=1)
+        batcher = one_lane(writes, 1)
         calls = [asyncio.ensure_future(batcher.submit(i)) for i in range(3)]
         await asyncio.sleep(0.01)
         for task in asyncio.all_tasks():
@@ -158,7 +163,71 @@ def test_cancelled_batch_cancels_its_callers_and_those_queued() -> None:
 @pytest.mark.parametrize("max_batch", [1, 64])
 def test_many_callers_each_get_their_own_result(max_batch: int) -> None:
     async def scenario() -> list[int]:
-        batcher: Batcher[int, int] = Batcher(Writes(), max_batch=max_batch)
+        batcher = one_lane(Writes(), max_batch)
         return list(await asyncio.gather(*(batcher.submit(i) for i in range(500))))
 
     assert asyncio.run(scenario()) == [2 * i for i in range(500)]
+
+
+class HeldWrites(Writes):
+    """Writes whose batches holding item 0 wait until `release` is set, as a batch waiting
+    for another process's lock would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def __call__(self, items: Sequence[int]) -> list[int | Exception]:
+        if 0 in items:
+            self.batches.append(list(items))
+            await self.release.wait()
+            return [2 * i for i in items]
+        return await super().__call__(items)
+
+
+@pytest.mark.parametrize("submitted_after_s", [0.01, 0.1], ids=["before", "after"])
+def test_a_stalled_batch_makes_room_for_the_next_ones_after_stall_s(
+    submitted_after_s: float,
+) -> None:
+    """Calls submitted before the batch in flight stalls (0.05 s) or after it did are
+    written in a batch beside it."""
+
+    async def scenario() -> tuple[list[int], bool, list[list[int]]]:
+        writes = HeldWrites()
+        batcher = Batcher(writes, max_batch=100, max_lanes=2, stall_s=0.05)
+        held = asyncio.ensure_future(batcher.submit(0))
+        await asyncio.sleep(submitted_after_s)
+        later = await asyncio.wait_for(asyncio.gather(*(batcher.submit(i) for i in (1, 2))), 5)
+        still_held = not held.done()
+        writes.release.set()
+        assert await held == 0
+        return list(later), still_held, writes.batches
+
+    later, still_held, batches = asyncio.run(scenario())
+    assert (later, still_held, batches) == ([2, 4], True, [[0], [1, 2]])
+
+
+def test_no_more_than_max_lanes_batches_are_in_flight() -> None:
+    async def scenario() -> tuple[bool, list[list[int]]]:
+        writes = HeldWrites()
+        batcher = Batcher(writes, max_batch=1, max_lanes=2, stall_s=0.01)
+        calls = [asyncio.ensure_future(batcher.submit(i)) for i in (0, 0, 3)]
+        await asyncio.sleep(0.2)  # two lanes, both held; the third call waits for one
+        third_waited = not calls[2].done()
+        writes.release.set()
+        assert await asyncio.gather(*calls) == [0, 0, 6]
+        return third_waited, writes.batches
+
+    assert asyncio.run(scenario()) == (True, [[0], [0], [3]])
+
+
+def test_calls_submitted_one_after_another_are_each_written() -> None:
+    """Each call submitted as soon as the previous one returned (its lane just ending) gets
+    a lane: none waits for one that has gone."""
+
+    async def scenario() -> list[int]:
+        batcher = Batcher(Writes(), max_batch=100, max_lanes=4, stall_s=0.05)
+        async with asyncio.timeout(5):  # no task of its own, unlike wait_for: no delay
+            return [await batcher.submit(i) for i in range(20)]
+
+    assert asyncio.run(scenario()) == [2 * i for i in range(20)]

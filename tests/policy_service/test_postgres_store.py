@@ -47,6 +47,7 @@ from policy_service.stores.postgres_store import (
     _BUCKET_LOCK,
     _BUCKET_LOCK_SEED,
     PostgresGroupStateStore,
+    _group_lock_key,
 )
 from policy_service.stores.state_rows import row_from_state
 from policy_service.stores.store import open_store
@@ -912,6 +913,99 @@ def test_acquire_waits_only_for_its_own_buckets_lock(
         store.close()
 
 
+def test_record_waits_only_for_its_own_groups_lock(
+    postgres_schema: PostgresSchema, open_pg: OpenPostgres
+) -> None:
+    """While another session holds a group's lock, its record waits (its batch with it);
+    records of other groups, submitted after, are written in a batch beside it."""
+    store = open_pg(postgres_schema.url)
+    got: list[RecordOutcome] = []
+    waiter = threading.Thread(target=lambda: got.append(store.record(FULL)))
+    try:
+        with postgres_schema.connect() as holder, postgres_schema.connect() as observer:
+            with holder.transaction():
+                holder.execute("SELECT pg_advisory_xact_lock(%s)", (_group_lock_key(KEY),))
+                waiter.start()
+                await_condition(
+                    lambda: waiting_for_lock(observer, postgres_schema, "advisory") == 1,
+                    "the record waits for its group's lock",
+                )
+                others = [GroupEvent(group_of(n), EventKind.FULL, 1000) for n in range(3)]
+                assert all(outcome.applied for outcome in map(store.record, others))
+                assert waiter.is_alive()
+                assert got == []
+            waiter.join()
+        assert [outcome.state for outcome in got] == [store.get(KEY)]
+    finally:
+        if waiter.ident is not None:
+            waiter.join()
+        store.close()
+
+
+def acquire_together(
+    loop: LoopThread, store: Any, buckets: Sequence[str], limit: int
+) -> list[Acquisition | BaseException]:
+    """Acquire a slot of each bucket at once, as concurrent calls would (window 10 ms at
+    1000): each one's acquisition or exception."""
+
+    async def acquire_all() -> list[Acquisition | BaseException]:
+        calls = (
+            store.target.acquire(bucket, window_ms=10, limit=limit, now_ms=1000)
+            for bucket in buckets
+        )
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    return loop.run(acquire_all())
+
+
+def test_acquires_submitted_together_share_one_round_trip_in_their_order(
+    proxy: RoundTripCounter,
+    monkeypatch: pytest.MonkeyPatch,
+    open_pg: OpenPostgres,
+    event_loop_thread: LoopThread,
+) -> None:
+    """Eight concurrent acquires, three of one bucket, are one transaction of one round
+    trip: that bucket's are counted in the order they came, the third over the limit."""
+    monkeypatch.setattr(postgres_store, "_RECENTLY_USED_S", 60.0)
+    store = open_pg(proxy.url, min_size=1, max_size=1)
+    buckets = ["a", "hot", "b", "hot", "c", "hot", "d", "e"]
+    try:
+        store.ping()
+        got: list[Any] = []
+        with_one_trip = proxy.count(
+            lambda: got.extend(acquire_together(event_loop_thread, store, buckets, limit=2))
+        )
+        assert with_one_trip == 1
+        counted = [(a.count_before, a.within_limit, a.slot is not None) for a in got]
+        assert counted[1::2] == [
+            (0, True, True),
+            (1, True, True),
+            (2, False, False),
+            (0, True, True),
+        ]
+        assert store.count_slots("hot", window_ms=10, now_ms=1000) == 2
+    finally:
+        store.close()
+
+
+def test_a_bucket_refused_in_a_batch_fails_only_its_own_acquire(
+    postgres_schema: PostgresSchema, open_pg: OpenPostgres, event_loop_thread: LoopThread
+) -> None:
+    """A bucket PostgreSQL cannot store (NUL in text) fails its acquire alone as
+    ValueNotStorable; the others submitted with it take their slots."""
+    store = open_pg(postgres_schema.url)
+    try:
+        first, refused, third = acquire_together(
+            event_loop_thread, store, ["a", "bad\x00", "b"], limit=1
+        )
+        assert isinstance(refused, ValueNotStorable)
+        assert isinstance(first, Acquisition) and isinstance(third, Acquisition)
+        assert (first.within_limit, third.within_limit) == (True, True)
+        assert [store.count_slots(b, window_ms=10, now_ms=1000) for b in "ab"] == [1, 1]
+    finally:
+        store.close()
+
+
 def test_failed_acquire_is_store_unavailable_and_its_connection_serves_on(
     postgres_schema: PostgresSchema, caplog: pytest.LogCaptureFixture, open_pg: OpenPostgres
 ) -> None:
@@ -1233,7 +1327,7 @@ def test_a_replica_stalled_between_its_two_messages_lets_go_of_its_groups(
         with postgres_schema.connect() as other:
             other.execute("SET lock_timeout = '1s'")
             assert other.execute(
-                "SELECT pg_advisory_xact_lock(%s)", (postgres_store._group_lock_key(KEY),)
+                "SELECT pg_advisory_xact_lock(%s)", (_group_lock_key(KEY),)
             ).fetchone()
         assert store.get(KEY) is None
         assert store.record(FULL).state.full_event_count == 1
