@@ -61,7 +61,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.bench_faults import DEFAULT_TEST_DATABASE_URL, started_pair
+from bench.bench_faults import DEFAULT_TEST_DATABASE_URL, SDK_APP_ID, started_pair
 from bench.bench_state import positive
 from bench.http_processes import EXAMPLE_POLICY, NORMAL_OUTCOMES, children, status_kb
 from bench.processes import ChatPolicyProcess, http_get
@@ -70,7 +70,6 @@ from bench.report import progress as report_progress
 from bench.wrk import Webhook, body, compute_sign, query_string
 from chatpolicy.v1 import group_state_service_pb2 as state_pb
 
-SDK_APP_ID = 1_400_054_321
 QUIET_SDK_APP_ID = 1  # the watch streams' filter: nothing is ever written for it
 CHAT_TIMEOUT_S = 2.0  # Chat gives up on a webhook after this
 CONNECT_TIMEOUT_S = 2.0
