@@ -4,9 +4,9 @@ batch was being written, so that they share its round trips and its commit.
 Nothing waits for company: a call submitted while no batch is in flight is written on the
 event loop's next turn, with whatever other calls that turn submitted; calls submitted while
 one is in flight go in the next (or, if the one in flight is stalled, in another written
-beside it). Each caller gets its
-own result or its own exception. A caller that gives up (is cancelled) before its call is
-taken into a batch is not written; once taken, it is written whatever the caller does.
+beside it). Each caller gets its own result or its own exception. A caller that gives up (is
+cancelled) before its call is taken into a batch is not written; once taken, it is written
+whatever the caller does.
 
 The batch runs in a context of its own, outside any caller's (their tracing spans and call
 deadlines), with the latest deadline of the callers it holds: the store caps its waits with
