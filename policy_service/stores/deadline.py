@@ -16,7 +16,7 @@ _deadline: ContextVar[float | None] = ContextVar("call_deadline", default=None)
 
 def call_deadline(remaining_s: float | None) -> Binding[float | None]:
     """Within the block, the current call must end within remaining_s (None: no deadline)."""
-    return Binding(_deadline, None if remaining_s is None else time.monotonic() + remaining_s)
+    return deadline_at(None if remaining_s is None else time.monotonic() + remaining_s)
 
 
 def deadline_at(deadline: float | None) -> Binding[float | None]:

@@ -262,17 +262,11 @@ class PostgresGroupStateStore:
         self._unreachable = False  # the last wait for a pooled connection timed out
         self._checks: set[asyncio.Task[None]] = set()  # the pool checks _check_soon started
         self._schema = ""
-        self._records: Batcher[tuple[GroupEvent, AuditEvent | None], RecordOutcome] = Batcher(
-            functools.partial(self._together_or_alone, self._record_together),
-            max_batch=_BATCH_SIZE,
-            max_lanes=_BATCH_LANES,
-            stall_s=_BATCH_STALL_S,
+        self._records: Batcher[tuple[GroupEvent, AuditEvent | None], RecordOutcome] = self._batcher(
+            self._record_together
         )
-        self._acquires: Batcher[dict[str, Any], tuple[int, int | None]] = Batcher(
-            functools.partial(self._together_or_alone, self._acquire_together),
-            max_batch=_BATCH_SIZE,
-            max_lanes=_BATCH_LANES,
-            stall_s=_BATCH_STALL_S,
+        self._acquires: Batcher[dict[str, Any], tuple[int, int | None]] = self._batcher(
+            self._acquire_together
         )
         self._pool: AsyncConnectionPool[_PooledConnection] = AsyncConnectionPool(
             url,
@@ -336,6 +330,17 @@ class PostgresGroupStateStore:
         its two messages lets go of them then.
         """
         return await self._records.submit((event, audit))
+
+    def _batcher(
+        self, together: Callable[[Sequence[Item]], Awaitable[list[Result | Exception]]]
+    ) -> Batcher[Item, Result]:
+        """Batches written by `together`, or else each alone (_together_or_alone)."""
+        return Batcher(
+            functools.partial(self._together_or_alone, together),
+            max_batch=_BATCH_SIZE,
+            max_lanes=_BATCH_LANES,
+            stall_s=_BATCH_STALL_S,
+        )
 
     async def _together_or_alone(
         self,
@@ -499,8 +504,15 @@ class PostgresGroupStateStore:
         acquire's count and insert (one statement) in the order they came, and COMMIT, in one
         message bound on the client. Slots are not part of the change log.
         """
-        params = {"bucket": bucket, "since": now_ms - window_ms, "now": now_ms}
-        count, slot = await self._acquires.submit({**params, "limit": limit, "force": force})
+        count, slot = await self._acquires.submit(
+            {
+                "bucket": bucket,
+                "since": now_ms - window_ms,
+                "now": now_ms,
+                "limit": limit,
+                "force": force,
+            }
+        )
         return Acquisition(count, count < limit, slot)
 
     async def _acquire_together(

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -942,20 +942,11 @@ def test_record_waits_only_for_its_own_groups_lock(
         store.close()
 
 
-def acquire_together(
-    loop: LoopThread, store: Any, buckets: Sequence[str], limit: int
-) -> list[Acquisition | BaseException]:
-    """Acquire a slot of each bucket at once, as concurrent calls would (window 10 ms at
-    1000): each one's acquisition or exception."""
-
-    async def acquire_all() -> list[Acquisition | BaseException]:
-        calls = (
-            store.target.acquire(bucket, window_ms=10, limit=limit, now_ms=1000)
-            for bucket in buckets
-        )
-        return list(await asyncio.gather(*calls, return_exceptions=True))
-
-    return loop.run(acquire_all())
+def acquire_together(loop: LoopThread, store: Any, buckets: Sequence[str], limit: int) -> list[Any]:
+    """Acquire a slot of each bucket at once (window 10 ms at 1000): each one's acquisition
+    or exception."""
+    acquire = functools.partial(store.target.acquire, window_ms=10, limit=limit, now_ms=1000)
+    return at_once(loop, map(acquire, buckets))
 
 
 def test_acquires_submitted_together_share_one_round_trip_in_their_order(
@@ -1210,16 +1201,19 @@ def test_record_takes_two_round_trips_and_other_calls_one(
         store.close()
 
 
-def record_together(
-    loop: LoopThread, store: Any, events: Sequence[GroupEvent]
-) -> list[RecordOutcome | BaseException]:
-    """Record the events at once, as concurrent calls would: each one's outcome or exception."""
+def at_once(loop: LoopThread, calls: Iterable[Awaitable[Any]]) -> list[Any]:
+    """Await the store's calls at once on the loop, as concurrent RPCs would: each one's
+    result or exception."""
 
-    async def record_all() -> list[RecordOutcome | BaseException]:
-        calls = (store.target.record(event) for event in events)
+    async def gathered() -> list[Any]:
         return list(await asyncio.gather(*calls, return_exceptions=True))
 
-    return loop.run(record_all())
+    return loop.run(gathered())
+
+
+def record_together(loop: LoopThread, store: Any, events: Sequence[GroupEvent]) -> list[Any]:
+    """Record the events at once: each one's outcome or exception."""
+    return at_once(loop, (store.target.record(event) for event in events))
 
 
 def test_records_submitted_together_share_two_round_trips_in_their_order(
